@@ -1,0 +1,1 @@
+"""Analysis of masks and models: statistics, overlap, dynamics, loss landscapes."""

@@ -1,0 +1,64 @@
+"""Entry point of the `mftlab` console script.
+
+Every module `cli/cmd_<name>.py` that defines `command` becomes the sub-command `<name>`
+(underscores become dashes), so adding a command never edits this file. Library errors
+(`MftlabError`) become a one-line `Error: ...` with exit code 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import click
+
+from mftlab import __version__
+from mftlab.errors import MftlabError
+
+_PREFIX = "cmd_"
+
+
+def _command_modules() -> dict[str, str]:
+    package = importlib.import_module("mftlab.cli")
+    return {
+        info.name[len(_PREFIX):].replace("_", "-"): f"mftlab.cli.{info.name}"
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name.startswith(_PREFIX)
+    }
+
+
+class MftlabGroup(click.Group):
+    """Discovers commands lazily and turns library errors into clean messages."""
+
+    def list_commands(self, ctx):
+        return sorted(_command_modules())
+
+    def get_command(self, ctx, name):
+        module = _command_modules().get(name)
+        if module is None:
+            return None
+        return importlib.import_module(module).command
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MftlabError as exc:
+            raise click.ClickException(str(exc)) from None
+        except MemoryError:
+            raise click.ClickException("out of memory; use a smaller model, batch or --max-tokens") from None
+
+
+@click.group(cls=MftlabGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mftlab")
+def main():
+    """Mask Fine-Tuning (MFT) for causal language models.
+
+    \b
+    Example (offline, with the built-in tiny model):
+      mftlab baseline tiny-llama --kind magnitude --mask-ratio 0.1 --out mask.safetensors
+      mftlab inspect mask.safetensors
+    """
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Figures: pure functions from saved results (JSON / npz) to PNG, PDF and self-contained HTML."""

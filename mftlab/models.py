@@ -1,0 +1,87 @@
+"""Loading causal language models: local folders, hub ids, GGUF files and built-in presets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from mftlab.errors import ModelLoadError
+from mftlab.presets import PRESETS, build_preset, is_preset
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object | None
+    source: str  # what the user passed: preset name, folder, hub id or GGUF path
+
+
+def resolve_dtype(dtype: str):
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"--dtype '{dtype}' is not supported; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _looks_local(source: str) -> bool:
+    return os.path.sep in source or source.startswith(".") or os.path.exists(source)
+
+
+def load_model(
+    source: str,
+    dtype: str = "auto",
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load an AutoModelForCausalLM (and its tokenizer when present) in eval mode.
+
+    `source` is a preset name (see mftlab.presets), a local folder, or a hub id. With
+    `gguf_file`, transformers de-quantises that GGUF file found in `source` (or `source` is the
+    file itself). `trust_remote_code` stays off unless asked.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    source = str(source)
+    if is_preset(source):
+        model, tokenizer = build_preset(source)
+        if torch_dtype not in ("auto", torch.float32):
+            model = model.to(torch_dtype)
+        return LoadedModel(model.to(device), tokenizer, source)
+
+    if source.endswith(".gguf") and gguf_file is None:
+        source, gguf_file = os.path.dirname(source) or ".", os.path.basename(source)
+    if _looks_local(source) and not os.path.isdir(source):
+        raise ModelLoadError(
+            f"model '{source}' is neither a folder nor a preset ({', '.join(PRESETS)}); check the path"
+        )
+    if os.path.isdir(source) and gguf_file is None and not os.path.exists(os.path.join(source, "config.json")):
+        raise ModelLoadError(f"folder '{source}' has no config.json; pass a Hugging Face model folder")
+    if gguf_file is not None and not os.path.exists(os.path.join(source, gguf_file)) and _looks_local(source):
+        raise ModelLoadError(f"GGUF file '{os.path.join(source, gguf_file)}' does not exist; check --gguf-file")
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except TypeError:  # transformers < 4.56 calls it torch_dtype
+        model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model '{source}': {first}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError):
+        tokenizer = None  # a folder of weights alone is still a model
+    model.eval()
+    return LoadedModel(model.to(device), tokenizer, source)
+
+
+def named_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter by state-dict name (tied ones under each of their names)."""
+    return dict(model.named_parameters(remove_duplicate=False))
