@@ -1,0 +1,37 @@
+"""Re-render every figure of a results folder from its saved results (no model is loaded).
+
+Each figures module that can redraw a kind of result defines:
+    RESULT_FILE = "stats.json"            # the file that marks such results in a folder
+    def render(result_dir) -> list[str]   # writes the figures next to it, returns their paths
+and is discovered here, so adding a figure kind never edits this file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+
+
+def renderers() -> dict[str, object]:
+    """RESULT_FILE -> module, for every figures module that defines both names."""
+    package = importlib.import_module("mftlab.figures")
+    found = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"mftlab.figures.{info.name}")
+        if hasattr(module, "RESULT_FILE") and hasattr(module, "render"):
+            found[module.RESULT_FILE] = module
+    return found
+
+
+def render_all(result_dir: str | os.PathLike, recursive: bool = True) -> list[str]:
+    """Redraw every figure under `result_dir`; returns the written paths (empty if none found)."""
+    table = renderers()
+    written = []
+    for folder, _dirs, files in os.walk(result_dir):
+        for result_file, module in sorted(table.items()):
+            if result_file in files:
+                written += module.render(folder)
+        if not recursive:
+            break
+    return written
