@@ -1,0 +1,33 @@
+# Every target sets itself up: a virtual environment in .venv with exact pins (requirements*.txt),
+# torch 2.13.0 CPU wheel included. Offline by design: nothing is downloaded at run time.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.mftlab-installed
+OUT    ?= demo-out
+export HF_HUB_OFFLINE = 1
+export HF_DATASETS_OFFLINE = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: demo test test-all bench reliability clean
+
+$(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the main job
+	bash bench/foundation_demo.sh $(OUT)
+
+test: $(STAMP)  ## the default test suite (fast; no network)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)  ## including slow tests
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+bench: $(STAMP)  ## rerun every benchmark and rewrite BENCHMARKS.md
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info

@@ -1,0 +1,32 @@
+"""`mftlab apply`: write the model with its mask applied as an ordinary Hugging Face folder."""
+
+import click
+
+from mftlab.cli.options import force_option, model_options
+
+
+@click.command("apply")
+@click.argument("model")
+@click.argument("mask_path", metavar="MASK")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="New folder for the merged model.")
+@force_option
+@model_options
+def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_code):
+    """Zero MODEL's masked weights and save it to --out, loadable by plain transformers, vLLM or lm-eval.
+
+    A local folder of safetensors shards is rewritten one shard at a time (peak memory about
+    one shard); anything else is loaded once, masked in place and saved.
+
+    \b
+    Example:
+      mftlab apply ./fft-model mask.safetensors --out ./mft-model
+    """
+    from mftlab.apply import write_merged
+    from mftlab.maskfile import load_mask
+
+    mask = load_mask(mask_path)
+    mismatched = write_merged(model, mask, out_dir, force=force, dtype=dtype, gguf_file=gguf_file,
+                              trust_remote_code=trust_remote_code)
+    if mismatched:
+        click.echo(f"warning: {len(mismatched)} tensors differ from the mask's base; applied anyway (--force)", err=True)
+    click.echo(f"wrote {out_dir}: {model} with {mask.total - mask.total_kept:,} of {mask.total:,} targeted weights masked")
