@@ -31,3 +31,7 @@ class ModelLoadError(MftlabError):
 
 class DataError(MftlabError):
     """A data file is missing, empty or holds malformed records."""
+
+
+class TrainingError(MftlabError):
+    """Training cannot go on (e.g. the loss became NaN or infinite); earlier checkpoints are kept."""
