@@ -1,0 +1,443 @@
+"""Loss landscapes: evaluate the token-weighted loss on a grid over a plane (or line) in weight space.
+
+Layout of every result (stated in `landscape.npz` as `layout` too): losses have shape
+(len(ys), len(xs)) like matplotlib's Z, so `train_loss[j, i]` is the loss at (xs[i], ys[j]);
+grid point number k = j * len(xs) + i. A line has ys == [0.0].
+
+For each point the perturbed weights are set to theta0 + a*u + b*v, computed in float32 from the
+pristine weights and then cast to the model's dtype (never by cumulative add and subtract), and
+the realised perturbation norm |theta(a, b) - theta0| (after the cast) is recorded. Both losses
+come from `mftlab.evaluation.loss_sums` over data tokenised once and kept on the device. Every
+finished point is appended to the run's store (see `landscape_store`), so a killed run resumes
+where it stopped; several processes split the points (k % world_size == rank) and process 0
+merges them. The model's weights are restored bit-exactly afterwards, whatever happens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mftlab import __version__
+from mftlab.analysis.directions import DirectionSpec
+from mftlab.analysis.landscape_store import PointStore
+from mftlab.analysis.planes import ExplicitPlane, ModelLine, ModelPlane, Plane, RandomPlane, linspace, margin_ranges
+from mftlab.atomic import atomic_path, write_text_atomic
+from mftlab.data import IGNORE_INDEX, Example
+from mftlab.errors import ConfigError, MaskMismatchError
+from mftlab.evaluation import LossSums, TokenBatch, loss_sums, make_batches
+from mftlab.fingerprint import combined_fingerprint, tensor_fingerprint
+
+PLANES = ("random", "models", "line")
+LAYOUT = "losses[j, i] is the loss at (xs[i], ys[j]); shape (len(ys), len(xs)); point k = j * len(xs) + i"
+MODELS_NEEDED = {"models": 3, "line": 2}
+Progress = Callable[[str, dict], None]
+
+
+# -- options ------------------------------------------------------------------------------------
+def parse_grid(text: str) -> tuple[int, int]:
+    """'21x21' or '31x11' -> (nx, ny); '41' -> (41, 1), a line."""
+    parts = str(text).lower().replace(" ", "").split("x")
+    ok = len(parts) in (1, 2) and all(p.isdigit() and int(p) >= 1 for p in parts)
+    if not ok:
+        raise ConfigError(f"--grid '{text}' is not a grid size; write NXxNY such as 21x21 (or N for a line)")
+    nx, ny = int(parts[0]), int(parts[1]) if len(parts) == 2 else 1
+    if nx * ny > 1_000_000:
+        raise ConfigError(f"--grid '{text}' has {nx * ny:,} points; use at most 1,000,000 (e.g. 51x51)")
+    return nx, ny
+
+
+def parse_range(text: str | None) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """'-1:1' (both axes) or '-1:1,-0.5:0.5' (x, then y) -> ((xlo, xhi), (ylo, yhi))."""
+    if text is None or str(text).strip() == "":
+        return None
+    pairs = []
+    for part in str(text).split(","):
+        bits = part.strip().split(":")
+        try:
+            lo, hi = (float(b) for b in bits)
+        except ValueError:
+            raise ConfigError(f"--range '{text}': '{part}' is not LO:HI; write e.g. -1:1 or -1:1,-0.5:0.5") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+            raise ConfigError(f"--range '{text}': '{part}' is empty or not finite; write the smaller number first")
+        pairs.append((lo, hi))
+    if len(pairs) > 2:
+        raise ConfigError(f"--range '{text}' has {len(pairs)} ranges; give one (both axes) or two (x,y)")
+    return (pairs[0], pairs[-1])
+
+
+@dataclass(frozen=True)
+class LandscapeConfig:
+    """What a landscape run computes. Serialised into landscape.json; `--resume` must match it."""
+
+    plane: str = "random"  # random | models | line
+    grid: tuple[int, int] = (21, 21)  # (nx, ny); ny == 1 is a line
+    ranges: tuple[tuple[float, float], tuple[float, float]] | None = None  # None: plane default
+    directions: DirectionSpec = field(default_factory=DirectionSpec)
+    margin: float = 0.2  # around the models of a models / line plane, as a fraction of their extent
+    cache_directions: bool = False  # keep random directions instead of regenerating them per point
+
+    def __post_init__(self):
+        if self.plane not in PLANES:
+            raise ConfigError(f"--plane '{self.plane}' is unknown; choose one of {', '.join(PLANES)}")
+        nx, ny = self.grid
+        if nx < 1 or ny < 1:
+            raise ConfigError(f"--grid {nx}x{ny} is empty; use e.g. 21x21")
+        if self.plane == "line" and ny != 1:
+            raise ConfigError(f"--plane line is 1-D but --grid is {nx}x{ny}; write --grid {nx}")
+        if not 0.0 <= self.margin <= 10.0:
+            raise ConfigError(f"--margin {self.margin} is outside [0, 10]; use e.g. 0.2")
+
+    @property
+    def dims(self) -> int:
+        return 1 if self.grid[1] == 1 else 2
+
+    def to_dict(self) -> dict:
+        return {"plane": self.plane, "grid": list(self.grid), "ranges": [list(r) for r in self.ranges] if self.ranges else None,
+                "directions": self.directions.to_dict(), "margin": self.margin}
+
+
+# -- data ---------------------------------------------------------------------------------------
+def label_tokens(example: Example) -> int:
+    return sum(1 for label in example.labels[1:] if label != IGNORE_INDEX)
+
+
+def select_tokens(examples: list[Example], max_tokens: int | None) -> list[Example]:
+    """The first examples (in data order) holding at least `max_tokens` label tokens (all when None)."""
+    if max_tokens is None:
+        return list(examples)
+    if max_tokens < 1:
+        raise ConfigError(f"--max-tokens {max_tokens} must be positive; use e.g. 4096")
+    chosen, total = [], 0
+    for example in examples:
+        if total >= max_tokens:
+            break
+        chosen.append(example)
+        total += label_tokens(example)
+    return chosen
+
+
+@dataclass
+class EvalData:
+    """A fixed subset, tokenised once and batched on the device."""
+
+    batches: list[TokenBatch]
+    tokens: int  # label tokens
+    examples: int
+    hash: str  # of token ids, labels and batching
+
+    def to_dict(self) -> dict:
+        return {"tokens": self.tokens, "examples": self.examples, "hash": self.hash}
+
+
+def prepare_data(examples: list[Example], pad_id: int, batch_size: int = 8, max_tokens: int | None = None,
+                 device="cpu") -> EvalData:
+    """Select `max_tokens` label tokens, batch them on `device`, and hash what will be evaluated."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size} must be positive; use e.g. 8")
+    chosen = select_tokens(examples, max_tokens)
+    batches = make_batches(chosen, batch_size, pad_id, device)
+    digest = hashlib.blake2b(digest_size=16)
+    for b in batches:
+        for t in (b.input_ids, b.labels, b.attention_mask):
+            digest.update(str(tuple(t.shape)).encode())
+            digest.update(t.to("cpu", torch.int64).numpy().tobytes())
+    return EvalData(batches, sum(b.num_label_tokens for b in batches), len(chosen), "blake2b:" + digest.hexdigest())
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    return combined_fingerprint({n: tensor_fingerprint(p) for n, p in model.named_parameters()})
+
+
+# -- one point ----------------------------------------------------------------------------------
+@torch.no_grad()
+def set_point_(params: dict[str, torch.Tensor], plane: Plane, a: float, b: float) -> float:
+    """Set every moved weight to cast(theta0 + a u + b v); return the realised |theta - theta0|."""
+    norm2 = 0.0
+    for name in plane.names:
+        theta0, u, v = plane.basis(name)
+        target = torch.add(theta0, u, alpha=a)  # float32, from the pristine weights every time
+        if v is not None:
+            target.add_(v, alpha=b)
+        p = params[name]
+        p.copy_(target)  # one cast to the model's dtype
+        norm2 += float(torch.sum((p.float() - theta0) ** 2).double())
+    return math.sqrt(norm2)
+
+
+@torch.no_grad()
+def restore_(params: dict[str, torch.Tensor], plane: Plane) -> None:
+    """Put back the pristine weights (exact: float32 holds every bf16 / fp16 / fp32 value)."""
+    for name in plane.names:
+        params[name].copy_(plane.basis(name)[0])
+
+
+# -- the grid loop ------------------------------------------------------------------------------
+@dataclass
+class LandscapeResult:
+    xs: np.ndarray  # (nx,)
+    ys: np.ndarray  # (ny,)
+    train_loss: np.ndarray  # (ny, nx), nats per label token
+    test_loss: np.ndarray  # (ny, nx)
+    markers: list[dict]
+    out_dir: str
+    seconds_per_point: float | None
+    computed: int  # points computed by this process in this call
+
+    def loss(self, split: str = "train") -> np.ndarray:
+        return self.train_loss if split == "train" else self.test_loss
+
+
+def _sums_record(s: LossSums) -> list:
+    return [s.nll, s.tokens, s.correct]
+
+
+def _evaluate(model, params, plane, point, train: EvalData, test: EvalData) -> dict:
+    i, a, b = point
+    started = time.perf_counter()
+    norm = set_point_(params, plane, a, b)
+    tr, te = loss_sums(model, train.batches), loss_sums(model, test.batches)
+    return {"i": i, "x": a, "y": b, "train": _sums_record(tr), "test": _sums_record(te), "norm": norm,
+            "seconds": time.perf_counter() - started}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _assemble(records: dict[int, dict], xs, ys, markers: list[dict], out_dir: str, run: dict) -> LandscapeResult:
+    nx, ny = len(xs), len(ys)
+    total = nx * ny + len(markers)
+    missing = [k for k in range(total) if k not in records]
+    if missing:
+        raise ConfigError(f"{len(missing)} of {total} landscape points are missing in '{out_dir}'; rerun with --resume")
+    arrays = {k: np.full((ny, nx), np.nan) for k in ("train_loss", "test_loss", "train_token_accuracy",
+                                                     "test_token_accuracy", "perturbation_norm")}
+    for k in range(nx * ny):
+        r = records[k]
+        j, i = divmod(k, nx)
+        for split in ("train", "test"):
+            nll, tokens, correct = r[split]
+            arrays[f"{split}_loss"][j, i] = nll / tokens
+            arrays[f"{split}_token_accuracy"][j, i] = correct / tokens
+        arrays["perturbation_norm"][j, i] = r["norm"]
+    for m, marker in enumerate(markers):
+        r = records[nx * ny + m]
+        marker["train_loss"] = _finite(r["train"][0] / r["train"][1])
+        marker["test_loss"] = _finite(r["test"][0] / r["test"][1])
+        marker["perturbation_norm"] = r["norm"]
+    seconds = [r["seconds"] for r in records.values() if "seconds" in r]
+    spp = float(np.median(seconds)) if seconds else None
+    result = LandscapeResult(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64),
+                             arrays["train_loss"], arrays["test_loss"], markers, out_dir, spp, 0)
+    _write_final(result, arrays, run)
+    return result
+
+
+def _write_final(result: LandscapeResult, arrays: dict, run: dict) -> None:
+    import json
+
+    with atomic_path(os.path.join(result.out_dir, "landscape.npz")) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(
+                f, xs=result.xs, ys=result.ys, layout=np.array(LAYOUT),
+                marker_xy=np.array([[m["x"], m["y"]] for m in result.markers], dtype=np.float64).reshape(-1, 2),
+                marker_train_loss=np.array([m["train_loss"] if m["train_loss"] is not None else np.nan for m in result.markers]),
+                marker_test_loss=np.array([m["test_loss"] if m["test_loss"] is not None else np.nan for m in result.markers]),
+                **arrays,
+            )
+    finite = {s: arrays[f"{s}_loss"][np.isfinite(arrays[f"{s}_loss"])] for s in ("train", "test")}
+    doc = {
+        "kind": "landscape",
+        "mftlab_version": __version__,
+        "layout": LAYOUT,
+        "files": {"arrays": "landscape.npz"},
+        **{k: v for k, v in run.items() if k != "check"},
+        **run["check"],
+        "markers": result.markers,
+        "summary": {
+            f"{s}_loss_{what}": _finite(float(fn(finite[s]))) if finite[s].size else None
+            for s in ("train", "test") for what, fn in (("min", np.min), ("max", np.max))
+        },
+        "seconds_per_point": result.seconds_per_point,
+    }
+    write_text_atomic(os.path.join(result.out_dir, "landscape.json"), json.dumps(doc, indent=1, allow_nan=False) + "\n")
+
+
+def compute_landscape(model: torch.nn.Module, plane: Plane, train: EvalData, test: EvalData, xs, ys,
+                      out_dir: str | os.PathLike, markers: list[dict] | None = None, check: dict | None = None,
+                      info: dict | None = None, resume: bool = False, rank: int = 0, world_size: int = 1,
+                      barrier: Callable[[], None] | None = None, progress: Progress | None = None) -> LandscapeResult | None:
+    """Evaluate `plane` on the grid xs x ys (plus one point per marker) and write the results.
+
+    `markers`: [{"label", "x", "y", ...}] points evaluated besides the grid (the models).
+    `check`: what must match for `--resume` (config, fingerprints, data hashes, dtype, device);
+    `info`: extra provenance. Returns the merged result on process 0 (None elsewhere).
+    """
+    out_dir = os.fspath(out_dir)
+    markers = [dict(m) for m in (markers or [])]
+    barrier = barrier or (lambda: None)
+    progress = progress or (lambda kind, data: None)
+    nx = len(xs)
+    points = [(k, float(xs[k % nx]), float(ys[k // nx])) for k in range(nx * len(ys))]
+    points += [(nx * len(ys) + m, float(mk["x"]), float(mk["y"])) for m, mk in enumerate(markers)]
+    run = {"check": {**(check or {}), "axes": {"xs": list(map(float, xs)), "ys": list(map(float, ys))},
+                     "markers": [[p[1], p[2]] for p in points[nx * len(ys):]]},
+           **(info or {})}
+
+    store = PointStore(out_dir, rank)
+    store.check_run(run, resume)
+    barrier()  # every process checked before process 0 writes anything
+    if rank == 0:
+        store.write_run(run)
+    barrier()
+    done = store.done()
+    mine = [p for p in points if p[0] % world_size == rank and p[0] not in done]
+    progress("start", {"points": len(points), "done": len(done), "todo_here": len(mine),
+                       "tokens": train.tokens + test.tokens})
+
+    params = dict(model.named_parameters())
+    computed = 0
+    store.open()
+    try:
+        for n, point in enumerate(mine):
+            record = _evaluate(model, params, plane, point, train, test)
+            store.append(record)
+            computed += 1
+            if n == 0:
+                progress("estimate", {"seconds_per_point": record["seconds"], "points": len(mine),
+                                      "tokens_per_point": train.tokens + test.tokens,
+                                      "seconds": record["seconds"] * len(mine)})
+            progress("point", {"done": n + 1, "total": len(mine), "x": point[1], "y": point[2]})
+    finally:
+        store.close()
+        restore_(params, plane)
+    barrier()
+    result = None
+    if rank == 0:
+        result = _assemble(store.done(), xs, ys, markers, out_dir, run)
+        result.computed = computed
+    barrier()
+    return result
+
+
+# -- building planes from models ---------------------------------------------------------------
+def _materialise(source) -> torch.nn.Module:
+    return source if isinstance(source, torch.nn.Module) else source()
+
+
+def mask_keep(model: torch.nn.Module, mask, force: bool = False) -> dict[str, torch.Tensor]:
+    """Keep-bits of `mask` for `model`, checked: names and shapes must fit; a fingerprint mismatch
+    is accepted when the model's masked weights are all zero (a merged MFT model), else needs force."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    mismatched = mask.check_fits(params, force=True)
+    keep = {name: mask.keep(name, params[name].device) for name in mask.names}
+    for name in mismatched:
+        if not force and bool((params[name].detach()[~keep[name]] != 0).any()):
+            raise MaskMismatchError(
+                f"--mask-directions: weights of '{name}' differ from the mask's base and are not zero where the "
+                f"mask masks them ({len(mismatched)} tensors differ); use the mask of this model or pass --force"
+            )
+    return keep
+
+
+def mask_hash(mask) -> str:
+    """Hash of a mask's bits (names, shapes and packed values)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(mask.names):
+        digest.update(f"{name}{list(mask.shapes[name])}".encode())
+        digest.update(np.ascontiguousarray(mask.packed[name]).tobytes())
+    return "blake2b:" + digest.hexdigest()
+
+
+def resolve_axes(config: LandscapeConfig, coords: list[tuple[float, float]]):
+    """xs, ys from --grid and --range (or the plane's default: +-1 for random, margins for models)."""
+    nx, ny = config.grid
+    if config.ranges is not None:
+        (xr, yr) = config.ranges
+    elif config.plane == "random":
+        xr, yr = (-1.0, 1.0), (-1.0, 1.0)
+    else:
+        xr, yr = margin_ranges(coords, config.margin, config.dims)
+    ys = linspace(*yr, ny) if ny > 1 else (0.0,)
+    return linspace(*xr, nx), ys
+
+
+def landscape(models: list, train: EvalData, test: EvalData, config: LandscapeConfig, out_dir: str | os.PathLike,
+              labels: list[str] | None = None, mask_directions=None, force: bool = False, info: dict | None = None,
+              resume: bool = False, rank: int = 0, world_size: int = 1, barrier=None,
+              progress: Progress | None = None) -> LandscapeResult | None:
+    """The landscape of `config.plane` around / through `models`, written to `out_dir`.
+
+    `models[0]` is an in-memory model, the one evaluated (perturbed, then restored exactly). Later
+    entries may be models or zero-argument loaders, materialised one at a time and dropped:
+    - random: models[1:] are projected onto the plane (coordinates and off-plane distance);
+    - models: exactly three (e.g. FFT upper bound, continued FFT, MFT); the plane through them;
+    - line: exactly two; the segment between them (and beyond, by the margin).
+    `mask_directions` (a Mask) restricts random directions to its kept weights.
+    """
+    need = MODELS_NEEDED.get(config.plane)
+    if need is not None and len(models) != need:
+        raise ConfigError(f"--plane {config.plane} needs exactly {need} models, got {len(models)}; give --model {need} times")
+    if config.plane == "models" and config.dims != 2:
+        raise ConfigError(f"--plane models needs a 2-D --grid such as 21x21, got {config.grid[0]}x{config.grid[1]}")
+    live = models[0]
+    labels = list(labels or [])
+    default = ["centre"] if config.plane == "random" else []
+    labels += [(default + [f"model {k + 1}"])[0] if k == 0 else f"model {k + 1}" for k in range(len(labels), len(models))]
+    prints = [model_fingerprint(live)]
+
+    def tracked(source):
+        def load():
+            m = _materialise(source)
+            prints.append(model_fingerprint(m))
+            return m
+        return load
+
+    extra_rows: list[dict] = [{} for _ in models]
+    if config.plane == "random":
+        keep = mask_keep(live, mask_directions, force) if mask_directions is not None else None
+        plane: Plane = RandomPlane(live, config.directions, keep, config.cache_directions, config.dims)
+        for k, source in enumerate(models[1:], 1):
+            other = tracked(source)()
+            extra_rows[k] = plane.project(other, live)
+            for split, data in (("train", train), ("test", test)):
+                extra_rows[k][f"{split}_loss_own"] = _finite(loss_sums(other, data.batches).loss)
+            del other
+        coords = [(0.0, 0.0)] + [(r["x"], r["y"]) for r in extra_rows[1:]]
+    elif config.plane == "models":
+        plane = ModelPlane(live, tracked(models[1]), tracked(models[2]))
+        coords = plane.model_coords
+    else:
+        plane = ModelLine(live, tracked(models[1]))
+        coords = plane.model_coords
+    xs, ys = resolve_axes(config, coords)
+    markers = [{"label": labels[k], "x": coords[k][0], "y": coords[k][1], **extra_rows[k]} for k in range(len(models))]
+    p0 = next(iter(dict(live.named_parameters()).values()))
+    check = {
+        "config": config.to_dict(),
+        "models": [{"label": labels[k], "fingerprint": prints[k]} for k in range(len(models))],
+        "mask_directions": mask_hash(mask_directions) if mask_directions is not None else None,
+        "data": {"train": train.to_dict(), "test": test.to_dict()},
+        "dtype": str(p0.dtype).replace("torch.", ""),
+        "device": p0.device.type,
+    }
+    info = {**(info or {}), "plane": {**plane.describe(), "model_coordinates": [list(c) for c in coords]},
+            "labels": labels, "world_size": world_size}
+    return compute_landscape(live, plane, train, test, xs, ys, out_dir, markers, check, info, resume, rank,
+                             world_size, barrier, progress)
+
+
+def explicit_landscape(model: torch.nn.Module, u: dict, v: dict | None, train: EvalData, test: EvalData, xs, ys,
+                       out_dir, **kwargs) -> LandscapeResult | None:
+    """Landscape along caller-given directions (name -> tensor), e.g. to test orientation."""
+    plane = ExplicitPlane(model, u, v)
+    ys = ys if v is not None else (0.0,)
+    return compute_landscape(model, plane, train, test, xs, ys, out_dir, **kwargs)

@@ -1,0 +1,174 @@
+"""`mftlab landscape`: 2-D (or 1-D) loss landscapes with train and test loss, resumable, multi-process."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from mftlab.cli.options import model_options, seed_option
+from mftlab.errors import ConfigError
+
+MASK_SEPARATOR = "::"
+
+
+def _distributed():
+    """(rank, world_size, barrier, device) from a torchrun / accelerate launch environment."""
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    if world <= 1:
+        return 0, 1, None, device
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dist.barrier, device
+
+
+def _split_model(text: str) -> tuple[str, str | None]:
+    if MASK_SEPARATOR in text:
+        folder, mask = text.split(MASK_SEPARATOR, 1)
+        if not folder or not mask:
+            raise ConfigError(f"--model '{text}': write FOLDER::MASK_FILE, e.g. runs/fft::runs/mft/mask.safetensors")
+        return folder, mask
+    return text, None
+
+
+def _loader(text: str, dtype: str, trust_remote_code: bool, device: str, force: bool):
+    def load():
+        from mftlab.apply import apply_mask_
+        from mftlab.maskfile import load_mask
+        from mftlab.models import load_model
+
+        source, mask_path = _split_model(text)
+        mask = load_mask(mask_path) if mask_path else None  # fail on a bad mask before loading weights
+        loaded = load_model(source, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
+        if mask is not None:
+            apply_mask_(loaded.model, mask, force=force)
+        return loaded
+    return load
+
+
+def _progress(rank: int):
+    state = {"bar": None}
+
+    def report(kind: str, data: dict):
+        if rank != 0:
+            return
+        if kind == "start":
+            click.echo(f"{data['points']} points ({data['done']} already done), "
+                       f"{data['tokens']:,} label tokens per point (train + test)")
+        elif kind == "estimate":
+            minutes = data["seconds"] / 60
+            click.echo(f"estimate: {data['points']} points x {data['tokens_per_point']:,} tokens; first point took "
+                       f"{data['seconds_per_point']:.2f} s -> about {minutes:.1f} min for this process")
+            from tqdm import tqdm
+
+            state["bar"] = tqdm(total=data["points"], initial=0, unit="pt", desc="landscape")
+        elif kind == "point" and state["bar"] is not None:
+            state["bar"].update(1)
+            if data["done"] == data["total"]:
+                state["bar"].close()
+    return report
+
+
+@click.command("landscape")
+@click.option("--model", "models", multiple=True, required=True,
+              help="Model (preset, folder or hub id), or FOLDER::MASK_FILE for a model with a mask applied. "
+                   "random: the centre, then models to project; models: three; line: two.")
+@click.option("--plane", type=click.Choice(["random", "models", "line"]), default="random", show_default=True,
+              help="random directions around the first model, the plane through three models, or the line through two.")
+@click.option("--grid", default="21x21", show_default=True, help="Points per axis NXxNY (non-square allowed); N alone is a 1-D line.")
+@click.option("--range", "range_", default=None,
+              help="LO:HI for both axes or LO:HI,LO:HI for x,y. Default: -1:1 (random), models plus --margin (models, line).")
+@click.option("--margin", type=float, default=0.2, show_default=True, help="Margin around the models, as a fraction of their extent.")
+@click.option("--data", required=True, help="Training data (file or folder); its first --max-tokens label tokens give the train loss.")
+@click.option("--eval-data", required=True, help="Test data; its first --max-tokens label tokens give the test loss.")
+@click.option("--max-tokens", type=int, default=4096, show_default=True, help="Label tokens per subset (whole examples).")
+@click.option("--max-seq-len", type=int, default=512, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--normalization", type=click.Choice(["filter", "tensor"]), default="filter", show_default=True,
+              help="Scale random directions row by row (Li et al.) or per tensor to the weights.")
+@click.option("--include-1d", is_flag=True, help="Also perturb 1-D parameters (biases, norm gains).")
+@click.option("--orthogonalize", is_flag=True, help="Make the second random direction orthogonal to the first.")
+@click.option("--targets", default=None, help="Perturb only these modules (names, re:<regex>, all-linear). Default: every weight matrix.")
+@click.option("--layers", default=None, help="Layer ranges for --targets, e.g. 4-7.")
+@click.option("--exclude", default=None, help="Modules to leave unperturbed (same syntax as --targets).")
+@click.option("--mask-directions", default=None, help="Mask file: random directions only on its kept weights.")
+@click.option("--labels", default=None, help="Comma-separated marker labels, one per --model (e.g. 'FFT,continued FFT,MFT').")
+@click.option("--cache-directions", is_flag=True, help="Keep random directions in memory (2 float32 copies) instead of regenerating them per point.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out, computing only its missing points.")
+@click.option("--no-figures", is_flag=True, help="Write results only (draw later with `mftlab plot`).")
+@click.option("--force", is_flag=True, help="Use a mask although the model's weights differ from its base.")
+@seed_option
+@model_options
+def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, max_seq_len, batch_size, normalization,
+            include_1d, orthogonalize, targets, layers, exclude, mask_directions, labels, cache_directions, out, resume,
+            no_figures, force, seed, dtype, gguf_file, trust_remote_code):
+    """Loss landscape (train and test loss) on a grid over a plane or line in weight space.
+
+    \b
+    Examples:
+      mftlab landscape --model tiny-llama --data train.jsonl --eval-data test.jsonl --grid 21x21 --out runs/ls
+      mftlab landscape --plane models --model runs/fft --model runs/fft-cont \\
+          --model runs/fft::runs/mft/mask.safetensors --labels 'FFT,continued FFT,MFT' \\
+          --data train.jsonl --eval-data test.jsonl --out runs/ls3
+      torchrun --nproc_per_node 2 -m mftlab.cli.main landscape ...   (several processes split the grid)
+    """
+    from mftlab.analysis.directions import DirectionSpec
+    from mftlab.analysis.landscape import LandscapeConfig, landscape, parse_grid, parse_range, prepare_data
+    from mftlab.data import load_examples
+    from mftlab.maskfile import load_mask
+    from mftlab.targeting import TargetSpec
+
+    spec = DirectionSpec(seed, normalization, include_1d, orthogonalize,
+                         TargetSpec.parse(targets, layers, exclude) if (targets or layers or exclude) else None)
+    config = LandscapeConfig(plane, parse_grid(grid), parse_range(range_), spec, margin, cache_directions)
+    label_list = [s.strip() for s in labels.split(",")] if labels else None
+    if label_list is not None and len(label_list) != len(models):
+        raise ConfigError(f"--labels has {len(label_list)} labels for {len(models)} --model; give one per model")
+    for path in (data, eval_data):
+        if (os.path.sep in path or os.path.splitext(path)[1]) and not os.path.exists(path):
+            raise ConfigError(f"data '{path}' does not exist; check --data / --eval-data")
+    mask = load_mask(mask_directions) if mask_directions else None
+
+    rank, world, barrier, device = _distributed()
+    if gguf_file:
+        raise ConfigError("--gguf-file is not supported by landscape; convert the model to a folder first")
+    loaders = [_loader(m, dtype, trust_remote_code, device, force) for m in models]
+    first = loaders[0]()
+    tokenizer = first.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+    sets = []
+    for source in (data, eval_data):
+        examples, _ = load_examples(source, tokenizer, max_seq_len)
+        sets.append(prepare_data(examples, pad_id, batch_size, max_tokens, device))
+    if rank == 0:
+        os.makedirs(out, exist_ok=True)
+    if barrier:
+        barrier()
+    sources = [first.model] + [(lambda load=load: load().model) for load in loaders[1:]]
+    info = {"sources": list(models), "mask_directions_file": mask_directions,
+            "data_sources": {"train": data, "test": eval_data}, "max_tokens": max_tokens,
+            "max_seq_len": max_seq_len, "batch_size": batch_size}
+    result = landscape(sources, sets[0], sets[1], config, out, label_list, mask, force, info, resume, rank, world,
+                       barrier, _progress(rank))
+    if rank != 0:
+        return
+    written = [os.path.join(out, "landscape.npz"), os.path.join(out, "landscape.json")]
+    if not no_figures:
+        from mftlab.figures.landscape_figures import render
+
+        written += render(out)
+    for m in result.markers:
+        extra = f", off-plane {m['off_plane_relative']:.1%}" if "off_plane_relative" in m else ""
+        click.echo(f"{m['label']}: ({m['x']:.4g}, {m['y']:.4g}) train {m['train_loss']:.4f} test {m['test_loss']:.4f}{extra}")
+    click.echo(f"computed {result.computed} points here; {result.seconds_per_point:.3f} s per point")
+    for path in written:
+        click.echo(path)
