@@ -1,0 +1,83 @@
+"""`mftlab stats`: sparsity statistics of a mask (and the dynamics of a training run), with figures."""
+
+import os
+
+import click
+
+from mftlab.cli.options import force_option, load_model_from, model_options
+from mftlab.errors import MftlabError
+
+
+@click.command("stats")
+@click.argument("mask_path", metavar="[MASK]", required=False)
+@click.option("--model", default=None, help="The base the mask was learned on: adds |w| of masked vs kept weights and the magnitude-mask overlap.")
+@click.option("--base", "pretrained", default=None, help="The pre-trained model before fine-tuning (needs --model): adds |w_model - w_base|.")
+@click.option("--run", "run_dir", default=None, help="A training run folder: adds flips and Hamming distances over its checkpoint masks.")
+@click.option("--out", required=True, type=click.Path(), help="Folder for stats.json, stats.csv and the figures.")
+@click.option("--no-figures", is_flag=True, default=False, help="Write JSON and CSV only (redraw later with mftlab plot).")
+@force_option
+@model_options
+def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **model_kw):
+    """Masked fraction per tensor, layer, projection and overall; concentration over rows and
+    columns; with --model and --base, what the masked weights were. MASK defaults to the final
+    mask of --run.
+
+    \b
+    Example:
+      mftlab stats mask.safetensors --model tiny-llama --out results/stats
+      mftlab stats --run runs/mft-math --out results/dynamics
+    """
+    from mftlab.analysis.dynamics import mask_dynamics, run_masks
+    from mftlab.analysis.results import ensure_dir, write_csv, write_json
+    from mftlab.analysis.stats import mask_stats
+    from mftlab.maskfile import load_mask
+
+    if mask_path is None and run_dir is None:
+        raise MftlabError("give a MASK file or --run DIR (a training run folder); see mftlab stats --help")
+    if pretrained is not None and model is None:
+        raise MftlabError("--base (the pre-trained model) needs --model (the base the mask was learned on) too")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")
+    dynamics = None
+    if run_dir is not None:
+        paths, steps, labels = run_masks(run_dir)
+        dynamics = mask_dynamics(paths, steps, labels)
+        mask_path = mask_path or paths[-1]
+    mask = load_mask(mask_path)
+    base_model = load_model_from(model, **model_kw).model if model else None
+    before = load_model_from(pretrained, **model_kw).model if pretrained else None
+    result = mask_stats(mask, base_model, before, force=force, source=os.fspath(mask_path))
+
+    ensure_dir(out)
+    written = [write_json(os.path.join(out, "stats.json"), result.to_dict()),
+               write_csv(os.path.join(out, "stats.csv"), result.csv_rows())]
+    if dynamics is not None:
+        written += [write_json(os.path.join(out, "dynamics.json"), dynamics.to_dict()),
+                    write_csv(os.path.join(out, "dynamics.csv"), dynamics.csv_rows())]
+    if not no_figures:
+        from mftlab.figures import stats_figures
+
+        written += stats_figures.render(out)
+        if dynamics is not None:
+            from mftlab.figures import dynamics_figures
+
+            written += dynamics_figures.render(out)
+
+    for note in result.notes + (dynamics.notes if dynamics else []):
+        click.echo(f"note: {note}")
+    overall = result.groups[-1]
+    click.echo(f"{mask_path}: {overall['masked']:,} of {overall['numel']:,} weights masked ({overall['masked_fraction']:.4%}) "
+               f"in {len(result.tensors)} tensors; row Gini {_num(overall['output'].get('gini'), '.3f')}")
+    if "magnitude_overlap" in overall:
+        mag = overall["magnitude_overlap"]
+        click.echo(f"overlap with the magnitude mask: {_num(mag['fraction_of_masked'], '.2%')} of masked weights (lift {_num(mag['lift'])})")
+    if "delta_overlap" in overall:
+        d = overall["delta_overlap"]
+        click.echo(f"overlap with the most-changed weights: {_num(d['fraction_of_masked'], '.2%')} of masked weights (lift {_num(d['lift'])})")
+    if dynamics is not None:
+        click.echo(f"dynamics: {len(dynamics.labels)} snapshots, {sum(dynamics.flips['all']):,} flips in total")
+    click.echo(f"wrote {len(written)} files to {out}")
+
+
+def _num(value, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)

@@ -1,0 +1,82 @@
+"""Figure of mask dynamics: flips between snapshots and distance to the first and final mask.
+
+Pure function of dynamics.json; written as PNG, PDF and self-contained HTML.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+
+from mftlab.figures.result_io import load_result, out_base
+from mftlab.figures.style import PALETTE, SEQUENTIAL_CMAP, new_figure, save_figure, save_html
+
+RESULT_FILE = "dynamics.json"
+_MAX_LEGEND_LAYERS = 8  # more layers: colour by layer with a colour bar
+
+
+def _x_axis(result: dict) -> tuple[list, str]:
+    steps = result["steps"]
+    known = all(s is not None for s in steps) and all(b > a for a, b in zip(steps, steps[1:]))
+    return (steps, "training step") if known else (list(range(len(steps))), "snapshot")
+
+
+def render(result_dir) -> list[str]:
+    """Redraw the dynamics figure from RESULT_DIR/dynamics.json; returns the written paths."""
+    result = load_result(result_dir, RESULT_FILE)
+    x, x_label = _x_axis(result)
+    numel, layers = result["numel"], result["layers"]
+    pct = {g: 100 * np.array(v, dtype=float) / numel[g] for g, v in result["flips"].items()}
+    fig, axes = new_figure(ncols=2, width=5.0, height=3.7)
+    ax = axes[0]
+    many = len(layers) > _MAX_LEGEND_LAYERS
+    cmap = matplotlib.colormaps[SEQUENTIAL_CMAP]
+    for i, layer in enumerate(layers):
+        color = cmap(i / max(len(layers) - 1, 1)) if many else PALETTE[(i + 1) % len(PALETTE)]
+        ax.plot(x[1:], pct[layer], lw=0.9, color=color, alpha=0.8, label=None if many else f"layer {layer}")
+    ax.plot(x[1:], pct["all"], lw=2.2, color="black", marker="o", ms=3, label="all layers")
+    ax.set_xlabel(f"{x_label} (end of interval)")
+    ax.set_ylabel("weights flipped since previous snapshot (%)")
+    ax.set_title("Flips between consecutive snapshots")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    if many:
+        scalar = matplotlib.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(int(layers[0]), int(layers[-1])))
+        fig.colorbar(scalar, ax=ax, label="layer")
+    ax = axes[1]
+    for i, (key, name) in enumerate((("to_first", "to the first mask"), ("to_final", "to the final mask"))):
+        ax.plot(x, 100 * np.array(result[key]["all"], dtype=float) / numel["all"], marker="o", ms=3,
+                color=PALETTE[i], label=name)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("Hamming distance (% of weights)")
+    ax.set_title("Distance to the first and final mask")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    if x_label == "snapshot":
+        for a in axes:
+            a.set_xticks(x, result["labels"], rotation=30, ha="right", fontsize=7)
+    paths = save_figure(fig, out_base(result_dir, "dynamics_flips"))
+
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    pfig = make_subplots(rows=1, cols=2, subplot_titles=["flips between consecutive snapshots", "Hamming distance"])
+    labels = result["labels"]
+    for group in ["all"] + layers:
+        flips = result["flips"][group]
+        pfig.add_trace(go.Scatter(x=x[1:], y=pct[group], mode="lines+markers", name="all layers" if group == "all" else f"layer {group}",
+                                  line={"width": 3 if group == "all" else 1, "color": "black" if group == "all" else None},
+                                  customdata=list(zip(labels[1:], flips)),
+                                  hovertemplate=f"{'all' if group == 'all' else 'layer ' + group}, %{{customdata[0]}}: "
+                                                "%{customdata[1]:,} flips (%{y:.3f}%)<extra></extra>"),
+                       row=1, col=1)
+    for i, (key, name) in enumerate((("to_first", "to first"), ("to_final", "to final"))):
+        pfig.add_trace(go.Scatter(x=x, y=100 * np.array(result[key]["all"], dtype=float) / numel["all"], mode="lines+markers",
+                                  name=f"distance {name}", line={"color": PALETTE[i]}, customdata=labels,
+                                  hovertemplate=f"%{{customdata}}: distance {name} %{{y:.3f}}%<extra></extra>"),
+                       row=1, col=2)
+    pfig.update_xaxes(title_text=x_label)
+    pfig.update_yaxes(title_text="weights flipped (%)", row=1, col=1)
+    pfig.update_yaxes(title_text="Hamming distance (% of weights)", row=1, col=2)
+    pfig.update_layout(title="Mask dynamics over training")
+    return paths + [save_html(pfig, out_base(result_dir, "dynamics_flips") + ".html")]
