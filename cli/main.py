@@ -58,6 +58,17 @@ def main():
       mftlab baseline tiny-llama --kind magnitude --mask-ratio 0.1 --out mask.safetensors
       mftlab inspect mask.safetensors
     """
+    _quiet_transformers()
+
+
+def _quiet_transformers() -> None:
+    # mftlab reports its own progress; transformers' per-file bars and notices are noise here.
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        return
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":  # pragma: no cover
