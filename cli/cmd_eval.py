@@ -38,14 +38,14 @@ def command(model, mask_path, data, batch_size, max_seq_len, data_fraction, max_
     from mftlab.data import load_examples
     from mftlab.errors import ConfigError
     from mftlab.evaluation import evaluate
+    from mftlab.apply import apply_mask_
     from mftlab.maskfile import load_mask
-    from mftlab.masking import apply_mask_inplace
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
     mask = load_mask(mask_path) if mask_path else None  # validate the file before loading a model
     loaded = load_model_from(model, **model_kwargs)
-    mismatched = apply_mask_inplace(loaded.model, mask, force=force) if mask is not None else []
+    mismatched = apply_mask_(loaded.model, mask, force=force) if mask is not None else []
     if mismatched:
         click.echo(f"warning: {len(mismatched)} tensors differ from the mask's base (--force)", err=True)
     examples, report = load_examples(data, loaded.tokenizer, max_seq_len, data_fraction, seed, skip_bad)

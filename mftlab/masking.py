@@ -176,14 +176,3 @@ def export_mask(layers: dict[str, MaskedLinear], base_name: str, method: dict) -
     keep = {n: m.keep.cpu() for n, m in layers.items()}
     weights = {n: m.base.weight.detach() for n, m in layers.items()}
     return Mask.from_keep(keep, weights, base_name, method)
-
-
-def apply_mask_inplace(model: nn.Module, mask: Mask, force: bool = False) -> list[str]:
-    """Zero the masked weights of `model` in place (for evaluation). Returns fingerprint mismatches."""
-    weights = dict(model.named_parameters(remove_duplicate=False))
-    mismatched = mask.check_fits(weights, force=force)
-    with torch.no_grad():
-        for name in mask.names:
-            w = weights[name]
-            w.mul_(mask.keep(name, w.device).to(w.dtype))
-    return mismatched

@@ -16,6 +16,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -162,7 +163,8 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     from accelerate.utils import DistributedDataParallelKwargs
 
     check_out_dir(config)
-    accelerator = Accelerator(mixed_precision=_precision(config),
+    # cpu=True on a machine without a GPU: otherwise accelerate ignores torchrun's process group.
+    accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -208,7 +210,9 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
         ckpt.remove_partial(config.out)
     accelerator.wait_for_everyone()
 
-    model = accelerator.prepare(model)
+    with warnings.catch_warnings():  # accelerate's note on broadcast_buffers; `keep` is never rank-local
+        warnings.simplefilter("ignore", FutureWarning)
+        model = accelerator.prepare(model)
     unwrapped = accelerator.unwrap_model(model)
     trainable = _trainable(unwrapped)
     lr = config.score_lr if config.method == "mask" else config.lr
