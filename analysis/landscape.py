@@ -294,6 +294,7 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, train: EvalData, tes
 
     store = PointStore(out_dir, rank)
     store.check_run(run, resume)
+    os.makedirs(out_dir, exist_ok=True)
     barrier()  # every process checked before process 0 writes anything
     if rank == 0:
         store.write_run(run)
@@ -390,8 +391,8 @@ def landscape(models: list, train: EvalData, test: EvalData, config: LandscapeCo
         raise ConfigError(f"--plane models needs a 2-D --grid such as 21x21, got {config.grid[0]}x{config.grid[1]}")
     live = models[0]
     labels = list(labels or [])
-    default = ["centre"] if config.plane == "random" else []
-    labels += [(default + [f"model {k + 1}"])[0] if k == 0 else f"model {k + 1}" for k in range(len(labels), len(models))]
+    labels += ["centre" if k == 0 and config.plane == "random" else f"model {k + 1}"
+               for k in range(len(labels), len(models))]
     prints = [model_fingerprint(live)]
 
     def tracked(source):

@@ -74,6 +74,8 @@ class PointStore:
     def check_run(self, run: dict, resume: bool) -> None:
         """Refuse to mix runs: an earlier run needs --resume, and --resume needs the same `check`."""
         run_path = os.path.join(self.out_dir, RUN_FILE)
+        if os.path.exists(self.out_dir) and not os.path.isdir(self.out_dir):
+            raise ConfigError(f"--out '{self.out_dir}' is a file; pass a folder for the results")
         if not resume:
             if self.has_previous_run():
                 raise ConfigError(
