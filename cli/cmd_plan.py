@@ -1,0 +1,97 @@
+"""`mftlab plan`: GPU memory and time of a `train` or `landscape` run, with the arithmetic shown."""
+
+import json
+
+import click
+
+from mftlab.cli.options import target_options
+
+
+def _value(term) -> str:
+    from mftlab.planning import fmt_bytes, fmt_count, fmt_seconds
+
+    if term.unit == "B":
+        return fmt_bytes(term.value)
+    if term.unit == "s":
+        return fmt_seconds(term.value)
+    return f"{fmt_count(term.value)} {term.unit}"
+
+
+def _table(title: str, terms) -> None:
+    click.echo(title)
+    width = max(len(t.name) for t in terms)
+    for t in terms:
+        name = t.name if t.counted else f"({t.name})"
+        click.echo(f"  {name:<{width + 2}}  {t.formula} = {_value(t)}")
+
+
+@click.command("plan")
+@click.argument("model", metavar="MODEL_OR_CONFIG")
+@click.option("--task", type=click.Choice(["train", "landscape"]), default="train", show_default=True)
+@click.option("--method", type=click.Choice(["mask", "fft", "lora"]), default="mask", show_default=True,
+              help="mask = MFT, fft = full fine-tuning, lora (train only).")
+@target_options
+@click.option("--score-dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="Weight dtype; auto = the config's dtype (float32 if it names none).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="Activations: auto = bf16 autocast, as `mftlab train` uses on these GPUs.")
+@click.option("--batch-size", type=int, default=8, show_default=True,
+              help="train: examples per optimizer step over all GPUs (as `mftlab train`); landscape: per GPU.")
+@click.option("--grad-accum", type=int, default=1, show_default=True)
+@click.option("--seq-len", type=int, default=512, show_default=True, help="Tokens per example.")
+@click.option("--gpus", type=int, default=1, show_default=True)
+@click.option("--sharding", type=click.Choice(["none", "zero2", "zero3", "fsdp"]), default="none", show_default=True,
+              help="Through accelerate (DeepSpeed ZeRO-2/3 or FSDP).")
+@click.option("--checkpointing/--no-checkpointing", default=False, show_default=True,
+              help="Activation checkpointing.")
+@click.option("--attention", type=click.Choice(["sdpa", "eager"]), default="sdpa", show_default=True,
+              help="sdpa/flash attention stores no S x S scores; eager does.")
+@click.option("--gpu", type=click.Choice(["h100", "h200", "a100"]), default="h100", show_default=True)
+@click.option("--mfu", type=float, default=0.4, show_default=True, help="Model FLOPs utilisation assumed.")
+@click.option("--tokens", type=int, default=None, help="Training tokens per epoch.")
+@click.option("--examples", type=int, default=None, help="Or training examples per epoch (each --seq-len tokens).")
+@click.option("--epochs", type=float, default=2.0, show_default=True)
+@click.option("--lora-r", type=int, default=16, show_default=True)
+@click.option("--grid", default="21x21", show_default=True, help="Landscape points NXxNY (N alone: a line).")
+@click.option("--landscape-tokens", type=int, default=4096, show_default=True,
+              help="Landscape label tokens per subset (train and test each), as `landscape --max-tokens`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def command(model, as_json, **options):
+    """Estimate GPU memory per GPU and run time from MODEL_OR_CONFIG's config alone (no weights).
+
+    MODEL_OR_CONFIG is a preset (tiny-llama, tiny-gpt2), a built-in shape (llama2-7b,
+    llama3.1-8b), a model folder with config.json, a config.json file, or a hub id.
+
+    \b
+    Example (the paper's LLaMA2-7B math run: MFT on layers 4-7, batch 8, 8 GPUs):
+      mftlab plan llama2-7b --layers 4-7 --batch-size 8 --seq-len 2048 --gpus 8 --examples 7473
+      mftlab plan llama3.1-8b --task landscape --grid 21x21 --landscape-tokens 4096
+    """
+    from mftlab.planning import PlanConfig, fmt_bytes, fmt_count, fmt_seconds, make_plan
+
+    config = PlanConfig(model=model, **options)
+    result = make_plan(config)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    m = result.model
+    what = f"{config.task} --method {config.method}" if config.task == "train" else "landscape"
+    click.echo(f"{m['name']} ({m['model_type']}): {fmt_count(m['params'])} params, {m['layers']} layers, "
+               f"hidden {m['hidden']}, vocab {m['vocab']}, {m['dtype']}; {what}")
+    if result.targeted_weights:
+        first = f", backward from layer {result.first_layer}" if result.first_layer is not None else ""
+        click.echo(f"targeted weights T = {result.targeted_weights:,}{first}")
+    _table(f"memory per GPU ({config.gpus} x {config.gpu}, sharding {config.sharding}, "
+           f"checkpointing {'on' if config.checkpointing else 'off'}):", result.memory)
+    verdict = "fits" if result.fits else "does NOT fit"
+    click.echo(f"  total per GPU = {fmt_bytes(result.memory_per_gpu)} of {fmt_bytes(result.gpu_memory)}: {verdict}")
+    _table(f"time (peak x MFU {config.mfu}):", result.time)
+    if result.step_seconds is not None:
+        click.echo(f"  per optimizer step = {fmt_seconds(result.step_seconds)}")
+    if result.total_seconds is not None:
+        hours = result.total_seconds / 3600
+        click.echo(f"  total = {fmt_seconds(result.total_seconds)} wall = {hours:.3g} h x {config.gpus} GPUs = "
+                   f"{hours * config.gpus:.3g} GPU-hours")
+    for note in result.notes:
+        click.echo(f"note: {note}")
