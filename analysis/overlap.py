@@ -14,8 +14,8 @@ For every pair (a, b) and every tensor only one popcount is needed: kept-in-eith
 
 Groups (layer, projection, overall) add the per-tensor counts and expectations, i.e. the
 independence baseline is stratified by tensor. The p-value is one-sided, P(X >= x): exact
-hypergeometric for one tensor (scipy logsf, so it does not underflow silently: `log10_p` keeps
-the value when `p_value` is 0.0), and a normal approximation of the sum of per-tensor
+hypergeometric for one tensor (scipy sf; below 1e-300 `log10_p` keeps the value, from a tight
+geometric bound on the tail, while `p_value` reads 0.0), and a normal approximation of the sum of per-tensor
 hypergeometrics for groups of several tensors. The z-score is (x - expected) / sd.
 
 For N masks, a bit-sliced counter gives k-of-N consensus (weights masked by exactly k masks)
@@ -38,6 +38,7 @@ from mftlab.errors import MaskMismatchError
 from mftlab.maskfile import Mask, load_mask
 
 KIND = "mftlab.overlap"
+_TINY = 1e-300  # below this, p-values are reported through log10_p
 LEVELS = ("tensor", "layer", "projection", "overall")
 
 
@@ -48,8 +49,17 @@ def hypergeom_test(numel: int, masked_a: int, masked_b: int, shared: int) -> tup
 
     expected = masked_a * masked_b / numel if numel else 0.0
     variance = _hypergeom_variance(numel, masked_a, masked_b)
-    log_p = float(hypergeom.logsf(shared - 1, numel, masked_a, masked_b)) if numel else 0.0
-    return expected, variance, min(log_p, 0.0)
+    if numel == 0:
+        return expected, variance, 0.0
+    p = float(hypergeom.sf(shared - 1, numel, masked_a, masked_b))
+    if p > _TINY:
+        return expected, variance, math.log(p)
+    # Below float range. scipy's logsf sums the whole tail (slow for millions of weights); the pmf
+    # is log-concave, so past the mode the tail is bounded by a geometric series with the ratio r
+    # of consecutive terms: pmf(x) <= P(X >= x) <= pmf(x) / (1 - r). Report the upper bound.
+    log_pmf = float(hypergeom.logpmf(shared, numel, masked_a, masked_b))
+    r = ((masked_a - shared) * (masked_b - shared)) / ((shared + 1) * (numel - masked_a - masked_b + shared + 1))
+    return expected, variance, min(log_pmf - math.log1p(-r) if r < 1 else log_pmf, 0.0)
 
 
 def _hypergeom_variance(numel: int, masked_a: int, masked_b: int) -> float:
@@ -118,10 +128,12 @@ class PairCounts:
         }
 
 
-def pair_counts(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...]) -> PairCounts:
-    """Counts of two packed keep-masks of one tensor (shape = logical shape)."""
+def pair_counts(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...],
+                kept_a: int | None = None, kept_b: int | None = None) -> PairCounts:
+    """Counts of two packed keep-masks of one tensor (shape = logical shape; kept counts if known)."""
     numel = math.prod(shape) if shape else 1
-    masked_a, masked_b = numel - count(a), numel - count(b)
+    masked_a = numel - (count(a) if kept_a is None else kept_a)
+    masked_b = numel - (count(b) if kept_b is None else kept_b)
     shared = numel - count(np.bitwise_or(a, b))
     expected, variance, log_p = hypergeom_test(numel, masked_a, masked_b, shared)
     return PairCounts(numel, masked_a, masked_b, shared, expected, variance, log_p, 1)
@@ -283,8 +295,9 @@ def compare_masks(masks: list, labels: list[str] | None = None, force: bool = Fa
     for done, name in enumerate(names, 1):
         shape = masks_[0].shapes[name]
         packed = [m.packed[name] for m in masks_]
+        kept = [count(p) for p in packed]
         for i, j in pairs:
-            counts = pair_counts(packed[i], packed[j], shape)
+            counts = pair_counts(packed[i], packed[j], shape, kept[i], kept[j])
             for key in keys[name]:
                 pair_totals.setdefault(key + (i, j), PairCounts()).add(counts)
         exactly, only = consensus_counts(packed, shape)
