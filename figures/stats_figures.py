@@ -33,7 +33,11 @@ def heatmap(stats: dict, result_dir) -> list[str]:
         return []
     grid = np.array([[percent(v) for v in row] for row in heat["masked_fraction"]], dtype=float)
     fig, ax = new_figure(width=1.2 + 0.75 * len(projections), height=1.3 + 0.28 * len(layers))
-    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=SEQUENTIAL_CMAP, interpolation="nearest")
+    lo, hi = float(np.nanmin(grid)), float(np.nanmax(grid))
+    if hi - lo < 1.0:  # near-uniform ratios: don't let the colour scale blow up rounding noise
+        lo, hi = (lo + hi) / 2 - 0.5, (lo + hi) / 2 + 0.5
+    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=SEQUENTIAL_CMAP, interpolation="nearest",
+                      vmin=lo, vmax=hi)
     ax.grid(False)
     ax.set_xticks(range(len(projections)), projections, rotation=30 if max(map(len, projections)) > 5 else 0)
     step = max(1, len(layers) // 32)
