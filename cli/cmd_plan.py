@@ -82,8 +82,9 @@ def command(model, as_json, **options):
     if result.targeted_weights:
         first = f", backward from layer {result.first_layer}" if result.first_layer is not None else ""
         click.echo(f"targeted weights T = {result.targeted_weights:,}{first}")
-    _table(f"memory per GPU ({config.gpus} x {config.gpu}, sharding {config.sharding}, "
-           f"checkpointing {'on' if config.checkpointing else 'off'}):", result.memory)
+    setup = (f"sharding {config.sharding}, checkpointing {'on' if config.checkpointing else 'off'}"
+             if config.task == "train" else f"batch {config.batch_size}, seq {config.seq_len}")
+    _table(f"memory per GPU ({config.gpus} x {config.gpu}, {setup}):", result.memory)
     verdict = "fits" if result.fits else "does NOT fit"
     click.echo(f"  total per GPU = {fmt_bytes(result.memory_per_gpu)} of {fmt_bytes(result.gpu_memory)}: {verdict}")
     _table(f"time (peak x MFU {config.mfu}):", result.time)

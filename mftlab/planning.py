@@ -213,7 +213,9 @@ def fmt_seconds(s: float) -> str:
         return f"{s / 3600:.3g} h"
     if s >= 1:
         return f"{s:.3g} s"
-    return f"{s * 1e3:.3g} ms"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} us"
 
 
 def _dtype(c: PlanConfig, m: ModelShape) -> str:
@@ -231,9 +233,9 @@ def _activation_terms(c: PlanConfig, m: ModelShape, micro: int, b_a: int, backwa
     s, h, a = c.seq_len, m.hidden, m.heads
     eager = c.attention == "eager"
     per_layer = s * micro * h * (34 + (5 * a * s / h if eager else 0)) * b_a / 2
-    bracket = f"(34 + 5 x {a} x {s} / {h})" if eager else "34"
+    symbols, bracket = ("(34 + 5 x a x S / h)", f"(34 + 5 x {a} x {s} / {h})") if eager else ("34", "34")
     scale = "" if b_a == 2 else f" x {b_a}/2"
-    per_formula = f"S x B x h x {bracket}{scale} = {s} x {micro} x {m.hidden} x {bracket}{scale}"
+    per_formula = f"S x B x h x {symbols}{scale} = {s} x {micro} x {h} x {bracket}{scale}"
     span = f"layers {first}-{m.layers - 1}" if backward_layers else "no layer"
     terms = [Term("activations per layer", f"{per_formula} B ({c.attention})", per_layer, "B", counted=False)]
     if not c.checkpointing:
@@ -355,8 +357,8 @@ def _train_time(c: PlanConfig, m: ModelShape, targets: list[Target], gpu: GPU, p
             terms.append(Term("LoRA adapters (fwd + bwd)", f"6 x {fmt_count(A)}", 6 * A, "FLOP/token"))
     if c.checkpointing:
         rec = 2 * sum(m.layer_matmul_params[first:]) + 4 * L_bwd * s * h
-        terms.append(Term("recompute (checkpointing)", f"forward of layers {first}+ = {fmt_count(rec)}", rec,
-                          "FLOP/token"))
+        terms.append(Term("recompute (checkpointing)", f"2 x N_mm(layers {first}+) + 4 x {L_bwd} x S x h = 2 x "
+                          f"{fmt_count(sum(m.layer_matmul_params[first:]))} + 4 x {L_bwd} x {s} x {h}", rec, "FLOP/token"))
     per_token = sum(t.value for t in terms)
     terms.append(Term("total per token", " + ".join(fmt_count(t.value) for t in terms), per_token, "FLOP/token",
                       counted=False))
