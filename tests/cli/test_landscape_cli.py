@@ -1,0 +1,141 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mftlab.cli.main import main
+from mftlab.maskfile import Mask, save_mask
+from mftlab.presets import _llama_config
+from mftlab.tokenizer import build_char_tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _save_model(folder, seed, hidden=32):
+    from transformers import AutoModelForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(_llama_config(hidden=hidden, layers=2, heads=2, kv_heads=1))
+    model.save_pretrained(folder)
+    build_char_tokenizer().save_pretrained(folder)
+    return model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("landscape_cli")
+    models = {name: _save_model(root / name, seed) for name, seed in (("fft", 0), ("cont", 1))}
+    _save_model(root / "wide", 2, hidden=64)
+    name = "model.layers.1.mlp.up_proj.weight"
+    weight = dict(models["fft"].named_parameters())[name].detach()
+    keep = torch.rand(weight.shape, generator=torch.Generator().manual_seed(0)) > 0.1
+    save_mask(Mask.from_keep({name: keep}, {name: weight}, "fft"), root / "mask.safetensors")
+    for split, n in (("train", 24), ("test", 12)):
+        (root / f"{split}.jsonl").write_text("".join(
+            json.dumps({"prompt": f"{i}*{n}=", "completion": str(i * n)}) + "\n" for i in range(n)))
+    return root
+
+
+def _args(root, out, *extra):
+    return ["landscape", "--model", str(root / "fft"), "--data", str(root / "train.jsonl"),
+            "--eval-data", str(root / "test.jsonl"), "--out", str(out), *extra]
+
+
+def test_random_plane_run_writes_results_and_figures(setup, tmp_path):
+    result = CliRunner().invoke(main, _args(setup, tmp_path / "r", "--grid", "3x2", "--model", str(setup / "cont"),
+                                            "--labels", "FFT,other", "--cache-directions"))
+    assert result.exit_code == 0, result.output
+    assert "estimate:" in result.output and "off-plane" in result.output
+    for name in ("landscape.npz", "landscape.json", "landscape.png", "landscape.pdf", "landscape.html"):
+        assert (tmp_path / "r" / name).exists(), name
+    doc = json.loads((tmp_path / "r" / "landscape.json").read_text())
+    assert doc["markers"][1]["off_plane_relative"] > 0.5 and doc["config"]["grid"] == [3, 2]
+
+
+def test_three_model_plane_with_a_masked_model(setup, tmp_path):
+    result = CliRunner().invoke(main, _args(
+        setup, tmp_path / "m", "--plane", "models", "--grid", "3x3", "--model", str(setup / "cont"),
+        "--model", f"{setup / 'fft'}::{setup / 'mask.safetensors'}", "--labels", "FFT,continued FFT,MFT",
+        "--no-figures"))
+    assert result.exit_code == 0, result.output
+    assert "MFT: (" in result.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--grid", "21x"], "--grid '21x'"),
+    (["--range", "1:-1"], "--range '1:-1'"),
+    (["--plane", "models", "--model", "WIDE", "--model", "WIDE"], "different architecture"),
+    (["--labels", "a,b"], "--labels has 2 labels"),
+])
+def test_user_errors_exit_1_without_traceback(setup, tmp_path, extra, message):
+    extra = [str(setup / "wide") if e == "WIDE" else e for e in extra]
+    result = CliRunner().invoke(main, _args(setup, tmp_path / "e", *extra))
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "e" / "landscape.json").exists()
+
+
+def test_mask_for_another_model_is_refused(setup, tmp_path):
+    args = _args(setup, tmp_path / "e", "--mask-directions", str(setup / "mask.safetensors"))
+    args[args.index("--model") + 1] = str(setup / "wide")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "shape" in result.output and "Traceback" not in result.output
+
+
+def test_missing_eval_data_file(setup, tmp_path):
+    args = _args(setup, tmp_path / "e", "--grid", "2x2")
+    args[args.index("--eval-data") + 1] = str(setup / "nope.jsonl")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "nope.jsonl" in result.output and "does not exist" in result.output
+
+
+def _cli(*args):
+    return [os.path.join(BIN, "python"), "-m", "mftlab.cli.main", *map(str, args)]
+
+
+def test_resume_after_kill_gives_the_identical_grid(setup, tmp_path):
+    common = ["--grid", "5x4", "--no-figures"]
+    subprocess.run(_cli(*_args(setup, tmp_path / "full", *common)), env=ENV, check=True, capture_output=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*_args(setup, out, *common)), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    shard = out / "landscape.points-0.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if shard.exists() and shard.read_text().count("\n") >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    done = shard.read_text().count("\n")
+    assert 3 <= done < 20 and not (out / "landscape.json").exists()
+    resumed = subprocess.run(_cli(*_args(setup, out, *common, "--resume")), env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({done} already done)" in resumed.stdout
+    with np.load(tmp_path / "full" / "landscape.npz") as a, np.load(out / "landscape.npz") as b:
+        for key in ("train_loss", "test_loss", "perturbation_norm", "xs", "ys"):
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_two_processes_give_the_single_process_grid(setup, tmp_path):
+    common = ["--grid", "3x3", "--no-figures", "--model", str(setup / "cont")]
+    single = subprocess.run(_cli(*_args(setup, tmp_path / "one", *common)), env=ENV, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    torchrun = [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "-m", "mftlab.cli.main"]
+    multi = subprocess.run(torchrun + list(map(str, _args(setup, tmp_path / "two", *common))), env=ENV,
+                           capture_output=True, text=True)
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    assert (tmp_path / "two" / "landscape.points-1.jsonl").exists()
+    with np.load(tmp_path / "one" / "landscape.npz") as a, np.load(tmp_path / "two" / "landscape.npz") as b:
+        for key in ("train_loss", "test_loss", "marker_xy", "marker_train_loss"):
+            np.testing.assert_array_equal(a[key], b[key])
