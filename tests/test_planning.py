@@ -137,3 +137,33 @@ def test_unknown_models(tmp_path):
         load_config("no-such-model")
     with pytest.raises(ModelLoadError, match="has no config.json"):
         load_config(str(tmp_path))
+
+
+def _saved_activation_bytes(model, ids) -> int:
+    """Bytes autograd saves for backward in one forward pass, parameters (no activations) left out."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        if t.numel() > 1 and t.untyped_storage().data_ptr() not in params:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("layers", ["0", "3", "0-3"])
+def test_activation_estimate_matches_what_autograd_saves(layers):
+    # fp32 on CPU with SDPA; the weights a mask trains need their inputs saved, as the STE does.
+    model, _ = build_preset("tiny-llama")
+    model.config._attn_implementation = "sdpa"
+    model.requires_grad_(False)
+    params = dict(model.named_parameters())
+    for t in resolve_targets(model, TargetSpec.parse("all-linear", layers)):
+        params[t.param_name].requires_grad_(True)
+    measured = _saved_activation_bytes(model, torch.randint(0, 100, (2, 256)))
+    got = terms(make_plan(PlanConfig("tiny-llama", layers=layers, batch_size=2, seq_len=256, precision="fp32")))
+    estimate = got["activations"] + got["logits + grad"] / 2  # no loss here: the logits without their gradient
+    assert 0.75 < measured / estimate < 1.25
