@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-import torch
-
 PREFIX = "bf16-blake2b:"
 
 
-def tensor_fingerprint(weight: torch.Tensor) -> str:
+def tensor_fingerprint(weight) -> str:
     """Hash of `weight`'s values rounded to bfloat16, e.g. 'bf16-blake2b:3f2a...' (32 hex)."""
+    import torch
+
     values = weight.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16)
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps(list(weight.shape)).encode())

@@ -13,8 +13,9 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from mftlab import __version__
 from mftlab.atomic import atomic_path
@@ -22,6 +23,9 @@ from mftlab.codecs import CODECS, decode, encode
 from mftlab.errors import MaskFormatError, MaskMismatchError
 from mftlab.fingerprint import combined_fingerprint, tensor_fingerprint
 from mftlab.packing import pack_bits, packed_shape, padding_is_zero, popcount, unpack_bits
+
+if TYPE_CHECKING:  # torch is imported lazily: loading and comparing masks never needs it
+    import torch
 
 FORMAT = "mftlab.mask"
 FORMAT_VERSION = "1"
@@ -43,8 +47,8 @@ class Mask:
     @classmethod
     def from_keep(
         cls,
-        keep: dict[str, torch.Tensor],
-        weights: dict[str, torch.Tensor] | None = None,
+        keep: "dict[str, torch.Tensor]",
+        weights: "dict[str, torch.Tensor] | None" = None,
         base_name: str = "",
         method: dict | None = None,
     ) -> "Mask":
@@ -64,9 +68,11 @@ class Mask:
     def names(self) -> list[str]:
         return list(self.packed)
 
-    def keep(self, name: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    def keep(self, name: str, device="cpu") -> "torch.Tensor":
         """The boolean keep-mask of one parameter, in the parameter's own layout."""
         bits = unpack_bits(self.packed[name], self.shapes[name])
+        import torch
+
         return torch.from_numpy(bits).to(device)
 
     def kept(self, name: str) -> int:
@@ -89,7 +95,7 @@ class Mask:
         return 1.0 - self.total_kept / max(self.total, 1)
 
     # -- binding to a model ----------------------------------------------------------------
-    def check_fits(self, weights: dict[str, torch.Tensor], force: bool = False) -> list[str]:
+    def check_fits(self, weights: "dict[str, torch.Tensor]", force: bool = False) -> list[str]:
         """Check that every masked tensor exists in `weights` with the same shape and fingerprint.
 
         Shape or name mismatches always raise; fingerprint mismatches raise unless `force`

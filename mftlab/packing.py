@@ -8,8 +8,12 @@ compressed-tensors bitmask layout. Bit 1 = kept, bit 0 = masked.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported lazily: reading and comparing masks never needs it
+    import torch
 
 # Popcount of every byte value; np.bitwise_count needs numpy 2.0.
 _POPCOUNT_TABLE = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
@@ -22,9 +26,11 @@ def packed_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape[:-1]) + ((shape[-1] + 7) // 8,)
 
 
-def pack_bits(keep: torch.Tensor | np.ndarray) -> np.ndarray:
+def pack_bits(keep: "torch.Tensor | np.ndarray") -> np.ndarray:
     """Pack a boolean keep-mask (any shape, True = kept) into uint8 along the last axis."""
-    if isinstance(keep, torch.Tensor):
+    if hasattr(keep, "detach"):  # a torch tensor
+        import torch
+
         keep = keep.detach().to("cpu", torch.bool).numpy()
     keep = np.asarray(keep, dtype=bool)
     if keep.ndim == 0:

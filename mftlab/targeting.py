@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported lazily: mask analysis uses layer_index without it
+    import torch
+    from torch import nn
 
 from mftlab.errors import TargetError
 
@@ -32,8 +34,10 @@ def _conv1d_type():
     return Conv1D
 
 
-def is_maskable(module: nn.Module) -> bool:
+def is_maskable(module: "nn.Module") -> bool:
     """nn.Linear and transformers' Conv1D (GPT-2 family; weight stored as [in, out])."""
+    from torch import nn
+
     conv1d = _conv1d_type()
     return isinstance(module, nn.Linear) or (bool(conv1d) and isinstance(module, conv1d))
 
@@ -128,12 +132,12 @@ def _matches(pattern: str, name: str) -> bool:
     return name == pattern or name.endswith("." + pattern)
 
 
-def _output_head_names(model: nn.Module) -> set[str]:
+def _output_head_names(model: "nn.Module") -> set[str]:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return {name for name, module in model.named_modules() if head is not None and module is head}
 
 
-def maskable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def maskable_modules(model: "nn.Module") -> list[tuple[str, "nn.Module"]]:
     """Every Linear / Conv1D in module order."""
     return [(name, m) for name, m in model.named_modules() if name and is_maskable(m)]
 
@@ -145,7 +149,7 @@ def _describe(names: list[str]) -> str:
     return ", ".join(suffixes) + span
 
 
-def resolve_targets(model: nn.Module, spec: TargetSpec) -> list[Target]:
+def resolve_targets(model: "nn.Module", spec: TargetSpec) -> list[Target]:
     """Targeted weights of `model` in module order. Raises TargetError when nothing matches."""
     candidates = maskable_modules(model)
     if not candidates:
@@ -184,7 +188,7 @@ def _format_layers(layers: tuple[int, ...] | None) -> str:
     return ",".join(str(i) for i in layers) if layers else "all"
 
 
-def target_weights(model: nn.Module, targets: list[Target]) -> dict[str, torch.Tensor]:
+def target_weights(model: "nn.Module", targets: list[Target]) -> "dict[str, torch.Tensor]":
     """param_name -> the model's weight tensor (no copy)."""
     params = dict(model.named_parameters(remove_duplicate=False))
     return {t.param_name: params[t.param_name] for t in targets}
