@@ -1,9 +1,11 @@
 """Seeded random directions in weight space, regenerated per tensor, never stored.
 
 A direction is a dict-like object: for each perturbed parameter name it yields a float32 tensor
-of the parameter's shape. Each tensor is drawn from N(0, 1) with a CPU `torch.Generator` seeded
-from a stable hash of (seed, axis, parameter name), so it is the same on every device, in every
-process, and whatever other parameters are perturbed. Then:
+of the parameter's shape. Each tensor is drawn from N(0, 1) with a `torch.Generator` on the
+weight's device, seeded from a stable hash of (seed, axis, parameter name), so it is the same in
+every run and process and whatever other parameters are perturbed (CPU and CUDA generators draw
+different numbers, so the device type is part of a result's provenance; generating on the
+device keeps regeneration cheap next to a forward pass). Then:
 
 - masked (optional): multiplied by a mask's keep bits, so a perturbation never revives a
   masked weight;
@@ -39,10 +41,10 @@ def stable_seed(seed: int, axis: int, name: str) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def gaussian(shape: tuple[int, ...], seed: int, axis: int, name: str) -> torch.Tensor:
-    """N(0, 1) float32 tensor on the CPU for (seed, axis, name)."""
-    generator = torch.Generator(device="cpu").manual_seed(stable_seed(seed, axis, name))
-    return torch.randn(shape, generator=generator, dtype=torch.float32)
+def gaussian(shape: tuple[int, ...], seed: int, axis: int, name: str, device="cpu") -> torch.Tensor:
+    """N(0, 1) float32 tensor on `device` for (seed, axis, name)."""
+    generator = torch.Generator(device=device).manual_seed(stable_seed(seed, axis, name))
+    return torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
 
 
 def output_axes(model: torch.nn.Module) -> dict[str, int]:
@@ -134,7 +136,7 @@ class RandomDirections:
     def raw(self, name: str, axis: int) -> torch.Tensor:
         """Direction `axis` (0 or 1) for `name`, masked and normalised, before orthogonalisation."""
         theta = self.theta0[name]
-        d = gaussian(tuple(theta.shape), self.spec.seed, axis, name).to(theta.device)
+        d = gaussian(tuple(theta.shape), self.spec.seed, axis, name, theta.device)
         if name in self.keep:
             d.mul_(self.keep[name].to(d.device))
         return normalize_(d, theta, self.spec.normalization, self.out_axes.get(name, 0))

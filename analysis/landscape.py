@@ -160,7 +160,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 @torch.no_grad()
 def set_point_(params: dict[str, torch.Tensor], plane: Plane, a: float, b: float) -> float:
     """Set every moved weight to cast(theta0 + a u + b v); return the realised |theta - theta0|."""
-    norm2 = 0.0
+    norm2 = None  # accumulated on the device: one host sync per point, not per tensor
     for name in plane.names:
         theta0, u, v = plane.basis(name)
         target = torch.add(theta0, u, alpha=a)  # float32, from the pristine weights every time
@@ -168,8 +168,9 @@ def set_point_(params: dict[str, torch.Tensor], plane: Plane, a: float, b: float
             target.add_(v, alpha=b)
         p = params[name]
         p.copy_(target)  # one cast to the model's dtype
-        norm2 += float(torch.sum((p.float() - theta0) ** 2).double())
-    return math.sqrt(norm2)
+        d2 = torch.dist(p if p.dtype == torch.float32 else p.float(), theta0).square()
+        norm2 = d2 if norm2 is None else norm2 + d2
+    return math.sqrt(float(norm2)) if norm2 is not None else 0.0
 
 
 @torch.no_grad()

@@ -126,8 +126,7 @@ def _render_1d(result_dir: str, doc: dict, arrays: dict) -> list[str]:
                 ax.plot(m["x"], m[f"{split}_loss"], MARKERS[k % len(MARKERS)], markersize=11,
                         markerfacecolor=MARKER_COLOURS[(k + 1) % len(MARKER_COLOURS)], markeredgecolor="k",
                         linestyle="none", label=_marker_label(m) if split == "train" else None)
-    ax.set(xlabel=axis_labels(doc)[0] if doc["plane"]["kind"] != "random" else "direction 1", ylabel=COLOURBAR_LABEL,
-           yscale="log")
+    ax.set(xlabel=axis_labels(doc)[0] if doc["plane"]["kind"] != "random" else "direction 1", ylabel=COLOURBAR_LABEL)
     ax.legend(loc="best", numpoints=1)
     return save_figure(fig, os.path.join(result_dir, "landscape_1d"))
 

@@ -1,0 +1,158 @@
+"""Benchmark: cost of one landscape grid point versus one plain evaluation pass, and versus `loss-landscapes`.
+
+Writes (or replaces) the section `## Loss landscape` of BENCHMARKS.md; other sections are kept.
+
+    .venv/bin/pip install loss-landscapes   # only for the comparison; not a dependency of mftlab
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_landscape.py --grid 11 --tokens 1024
+
+What is timed (same model, same tokens, same device):
+- plain eval: `loss_sums` over the train and the test subset (one pass each), median of 5;
+- mftlab: `landscape()` on an NxN random plane (each point evaluates train and test), wall time
+  / points, with directions regenerated per point (default) and cached (--cache-directions);
+- loss-landscapes: `random_plane(..., steps=N, normalization="filter")` with a Metric that runs
+  the same `loss_sums` over the same batches (it has no notion of train and test, so the metric
+  evaluates both), wall time / points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+
+import torch
+
+from mftlab.analysis.directions import DirectionSpec
+from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
+from mftlab.data import load_examples
+from mftlab.evaluation import loss_sums
+from mftlab.models import load_model
+
+SECTION = "## Loss landscape"
+
+
+def _write_data(folder: str, n: int, offset: int) -> str:
+    path = os.path.join(folder, f"data{offset}.jsonl")
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": f"Q: what is {i} times {offset + 3}?\nA: ",
+                                "completion": f"{i} times {offset + 3} is {i * (offset + 3)}."}) + "\n")
+    return path
+
+
+def _plain_eval(model, train, test, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        loss_sums(model, train.batches)
+        loss_sums(model, test.batches)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _mftlab(model, train, test, steps: int, cache: bool, folder: str) -> float:
+    config = LandscapeConfig("random", (steps, steps), None, DirectionSpec(seed=0), cache_directions=cache)
+    started = time.perf_counter()
+    landscape([model], train, test, config, os.path.join(folder, f"mftlab-{cache}"))
+    return (time.perf_counter() - started) / steps**2
+
+
+def _loss_landscapes(model, train, test, steps: int) -> float | str:
+    try:
+        import loss_landscapes
+        from loss_landscapes.metrics import Metric
+    except ImportError:
+        return "not installed (pip install loss-landscapes)"
+
+    class TokenLoss(Metric):  # the shim: their Metric API around our one loss function
+        def __call__(self, model_wrapper):
+            module = model_wrapper.get_modules()[0]
+            return loss_sums(module, train.batches).loss + loss_sums(module, test.batches).loss
+
+    started = time.perf_counter()
+    loss_landscapes.random_plane(model, TokenLoss(), distance=1, steps=steps, normalization="filter",
+                                 deepcopy_model=True)
+    return (time.perf_counter() - started) / steps**2
+
+
+def _replace_section(path: str, body: str) -> None:
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    block = f"{SECTION}\n\n{body.strip()}\n\n"
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
+    with open(path, "w") as f:
+        f.write(text.rstrip() + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny-llama")
+    parser.add_argument("--grid", type=int, default=11, help="N for an NxN grid")
+    parser.add_argument("--tokens", type=int, default=1024, help="label tokens per subset")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default="BENCHMARKS.md")
+    args = parser.parse_args()
+
+    loaded = load_model(args.model, device=args.device)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    with tempfile.TemporaryDirectory() as folder:
+        sets = []
+        for offset in (0, 1):
+            examples, _ = load_examples(_write_data(folder, 400, offset), tokenizer, 256)
+            sets.append(prepare_data(examples, tokenizer.pad_token_id, args.batch_size, args.tokens, args.device))
+        train, test = sets
+        _plain_eval(model, train, test, 2)  # warm-up
+        plain = _plain_eval(model, train, test)
+        regen = _mftlab(model, train, test, args.grid, False, folder)
+        cached = _mftlab(model, train, test, args.grid, True, folder)
+        theirs = _loss_landscapes(model, train, test, args.grid)
+
+    params = sum(p.numel() for p in model.parameters())
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    command = f"HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_landscape.py --model {args.model} --grid {args.grid} --tokens {args.tokens} --batch-size {args.batch_size} --device {args.device}"
+    their_row = (f"| loss-landscapes {_version()} `random_plane` (filter) | {theirs:.4f} | {theirs / plain:.2f} |"
+                 if isinstance(theirs, float) else f"| loss-landscapes | {theirs} | |")
+    body = f"""
+Command (one run): `{command}`
+
+Model `{args.model}` ({params:,} parameters, fp32) on {device}; {args.grid}x{args.grid} random plane,
+train {train.tokens} + test {test.tokens} label tokens per point (both losses at every point).
+One plain eval pass over the same tokens (`loss_sums` on train and test): {plain:.4f} s.
+
+| method | s / grid point | ratio to one plain eval pass |
+|---|---|---|
+| mftlab, directions regenerated per point (default) | {regen:.4f} | {regen / plain:.2f} |
+| mftlab `--cache-directions` | {cached:.4f} | {cached / plain:.2f} |
+{their_row}
+
+Goal: at most 1.10 for mftlab. Per point mftlab sets theta0 + a d1 + b d2 in fp32 from the pristine
+weights, evaluates, records the realised perturbation norm and appends the point with flush + fsync.
+Regenerating the directions costs one `randn` + normalisation per tensor and axis per point; it is
+negligible next to a forward pass only when the evaluation set is large compared with the model
+(tokens per point >> 2 x parameters / FLOP rate); otherwise use `--cache-directions`
+(2 extra float32 copies of the perturbed weights). loss-landscapes (installed only for this
+comparison) draws uniform, not Gaussian, directions, evaluates one metric per point, and leaves
+the model displaced unless it deep-copies it; its time includes its own direction set-up.
+The machine is shared, so timings carry noise of roughly +-10%.
+"""
+    _replace_section(args.out, body)
+    print(body)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("loss-landscapes")
+    except Exception:  # noqa: BLE001 - only for the label
+        return ""
+
+
+if __name__ == "__main__":
+    main()
