@@ -27,8 +27,9 @@ from torch import nn
 from mftlab.errors import ConfigError
 from mftlab.maskfile import Mask
 from mftlab.masked_layer import SCORE_DTYPES, MaskedLinear
-from mftlab.selection import GRANULARITIES, check_ratio, keep_threshold, select_keep
+from mftlab.selection import GRANULARITIES, check_ratio, keep_tensor, keep_threshold, select_keep
 from mftlab.targeting import Target
+from mftlab.warm_select import WarmSelector
 
 SCORE_INITS = ("random", "magnitude", "uniform")
 SELECTIONS = ("topk", "threshold")
@@ -133,22 +134,37 @@ def detach_masks(model: nn.Module) -> None:
 
 
 # -- selection ----------------------------------------------------------------------------------
-def compute_keep(layers: dict[str, MaskedLinear], selection: SelectionConfig) -> dict[str, torch.Tensor]:
-    """Keep-masks (bool, on each layer's device) chosen from the current scores."""
+def _ranking(layer: MaskedLinear, selection: SelectionConfig) -> torch.Tensor:
+    scores = layer.mask_scores.detach()
+    return scores.abs() if selection.rank_by == "abs" else scores
+
+
+def compute_keep(layers: dict[str, MaskedLinear], selection: SelectionConfig,
+                 warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
+    """Keep-masks (bool, on each layer's device) chosen from the current scores.
+
+    With `warm` (one per training run), per-tensor and global top-k start from the previous
+    step's cut-off: same masks, far less work (see mftlab.warm_select).
+    """
     with torch.no_grad():
-        if selection.rank_by == "abs":
-            values = {n: m.mask_scores.detach().abs() for n, m in layers.items()}
-        else:
-            values = {n: m.mask_scores.detach() for n, m in layers.items()}
         if selection.selection == "threshold":
-            return {n: keep_threshold(v, selection.threshold, selection.min_keep_ratio) for n, v in values.items()}
+            return {n: keep_threshold(_ranking(m, selection), selection.threshold, selection.min_keep_ratio)
+                    for n, m in layers.items()}
+        if selection.granularity == "tensor":  # one tensor at a time: no extra copy of all scores
+            if warm is not None:
+                return {n: warm.keep_tensor(n, _ranking(m, selection), selection.mask_ratio) for n, m in layers.items()}
+            return {n: keep_tensor(_ranking(m, selection), selection.mask_ratio) for n, m in layers.items()}
+        values = {n: _ranking(m, selection) for n, m in layers.items()}
+        if selection.granularity == "global" and warm is not None:
+            return warm.keep_global_group(values, selection.mask_ratio)
         out_axes = {n: (0 if m.kind == "linear" else 1) for n, m in layers.items()}
         return select_keep(values, selection.mask_ratio, selection.granularity, out_axes)
 
 
-def refresh_masks(layers: dict[str, MaskedLinear], selection: SelectionConfig) -> dict[str, torch.Tensor]:
+def refresh_masks(layers: dict[str, MaskedLinear], selection: SelectionConfig,
+                  warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
     """Recompute every keep-mask from the scores and store it in its wrapper."""
-    keep = compute_keep(layers, selection)
+    keep = compute_keep(layers, selection, warm)
     for name, layer in layers.items():
         layer.set_keep(keep[name])
     return keep

@@ -32,6 +32,7 @@ from mftlab.models import LoadedModel, load_model
 from mftlab.run_outputs import MetricsLog, check_out_dir, replace_dir, start_out_dir
 from mftlab.targeting import resolve_targets
 from mftlab.train_config import TrainConfig
+from mftlab.warm_select import WarmSelector
 
 
 @dataclass
@@ -225,7 +226,8 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
         scheduler.load_state_dict(resume.state["scheduler"])
         ckpt.restore_rng(resume.state["rng"])
         step, best_loss, best_step = resume.step, resume.info.get("best_eval_loss"), resume.info.get("best_step")
-    keep = refresh_masks(layers, selection) if layers is not None else None
+    warm = WarmSelector()
+    keep = refresh_masks(layers, selection, warm) if layers is not None else None
     last_keep = keep
     metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
     notify(TrainProgress("start", step, total, {"examples": len(examples), "steps_per_epoch": per_epoch,
@@ -265,7 +267,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
             step += 1
             window += stats
             if layers is not None:
-                keep = refresh_masks(layers, selection)  # once per optimizer step
+                keep = refresh_masks(layers, selection, warm)  # once per optimizer step
 
             row = None
             if step % config.log_every == 0 or step == total:

@@ -1,0 +1,95 @@
+"""Exact top-k selection, warm-started from the previous optimizer step (for training).
+
+Between two optimizer steps the scores move a little, so the new cut-off (the K-th lowest
+score) lies near the old one. `WarmSelector` keeps, per comparison group, the last cut-off c
+and a band half-width e, counts the scores below c - e, gathers only the few scores inside
+[c - e, c + e] and selects the K-th lowest among those. That is exact whenever the band holds
+the K-th value (checked every time; otherwise the band widens, and after a few tries the full
+`kthvalue` runs). Ties at the cut-off are broken by index exactly as in `mftlab.selection`
+(lower flat index masked first; for the global group, tensor order then flat index), so the
+result is bit-identical to `keep_tensor` / `keep_global`; only the cost changes.
+
+Cost per tensor: a handful of elementwise passes instead of a selection over every score.
+The global group never concatenates scores: only the band (about 1% of them) is gathered.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mftlab.selection import keep_global, num_masked
+
+_BAND_LOW, _BAND_HIGH = 0.002, 0.02  # target band size, as a fraction of the group
+_TRIES = 4
+
+
+class WarmSelector:
+    """Per-group cut-off memory for exact top-k (granularity `tensor` or `global`)."""
+
+    def __init__(self):
+        self.cut: dict[str, float] = {}
+        self.eps: dict[str, float] = {}
+
+    # -- the K-th lowest value over a group of flat tensors ------------------------------------
+    def _kth(self, key: str, flats: list[torch.Tensor], k: int):
+        """(cut, count below cut, band (index tensors per flat) or None) for the k-th lowest value."""
+        n = sum(f.numel() for f in flats)
+        if key in self.cut:
+            c, eps = self.cut[key], self.eps[key]
+            for _ in range(_TRIES):
+                lo, hi = c - eps, c + eps
+                below = sum(int(torch.count_nonzero(f < lo)) for f in flats)
+                if below < k:
+                    idx = [torch.nonzero((f >= lo) & (f <= hi)).flatten() for f in flats]
+                    size = sum(i.numel() for i in idx)
+                    if below + size >= k:
+                        band = torch.cat([f[i] for f, i in zip(flats, idx)])
+                        cut = torch.kthvalue(band, k - below).values
+                        if size > _BAND_HIGH * n:
+                            eps /= 2
+                        elif size < _BAND_LOW * n:
+                            eps *= 2
+                        self.cut[key], self.eps[key] = float(cut), eps
+                        return cut, below + int(torch.count_nonzero(band < cut)), idx
+                eps *= 4
+        # cold start (or the scores jumped): one full selection
+        if len(flats) == 1:
+            cut = torch.kthvalue(flats[0], k).values
+        else:  # the bisection of keep_global, which never concatenates; the cut is the largest masked value
+            keeps = keep_global({str(i): f for i, f in enumerate(flats)}, k / n if k < n else 1.0)
+            cut = max(f[~keep].max() for f, keep in zip(flats, keeps.values()) if not bool(keep.all()))
+        spread = float(torch.std(flats[0].float())) if flats[0].numel() > 1 else 1.0
+        self.cut[key], self.eps[key] = float(cut), max(spread * 0.01, 1e-12)
+        return cut, sum(int(torch.count_nonzero(f < cut)) for f in flats), None
+
+    def _keep(self, key: str, flats: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+        if k == 0:
+            return [torch.ones(f.shape, dtype=torch.bool, device=f.device) for f in flats]
+        cut, below, band = self._kth(key, flats, k)
+        keeps = [f >= cut for f in flats]  # masked: everything strictly below the cut ...
+        need = k - below  # ... plus the first `need` values equal to it, by (tensor, index)
+        for i, (f, keep) in enumerate(zip(flats, keeps)):
+            if need <= 0:
+                break
+            if band is not None:
+                ties = band[i][f[band[i]] == cut]
+            else:
+                ties = torch.nonzero(f == cut).flatten()
+            ties = ties[:need]
+            keep[ties] = False
+            need -= ties.numel()
+        return keeps
+
+    # -- public ----------------------------------------------------------------------------------
+    def keep_tensor(self, name: str, values: torch.Tensor, mask_ratio: float) -> torch.Tensor:
+        """Same result as `mftlab.selection.keep_tensor(values, mask_ratio)`."""
+        flat = values.detach().reshape(-1).float()
+        return self._keep(name, [flat], num_masked(flat.numel(), mask_ratio))[0].reshape(values.shape)
+
+    def keep_global_group(self, values: dict[str, torch.Tensor], mask_ratio: float) -> dict[str, torch.Tensor]:
+        """Same result as `mftlab.selection.keep_global(values, mask_ratio)` (the global group)."""
+        names = list(values)
+        flats = [values[n].detach().reshape(-1).float() for n in names]
+        k = num_masked(sum(f.numel() for f in flats), mask_ratio)
+        keeps = self._keep("\0global", flats, k)
+        return {n: keep.reshape(values[n].shape) for n, keep in zip(names, keeps)}
