@@ -64,10 +64,10 @@ class MaskedMatmul(torch.autograd.Function):
             g_w = g2.t() @ x2 if ctx.kind == "linear" else x2.t() @ g2  # dL/dW_eff, W's layout
             acc = torch.promote_types(g_w.dtype, torch.float32)  # at least fp32 (fp64 stays fp64)
             g_w = g_w.to(acc)
-            if ctx.needs_input_grad[3]:
-                grad_scores = (g_w * weight.to(acc)).to(ctx.scores_dtype)
             if ctx.needs_input_grad[1]:  # only when someone trains the base weight as well
                 grad_weight = (g_w * keep).to(weight.dtype)
+            if ctx.needs_input_grad[3]:  # g_w is a fresh buffer: multiply in place, no new allocation
+                grad_scores = g_w.mul_(weight.to(acc)).to(ctx.scores_dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = g2.to(torch.promote_types(g2.dtype, torch.float32)).sum(0).to(ctx.bias_dtype)
         return grad_x, grad_weight, grad_bias, grad_scores, None, None

@@ -163,12 +163,15 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    check_out_dir(config)
     # cpu=True on a machine without a GPU: otherwise accelerate ignores torchrun's process group.
     accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
+    check_out_dir(config)
+    accelerator.wait_for_everyone()  # every process has checked OUT before the main one writes to it
+    # Dropout and other global draws follow the seed (a checkpoint's RNG states replace this on resume).
+    torch.manual_seed(config.seed * 1_000 + rank)
     micro, rem = divmod(config.batch_size, world * config.grad_accum)
     if rem or micro == 0:
         raise ConfigError(f"--batch-size {config.batch_size} is not a multiple of processes ({world}) x "

@@ -30,55 +30,60 @@ class WarmSelector:
         self.cut: dict[str, float] = {}
         self.eps: dict[str, float] = {}
 
-    # -- the K-th lowest value over a group of flat tensors ------------------------------------
-    def _kth(self, key: str, flats: list[torch.Tensor], k: int):
-        """(cut, count below cut, band (index tensors per flat) or None) for the k-th lowest value."""
-        n = sum(f.numel() for f in flats)
-        if key in self.cut:
-            c, eps = self.cut[key], self.eps[key]
-            for _ in range(_TRIES):
-                lo, hi = c - eps, c + eps
-                below = sum(int(torch.count_nonzero(f < lo)) for f in flats)
-                if below < k:
-                    idx = [torch.nonzero((f >= lo) & (f <= hi)).flatten() for f in flats]
-                    size = sum(i.numel() for i in idx)
-                    if below + size >= k:
-                        band = torch.cat([f[i] for f, i in zip(flats, idx)])
-                        cut = torch.kthvalue(band, k - below).values
-                        if size > _BAND_HIGH * n:
-                            eps /= 2
-                        elif size < _BAND_LOW * n:
-                            eps *= 2
-                        self.cut[key], self.eps[key] = float(cut), eps
-                        return cut, below + int(torch.count_nonzero(band < cut)), idx
-                eps *= 4
-        # cold start (or the scores jumped): one full selection
+    # -- warm path: only the band around the previous cut-off is selected over -----------------
+    def _warm(self, key: str, flats: list[torch.Tensor], k: int, n: int) -> list[torch.Tensor] | None:
+        c, eps = self.cut[key], self.eps[key]
+        for _ in range(_TRIES):
+            lo, hi = c - eps, c + eps
+            lows = [f < lo for f in flats]  # surely masked
+            below = sum(int(torch.count_nonzero(low)) for low in lows)
+            if below < k:
+                idx = [torch.nonzero((f <= hi) ^ low).flatten() for f, low in zip(flats, lows)]  # in [lo, hi]
+                size = sum(i.numel() for i in idx)
+                if below + size >= k:
+                    vals = [f[i] for f, i in zip(flats, idx)]
+                    cut = torch.kthvalue(torch.cat(vals), k - below).values
+                    if size > _BAND_HIGH * n:
+                        eps /= 2
+                    elif size < _BAND_LOW * n:
+                        eps *= 2
+                    self.cut[key], self.eps[key] = float(cut), eps
+                    keeps = [torch.logical_not(low, out=low) for low in lows]  # reuse the buffers
+                    need = k - below - sum(int(torch.count_nonzero(v < cut)) for v in vals)
+                    for keep, i, v in zip(keeps, idx, vals):
+                        keep[i[v < cut]] = False
+                        ties = i[v == cut][:max(need, 0)]  # ties: lowest (tensor, index) first
+                        keep[ties] = False
+                        need -= ties.numel()
+                    return keeps
+            eps *= 4
+        return None
+
+    # -- cold path: one full selection ------------------------------------------------------------
+    def _cold(self, key: str, flats: list[torch.Tensor], k: int, n: int) -> list[torch.Tensor]:
         if len(flats) == 1:
             cut = torch.kthvalue(flats[0], k).values
         else:  # the bisection of keep_global, which never concatenates; the cut is the largest masked value
             keeps = keep_global({str(i): f for i, f in enumerate(flats)}, k / n if k < n else 1.0)
             cut = max(f[~keep].max() for f, keep in zip(flats, keeps.values()) if not bool(keep.all()))
-        spread = float(torch.std(flats[0].float())) if flats[0].numel() > 1 else 1.0
+        spread = float(torch.std(flats[0])) if flats[0].numel() > 1 else 1.0
         self.cut[key], self.eps[key] = float(cut), max(spread * 0.01, 1e-12)
-        return cut, sum(int(torch.count_nonzero(f < cut)) for f in flats), None
+        keeps = [f >= cut for f in flats]  # masked: everything strictly below the cut ...
+        need = k - sum(int(torch.count_nonzero(f < cut)) for f in flats)  # ... plus the first ties
+        for f, keep in zip(flats, keeps):
+            if need <= 0:
+                break
+            ties = torch.nonzero(f == cut).flatten()[:need]
+            keep[ties] = False
+            need -= ties.numel()
+        return keeps
 
     def _keep(self, key: str, flats: list[torch.Tensor], k: int) -> list[torch.Tensor]:
         if k == 0:
             return [torch.ones(f.shape, dtype=torch.bool, device=f.device) for f in flats]
-        cut, below, band = self._kth(key, flats, k)
-        keeps = [f >= cut for f in flats]  # masked: everything strictly below the cut ...
-        need = k - below  # ... plus the first `need` values equal to it, by (tensor, index)
-        for i, (f, keep) in enumerate(zip(flats, keeps)):
-            if need <= 0:
-                break
-            if band is not None:
-                ties = band[i][f[band[i]] == cut]
-            else:
-                ties = torch.nonzero(f == cut).flatten()
-            ties = ties[:need]
-            keep[ties] = False
-            need -= ties.numel()
-        return keeps
+        n = sum(f.numel() for f in flats)
+        keeps = self._warm(key, flats, k, n) if key in self.cut else None
+        return keeps if keeps is not None else self._cold(key, flats, k, n)
 
     # -- public ----------------------------------------------------------------------------------
     def keep_tensor(self, name: str, values: torch.Tensor, mask_ratio: float) -> torch.Tensor:
