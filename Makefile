@@ -26,6 +26,9 @@ test: $(STAMP)  ## the default test suite (fast; no network)
 test-all: $(STAMP)  ## including slow tests
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+reliability: $(STAMP)  ## fault tolerance: SIGKILL + resume, generated bad inputs, full disk (RELIABILITY_KILLS=N for more kills)
+	$(BIN)/python -m pytest -q -m reliability tests/reliability
+
 bench: $(STAMP)  ## rerun every benchmark and rewrite BENCHMARKS.md
 	$(BIN)/python bench/run_all.py
 

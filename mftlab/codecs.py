@@ -34,8 +34,15 @@ def decode(stored: np.ndarray, codec: str, packed_shape: tuple[int, ...], name: 
     import zstandard
 
     expected = int(np.prod(packed_shape, dtype=np.int64))
+    stream = stored.tobytes()
     try:
-        raw = zstandard.ZstdDecompressor().decompress(stored.tobytes(), max_output_size=expected)
+        # The frame header declares its own size and decompress() allocates that much up front: check it
+        # first, so a corrupted header cannot ask for terabytes (-1 = not declared; then the cap applies).
+        declared = zstandard.frame_content_size(stream)
+        if declared not in (-1, expected):
+            raise MaskFormatError(f"'{path}': tensor '{name}' declares {declared} bytes, expected {expected}; "
+                                  "the file is corrupted")
+        raw = zstandard.ZstdDecompressor().decompress(stream, max_output_size=expected)
     except zstandard.ZstdError as exc:
         raise MaskFormatError(f"'{path}': tensor '{name}' is not a valid zstd stream ({exc}); the file is corrupted") from None
     if len(raw) != expected:

@@ -55,18 +55,42 @@ class DataReport:
 
 
 # -- reading records ----------------------------------------------------------------------
+def _parse_line(raw: bytes, where: str) -> object:
+    """One JSON Lines record, or the DataError that describes why it is unusable."""
+    try:
+        line = raw.decode("utf-8-sig")  # -sig: a byte-order mark some editors write is not an error
+    except UnicodeDecodeError as exc:
+        return DataError(f"{where}: not UTF-8 text (byte {exc.start + 1} of the line); save the file as UTF-8")
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        return DataError(f"{where}: not valid JSON ({exc.msg}); fix or remove the line")
+    except RecursionError:
+        return DataError(f"{where}: JSON nested too deeply to read; fix or remove the line")
+
+
 def _read_jsonl(path: str) -> list[tuple[object, str]]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:  # bytes, so one badly encoded line is reported, not a crash
+        for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
-            try:
-                rows.append((json.loads(line), where))
-            except json.JSONDecodeError as exc:
-                rows.append((DataError(f"{where}: not valid JSON ({exc.msg}); fix or remove the line"), where))
+            row = _parse_line(raw, where)
+            if row is not None:
+                rows.append((row, where))
     return rows
+
+
+def _csv_text_features(path: str):
+    """Every CSV column as text: otherwise an answer column of numbers ("4") is read as int."""
+    import csv
+
+    import datasets
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        header = next(csv.reader(f), [])
+    return datasets.Features({name: datasets.Value("string") for name in header}) if header else None
 
 
 def _read_with_datasets(source: str) -> list[tuple[object, str]]:
@@ -77,7 +101,8 @@ def _read_with_datasets(source: str) -> list[tuple[object, str]]:
             data = datasets.load_from_disk(source)
         elif os.path.isfile(source):
             kind = FILE_TYPES[os.path.splitext(source)[1].lower()]
-            data = datasets.load_dataset(kind, data_files=source, split="train")
+            extra = {"features": _csv_text_features(source)} if kind == "csv" else {}
+            data = datasets.load_dataset(kind, data_files=source, split="train", **extra)
         else:
             data = datasets.load_dataset(source, split="train")
     except Exception as exc:  # datasets raises many types for unreadable input

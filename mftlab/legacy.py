@@ -21,7 +21,8 @@ def read_legacy(path: str) -> dict[str, torch.Tensor]:
         raise MaskFormatError(f"legacy mask '{path}' does not exist; check the path")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, ImportError, OSError) as exc:  # a corrupt pickle stream fails in any of these
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise MaskFormatError(f"'{path}' is not a loadable tensor file ({first}); only plain tensor dicts are read") from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
