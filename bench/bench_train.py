@@ -225,7 +225,8 @@ def report(r: dict, device: str, bf16: bool, args) -> str:
         f"| {name} | {v['trainable'] / 1e6:.1f}M | {v['median_s'] * 1000:.0f} | {v['min_s'] * 1000:.0f} | {v['peak_mb']:.0f} |"
         for name, v in (("fft (all weights)", fft), ("mft (ours)", mft), ("reference: full sort per forward", ref))
     )
-    return f"""Command: `{COMMAND}{'' if device == 'cuda' or not _has_cuda() else ' --device cpu'}`  
+    flags = f" --steps {args.steps} --warmup {args.warmup}" + ("" if device == "cuda" or not _has_cuda() else " --device cpu")
+    return f"""Command: `{COMMAND}{flags}`  
 Machine: {machine()}; device {device}, {'bf16 autocast' if bf16 else 'fp32'}; git {git_revision()}
 
 Llama-shaped model, hidden {HIDDEN}, intermediate {INTER}, {LAYERS} layers, `all-linear` targets =

@@ -131,6 +131,28 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def _accumulate_gradients(model, accelerator, examples: list[Example], ids: list[int], micro: int, accum: int,
+                          pad_id: int) -> torch.Tensor:
+    """Forward and backward over this process's share of one step; returns global (nll, label tokens, tokens).
+
+    The loss is the token-weighted mean over the answer tokens of the whole step (all processes,
+    all micro-batches), so the gradient does not depend on how the step is split.
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    step_tokens = sum(_label_tokens(examples[i]) for i in ids)
+    mine = ids[rank * micro * accum:(rank + 1) * micro * accum]
+    stats = torch.zeros(3, dtype=torch.float64)
+    for m in range(accum):
+        batch = collate([examples[i] for i in mine[m * micro:(m + 1) * micro]], pad_id).to(accelerator.device)
+        sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(model)
+        with sync:
+            with accelerator.autocast():
+                nll, tokens, _ = batch_loss_sums(model, batch)
+            accelerator.backward(nll * (world / max(step_tokens, 1)))  # x world: DDP averages gradients
+        stats += torch.tensor([float(nll.detach()), tokens, float(batch.attention_mask.sum())], dtype=torch.float64)
+    return accelerator.reduce(stats.to(accelerator.device), "sum").cpu() if world > 1 else stats
+
+
 # -- outputs ------------------------------------------------------------------------------------
 def _method_meta(config: TrainConfig, step: int) -> dict:
     return {"name": "mft", "mask_ratio": config.mask_ratio, "selection": config.selection,
@@ -187,7 +209,7 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
 
 
 def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainResult:
-    main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    main, world = accelerator.is_main_process, accelerator.num_processes
     examples, report = load_examples(config.data, tokenizer, config.max_seq_len, config.data_fraction,
                                      config.seed, config.skip_bad)
     eval_examples = None
@@ -232,6 +254,8 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     warm = WarmSelector()
     keep = refresh_masks(layers, selection, warm) if layers is not None else None
     last_keep = keep
+    if keep0 is not None:  # made on the CPU before `prepare` moved the model
+        keep0 = {n: k.to(keep[n].device) for n, k in keep0.items()}
     metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
     notify(TrainProgress("start", step, total, {"examples": len(examples), "steps_per_epoch": per_epoch,
                                                  "processes": world, "trainable": sum(p.numel() for p in trainable.values())}))
@@ -242,19 +266,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     try:
         while step < total:
             ids = step_indices(len(examples), config.batch_size, config.seed, step)
-            step_tokens = sum(_label_tokens(examples[i]) for i in ids)
-            mine = ids[rank * micro * config.grad_accum:(rank + 1) * micro * config.grad_accum]
-            stats = torch.zeros(3, dtype=torch.float64)
-            for m in range(config.grad_accum):
-                batch = collate([examples[i] for i in mine[m * micro:(m + 1) * micro]], pad_id).to(accelerator.device)
-                sync = contextlib.nullcontext() if m == config.grad_accum - 1 else accelerator.no_sync(model)
-                with sync:
-                    with accelerator.autocast():
-                        nll, tokens, _ = batch_loss_sums(model, batch)
-                    # Token-weighted over the whole step; x world because DDP averages gradients.
-                    accelerator.backward(nll * (world / max(step_tokens, 1)))
-                stats += torch.tensor([float(nll.detach()), tokens, float(batch.attention_mask.sum())], dtype=torch.float64)
-            stats = accelerator.reduce(stats.to(accelerator.device), "sum").cpu() if world > 1 else stats
+            stats = _accumulate_gradients(model, accelerator, examples, ids, micro, config.grad_accum, pad_id)
             step_loss = float(stats[0] / max(stats[1], 1))
             if not math.isfinite(step_loss):
                 saved = ckpt.list_checkpoints(config.out)

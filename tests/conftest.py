@@ -60,3 +60,9 @@ def model_dir(request, tmp_path, tokenizer):
     """A saved tiny model folder (Llama: nn.Linear; GPT-2: Conv1D, tied embeddings)."""
     model = _tiny_llama() if request.param == "llama" else _tiny_gpt2()
     return save_model_dir(model, tmp_path / f"tiny-{request.param}", tokenizer)
+
+
+@pytest.fixture
+def llama_dir(tmp_path, tokenizer):
+    """A saved tiny Llama folder (nn.Linear, untied embeddings)."""
+    return save_model_dir(_tiny_llama(), tmp_path / "tiny-llama", tokenizer)

@@ -31,14 +31,6 @@ def data(tmp_path):
     return write_data(tmp_path / "train.jsonl")
 
 
-@pytest.fixture
-def llama_dir(tmp_path, tiny_llama, tokenizer):
-    path = tmp_path / "tiny-llama"
-    tiny_llama.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
 def _config(model_dir, data, out, **kw):
     base = dict(model=model_dir, data=data, out=str(out), max_steps=12, batch_size=4, score_lr=0.05,
                 warmup_ratio=0.0, log_every=4, max_seq_len=32)
@@ -160,20 +152,21 @@ def test_user_errors_are_clean(llama_dir, data, tmp_path):
     train(_config(model_dir, data, out, max_steps=2, force=True))  # --force starts over
 
 
-def test_lora_without_peft_is_a_clean_error(llama_dir, data, tmp_path):
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="needs the peft library"):
-            train(_config(llama_dir, data, tmp_path / "l", method="lora"))
-    else:
-        pytest.skip("peft is installed; see test_lora_trains")
+def test_lora_without_peft_is_a_clean_error(llama_dir, data, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
+    with pytest.raises(ConfigError, match="needs the peft library"):
+        train(_config(llama_dir, data, tmp_path / "l", method="lora"))
 
 
 def test_lora_trains(llama_dir, data, tmp_path):
     pytest.importorskip("peft")
-    result = train(_config(llama_dir, data, tmp_path / "l", method="lora", lr=1e-2, targets="q_proj,v_proj"))
+    out = tmp_path / "l"
+    result = train(_config(llama_dir, data, out, method="lora", lr=1e-2, targets="q_proj,v_proj"))
     assert os.path.isfile(os.path.join(result.output_path, "adapter_config.json"))
+    rows = _metrics(out)
+    assert rows[-1]["loss"] < rows[0]["loss"]
 
 
 def test_step_indices_are_seeded_epochs():

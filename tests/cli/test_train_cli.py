@@ -27,14 +27,6 @@ def assert_clean_error(result, match, code=1):
 
 
 @pytest.fixture
-def llama_dir(tmp_path, tiny_llama, tokenizer):
-    path = tmp_path / "tiny-llama"
-    tiny_llama.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture
 def data(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "train.jsonl"
