@@ -126,6 +126,11 @@ def command(ctx, model, config_file, **flags):
       mftlab train tiny-llama --data train.jsonl --out run --mask-ratio 0.1 --max-steps 50
       mftlab train tiny-llama --data train.jsonl --out run --resume
       accelerate launch --multi_gpu --num_processes 2 -m mftlab.cli.main train MODEL --data d.jsonl --out run
+      torchrun --nproc_per_node 2 -m mftlab.cli.main train MODEL --data d.jsonl --out run
+
+    Several processes: both launchers above start two gloo processes on a CPU-only machine too;
+    `accelerate launch --cpu --num_processes 2` starts only one there (it needs MPI for more).
+    --batch-size is the global batch of one optimizer step, whatever the number of processes.
     """
     given = {name for name in flags if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
     if model is not None:
