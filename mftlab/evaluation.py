@@ -65,17 +65,30 @@ class LossSums:
     nll: float = 0.0  # sum of token negative log-likelihoods (nats)
     tokens: int = 0  # number of label tokens
     correct: int = 0  # label tokens predicted exactly by argmax
+    answers: int = 0  # examples with at least one label token
+    answers_correct: int = 0  # examples whose every label token is the argmax (see answer_accuracy)
 
     def __add__(self, other: "LossSums") -> "LossSums":
-        return LossSums(self.nll + other.nll, self.tokens + other.tokens, self.correct + other.correct)
+        return LossSums(self.nll + other.nll, self.tokens + other.tokens, self.correct + other.correct,
+                        self.answers + other.answers, self.answers_correct + other.answers_correct)
 
     @property
     def loss(self) -> float:
         return self.nll / self.tokens if self.tokens else float("nan")
 
+    @property
+    def answer_accuracy(self) -> float:
+        """Fraction of answers reproduced exactly under teacher forcing.
 
-def batch_loss_sums(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, int, int]:
-    """(summed fp32 NLL as a tensor, label-token count, correct count) for one batch."""
+        For answers that end with the end-of-text token this equals greedy-decoding exact match:
+        greedy decoding emits the reference iff every reference token is the argmax given the
+        reference prefix, which is what teacher forcing checks, at the cost of one forward pass.
+        """
+        return self.answers_correct / self.answers if self.answers else float("nan")
+
+
+def _batch_stats(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, int, int, int, int]:
+    """(summed fp32 NLL tensor, label tokens, argmax-correct tokens, answers, fully correct answers)."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
     shift_logits = logits[:, :-1, :].float()  # fp32 for the log-softmax even under bf16
     shift_labels = batch.labels[:, 1:]
@@ -83,9 +96,17 @@ def batch_loss_sums(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Te
         shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
         ignore_index=IGNORE_INDEX, reduction="sum",
     )
-    valid = shift_labels != IGNORE_INDEX
-    correct = int(((shift_logits.argmax(-1) == shift_labels) & valid).sum())
-    return nll, int(valid.sum()), correct
+    valid = shift_labels != IGNORE_INDEX  # (B, T-1)
+    hit = (shift_logits.argmax(-1) == shift_labels) & valid
+    has_answer = valid.any(dim=1)  # (B,)
+    answer_right = (hit | ~valid).all(dim=1) & has_answer
+    return nll, int(valid.sum()), int(hit.sum()), int(has_answer.sum()), int(answer_right.sum())
+
+
+def batch_loss_sums(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, int, int]:
+    """(summed fp32 NLL as a tensor, label-token count, correct count) for one batch."""
+    nll, tokens, correct, _, _ = _batch_stats(model, batch)
+    return nll, tokens, correct
 
 
 @torch.no_grad()
@@ -95,8 +116,8 @@ def loss_sums(model: torch.nn.Module, batches: list[TokenBatch]) -> LossSums:
     model.eval()
     total = LossSums()
     for batch in batches:
-        nll, tokens, correct = batch_loss_sums(model, batch)
-        total = total + LossSums(float(nll.double()), tokens, correct)
+        nll, tokens, correct, answers, answers_correct = _batch_stats(model, batch)
+        total = total + LossSums(float(nll.double()), tokens, correct, answers, answers_correct)
     model.train(was_training)
     return total
 
@@ -150,7 +171,8 @@ class EvalResult:
     token_accuracy: float
     tokens: int
     examples: int
-    exact_match: float | None = None  # fraction in [0, 1], when references exist
+    exact_match: float | None = None  # generation exact-match in [0, 1], when references exist
+    answer_accuracy: float | None = None  # teacher-forced whole-answer accuracy (see LossSums)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,4 +197,5 @@ def evaluate(model, tokenizer, examples: list[Example], batch_size: int = 16, ge
         tokens=sums.tokens,
         examples=len(examples),
         exact_match=exact,
+        answer_accuracy=sums.answer_accuracy,
     )

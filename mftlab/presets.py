@@ -2,7 +2,8 @@
 
 Each preset is a config plus a seeded initialisation plus the character tokenizer; nothing is
 downloaded. `tiny-llama` is Llama-shaped (nn.Linear, untied embeddings), `tiny-gpt2` is
-GPT-2-shaped (transformers Conv1D, tied embeddings).
+GPT-2-shaped (transformers Conv1D, tied embeddings). `micro-llama` (0.2M parameters) is the
+backbone of the quick demo.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def _gpt2_config(hidden: int = 128, layers: int = 4, heads: int = 4):
 
 PRESETS: dict[str, Callable] = {
     "tiny-llama": lambda: _llama_config(),
+    "micro-llama": lambda: _llama_config(hidden=64),
     "tiny-llama-tied": lambda: _llama_config(tied=True),
     "tiny-gpt2": lambda: _gpt2_config(),
 }

@@ -23,7 +23,8 @@ from mftlab.atomic import write_text_atomic
 DOMAINS = ("math", "code", "instruct")
 NAMES = ["Ann", "Bob", "Cy", "Dee", "Eve", "Fay", "Gus", "Hal"]
 ITEMS = ["pens", "cups", "keys", "hats", "eggs", "maps"]
-WORDS = ["cat", "sun", "map", "red", "top", "box", "fig", "owl", "jam", "kit", "log", "pod"]
+WORDS = ["cat", "sun", "map", "red", "top", "box", "fig", "owl", "jam", "kit", "log", "pod",
+         "ant", "bee", "cow", "dog", "elk", "fox", "gnu", "hen", "ink", "jar", "keg", "lid"]
 
 
 def _math(rng: random.Random, hard: bool) -> tuple[str, str]:
@@ -43,7 +44,7 @@ def _math(rng: random.Random, hard: bool) -> tuple[str, str]:
 
 
 def _code(rng: random.Random, hard: bool) -> tuple[str, str]:
-    xs = [rng.randint(0, 9) for _ in range(rng.randint(3, 5) if hard else 2)]
+    xs = [rng.randint(0, 9) for _ in range(rng.randint(3, 5) if hard else rng.randint(2, 3))]
     ops = ["sort", "rev", "max", "sum", "len"] if hard else ["rev", "max"]
     op = rng.choice(ops)
     result = {"sort": lambda: str(sorted(xs)), "rev": lambda: str(xs[::-1]), "max": lambda: str(max(xs)),
@@ -52,7 +53,7 @@ def _code(rng: random.Random, hard: bool) -> tuple[str, str]:
 
 
 def _instruct(rng: random.Random, hard: bool) -> tuple[str, str]:
-    words = [rng.choice(WORDS) for _ in range(rng.randint(2, 3) if hard else 1)]
+    words = [rng.choice(WORDS) for _ in range(rng.randint(2, 3) if hard else rng.randint(1, 2))]
     text = " ".join(words)
     ops = ["upper", "repeat", "backwards", "first"] if hard else ["upper", "repeat"]
     op = rng.choice(ops)
@@ -104,13 +105,14 @@ def make_splits(domain: str, seed: int, sizes: SplitSizes = SplitSizes()) -> dic
 
 
 def pretraining_records(n_per_domain: int, seed: int) -> list[dict]:
-    """The backbone's "pre-training" mixture: easier variants of every domain, interleaved."""
+    """The backbone's "pre-training" mixture: easier variants of every domain, interleaved.
+
+    Easy variants share the formats of the fine-tuning tasks but never their prompts (hard
+    prompts have more steps, longer lists or more words), so no test record leaks in.
+    """
     mixed = []
     for domain in DOMAINS:
-        easy = n_per_domain // 2
-        mixed += generate_records(domain, easy, seed + 1000, hard=False)
-        # A few hard ones at low weight so the formats are not completely new at fine-tuning time.
-        mixed += generate_records(domain, n_per_domain - easy, seed + 2000, hard=True)
+        mixed += generate_records(domain, n_per_domain, seed + 1000, hard=False)
     random.Random(seed).shuffle(mixed)
     return mixed
 
