@@ -360,12 +360,14 @@ def mask_hash(mask) -> str:
 
 
 def resolve_axes(config: LandscapeConfig, coords: list[tuple[float, float]]):
-    """xs, ys from --grid and --range (or the plane's default: +-1 for random, margins for models)."""
+    """xs, ys from --grid and --range (or the plane's default: +-1 for random, widened to cover
+    projected models, and the models plus margins for a models plane or line)."""
     nx, ny = config.grid
     if config.ranges is not None:
         (xr, yr) = config.ranges
-    elif config.plane == "random":
-        xr, yr = (-1.0, 1.0), (-1.0, 1.0)
+    elif config.plane == "random":  # +-1, widened to show projected models
+        (x0, x1), (y0, y1) = margin_ranges(coords, config.margin, config.dims)
+        xr, yr = (min(-1.0, x0), max(1.0, x1)), (min(-1.0, y0), max(1.0, y1))
     else:
         xr, yr = margin_ranges(coords, config.margin, config.dims)
     ys = linspace(*yr, ny) if ny > 1 else (0.0,)

@@ -3,10 +3,11 @@
 Writes (or replaces) the section `## Loss landscape` of BENCHMARKS.md; other sections are kept.
 
     .venv/bin/pip install loss-landscapes   # only for the comparison; not a dependency of mftlab
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_landscape.py --grid 11 --tokens 1024
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_landscape.py --grid 7 --tokens 1024 --threads 1
 
 What is timed (same model, same tokens, same device):
-- plain eval: `loss_sums` over the train and the test subset (one pass each), median of 5;
+- plain eval: `loss_sums` over the train and the test subset (one pass each), median of 3 just
+  before and 3 just after each method (the host is shared, so each method gets its own baseline);
 - mftlab: `landscape()` on an NxN random plane (each point evaluates train and test), wall time
   / points, with directions regenerated per point (default) and cached (--cache-directions);
 - loss-landscapes: `random_plane(..., steps=N, normalization="filter")` with a Metric that runs
@@ -55,11 +56,24 @@ def _plain_eval(model, train, test, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def _mftlab(model, train, test, steps: int, cache: bool, folder: str) -> float:
+def _mftlab(model, train, test, steps: int, cache: bool, folder: str) -> tuple[float, float]:
+    """(wall seconds per point, median in-loop seconds per point)."""
     config = LandscapeConfig("random", (steps, steps), None, DirectionSpec(seed=0), cache_directions=cache)
+    out = os.path.join(folder, f"mftlab-{cache}")
     started = time.perf_counter()
-    landscape([model], train, test, config, os.path.join(folder, f"mftlab-{cache}"))
-    return (time.perf_counter() - started) / steps**2
+    landscape([model], train, test, config, out)
+    wall = (time.perf_counter() - started) / steps**2
+    with open(os.path.join(out, "landscape.points-0.jsonl")) as f:
+        inner = statistics.median(json.loads(line)["seconds"] for line in f)
+    return wall, inner
+
+
+def _bracketed(run, model, train, test):
+    """Run `run()` between two plain-eval timings (the machine is shared: compare like with like)."""
+    before = _plain_eval(model, train, test, 3)
+    value = run()
+    after = _plain_eval(model, train, test, 3)
+    return value, (before + after) / 2
 
 
 def _loss_landscapes(model, train, test, steps: int) -> float | str:
@@ -96,8 +110,10 @@ def main():
     parser.add_argument("--tokens", type=int, default=1024, help="label tokens per subset")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared host)")
     parser.add_argument("--out", default="BENCHMARKS.md")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     loaded = load_model(args.model, device=args.device)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -108,28 +124,35 @@ def main():
             sets.append(prepare_data(examples, tokenizer.pad_token_id, args.batch_size, args.tokens, args.device))
         train, test = sets
         _plain_eval(model, train, test, 2)  # warm-up
-        plain = _plain_eval(model, train, test)
-        regen = _mftlab(model, train, test, args.grid, False, folder)
-        cached = _mftlab(model, train, test, args.grid, True, folder)
-        theirs = _loss_landscapes(model, train, test, args.grid)
+        (regen, regen_inner), plain_regen = _bracketed(lambda: _mftlab(model, train, test, args.grid, False, folder),
+                                                       model, train, test)
+        (cached, cached_inner), plain_cached = _bracketed(lambda: _mftlab(model, train, test, args.grid, True, folder),
+                                                          model, train, test)
+        theirs, plain_theirs = _bracketed(lambda: _loss_landscapes(model, train, test, args.grid), model, train, test)
 
     params = sum(p.numel() for p in model.parameters())
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    command = f"HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_landscape.py --model {args.model} --grid {args.grid} --tokens {args.tokens} --batch-size {args.batch_size} --device {args.device}"
-    their_row = (f"| loss-landscapes {_version()} `random_plane` (filter) | {theirs:.4f} | {theirs / plain:.2f} |"
-                 if isinstance(theirs, float) else f"| loss-landscapes | {theirs} | |")
+    device = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+              else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), shared host)")
+    command = f"HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_landscape.py --model {args.model} --grid {args.grid} --tokens {args.tokens} --batch-size {args.batch_size} --device {args.device} --threads {args.threads}"
+    their_row = (f"| loss-landscapes {_version()} `random_plane` (filter) | {theirs:.4f} | | {plain_theirs:.4f} | "
+                 f"{theirs / plain_theirs:.2f} |" if isinstance(theirs, float) else f"| loss-landscapes | {theirs} | | | |")
+    side_by_side = (f"Side by side (wall time per point): mftlab / loss-landscapes = {regen / theirs:.2f} (directions "
+                    f"regenerated), {cached / theirs:.2f} (cached)." if isinstance(theirs, float) else "")
     body = f"""
 Command (one run): `{command}`
 
 Model `{args.model}` ({params:,} parameters, fp32) on {device}; {args.grid}x{args.grid} random plane,
 train {train.tokens} + test {test.tokens} label tokens per point (both losses at every point).
-One plain eval pass over the same tokens (`loss_sums` on train and test): {plain:.4f} s.
+Each method runs between two timings of one plain eval pass over the same tokens (`loss_sums` on
+train and test, median of 3 before and 3 after), and is compared with their mean.
 
-| method | s / grid point | ratio to one plain eval pass |
-|---|---|---|
-| mftlab, directions regenerated per point (default) | {regen:.4f} | {regen / plain:.2f} |
-| mftlab `--cache-directions` | {cached:.4f} | {cached / plain:.2f} |
+| method | s / grid point (wall) | s / grid point (in loop, median) | plain eval pass, s | ratio (wall / plain) |
+|---|---|---|---|---|
+| mftlab, directions regenerated per point (default) | {regen:.4f} | {regen_inner:.4f} | {plain_regen:.4f} | {regen / plain_regen:.2f} |
+| mftlab `--cache-directions` | {cached:.4f} | {cached_inner:.4f} | {plain_cached:.4f} | {cached / plain_cached:.2f} |
 {their_row}
+
+{side_by_side}
 
 Goal: at most 1.10 for mftlab. Per point mftlab sets theta0 + a d1 + b d2 in fp32 from the pristine
 weights, evaluates, records the realised perturbation norm and appends the point with flush + fsync.
@@ -139,7 +162,8 @@ negligible next to a forward pass only when the evaluation set is large compared
 (2 extra float32 copies of the perturbed weights). loss-landscapes (installed only for this
 comparison) draws uniform, not Gaussian, directions, evaluates one metric per point, and leaves
 the model displaced unless it deep-copies it; its time includes its own direction set-up.
-The machine is shared, so timings carry noise of roughly +-10%.
+The host is shared with other jobs, so timings carry noise of roughly +-10% (a ratio below 1.00 is
+that noise, not a speed-up).
 """
     _replace_section(args.out, body)
     print(body)

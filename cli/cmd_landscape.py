@@ -99,7 +99,7 @@ def _progress(rank: int):
 @click.option("--targets", default=None, help="Perturb only these modules (names, re:<regex>, all-linear). Default: every weight matrix.")
 @click.option("--layers", default=None, help="Layer ranges for --targets, e.g. 4-7.")
 @click.option("--exclude", default=None, help="Modules to leave unperturbed (same syntax as --targets).")
-@click.option("--mask-directions", default=None, help="Mask file: random directions only on its kept weights.")
+@click.option("--mask-directions", default=None, help="Mask file: random directions are zero on the weights it masks, so no masked weight is revived.")
 @click.option("--labels", default=None, help="Comma-separated marker labels, one per --model (e.g. 'FFT,continued FFT,MFT').")
 @click.option("--cache-directions", is_flag=True, help="Keep random directions in memory (2 float32 copies) instead of regenerating them per point.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -149,10 +149,6 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
     for source in (data, eval_data):
         examples, _ = load_examples(source, tokenizer, max_seq_len)
         sets.append(prepare_data(examples, pad_id, batch_size, max_tokens, device))
-    if rank == 0:
-        os.makedirs(out, exist_ok=True)
-    if barrier:
-        barrier()
     sources = [first.model] + [(lambda load=load: load().model) for load in loaders[1:]]
     info = {"sources": list(models), "mask_directions_file": mask_directions,
             "data_sources": {"train": data, "test": eval_data}, "max_tokens": max_tokens,

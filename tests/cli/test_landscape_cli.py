@@ -99,13 +99,24 @@ def test_missing_eval_data_file(setup, tmp_path):
     assert result.exit_code == 1 and "nope.jsonl" in result.output and "does not exist" in result.output
 
 
+def _one_thread_invoke(args):
+    """In-process run with the subprocesses' thread count, so float sums are ordered the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return CliRunner().invoke(main, args)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _cli(*args):
     return [os.path.join(BIN, "python"), "-m", "mftlab.cli.main", *map(str, args)]
 
 
 def test_resume_after_kill_gives_the_identical_grid(setup, tmp_path):
     common = ["--grid", "5x4", "--no-figures"]
-    subprocess.run(_cli(*_args(setup, tmp_path / "full", *common)), env=ENV, check=True, capture_output=True)
+    full = _one_thread_invoke(_args(setup, tmp_path / "full", *common))
+    assert full.exit_code == 0, full.output
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cli(*_args(setup, out, *common)), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -129,8 +140,8 @@ def test_resume_after_kill_gives_the_identical_grid(setup, tmp_path):
 
 def test_two_processes_give_the_single_process_grid(setup, tmp_path):
     common = ["--grid", "3x3", "--no-figures", "--model", str(setup / "cont")]
-    single = subprocess.run(_cli(*_args(setup, tmp_path / "one", *common)), env=ENV, capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr
+    single = _one_thread_invoke(_args(setup, tmp_path / "one", *common))
+    assert single.exit_code == 0, single.output
     torchrun = [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "-m", "mftlab.cli.main"]
     multi = subprocess.run(torchrun + list(map(str, _args(setup, tmp_path / "two", *common))), env=ENV,
                            capture_output=True, text=True)
