@@ -3,7 +3,7 @@
 Each figures module that can redraw a kind of result defines:
     RESULT_FILE = "stats.json"            # the file that marks such results in a folder
     def render(result_dir) -> list[str]   # writes the figures next to it, returns their paths
-and is discovered here, so adding a figure kind never edits this file.
+and is discovered here (a module that also sets OWNS_SUBFOLDERS = True redraws its subfolders itself), so adding a figure kind never edits this file.
 """
 
 from __future__ import annotations
@@ -28,10 +28,13 @@ def render_all(result_dir: str | os.PathLike, recursive: bool = True) -> list[st
     """Redraw every figure under `result_dir`; returns the written paths (empty if none found)."""
     table = renderers()
     written = []
-    for folder, _dirs, files in os.walk(result_dir):
+    for folder, dirs, files in os.walk(result_dir):
+        dirs.sort()
         for result_file, module in sorted(table.items()):
             if result_file in files:
                 written += module.render(folder)
+                if getattr(module, "OWNS_SUBFOLDERS", False):
+                    dirs[:] = []  # that module redraws what lies below (e.g. the demo report)
         if not recursive:
             break
     return written

@@ -1,0 +1,93 @@
+"""The analysis half of the demo: stats, dynamics and overlap of the MFT masks, and the loss
+landscape through FFT best / continued FFT / MFT for every domain (first seed only).
+
+Results are written as the analysis commands write them (`stats.json`, `dynamics.json`,
+`overlap.json`, `landscape.json`/`.npz`), so `mftlab plot` redraws them like any other.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mftlab.analysis import protocol_steps as steps
+from mftlab.analysis.directions import DirectionSpec
+from mftlab.analysis.dynamics import mask_dynamics, run_masks
+from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
+from mftlab.analysis.overlap import compare_masks
+from mftlab.analysis.results import write_csv, write_json
+from mftlab.analysis.stats import mask_stats
+from mftlab.data import load_examples
+from mftlab.maskfile import load_mask
+from mftlab.models import load_model
+
+LANDSCAPE_TOKENS = 1500  # label tokens per split and point: enough for a smooth surface, cheap on a CPU
+
+
+def _stats(folder: str, mask_path: str, fft_dir: str, backbone: str, run_dir: str) -> str:
+    if steps.cached(folder) is None:
+        steps.fresh(folder)
+        mask = load_mask(mask_path)
+        result = mask_stats(mask, load_model(fft_dir).model, load_model(backbone).model, source=mask_path)
+        write_json(os.path.join(folder, "stats.json"), result.to_dict())
+        write_csv(os.path.join(folder, "stats.csv"), result.csv_rows())
+        paths, step_list, labels = run_masks(run_dir)
+        dynamics = mask_dynamics(paths, step_list, labels)
+        write_json(os.path.join(folder, "dynamics.json"), dynamics.to_dict())
+        write_csv(os.path.join(folder, "dynamics.csv"), dynamics.csv_rows())
+        steps.finish(folder, {"stats": "stats.json", "dynamics": "dynamics.json"})
+    return folder
+
+
+def _overlap(folder: str, masks: dict[str, str]) -> str:
+    if steps.cached(folder) is None:
+        steps.fresh(folder)
+        # Each domain's mask is bound to its own FFT model: compare the shared tensor names.
+        result = compare_masks(list(masks.values()), list(masks), force=True)
+        write_json(os.path.join(folder, "overlap.json"), result.to_dict())
+        write_csv(os.path.join(folder, "overlap.csv"), result.csv_rows())
+        steps.finish(folder, {"overlap": "overlap.json"})
+    return folder
+
+
+def _eval_data(path: str, tokenizer, max_seq_len: int):
+    examples, _ = load_examples(path, tokenizer, max_seq_len)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return prepare_data(examples, pad, batch_size=64, max_tokens=LANDSCAPE_TOKENS)
+
+
+def _landscape(folder: str, fft_dir: str, continued_dir: str, mask_path: str, files: dict, grid, max_seq_len: int) -> str:
+    if steps.cached(folder) is None:
+        steps.fresh(folder)
+        live = load_model(fft_dir)
+        train = _eval_data(files["train"], live.tokenizer, max_seq_len)
+        test = _eval_data(files["test"], live.tokenizer, max_seq_len)
+        config = LandscapeConfig(plane="models", grid=tuple(grid), directions=DirectionSpec(seed=0), margin=0.25)
+        models = [live.model, lambda: load_model(continued_dir).model,
+                  lambda: steps.load_method_model(fft_dir, mask_path)[0]]
+        landscape(models, train, test, config, folder, labels=["FFT best (upper bound)", "Continued FFT", "MFT"])
+        steps.finish(folder, {"landscape": "landscape.json"})
+    return folder
+
+
+def analyse(config, runs: dict, data: dict, backbone: str, say) -> dict:
+    """Run every analysis of the first seed; returns folder paths relative to `config.out`."""
+    root = os.path.join(config.out, "analysis")
+    out = {"stats": {}, "landscape": {}}
+    masks = {}
+    for domain, info in runs.items():
+        fft_dir, _ = info["sources"]["fft"]
+        mask_path = info["runs"]["mft"]["output"]
+        masks[domain] = mask_path
+        say(f"{domain}: mask statistics and training dynamics")
+        out["stats"][domain] = os.path.relpath(
+            _stats(os.path.join(root, f"stats-{domain}"), mask_path, fft_dir, backbone, os.path.join(info["root"], "mft")),
+            config.out)
+    say("overlap of the domain masks")
+    out["overlap"] = os.path.relpath(_overlap(os.path.join(root, "overlap"), masks), config.out)
+    for domain, info in runs.items():
+        say(f"{domain}: loss landscape through FFT best, continued FFT and MFT")
+        fft_dir, _ = info["sources"]["fft"]
+        out["landscape"][domain] = os.path.relpath(_landscape(
+            os.path.join(root, f"landscape-{domain}"), fft_dir, info["runs"]["continued_fft"]["output"],
+            info["runs"]["mft"]["output"], data[domain], config.landscape_grid, config.budget.max_seq_len), config.out)
+    return out

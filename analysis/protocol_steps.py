@@ -1,0 +1,137 @@
+"""The steps of the paper's protocol on one domain, each cached in its own folder.
+
+A step whose output exists (a `result.json` written last, atomically) is not run again, so a
+re-run of the demo or a sweep reuses every finished step and a killed run resumes at the step it
+was in. Every step is deterministic for its seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+
+from mftlab.analysis.results import write_json
+from mftlab.apply import apply_mask_
+from mftlab.baselines import baseline_mask
+from mftlab.data import load_examples
+from mftlab.evaluation import evaluate, loss_sums, make_batches
+from mftlab.maskfile import load_mask, save_mask
+from mftlab.models import load_model
+from mftlab.targeting import TargetSpec
+from mftlab.train_config import TrainConfig
+from mftlab.trainer import train
+
+DONE = "result.json"
+
+
+def cached(folder: str) -> dict | None:
+    """The saved result of a finished step, or None (then any partial folder is cleared)."""
+    path = os.path.join(folder, DONE)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return None
+
+
+def finish(folder: str, result: dict) -> dict:
+    os.makedirs(folder, exist_ok=True)
+    write_json(os.path.join(folder, DONE), result)
+    return result
+
+
+def fresh(folder: str) -> str:
+    """An empty folder for a step that has not finished (leftovers of a killed run removed)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    return folder
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """Hyper-parameters of the tiny protocol (the paper's recipe, scaled to a tiny model)."""
+
+    fft_epochs: float = 10.0
+    fft_lr: float = 1e-3
+    mft_epochs: float = 3.0
+    score_lr: float = 1e-2
+    lora_lr: float = 3e-3
+    batch_size: int = 16
+    eval_every: int = 10
+    max_seq_len: int = 128
+
+
+def run_training(folder: str, config: TrainConfig, progress=None) -> dict:
+    """Train (or reuse) one run; returns the run's summary and its eval-loss curve."""
+    done = cached(folder)
+    if done is not None:
+        return done
+    fresh(folder)
+    result = train(config, progress=progress)
+    curve = []
+    with open(os.path.join(folder, "metrics.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if "eval_loss" in row:
+                curve.append({"step": row["step"], "eval_loss": row["eval_loss"]})
+    return finish(folder, {"output": result.output_path, "steps": result.steps, "best_step": result.best_step,
+                           "best_eval_loss": result.best_eval_loss, "final_loss": result.final_loss,
+                           "mask_ratio": result.mask_ratio, "curve": curve})
+
+
+def make_baseline_mask(folder: str, model_dir: str, kind: str, mask_ratio: float, layers: str, seed: int) -> str:
+    """A random or magnitude mask of the FFT model at the MFT ratio and layers (cached)."""
+    path = os.path.join(folder, f"{kind}.safetensors")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        model = load_model(model_dir).model
+        mask, _ = baseline_mask(model, kind, mask_ratio, TargetSpec.parse("all-linear", layers), seed=seed,
+                                base_name=model_dir)
+        save_mask(mask, path)
+    return path
+
+
+def load_method_model(model_dir: str, mask_path: str | None = None) -> tuple[torch.nn.Module, object]:
+    """A saved model (optionally with a mask applied in memory) and its tokenizer."""
+    loaded = load_model(model_dir)
+    if mask_path is not None:
+        apply_mask_(loaded.model, load_mask(mask_path))
+    return loaded.model, loaded.tokenizer
+
+
+def load_lora_model(adapter_dir: str, base_dir: str):
+    """The backbone with a trained LoRA adapter merged in."""
+    import peft
+
+    loaded = load_model(base_dir)
+    model = peft.PeftModel.from_pretrained(loaded.model, adapter_dir).merge_and_unload()
+    return model.eval(), loaded.tokenizer
+
+
+def evaluate_method(folder: str, name: str, load, test_files: dict[str, str], val_file: str,
+                    max_seq_len: int) -> dict:
+    """Exact-match and loss of one method on every domain's test set (cached per method).
+
+    `load()` returns (model, tokenizer); it is only called when the result is not cached yet.
+    """
+    path = os.path.join(folder, f"eval-{name}.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    model, tokenizer = load()
+    scores = {}
+    for domain, test in test_files.items():
+        examples, _ = load_examples(test, tokenizer, max_seq_len)
+        # Every answer ends with end-of-text, so teacher-forced whole-answer accuracy equals greedy
+        # exact match (see LossSums.answer_accuracy) at the cost of one forward pass.
+        r = evaluate(model, tokenizer, examples, batch_size=128, generate=False)
+        scores[domain] = {"exact_match": r.answer_accuracy, "loss": r.loss, "token_accuracy": r.token_accuracy}
+    val, _ = load_examples(val_file, tokenizer, max_seq_len)
+    pad = tokenizer.pad_token_id or 0
+    result = {"method": name, "test": scores, "validation_loss": loss_sums(model, make_batches(val, 64, pad)).loss}
+    os.makedirs(folder, exist_ok=True)
+    write_json(path, result)
+    return result

@@ -1,0 +1,72 @@
+"""Training curves like the paper's Figure 2, from a demo's `demo.json`.
+
+Validation loss against optimizer steps: FFT from the backbone, continued FFT and MFT both
+starting at the best FFT checkpoint (so their x-axis is offset by its step), LoRA from the
+backbone; the backbone, random-mask and magnitude-mask models as horizontal reference lines.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mftlab.figures.result_io import load_result
+from mftlab.figures.style import PALETTE, new_figure, save_figure, save_html
+
+STYLE = {"fft": (PALETTE[0], "-"), "continued_fft": (PALETTE[1], "--"), "mft": (PALETTE[2], "-"),
+         "lora": (PALETTE[3], ":")}
+REFERENCES = {"backbone": PALETTE[7], "random": PALETTE[4], "magnitude": PALETTE[5]}
+
+
+def curve_points(demo: dict, domain: str, method: str) -> tuple[list[int], list[float]]:
+    """(steps, validation losses) of one run, with runs that start at the FFT best shifted there."""
+    runs = demo["curves"][domain]
+    if method not in runs:
+        return [], []
+    offset = runs["fft"]["best_step"] or 0 if method in ("continued_fft", "mft") else 0
+    points = runs[method]["curve"]
+    xs = ([offset] if offset else []) + [p["step"] + offset for p in points]
+    ys = ([runs["fft"]["best_eval_loss"]] if offset else []) + [p["eval_loss"] for p in points]
+    return xs, ys
+
+
+def reference_losses(demo: dict, domain: str) -> dict[str, float]:
+    scores = demo["scores"][str(demo["seeds"][0])][domain]
+    return {m: scores[m]["validation_loss"] for m in REFERENCES if m in scores}
+
+
+def render(result_dir) -> list[str]:
+    demo = load_result(result_dir, "demo.json")
+    domains, names = demo["domains"], demo["method_names"]
+    fig, axes = new_figure(ncols=len(domains), width=4.4, height=3.4, squeeze=False)
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    web = make_subplots(rows=1, cols=len(domains), subplot_titles=domains)
+    for k, domain in enumerate(domains):
+        ax = axes[0][k]
+        for method, (color, dash) in STYLE.items():
+            xs, ys = curve_points(demo, domain, method)
+            if xs:
+                ax.plot(xs, ys, dash, color=color, label=names[method], lw=1.6)
+                web.add_trace(go.Scatter(x=xs, y=ys, name=names[method], line={"color": color}, legendgroup=method,
+                                         showlegend=k == 0, hovertemplate="step %{x}<br>loss %{y:.4f}"), 1, k + 1)
+        for method, loss in reference_losses(demo, domain).items():
+            ax.axhline(loss, color=REFERENCES[method], lw=1, ls="-.", label=names[method])
+            web.add_hline(y=loss, line={"color": REFERENCES[method], "dash": "dashdot"}, row=1, col=k + 1,
+                          annotation_text=names[method], annotation_font_size=9)
+        best = demo["curves"][domain]["fft"]["best_step"]
+        if best:
+            ax.axvline(best, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{domain}")
+        ax.set_xlabel("optimizer step")
+        if k == 0:
+            ax.set_ylabel("validation loss (nats/token)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.12), fontsize=8)
+    fig.suptitle("Validation loss during training (dotted line: best FFT checkpoint)", fontsize=11)
+    fig.tight_layout()
+    base = os.path.join(result_dir, "figures", "training_curves")
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    web.update_layout(title="Validation loss during training", xaxis_title="optimizer step",
+                      yaxis_title="validation loss (nats/token)", height=450)
+    return save_figure(fig, base) + [save_html(web, base + ".html")]

@@ -1,0 +1,180 @@
+"""The demo's report: tables like the paper's Tables 1 and 5, every figure with one sentence on
+what it shows, and a plain statement of whether MFT beat the FFT upper bound on each domain.
+
+Pure function of `demo.json` and the result folders next to it: writes `report.md` and
+`index.html` (self-contained page: tables inline, static figures as images, links to the
+interactive HTML figures), after redrawing every figure of the demo's results.
+"""
+
+from __future__ import annotations
+
+import glob
+import html
+import os
+import statistics
+
+from mftlab.atomic import write_text_atomic
+from mftlab.figures import curves_figures, dynamics_figures, landscape_figures, overlap_figures, stats_figures
+from mftlab.figures.result_io import load_result
+
+RESULT_FILE = "demo.json"
+OWNS_SUBFOLDERS = True  # `mftlab plot` redraws the demo's sub-results through this module only
+
+CAPTIONS = {
+    "training_curves": "Validation loss against optimizer steps (the paper's Figure 2): FFT from the backbone, continued "
+                       "FFT and MFT from the best FFT checkpoint, LoRA, with the backbone and the random and magnitude "
+                       "masks as reference lines.",
+    "landscape": "Train and test loss on the plane through the FFT upper bound (star), continued FFT (square) and MFT "
+                 "(triangle), as in the paper's Figure 6: filled contours on log-spaced levels and 3-D surfaces on one "
+                 "colour scale.",
+    "heatmap": "Masked fraction per layer and projection of the MFT mask.",
+    "concentration": "How concentrated the masked weights are over output rows and input columns (Gini, maxima).",
+    "magnitude": "|w| of masked versus kept weights, and (with the backbone) how much fine-tuning had changed them.",
+    "flips": "Mask dynamics: weights whose mask bit flipped between training snapshots, per layer.",
+    "hamming": "Mask dynamics: Hamming distance of each snapshot to the first and to the final mask.",
+    "overlap": "Overlap of the three domain masks: Jaccard and lift over independent masks, per layer, and how many "
+               "weights are masked by exactly k of the masks.",
+}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _cell(values: list[float], percent: bool = True) -> str:
+    mean, std = _mean_std(values)
+    scale = 100.0 if percent else 1.0
+    if len(values) > 1:
+        return f"{mean * scale:.1f} ± {std * scale:.1f}" if percent else f"{mean:.3f} ± {std:.3f}"
+    return f"{mean * scale:.1f}" if percent else f"{mean:.3f}"
+
+
+def score_values(demo: dict, train_domain: str, method: str, test_domain: str, metric: str = "exact_match") -> list[float]:
+    return [demo["scores"][str(s)][train_domain][method]["test"][test_domain][metric] for s in demo["seeds"]
+            if method in demo["scores"][str(s)][train_domain]]
+
+
+def in_domain_table(demo: dict, metric: str = "exact_match") -> list[list[str]]:
+    """Rows: methods; columns: domains; cell: in-domain test score (mean ± std over seeds)."""
+    rows = [["Method"] + demo["domains"]]
+    for m in demo["methods"]:
+        rows.append([demo["method_names"][m]] + [_cell(score_values(demo, d, m, d, metric), metric == "exact_match")
+                                                 for d in demo["domains"]])
+    return rows
+
+
+def cross_domain_tables(demo: dict) -> dict[str, list[list[str]]]:
+    """For each training domain: rows methods, columns test domains (exact match %)."""
+    tables = {}
+    for train in demo["domains"]:
+        rows = [["Method"] + [f"{d} test" for d in demo["domains"]]]
+        for m in demo["methods"]:
+            rows.append([demo["method_names"][m]] + [_cell(score_values(demo, train, m, d)) for d in demo["domains"]])
+        tables[train] = rows
+    return tables
+
+
+def verdicts(demo: dict) -> list[str]:
+    """One plain sentence per domain: did MFT beat the FFT upper bound, by how much, with what spread."""
+    lines = []
+    for d in demo["domains"]:
+        diffs = [m - f for m, f in zip(score_values(demo, d, "mft", d), score_values(demo, d, "fft", d))]
+        mean, std = _mean_std(diffs)
+        spread = f" (± {100 * std:.1f} over {len(diffs)} seeds)" if len(diffs) > 1 else " (one seed)"
+        fft_mean = 100 * _mean_std(score_values(demo, d, "fft", d))[0]
+        mft_mean = 100 * _mean_std(score_values(demo, d, "mft", d))[0]
+        if mean > 0:
+            word = "beat"
+        elif mean == 0:
+            word = "tied with"
+        else:
+            word = "did not beat"
+        lines.append(f"**{d}**: MFT {word} the FFT upper bound: {mft_mean:.1f}% vs {fft_mean:.1f}% exact match, "
+                     f"a difference of {100 * mean:+.1f} points{spread}.")
+    return lines
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _caption(path: str) -> str:
+    stem = os.path.basename(path).rsplit(".", 1)[0]
+    for key, text in CAPTIONS.items():
+        if key in stem:
+            return text
+    return stem.replace("_", " ")
+
+
+def _redraw(result_dir: str, demo: dict) -> list[tuple[str, str, list[str]]]:
+    """Redraw every figure; returns (section title, folder, written paths) in report order."""
+    sections = [("Training curves", result_dir, curves_figures.render(result_dir))]
+    analysis = demo["analysis"]
+    for domain, folder in analysis["landscape"].items():
+        sections.append((f"Loss landscape: {domain}", folder, landscape_figures.render(os.path.join(result_dir, folder))))
+    for domain, folder in analysis["stats"].items():
+        path = os.path.join(result_dir, folder)
+        sections.append((f"MFT mask of {domain}: statistics and dynamics", folder,
+                         stats_figures.render(path) + dynamics_figures.render(path)))
+    sections.append(("Overlap of the domain masks", analysis["overlap"],
+                     overlap_figures.render(os.path.join(result_dir, analysis["overlap"]))))
+    return sections
+
+
+def render(result_dir) -> list[str]:
+    result_dir = os.fspath(result_dir)
+    demo = load_result(result_dir, RESULT_FILE)
+    sections = _redraw(result_dir, demo)
+    cfg = demo["config"]
+    intro = (f"Tiny benchmark, {len(demo['seeds'])} seed(s) {demo['seeds']}, MFT on layers {cfg['layers']} at mask ratio "
+             f"{cfg['mask_ratio']}; {'quick' if cfg['quick'] else 'default'} sizes: {cfg['sizes']['train']} training "
+             f"records per domain; wall time {demo['wall_seconds']} s (training and analysis; figures not included).")
+    if not demo.get("lora"):
+        intro += " LoRA was skipped: install the `lora` extra (peft) to include it."
+    md = ["# mftlab demo report", "", intro, "", "## Did MFT beat full fine-tuning?", ""] + [f"- {v}" for v in verdicts(demo)]
+    md += ["", "## Table 1: in-domain test exact match (%)", "",
+           "Each method's exact-match accuracy on the test set of the domain it was trained on.", "",
+           _markdown_table(in_domain_table(demo)), "",
+           "## In-domain test loss (nats/token)", "", "Token-weighted cross-entropy over the answer tokens.", "",
+           _markdown_table(in_domain_table(demo, "loss")), "", "## Table 5: cross-domain exact match (%)", ""]
+    for train, rows in cross_domain_tables(demo).items():
+        md += [f"Trained on **{train}**, scored on every domain's test set.", "", _markdown_table(rows), ""]
+    page = [f"<h1>mftlab demo report</h1><p>{html.escape(intro)}</p><h2>Did MFT beat full fine-tuning?</h2><ul>"]
+    page += [f"<li>{html.escape(v).replace('**', '')}</li>" for v in verdicts(demo)] + ["</ul>"]
+    page += ["<h2>Table 1: in-domain test exact match (%)</h2>", _html_table(in_domain_table(demo)),
+             "<h2>In-domain test loss (nats/token)</h2>", _html_table(in_domain_table(demo, "loss")),
+             "<h2>Table 5: cross-domain exact match (%)</h2>"]
+    for train, rows in cross_domain_tables(demo).items():
+        page += [f"<h3>Trained on {html.escape(train)}</h3>", _html_table(rows)]
+    for title, _folder, written in sections:
+        md += [f"## {title}", ""]
+        page.append(f"<h2>{html.escape(title)}</h2>")
+        for png in sorted(p for p in written if p.endswith(".png")):
+            rel = os.path.relpath(png, result_dir)
+            interactive = png[:-4] + ".html"
+            link = os.path.relpath(interactive, result_dir) if os.path.exists(interactive) else None
+            md += [f"![{_caption(png)}]({rel})", "", _caption(png) + (f" [Interactive version]({link})." if link else ""), ""]
+            page.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(_caption(png))}">'
+                        f"<figcaption>{html.escape(_caption(png))}"
+                        + (f' <a href="{html.escape(link)}">Interactive version</a>' if link else "")
+                        + "</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1.5em 0}"
+             "figcaption{font-size:0.9em;color:#444}")
+    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mftlab demo report</title><style>{style}</style>"
+           f"</head><body>{''.join(page)}</body></html>")
+    write_text_atomic(os.path.join(result_dir, "report.md"), "\n".join(md) + "\n")
+    write_text_atomic(os.path.join(result_dir, "index.html"), doc)
+    written = [p for _t, _f, paths in sections for p in paths]
+    return written + [os.path.join(result_dir, "report.md"), os.path.join(result_dir, "index.html")]

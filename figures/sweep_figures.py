@@ -1,0 +1,52 @@
+"""Sweep figures (the paper's Figures 3-5): score per sweep point against the FFT line."""
+
+from __future__ import annotations
+
+from mftlab.figures.result_io import load_result, out_base, percent
+from mftlab.figures.style import PALETTE, new_figure, save_figure, save_html
+
+RESULT_FILE = "sweep.json"
+XLABELS = {"layers": "MFT layer group (consecutive layers, shallow to deep)", "ratio": "mask ratio (fraction masked)",
+           "data": "fraction of MFT training data"}
+TITLES = {"layers": "Local MFT by layer group", "ratio": "Masking-ratio sweep", "data": "Data-ratio sweep"}
+
+
+def render(result_dir) -> list[str]:
+    doc = load_result(result_dir, RESULT_FILE)
+    points, ref, axis = doc["points"], doc["reference"], doc["axis"]
+    labels = [p["label"] for p in points]
+    xs = list(range(len(points))) if axis == "layers" else [p["value"] for p in points]
+    metrics = [("answer_accuracy", "answer accuracy (%)", True), ("loss", "eval loss (nats/token)", False)]
+    fig, axes = new_figure(ncols=2, width=4.6, height=3.4)
+    for ax, (key, name, is_percent) in zip(axes, metrics):
+        ys = [percent(p[key]) if is_percent else p[key] for p in points]
+        line = percent(ref[key]) if is_percent else ref[key]
+        ax.plot(xs, ys, "o-", color=PALETTE[2], label="MFT")
+        ax.axhline(line, color=PALETTE[0], ls="--", label="starting model (FFT)")
+        ax.set_xlabel(XLABELS[axis])
+        ax.set_ylabel(name)
+        if axis == "layers":
+            ax.set_xticks(xs, labels, rotation=45 if len(xs) > 6 else 0)
+        elif axis in ("ratio", "data"):
+            ax.set_xscale("log")
+            ax.set_xticks(xs, labels)
+            ax.minorticks_off()
+    axes[0].legend()
+    fig.suptitle(TITLES[axis])
+    fig.tight_layout()
+    base = out_base(result_dir, f"sweep_{axis}")
+    written = save_figure(fig, base)
+
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    web = make_subplots(rows=1, cols=2, subplot_titles=[m[1] for m in metrics])
+    for col, (key, name, is_percent) in enumerate(metrics, 1):
+        ys = [percent(p[key]) if is_percent else p[key] for p in points]
+        web.add_trace(go.Scatter(x=labels if axis == "layers" else xs, y=ys, mode="lines+markers", name="MFT",
+                                 showlegend=col == 1, line={"color": PALETTE[2]}, hovertemplate="%{x}: %{y:.3f}"), 1, col)
+        web.add_hline(y=percent(ref[key]) if is_percent else ref[key], line={"color": PALETTE[0], "dash": "dash"},
+                      row=1, col=col, annotation_text="FFT")
+    web.update_layout(title=TITLES[axis], height=420)
+    written.append(save_html(web, base + ".html"))
+    return written
