@@ -16,7 +16,7 @@ import glob
 import json
 import os
 
-from mftlab.atomic import write_text_atomic
+from mftlab.atomic import append_line, write_text_atomic
 from mftlab.errors import ConfigError, MftlabError
 
 RUN_FILE = "landscape.run.json"
@@ -123,8 +123,7 @@ class PointStore:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def append(self, record: dict) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        append_line(self._file, json.dumps(record))
         os.fsync(self._file.fileno())
 
     def close(self) -> None:

@@ -28,6 +28,25 @@ def _writable_dir(target: str) -> str:
     return folder
 
 
+def _write_failure(exc: BaseException) -> str | None:
+    """Why a write failed (full disk, file too large, no permission), or None for any other error.
+
+    safetensors and torch.save report I/O failures as their own error types, not OSError.
+    """
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    text = str(exc)
+    if type(exc).__name__ == "SafetensorError" and "I/O error" in text:
+        return text.split("I/O error:", 1)[1].strip()
+    if isinstance(exc, RuntimeError) and "write failed" in text:  # torch.save's PytorchStreamWriter
+        return "file write failed (full disk?)"
+    return None
+
+
+def _failed(target: str, reason: str) -> MftlabError:
+    return MftlabError(f"could not write '{target}': {reason}; check free space and permissions")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike):
     """Yield a temporary file path next to `target`; on success it replaces `target`."""
@@ -41,11 +60,11 @@ def atomic_path(target: str | os.PathLike):
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
-    except OSError as exc:
+    except BaseException as exc:
         _remove(tmp)
-        raise MftlabError(f"could not write '{target}': {exc.strerror or exc}; check free space and permissions") from None
-    except BaseException:
-        _remove(tmp)
+        reason = _write_failure(exc)
+        if reason is not None:
+            raise _failed(target, reason) from None
         raise
 
 
@@ -58,11 +77,11 @@ def atomic_dir(target: str | os.PathLike):
     try:
         yield tmp
         os.rename(tmp, target)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise MftlabError(f"could not write '{target}': {exc.strerror or exc}; check free space and permissions") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        reason = _write_failure(exc)
+        if reason is not None:
+            raise _failed(target, reason) from None
         raise
 
 
@@ -71,6 +90,20 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+def append_line(file, line: str) -> None:
+    """Append one line to an open log file and flush it; a failed write becomes a clean MftlabError.
+
+    A torn last line is possible after such a failure (or a kill); the readers drop it.
+    """
+    try:
+        file.write(line + "\n")
+        file.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            file.close()  # drops the unwritable buffer, so the caller's close() does not fail again
+        raise _failed(file.name, exc.strerror or str(exc)) from None
 
 
 def _remove(path: str) -> None:

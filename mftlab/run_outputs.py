@@ -20,7 +20,7 @@ import os
 import shutil
 from typing import Callable
 
-from mftlab.atomic import atomic_dir, write_text_atomic
+from mftlab.atomic import append_line, atomic_dir, write_text_atomic
 from mftlab.checkpoint import CHECKPOINTS, list_checkpoints
 from mftlab.errors import ConfigError
 from mftlab.train_config import TrainConfig
@@ -106,8 +106,7 @@ class MetricsLog:
         write_text_atomic(self.path, "".join(k + "\n" for k in kept))
 
     def write(self, row: dict) -> None:
-        self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
-        self._file.flush()
+        append_line(self._file, json.dumps({k: _clean(v) for k, v in row.items()}))
 
     def close(self) -> None:
         self._file.close()
