@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import warnings
 
 import click
 
@@ -69,6 +70,8 @@ def _quiet_transformers() -> None:
         return
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # peft still calls transformers' renamed `is_gradient_checkpointing`; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 if __name__ == "__main__":  # pragma: no cover
