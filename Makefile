@@ -17,8 +17,8 @@ $(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-demo: $(STAMP)  ## the main job
-	bash bench/foundation_demo.sh $(OUT)
+demo: $(STAMP)  ## the main job: the paper's protocol on the built-in tiny benchmark -> $(OUT)/report.md
+	$(BIN)/mftlab demo --out $(OUT)
 
 test: $(STAMP)  ## the default test suite (fast; no network)
 	$(BIN)/python -m pytest -q
