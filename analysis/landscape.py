@@ -82,7 +82,7 @@ class LandscapeConfig:
     ranges: tuple[tuple[float, float], tuple[float, float]] | None = None  # None: plane default
     directions: DirectionSpec = field(default_factory=DirectionSpec)
     margin: float = 0.2  # around the models of a models / line plane, as a fraction of their extent
-    cache_directions: bool = False  # keep random directions instead of regenerating them per point
+    cache_directions: bool | None = None  # keep directions (True), regenerate per point (False), auto (None)
 
     def __post_init__(self):
         if self.plane not in PLANES:

@@ -76,18 +76,23 @@ class Plane:
         return {"kind": self.kind, "dims": self.dims, "tensors": len(self.names)}
 
 
+AUTO_CACHE_LIMIT = 1 << 27  # perturbed weights up to which random directions are cached by default
+
+
 class RandomPlane(Plane):
     """Two seeded random directions around `model` (or one, with `dims=1`)."""
 
     kind = "random"
 
     def __init__(self, model: torch.nn.Module, spec: DirectionSpec, keep: dict[str, torch.Tensor] | None = None,
-                 cache: bool = False, dims: int = 2):
+                 cache: bool | None = None, dims: int = 2):
         super().__init__()
         params = dict(model.named_parameters())
         self.names = perturbed_names(model, spec)
         self.dims = dims
         theta0 = {n: _fp32_copy(params[n]) for n in self.names}
+        if cache is None:  # auto: cache while the two fp32 copies stay small (1 GiB at the limit)
+            cache = sum(t.numel() for t in theta0.values()) <= AUTO_CACHE_LIMIT
         self.directions = RandomDirections(spec, theta0, output_axes(model), keep, cache)
         self.model_coords = [(0.0, 0.0)]
 

@@ -101,7 +101,9 @@ def _progress(rank: int):
 @click.option("--exclude", default=None, help="Modules to leave unperturbed (same syntax as --targets).")
 @click.option("--mask-directions", default=None, help="Mask file: random directions are zero on the weights it masks, so no masked weight is revived.")
 @click.option("--labels", default=None, help="Comma-separated marker labels, one per --model (e.g. 'FFT,continued FFT,MFT').")
-@click.option("--cache-directions", is_flag=True, help="Keep random directions in memory (2 float32 copies) instead of regenerating them per point.")
+@click.option("--cache-directions/--regenerate-directions", default=None,
+              help="Keep random directions in memory (2 float32 copies) or regenerate them per point. "
+                   "Default: cache up to 134M perturbed weights (1 GiB), regenerate beyond.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out, computing only its missing points.")
 @click.option("--no-figures", is_flag=True, help="Write results only (draw later with `mftlab plot`).")
