@@ -189,9 +189,14 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads on the CPU (default 1: on a shared machine a descheduled OpenMP thread "
+                             "stalls every parallel op, which penalises the variant with more small ops)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     import torch
+
+    torch.set_num_threads(args.threads)
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
@@ -201,7 +206,7 @@ def main() -> None:
 
     results = {}
     for variant in VARIANTS:  # memory: one process per variant
-        cmd = [sys.executable, __file__, "--variant", variant, "--device", device]
+        cmd = [sys.executable, __file__, "--variant", variant, "--device", device, "--threads", str(args.threads)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results[variant] = json.loads(out.strip().splitlines()[-1])
         print(results[variant], flush=True)
@@ -225,7 +230,7 @@ def report(r: dict, device: str, bf16: bool, args) -> str:
         f"| {name} | {v['trainable'] / 1e6:.1f}M | {v['median_s'] * 1000:.0f} | {v['min_s'] * 1000:.0f} | {v['peak_mb']:.0f} |"
         for name, v in (("fft (all weights)", fft), ("mft (ours)", mft), ("reference: full sort per forward", ref))
     )
-    flags = f" --steps {args.steps} --warmup {args.warmup}" + ("" if device == "cuda" or not _has_cuda() else " --device cpu")
+    flags = f" --steps {args.steps} --warmup {args.warmup} --threads {args.threads}" + ("" if device == "cuda" or not _has_cuda() else " --device cpu")
     return f"""Command: `{COMMAND}{flags}`  
 Machine: {machine()}; device {device}, {'bf16 autocast' if bf16 else 'fp32'}; git {git_revision()}; load average
 {os.getloadavg()[0]:.1f} at the end (the machine is shared, so single steps vary; ratios of interleaved steps are the robust numbers)
