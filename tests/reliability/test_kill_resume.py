@@ -1,4 +1,4 @@
-"""SIGKILL `mftlab train`, `landscape`, `apply` (and `sweep`, once it exists) at seeded random moments,
+"""SIGKILL `mftlab train`, `landscape`, `apply` and `sweep` at seeded random moments,
 many times; after every kill the output folder holds only complete files, and continuing ends with
 results identical to an uninterrupted run.
 
@@ -97,7 +97,7 @@ def test_kill_landscape_then_resume(tmp_path, data):
     out, rng, log = str(tmp_path / "run"), random.Random(SEED + 1), KillLog()
     runs = 0
     while log.kills < kills_per_command():
-        run_and_kill(_landscape_args(data, out), out, rng, wall, log)
+        run_and_kill(_landscape_args(data, out), out, rng, 0.7 * wall, log)
         runs += 1
         if os.path.isdir(out):
             check_folder(out, tearable=("landscape.points-",))
@@ -159,14 +159,16 @@ def test_kill_sweep_then_resume(tmp_path, data):
     if importlib.util.find_spec("mftlab.cli.cmd_sweep") is None:
         pytest.skip("`mftlab sweep` (cli/cmd_sweep.py) does not exist yet; this test kills it once it does")
     ref = str(tmp_path / "ref")
-    args = ["sweep", "ratio", "tiny-llama", "--data", data, "--out"]
+    # No --resume flag: re-running a sweep into the same --out reuses its finished points.
+    args = ["sweep", "ratio", "tiny-llama", "--data", data, "--eval-data", data, "--ratios", "0.1,0.3",
+            "--max-steps", 3, "--batch-size", 2, "--max-seq-len", 24, "--no-figures", "--out"]
     wall = _timed(*args, ref)
     out, rng, log = str(tmp_path / "run"), random.Random(SEED + 3), KillLog()
     while log.kills < kills_per_command():
-        run_and_kill(args + [out, "--resume"], out, rng, wall, log)
+        run_and_kill(args + [out], out, rng, wall, log)
         if os.path.isdir(out):
-            check_folder(out, tearable=("metrics.jsonl", "landscape.points-", "sweep"))
-    run(*args, out, "--resume")
+            check_folder(out, tearable=("metrics.jsonl", "landscape.points-"))
+    run(*args, out)
     check_folder(out)
     ref_masks = sorted(os.path.relpath(os.path.join(d, f), ref) for d, _, fs in os.walk(ref)
                        for f in fs if f == "mask.safetensors")
