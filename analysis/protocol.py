@@ -54,11 +54,11 @@ class DemoConfig:
 
     @property
     def sizes(self) -> SplitSizes:
-        return SplitSizes(100, 40, 60) if self.quick else SplitSizes(300, 100, 200)
+        return SplitSizes(100, 40, 60) if self.quick else SplitSizes(200, 100, 200)
 
     @property
     def budget(self) -> steps.TrainingBudget:
-        quick = steps.TrainingBudget(fft_epochs=6, mft_epochs=3, eval_every=8)
+        quick = steps.TrainingBudget(fft_epochs=6, mft_epochs=3, lora_epochs=4, eval_every=8)
         return quick if self.quick else steps.TrainingBudget()
 
     @property
@@ -72,7 +72,7 @@ class DemoConfig:
 
     @property
     def landscape_grid(self) -> tuple[int, int]:
-        return (5, 5) if self.quick else (11, 11)
+        return (5, 5) if self.quick else (9, 9)
 
 
 @dataclass
@@ -118,7 +118,7 @@ def _domain_runs(config: DemoConfig, seed: int, domain: str, data: dict, backbon
     if lora_available():
         say(f"{domain} (seed {seed}): LoRA from the backbone")
         runs["lora"] = steps.run_training(os.path.join(root, "lora"), _train_config(
-            b, model=backbone, out=os.path.join(root, "lora"), method="lora", lr=b.lora_lr, epochs=b.fft_epochs,
+            b, model=backbone, out=os.path.join(root, "lora"), method="lora", lr=b.lora_lr, epochs=b.lora_epochs,
             layers=None, lora_r=8, lora_alpha=16, lora_dropout=0.0, **common))
         sources["lora"] = ("lora", runs["lora"]["output"])
     return {"runs": runs, "sources": sources, "root": root, "mft_steps": mft_steps}

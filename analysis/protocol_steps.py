@@ -54,10 +54,11 @@ def fresh(folder: str) -> str:
 class TrainingBudget:
     """Hyper-parameters of the tiny protocol (the paper's recipe, scaled to a tiny model)."""
 
-    fft_epochs: float = 10.0
+    fft_epochs: float = 12.0  # long enough that validation loss peaks and then rises (overfitting)
     fft_lr: float = 1e-3
-    mft_epochs: float = 3.0
+    mft_epochs: float = 3.0  # continued FFT gets the same number of steps
     score_lr: float = 1e-2
+    lora_epochs: float = 6.0
     lora_lr: float = 3e-3
     batch_size: int = 16
     eval_every: int = 10

@@ -15,6 +15,8 @@ from mftlab.figures.style import PALETTE, new_figure, save_figure, save_html
 STYLE = {"fft": (PALETTE[0], "-"), "continued_fft": (PALETTE[1], "--"), "mft": (PALETTE[2], "-"),
          "lora": (PALETTE[3], ":")}
 REFERENCES = {"backbone": PALETTE[7], "random": PALETTE[4], "magnitude": PALETTE[5]}
+CURVE_NAMES = {"fft": "FFT (from the backbone)", "continued_fft": "Continued FFT (from FFT best)",
+               "mft": "MFT (from FFT best)", "lora": "LoRA (from the backbone)"}
 
 
 def curve_points(demo: dict, domain: str, method: str) -> tuple[list[int], list[float]]:
@@ -44,16 +46,27 @@ def render(result_dir) -> list[str]:
     web = make_subplots(rows=1, cols=len(domains), subplot_titles=domains)
     for k, domain in enumerate(domains):
         ax = axes[0][k]
+        shown = []
         for method, (color, dash) in STYLE.items():
             xs, ys = curve_points(demo, domain, method)
             if xs:
-                ax.plot(xs, ys, dash, color=color, label=names[method], lw=1.6)
-                web.add_trace(go.Scatter(x=xs, y=ys, name=names[method], line={"color": color}, legendgroup=method,
+                shown += ys
+                ax.plot(xs, ys, dash, color=color, label=CURVE_NAMES[method], lw=1.6)
+                web.add_trace(go.Scatter(x=xs, y=ys, name=CURVE_NAMES[method], line={"color": color}, legendgroup=method,
                                          showlegend=k == 0, hovertemplate="step %{x}<br>loss %{y:.4f}"), 1, k + 1)
         for method, loss in reference_losses(demo, domain).items():
             ax.axhline(loss, color=REFERENCES[method], lw=1, ls="-.", label=names[method])
             web.add_hline(y=loss, line={"color": REFERENCES[method], "dash": "dashdot"}, row=1, col=k + 1,
                           annotation_text=names[method], annotation_font_size=9)
+        # Zoom on the fine-tuned models; the backbone line is labelled when it lies above the view.
+        refs = reference_losses(demo, domain)
+        low = min(shown + [v for m, v in refs.items() if m != "backbone"])
+        high = max(y for y in shown[len(shown) // 4:]) if shown else low
+        pad = 0.08 * (high - low or 1.0)
+        ax.set_ylim(low - pad, high + 3 * pad)
+        if refs.get("backbone", low) > high + 3 * pad:
+            ax.annotate(f"backbone: {refs['backbone']:.2f} (above)", xy=(0.02, 0.97), xycoords="axes fraction",
+                        va="top", fontsize=8, color=REFERENCES["backbone"])
         best = demo["curves"][domain]["fft"]["best_step"]
         if best:
             ax.axvline(best, color="grey", lw=0.8, ls=":")
