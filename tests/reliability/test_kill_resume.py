@@ -168,6 +168,8 @@ def test_kill_sweep_then_resume(tmp_path, data):
         run_and_kill(args + [out], out, rng, wall, log)
         if os.path.isdir(out):
             check_folder(out, tearable=("metrics.jsonl", "landscape.points-"))
+        if os.path.exists(os.path.join(out, "sweep.json")):
+            shutil.rmtree(out)  # finished: a re-run would only reuse points, so start a fresh sweep
     run(*args, out)
     check_folder(out)
     ref_masks = sorted(os.path.relpath(os.path.join(d, f), ref) for d, _, fs in os.walk(ref)
