@@ -14,11 +14,15 @@ import tempfile
 from mftlab.errors import MftlabError
 
 
-def _default_mode() -> int:
-    # mkstemp creates 0600 files; give outputs the permissions a plain open() would.
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _default_mode() -> int:
+    # mkstemp creates 0600 files; give outputs the permissions a plain open() would.
+    return 0o666 & ~_umask()
 
 
 def _writable_dir(target: str) -> str:
@@ -76,6 +80,7 @@ def atomic_dir(target: str | os.PathLike):
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give what os.mkdir would
         os.rename(tmp, target)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -229,7 +229,7 @@ def _load_tensor(handle, name: str, info: object, codec: str, path) -> tuple[np.
     if not padding_is_zero(packed, shape[-1] if shape else 1):
         raise MaskFormatError(f"'{path}': tensor '{name}' has padding bits set; the file is corrupted")
     kept = info.get("kept")
-    if kept != popcount(packed):
+    if not isinstance(kept, int) or isinstance(kept, bool) or kept != popcount(packed):
         raise MaskFormatError(
             f"'{path}': tensor '{name}' records kept={kept} but holds {popcount(packed)} kept bits; the file is corrupted"
         )

@@ -36,6 +36,10 @@ def test_baseline_inspect_apply_reload_equal_logits(model_dir, tmp_path):
     with torch.no_grad():
         assert torch.equal(merged(IDS).logits, in_memory(IDS).logits)
     assert os.path.exists(tmp_path / "merged" / "tokenizer.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / "merged").st_mode & 0o777 == 0o777 & ~umask
+    assert os.stat(mask_path).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_apply_of_preset_and_bf16_model(tmp_path):

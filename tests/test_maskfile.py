@@ -109,6 +109,7 @@ def _good_meta(shape=(7, 13), kept=None, **override):
     ("bad_json", "not valid JSON"),
     ("padding", "padding bits"),
     ("kept", "kept="),
+    ("kept_bool", "kept="),
     ("shape", "packs to"),
 ])
 def test_invalid_files_are_refused_with_named_reason(tmp_path, case, match):
@@ -135,6 +136,9 @@ def test_invalid_files_are_refused_with_named_reason(tmp_path, case, match):
         _write_raw(path, {"w": bad}, _good_meta(kept=92))
     elif case == "kept":
         _write_raw(path, {"w": packed}, _good_meta(kept=90))
+    elif case == "kept_bool":
+        ones = np.packbits(np.eye(1, 13, dtype=bool), axis=-1, bitorder="little")
+        _write_raw(path, {"w": ones}, _good_meta(shape=(1, 13), kept=True))
     elif case == "shape":
         _write_raw(path, {"w": packed}, _good_meta(shape=(7, 40), kept=91))
     with pytest.raises(MaskFormatError, match=match):
