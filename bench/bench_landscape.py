@@ -9,7 +9,8 @@ What is timed (same model, same tokens, same device):
 - plain eval: `loss_sums` over the train and the test subset (one pass each), median of 3 just
   before and 3 just after each method (the host is shared, so each method gets its own baseline);
 - mftlab: `landscape()` on an NxN random plane (each point evaluates train and test), wall time
-  / points, with directions regenerated per point (default) and cached (--cache-directions);
+  / points, with directions regenerated per point (--regenerate-directions; the default above 134M
+  perturbed weights) and cached (--cache-directions; the default below);
 - loss-landscapes: `random_plane(..., steps=N, normalization="filter")` with a Metric that runs
   the same `loss_sums` over the same batches (it has no notion of train and test, so the metric
   evaluates both), wall time / points.
@@ -148,8 +149,8 @@ train and test, median of 3 before and 3 after), and is compared with their mean
 
 | method | s / grid point (wall) | s / grid point (in loop, median) | plain eval pass, s | ratio (wall / plain) |
 |---|---|---|---|---|
-| mftlab, directions regenerated per point (default) | {regen:.4f} | {regen_inner:.4f} | {plain_regen:.4f} | {regen / plain_regen:.2f} |
-| mftlab `--cache-directions` | {cached:.4f} | {cached_inner:.4f} | {plain_cached:.4f} | {cached / plain_cached:.2f} |
+| mftlab `--regenerate-directions` (default above 134M perturbed weights) | {regen:.4f} | {regen_inner:.4f} | {plain_regen:.4f} | {regen / plain_regen:.2f} |
+| mftlab `--cache-directions` (default at this size) | {cached:.4f} | {cached_inner:.4f} | {plain_cached:.4f} | {cached / plain_cached:.2f} |
 {their_row}
 
 {side_by_side}
@@ -158,7 +159,7 @@ Goal: at most 1.10 for mftlab. Per point mftlab sets theta0 + a d1 + b d2 in fp3
 weights, evaluates, records the realised perturbation norm and appends the point with flush + fsync.
 Regenerating the directions costs one `randn` + normalisation per tensor and axis per point; it is
 negligible next to a forward pass only when the evaluation set is large compared with the model
-(tokens per point >> 2 x parameters / FLOP rate); otherwise use `--cache-directions`
+(tokens per point >> 2 x parameters / FLOP rate); otherwise cache them (`--cache-directions`, the default up to 134M perturbed weights)
 (2 extra float32 copies of the perturbed weights). loss-landscapes (installed only for this
 comparison) draws uniform, not Gaussian, directions, evaluates one metric per point, and leaves
 the model displaced unless it deep-copies it; its time includes its own direction set-up.
