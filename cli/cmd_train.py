@@ -113,9 +113,10 @@ def _fmt(value):
 @click.command("train")
 @click.argument("model", required=False)
 @click.option("--config", "config_file", default=None, help="YAML or JSON file of options (flags given here win).")
+@click.option("--dry-run", is_flag=True, help="List the parameters --targets/--layers/--exclude match, and exit.")
 @_options
 @click.pass_context
-def command(ctx, model, config_file, **flags):
+def command(ctx, model, config_file, dry_run, **flags):
     """Learn a binary mask over a frozen fine-tuned MODEL (MFT), or fine-tune it (fft / lora).
 
     MODEL is a Hugging Face folder, a hub id or a preset (tiny-llama, tiny-gpt2). Data records
@@ -136,6 +137,19 @@ def command(ctx, model, config_file, **flags):
     if model is not None:
         flags["model"], given = model, given | {"model"}
     file_values = load_config_file(config_file) if config_file else {}
+    if dry_run:
+        from mftlab.cli.options import echo_targets, load_model_from
+        from mftlab.targeting import TargetSpec, resolve_targets
+
+        values = {**file_values, **{k: v for k, v in flags.items() if k in given}}
+        source = values.get("model")
+        if source is None:
+            raise click.UsageError("missing MODEL (give it here or in --config)")
+        loaded = load_model_from(source, values.get("dtype", "auto"), values.get("gguf_file"),
+                                 bool(values.get("trust_remote_code")))
+        spec = TargetSpec.parse(values.get("targets", "all-linear"), values.get("layers"), values.get("exclude"))
+        echo_targets(resolve_targets(loaded.model, spec))
+        return
     for name in ("model", "data", "out"):
         if flags.get(name) is None and name not in file_values:
             raise click.UsageError(f"missing {'MODEL' if name == 'model' else '--' + name} (give it here or in --config)")

@@ -120,3 +120,11 @@ def test_convert_cli(tmp_path, tiny_llama):
     assert_clean_error(invoke("convert", tmp_path / "legacy.pt", "--model", "tiny-gpt2", "--out", tmp_path / "g.safetensors"),
                        "neither a module nor a parameter")
     assert not os.path.exists(tmp_path / "g.safetensors")
+
+
+def test_train_dry_run_lists_targets_without_training(tmp_path):
+    result = invoke("train", "tiny-llama", "--layers", "3", "--targets", "q_proj,down_proj", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "model.layers.3.self_attn.q_proj.weight\t[128, 128]\t16384" in result.output
+    assert "2 tensors, 61,440 weights" in result.output
+    assert_clean_error(invoke("train", "tiny-llama", "--layers", "9", "--dry-run"), "matches nothing")
