@@ -134,12 +134,13 @@ def summary_rows(text: str) -> list[list[str]]:
         pending("compare-masks packed vs unpacked", "compare-masks (packed vs unpacked)", _command("bench_compare_masks.py"))
 
     ls = s.get("Loss landscape")
-    point = _search(r"\| mftlab, directions regenerated[^|]*\| ([\d.]+) \| [\d.]* \| ([\d.]+) \| ([\d.]+) \|", ls)
+    # The row of the default at the benchmark's size (directions cached below 134M perturbed weights).
+    point = _search(r"\| mftlab `--cache-directions` \(default[^|]*\| ([\d.]+) \| [\d.]* \| ([\d.]+) \| ([\d.]+) \|", ls)
     goal = _search(r"Goal: (at most [\d.]+)", ls)
     row("landscape point / eval pass (CPU)", *((f"{point[0]} s", f"eval {point[1]} s", f"{point[2]}x",
                                                 goal[0] if goal else "") if point else ("pending", "", "", "")),
         _command("bench_landscape.py"))
-    vs = _search(r"mftlab / loss-landscapes = ([\d.]+)", ls)
+    vs = _search(r"mftlab / loss-landscapes = [\d.]+ \(directions regenerated\), ([\d.]+) \(cached\)", ls)
     ll = _search(r"\| loss-landscapes ([\d.]+)[^|]*\| ([\d.]+) \|", ls)
     row("landscape point vs `loss-landscapes` package", *((f"{point[0]} s" if point else "",
                                                            f"loss-landscapes {ll[1] if ll else '?'} s", f"{vs[0]}x", "")
