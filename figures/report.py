@@ -33,7 +33,8 @@ CAPTIONS = {
     "flips": "Mask dynamics: weights whose mask bit flipped between training snapshots, per layer.",
     "hamming": "Mask dynamics: Hamming distance of each snapshot to the first and to the final mask.",
     "overlap": "Overlap of the three domain masks: Jaccard and lift over independent masks, per layer, and how many "
-               "weights are masked by exactly k of the masks.",
+               "weights are masked by exactly k of the masks. The three MFT runs share the seed, so they start from "
+               "the same random scores (the same step-0 prune): lift above 1 partly reflects that common start.",
 }
 
 
