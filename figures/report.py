@@ -37,6 +37,15 @@ CAPTIONS = {
                "the same random scores (the same step-0 prune): lift above 1 partly reflects that common start.",
 }
 
+TABLE_NOTES = {
+    "in_domain": "Each method's exact-match accuracy on the test set of the domain it was trained on (mean ± std "
+                 "over seeds when there are several). Exact match is scored by teacher forcing: every answer ends "
+                 "with end-of-text, so an answer counts as right exactly when greedy decoding would reproduce it.",
+    "loss": "Token-weighted cross-entropy over the answer tokens of the same test sets.",
+    "cross": "Each domain's models scored on every domain's test set: how much a method's gains (or losses) "
+             "carry over to the other domains, as in the paper's Table 5.",
+}
+
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
@@ -143,18 +152,20 @@ def render(result_dir) -> list[str]:
     if not demo.get("lora"):
         intro += " LoRA was skipped: install the `lora` extra (peft) to include it."
     md = ["# mftlab demo report", "", intro, "", "## Did MFT beat full fine-tuning?", ""] + [f"- {v}" for v in verdicts(demo)]
-    md += ["", "## Table 1: in-domain test exact match (%)", "",
-           "Each method's exact-match accuracy on the test set of the domain it was trained on.", "",
+    md += ["", "## Table 1: in-domain test exact match (%)", "", TABLE_NOTES["in_domain"], "",
            _markdown_table(in_domain_table(demo)), "",
-           "## In-domain test loss (nats/token)", "", "Token-weighted cross-entropy over the answer tokens.", "",
+           "## In-domain test loss (nats/token)", "", TABLE_NOTES["loss"], "",
            _markdown_table(in_domain_table(demo, "loss")), "", "## Table 5: cross-domain exact match (%)", ""]
+    md += [TABLE_NOTES["cross"], ""]
     for train, rows in cross_domain_tables(demo).items():
         md += [f"Trained on **{train}**, scored on every domain's test set.", "", _markdown_table(rows), ""]
     page = [f"<h1>mftlab demo report</h1><p>{html.escape(intro)}</p><h2>Did MFT beat full fine-tuning?</h2><ul>"]
     page += [f"<li>{html.escape(v).replace('**', '')}</li>" for v in verdicts(demo)] + ["</ul>"]
-    page += ["<h2>Table 1: in-domain test exact match (%)</h2>", _html_table(in_domain_table(demo)),
-             "<h2>In-domain test loss (nats/token)</h2>", _html_table(in_domain_table(demo, "loss")),
-             "<h2>Table 5: cross-domain exact match (%)</h2>"]
+    page += ["<h2>Table 1: in-domain test exact match (%)</h2>", f"<p>{html.escape(TABLE_NOTES['in_domain'])}</p>",
+             _html_table(in_domain_table(demo)),
+             "<h2>In-domain test loss (nats/token)</h2>", f"<p>{html.escape(TABLE_NOTES['loss'])}</p>",
+             _html_table(in_domain_table(demo, "loss")),
+             "<h2>Table 5: cross-domain exact match (%)</h2>", f"<p>{html.escape(TABLE_NOTES['cross'])}</p>"]
     for train, rows in cross_domain_tables(demo).items():
         page += [f"<h3>Trained on {html.escape(train)}</h3>", _html_table(rows)]
     for title, _folder, written in sections:
