@@ -13,7 +13,7 @@ only runs the missing points. Results: `out/sweep.json` and `out/sweep.csv`.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from mftlab import __version__
@@ -121,7 +121,3 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
     write_json(os.path.join(out, "sweep.json"), doc)
     write_csv(os.path.join(out, "sweep.csv"), rows)
     return doc
-
-
-def describe(config: SweepConfig) -> dict:
-    return asdict(config)

@@ -8,7 +8,6 @@ interactive HTML figures), after redrawing every figure of the demo's results.
 
 from __future__ import annotations
 
-import glob
 import html
 import os
 import statistics

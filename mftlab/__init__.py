@@ -6,4 +6,4 @@ bit-packed safetensors file, and analyse what it removed.
 
 __version__ = "0.1.0"
 
-from mftlab.errors import MftlabError  # noqa: E402,F401
+from mftlab.errors import MftlabError  # noqa: E402,F401  (re-exported: `from mftlab import MftlabError`)
