@@ -30,6 +30,7 @@ reliability: $(STAMP)  ## fault tolerance: SIGKILL + resume, generated bad input
 	$(BIN)/python -m pytest -q -m reliability tests/reliability
 
 bench: $(STAMP)  ## rerun every benchmark and rewrite BENCHMARKS.md
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python bench/run_all.py
 
 clean:

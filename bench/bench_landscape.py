@@ -2,7 +2,7 @@
 
 Writes (or replaces) the section `## Loss landscape` of BENCHMARKS.md; other sections are kept.
 
-    .venv/bin/pip install loss-landscapes   # only for the comparison; not a dependency of mftlab
+    .venv/bin/pip install -r bench/requirements.txt   # loss-landscapes, only for the comparison (make bench does it)
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_landscape.py --grid 7 --tokens 1024 --threads 1
 
 What is timed (same model, same tokens, same device):
