@@ -90,19 +90,17 @@ def _count_le(groups: list[torch.Tensor], key: int) -> int:
     return sum(int((_sortable_int(g) <= key).sum()) for g in groups)
 
 
-def keep_global(values: dict[str, torch.Tensor], mask_ratio: float) -> dict[str, torch.Tensor]:
-    """Keep-masks masking the K lowest values over all tensors together.
+def mask_lowest(flats: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """Boolean 'masked' for the k lowest entries over 1-D tensors taken together.
 
-    Finds the K-th lowest value by a bisection over the float32 bit patterns (32 counting
-    passes), so no concatenated copy of all scores is ever made; ties are broken by tensor
-    order, then flat index.
+    Ties are broken by tensor order, then flat index. One tensor uses `kthvalue`; several use a
+    bisection over the float32 bit patterns (32 counting passes), so no concatenated copy of
+    all values is ever made.
     """
-    names = list(values)
-    flats = [values[n].detach().reshape(-1) for n in names]
-    total = sum(f.numel() for f in flats)
-    k = num_masked(total, mask_ratio)
-    if k == 0:
-        return {n: torch.ones_like(values[n], dtype=torch.bool) for n in names}
+    if len(flats) == 1:
+        return [_mask_lowest_flat(flats[0].float(), k)]
+    if k <= 0:
+        return [torch.zeros(f.shape, dtype=torch.bool, device=f.device) for f in flats]
     lo = min(int(_sortable_int(f).min()) for f in flats)
     hi = max(int(_sortable_int(f).max()) for f in flats)
     while lo < hi:  # smallest key with count(<= key) >= k
@@ -111,16 +109,24 @@ def keep_global(values: dict[str, torch.Tensor], mask_ratio: float) -> dict[str,
             hi = mid
         else:
             lo = mid + 1
-    out, remaining_ties = {}, k - sum(int((_sortable_int(f) < lo).sum()) for f in flats)
-    for name, flat in zip(names, flats):
+    out, remaining_ties = [], k - sum(int((_sortable_int(f) < lo).sum()) for f in flats)
+    for flat in flats:
         key = _sortable_int(flat)
         masked = key < lo
         if remaining_ties > 0:
             ties = torch.nonzero(key == lo).flatten()[:remaining_ties]
             masked[ties] = True
             remaining_ties -= ties.numel()
-        out[name] = ~masked.reshape(values[name].shape)
+        out.append(masked)
     return out
+
+
+def keep_global(values: dict[str, torch.Tensor], mask_ratio: float) -> dict[str, torch.Tensor]:
+    """Keep-masks masking the K lowest values over all tensors together (see `mask_lowest`)."""
+    names = list(values)
+    flats = [values[n].detach().reshape(-1) for n in names]
+    k = num_masked(sum(f.numel() for f in flats), mask_ratio)
+    return {n: ~m.reshape(values[n].shape) for n, m in zip(names, mask_lowest(flats, k))}
 
 
 def keep_threshold(values: torch.Tensor, threshold: float, min_keep_ratio: float = 0.01) -> torch.Tensor:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from mftlab.selection import keep_global, num_masked
+from mftlab.selection import mask_lowest, num_masked
 
 _BAND_LOW, _BAND_HIGH = 0.002, 0.02  # target band size, as a fraction of the group
 _TRIES = 4
@@ -61,22 +61,11 @@ class WarmSelector:
 
     # -- cold path: one full selection ------------------------------------------------------------
     def _cold(self, key: str, flats: list[torch.Tensor], k: int, n: int) -> list[torch.Tensor]:
-        if len(flats) == 1:
-            cut = torch.kthvalue(flats[0], k).values
-        else:  # the bisection of keep_global, which never concatenates; the cut is the largest masked value
-            keeps = keep_global({str(i): f for i, f in enumerate(flats)}, k / n if k < n else 1.0)
-            cut = max(f[~keep].max() for f, keep in zip(flats, keeps.values()) if not bool(keep.all()))
+        masked = mask_lowest(flats, k)  # the exact selection of mftlab.selection
+        cut = max(f[m].max() for f, m in zip(flats, masked) if bool(m.any()))  # the K-th lowest value
         spread = float(torch.std(flats[0])) if flats[0].numel() > 1 else 1.0
         self.cut[key], self.eps[key] = float(cut), max(spread * 0.01, 1e-12)
-        keeps = [f >= cut for f in flats]  # masked: everything strictly below the cut ...
-        need = k - sum(int(torch.count_nonzero(f < cut)) for f in flats)  # ... plus the first ties
-        for f, keep in zip(flats, keeps):
-            if need <= 0:
-                break
-            ties = torch.nonzero(f == cut).flatten()[:need]
-            keep[ties] = False
-            need -= ties.numel()
-        return keeps
+        return [~m for m in masked]
 
     def _keep(self, key: str, flats: list[torch.Tensor], k: int) -> list[torch.Tensor]:
         if k == 0:
