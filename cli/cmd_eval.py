@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
 from mftlab.cli.options import force_option, load_model_from, model_options, seed_option
+
+
+def _launched() -> bool:
+    """Under torchrun / accelerate launch: join the launch's (gloo) process group to share the work."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    from accelerate import PartialState
+
+    PartialState(cpu=True)  # the model is evaluated on the CPU, as without a launcher
+    return True
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 @click.command("eval")
@@ -34,6 +49,7 @@ def command(model, mask_path, data, batch_size, max_seq_len, data_fraction, max_
     Example:
       mftlab eval tiny-llama --data test.jsonl
       mftlab eval ./fft-model --mask run/mask.safetensors --data test.jsonl --json
+      torchrun --nproc_per_node 2 -m mftlab.cli.main eval MODEL --data test.jsonl  (examples split)
     """
     from mftlab.data import load_examples
     from mftlab.errors import ConfigError
@@ -52,7 +68,9 @@ def command(model, mask_path, data, batch_size, max_seq_len, data_fraction, max_
     for problem in report.skipped[:5]:
         click.echo(f"skipped: {problem}", err=True)
     result = evaluate(loaded.model, loaded.tokenizer, examples, batch_size, generate=not no_generate,
-                      max_new_tokens=max_new_tokens)
+                      max_new_tokens=max_new_tokens, distributed=_launched())
+    if not _is_main():
+        return
     values = dict(result.to_dict(), model=model, mask=mask_path, data=data)
     if as_json:
         click.echo(json.dumps(values, indent=2))

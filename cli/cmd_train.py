@@ -7,7 +7,7 @@ import sys
 import click
 from click.core import ParameterSource
 
-from mftlab.train_config import METHODS, PRECISIONS, TrainConfig, load_config_file, merge_config
+from mftlab.train_config import METHODS, PRECISIONS, SHARDINGS, TrainConfig, load_config_file, merge_config
 
 D = TrainConfig.__dataclass_fields__  # defaults come from the config class, never repeated here
 
@@ -54,6 +54,10 @@ _OPTIONS = [
     _opt("grad_accum", type=int, help="Micro-batches per optimizer step on each process."),
     _opt("precision", type=click.Choice(PRECISIONS), help="auto = bf16 autocast where the GPU supports it, else fp32."),
     _opt("seed", type=int, help="Seed of score init, data order and data subset."),
+    _opt("sharding", type=click.Choice(SHARDINGS),
+         help="fsdp: shard weights, grads and optimizer state over the processes (FSDP2; mask and fft)."),
+    _opt("gradient_checkpointing", is_flag=True, help="Recompute each layer in the backward pass (less memory)."),
+    _opt("pure_bf16", is_flag=True, help="Train 16-bit weights without fp32 master copies (small updates are lost)."),
     _opt("max_seq_len", type=int, help="Tokens per example (longer ones are truncated)."),
     _opt("data_fraction", type=float, help="Use this seeded fraction of the data (data-ratio ablation)."),
     _opt("skip_bad", is_flag=True, help="Skip malformed records (reported with file:line) instead of stopping."),
@@ -128,10 +132,14 @@ def command(ctx, model, config_file, dry_run, **flags):
       mftlab train tiny-llama --data train.jsonl --out run --resume
       accelerate launch --multi_gpu --num_processes 2 -m mftlab.cli.main train MODEL --data d.jsonl --out run
       torchrun --nproc_per_node 2 -m mftlab.cli.main train MODEL --data d.jsonl --out run
+      torchrun --nproc_per_node 8 -m mftlab.cli.main train MODEL --method fft --sharding fsdp \
+          --dtype bfloat16 --gradient-checkpointing --data d.jsonl --out run
 
     Several processes: both launchers above start two gloo processes on a CPU-only machine too;
     `accelerate launch --cpu --num_processes 2` starts only one there (it needs MPI for more).
     --batch-size is the global batch of one optimizer step, whatever the number of processes.
+    --sharding fsdp shards the model over the launched processes (not with accelerate's own FSDP or
+    DeepSpeed configs); 16-bit trainable weights get fp32 master copies unless --pure-bf16.
     """
     given = {name for name in flags if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
     if model is not None:

@@ -3,6 +3,8 @@ accuracy, and generation exact-match. Training, `mftlab eval`, sweeps and landsc
 
 The loss is the mean over *label tokens* of the whole data (sum of token losses / number of
 label tokens), never a mean of per-batch means, accumulated in float64 on the host.
+With `distributed=True` (every process of a launch calls it) the batches are dealt out over the
+processes and the sums are added up: the same numbers as one process, in 1/world of the time.
 """
 
 from __future__ import annotations
@@ -178,18 +180,55 @@ class EvalResult:
         return asdict(self)
 
 
+def _process() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _shared_loss_sums(model, batches: list[TokenBatch], device) -> LossSums:
+    """Each process evaluates every world-th batch; all run the same number of forward passes
+    (a sharded model gathers its weights in each), then the sums are added up."""
+    import torch.distributed as dist
+
+    rank, world = _process()
+    mine = batches[rank::world]
+    sums = loss_sums(model, [b.to(device) for b in mine])
+    for _ in range(-(-len(batches) // world) - len(mine)):  # a discarded pass keeps the processes in step
+        loss_sums(model, [batches[0].to(device)])
+    total = torch.tensor([sums.nll, sums.tokens, sums.correct, sums.answers, sums.answers_correct],
+                         dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(total)
+    nll, tokens, correct, answers, answers_correct = total.tolist()
+    return LossSums(nll, int(tokens), int(correct), int(answers), int(answers_correct))
+
+
 def evaluate(model, tokenizer, examples: list[Example], batch_size: int = 16, generate: bool = True,
-             max_new_tokens: int = 32, device="cpu") -> EvalResult:
-    """Loss, perplexity, token accuracy and (when references exist and `generate`) exact-match."""
+             max_new_tokens: int = 32, device="cpu", distributed: bool = False) -> EvalResult:
+    """Loss, perplexity, token accuracy and (when references exist and `generate`) exact-match.
+
+    `distributed`: every process of the launch calls this with the same examples; each does its
+    share (generation must not be combined with a sharded model: its passes differ per process).
+    """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    sums = loss_sums(model, make_batches(examples, batch_size, pad_id, device))
+    rank, world = _process() if distributed else (0, 1)
+    if world > 1:
+        sums = _shared_loss_sums(model, make_batches(examples, batch_size, pad_id), device)
+    else:
+        sums = loss_sums(model, make_batches(examples, batch_size, pad_id, device))
     exact = None
     with_ref = [e for e in examples if e.reference is not None and e.prompt_ids]
     if generate and with_ref:
-        predictions = generate_answers(model, tokenizer, with_ref, batch_size, max_new_tokens, device)
-        hits = sum(normalize_answer(p, e.reference) == normalize_answer(e.reference, e.reference)
-                   for p, e in zip(predictions, with_ref))
-        exact = hits / len(with_ref)
+        mine = with_ref[rank::world]
+        predictions = generate_answers(model, tokenizer, mine, batch_size, max_new_tokens, device)
+        hits = torch.tensor([float(sum(normalize_answer(p, e.reference) == normalize_answer(e.reference, e.reference)
+                                       for p, e in zip(predictions, mine)))], dtype=torch.float64, device=device)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(hits)
+        exact = float(hits) / len(with_ref)
     return EvalResult(
         loss=sums.loss,
         perplexity=math.exp(min(sums.loss, 700.0)),

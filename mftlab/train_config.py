@@ -20,8 +20,10 @@ from mftlab.targeting import TargetSpec
 
 METHODS = ("mask", "fft", "lora")
 PRECISIONS = ("auto", "bf16", "fp32")
+SHARDINGS = ("none", "fsdp")
 # Fields that may change between an interrupted run and its `--resume` without changing the result.
-RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs")
+RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs",
+                    "gradient_checkpointing")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step on each process
     precision: str = "auto"  # auto = bf16 autocast where the device supports it, else fp32
     seed: int = 0
+    # scale (mftlab.sharding, mftlab.master_weights)
+    sharding: str = "none"  # none | fsdp (FSDP2, one unit per decoder layer)
+    gradient_checkpointing: bool = False  # recompute each decoder layer in the backward pass
+    pure_bf16: bool = False  # no fp32 master weights for 16-bit trainable parameters
     # data
     max_seq_len: int = 512
     data_fraction: float = 1.0
@@ -89,6 +95,11 @@ class TrainConfig:
             bad("method", self.method, f"is unknown; choose one of {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
             bad("precision", self.precision, f"is unknown; choose one of {', '.join(PRECISIONS)}")
+        if self.sharding not in SHARDINGS:
+            bad("sharding", self.sharding, f"is unknown; choose one of {', '.join(SHARDINGS)}")
+        if self.sharding == "fsdp" and self.method == "lora":
+            raise ConfigError("--sharding fsdp does not support --method lora; use --method mask or fft, or "
+                              "--sharding none for LoRA")
         if self.score_init not in SCORE_INITS:
             bad("score_init", self.score_init, f"is unknown; choose one of {', '.join(SCORE_INITS)}")
         if self.score_dtype not in SCORE_DTYPES:

@@ -8,6 +8,10 @@ is the token-weighted mean over the answer tokens of the whole step; then clippi
 linear warm-up/decay schedule, and (method mask) one recomputation of every keep-mask from the
 scores. Only the main process writes files; the library never prints (progress goes to the
 callback as `TrainProgress` events).
+
+Scale: `--sharding fsdp` shards the model with FSDP2 instead of DDP (mftlab.sharding, with
+sharded checkpoints in mftlab.sharded_checkpoint); 16-bit trainable weights are stepped as fp32
+master copies (mftlab.master_weights) unless `--pure-bf16`; `--gradient-checkpointing`.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ from mftlab.data import IGNORE_INDEX, DataReport, Example, load_examples
 from mftlab.errors import ConfigError, TrainingError
 from mftlab.evaluation import EvalResult, batch_loss_sums, collate, evaluate
 from mftlab.maskfile import save_mask
+from mftlab.master_weights import MasterWeights
 from mftlab.masking import attach_masks, count_flips, detach_masks, export_mask, mask_stats, refresh_masks
 from mftlab.models import LoadedModel, load_model
 from mftlab.run_outputs import MetricsLog, check_out_dir, replace_dir, start_out_dir
+from mftlab import sharded_checkpoint as sckpt
+from mftlab import sharding
 from mftlab.targeting import resolve_targets
 from mftlab.train_config import TrainConfig
 from mftlab.warm_select import WarmSelector
@@ -102,10 +109,19 @@ def _attach_lora(model, targets, config: TrainConfig):
     return peft.get_peft_model(model, lora)
 
 
+def _enable_gradient_checkpointing(model) -> None:
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"--gradient-checkpointing: {type(model).__name__} does not support gradient "
+                          "checkpointing; drop the flag for this model")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _prepare_model(config: TrainConfig, loaded: LoadedModel | None):
     """(model, tokenizer, masked layers or None) with exactly the right parameters trainable."""
     loaded = loaded or load_model(config.model, config.dtype, config.gguf_file, config.trust_remote_code)
     model = loaded.model
+    if config.gradient_checkpointing:
+        _enable_gradient_checkpointing(model)
     layers = None
     if config.method == "mask":
         targets = resolve_targets(model, config.target_spec())
@@ -132,7 +148,7 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def _accumulate_gradients(model, accelerator, examples: list[Example], ids: list[int], micro: int, accum: int,
-                          pad_id: int) -> torch.Tensor:
+                          pad_id: int, sharded: bool = False) -> torch.Tensor:
     """Forward and backward over this process's share of one step; returns global (nll, label tokens, tokens).
 
     The loss is the token-weighted mean over the answer tokens of the whole step (all processes,
@@ -144,11 +160,12 @@ def _accumulate_gradients(model, accelerator, examples: list[Example], ids: list
     stats = torch.zeros(3, dtype=torch.float64)
     for m in range(accum):
         batch = collate([examples[i] for i in mine[m * micro:(m + 1) * micro]], pad_id).to(accelerator.device)
-        sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(model)
+        sync = contextlib.nullcontext() if m == accum - 1 else (
+            sharding.no_sync(model, True) if sharded else accelerator.no_sync(model))
         with sync:
             with accelerator.autocast():
                 nll, tokens, _ = batch_loss_sums(model, batch)
-            accelerator.backward(nll * (world / max(step_tokens, 1)))  # x world: DDP averages gradients
+            accelerator.backward(nll * (world / max(step_tokens, 1)))  # x world: DDP and FSDP average gradients
         stats += torch.tensor([float(nll.detach()), tokens, float(batch.attention_mask.sum())], dtype=torch.float64)
     return accelerator.reduce(stats.to(accelerator.device), "sum").cpu() if world > 1 else stats
 
@@ -166,12 +183,38 @@ def _save_hf(model, tokenizer, folder: str) -> None:
         tokenizer.save_pretrained(folder)
 
 
-def _write_result(config, model, tokenizer, layers, folder_or_file: str, step: int) -> None:
-    """The final (or best) artifact of the method, written atomically."""
-    if config.method == "mask":
-        save_mask(export_mask(layers, config.model, _method_meta(config, step)), folder_or_file)
-    else:
-        replace_dir(folder_or_file, lambda tmp: _save_hf(model, tokenizer, tmp))
+@dataclass
+class _Outputs:
+    """Writes the method's artifact (final or best), sharded or not; every process calls `write`."""
+
+    config: TrainConfig
+    tokenizer: object
+    layers: dict | None
+    load_dtype: torch.dtype
+    main: bool
+    sharded: bool
+    model: object = None
+    fingerprints: dict | None = None  # of the frozen base weights, taken before sharding
+
+    def mask(self, step: int):
+        meta = _method_meta(self.config, step)
+        if self.sharded:
+            return sharding.export_sharded_mask(self.layers, self.fingerprints, self.config.model, meta)
+        return export_mask(self.layers, self.config.model, meta)
+
+    def write(self, folder_or_file: str, step: int) -> None:
+        """The final (or best) artifact of the method, written atomically."""
+        if self.config.method == "mask":
+            if self.main:
+                save_mask(self.mask(step), folder_or_file)
+        elif self.sharded:  # every process takes part in gathering each tensor
+            gathered = lambda tmp: sharding.save_gathered_hf(self.model, self.tokenizer, tmp, self.load_dtype)
+            if self.main:
+                replace_dir(folder_or_file, gathered)
+            else:
+                gathered(None)
+        elif self.main:
+            replace_dir(folder_or_file, lambda tmp: _save_hf(self.model, self.tokenizer, tmp))
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -185,6 +228,7 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    sharding.refuse_accelerate_sharding()
     # cpu=True on a machine without a GPU: otherwise accelerate ignores torchrun's process group.
     accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
@@ -201,11 +245,16 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     notify = (progress if (progress and main) else (lambda event: None))
 
     model, tokenizer, layers = _prepare_model(config, loaded)
+    started = config.sharding == "fsdp" and sharding.ensure_process_group(accelerator.device)
     try:
         return _run(config, accelerator, model, tokenizer, layers, micro, notify)
     finally:
         if layers is not None:
             detach_masks(model)
+        if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
+            model.gradient_checkpointing_disable()
+        if started:
+            torch.distributed.destroy_process_group()
 
 
 def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainResult:
@@ -225,8 +274,12 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     selection = config.selection_config()
     keep0 = refresh_masks(layers, selection) if layers is not None else None
 
-    resume = ckpt.latest_checkpoint(config.out) if config.resume else None
-    if resume is not None:
+    sharded = config.sharding == "fsdp"
+    resume, sharded_resume = None, None
+    if config.resume and sharded:
+        sharded_resume = sckpt.latest_sharded_info(config.out)  # loaded once the model is sharded
+    elif config.resume:
+        resume = ckpt.latest_checkpoint(config.out)
         params = dict(model.named_parameters())
         with torch.no_grad():
             for name, tensor in resume.trainable.items():
@@ -236,23 +289,42 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
         ckpt.remove_partial(config.out)
     accelerator.wait_for_everyone()
 
-    with warnings.catch_warnings():  # accelerate's note on broadcast_buffers; `keep` is never rank-local
-        warnings.simplefilter("ignore", FutureWarning)
-        model = accelerator.prepare(model)
-    unwrapped = accelerator.unwrap_model(model)
+    load_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    if config.pure_bf16 and load_dtype in (torch.bfloat16, torch.float16):
+        notify(TrainProgress("info", 0, 0, message="warning: --pure-bf16: 16-bit weights are stepped without fp32 "
+                                                   "master copies; updates below the bf16 spacing are lost"))
+    out = _Outputs(config, tokenizer, layers, load_dtype, main, sharded)
+    if sharded:
+        out.fingerprints = sharding.base_fingerprints(layers) if layers is not None else None
+        model = unwrapped = sharding.shard_model(model, accelerator.device, config.pure_bf16)
+    else:
+        with warnings.catch_warnings():  # accelerate's note on broadcast_buffers; `keep` is never rank-local
+            warnings.simplefilter("ignore", FutureWarning)
+            model = accelerator.prepare(model)
+        unwrapped = accelerator.unwrap_model(model)
+    out.model = unwrapped
     trainable = _trainable(unwrapped)
+    master = None
+    if not sharded and sharding.needs_master(trainable.values(), config.pure_bf16):
+        master = MasterWeights(trainable, resume.trainable if resume is not None else None)
+    stepped = master.master if master is not None else trainable  # what AdamW steps (and checkpoints hold)
     lr = config.score_lr if config.method == "mask" else config.lr
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(list(stepped.values()), lr=lr, weight_decay=config.weight_decay)
     warmup = math.ceil(config.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total))
     step, best_loss, best_step = 0, None, None
+    if sharded_resume is not None:
+        resume = sckpt.load_sharded_checkpoint(*sharded_resume, model, optimizer)
     if resume is not None:
-        optimizer.load_state_dict(resume.state["optimizer"])
+        if not sharded:
+            optimizer.load_state_dict(resume.state["optimizer"])
         scheduler.load_state_dict(resume.state["scheduler"])
         ckpt.restore_rng(resume.state["rng"])
         step, best_loss, best_step = resume.step, resume.info.get("best_eval_loss"), resume.info.get("best_step")
     warm = WarmSelector()
-    keep = refresh_masks(layers, selection, warm) if layers is not None else None
+    masks = sharding.ShardedMasks(layers) if sharded and layers is not None else None
+    refresh = (lambda: masks.refresh(selection)) if masks is not None else (lambda: refresh_masks(layers, selection, warm))
+    keep = refresh() if layers is not None else None
     last_keep = keep
     if keep0 is not None:  # made on the CPU before `prepare` moved the model
         keep0 = {n: k.to(keep[n].device) for n, k in keep0.items()}
@@ -266,23 +338,27 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     try:
         while step < total:
             ids = step_indices(len(examples), config.batch_size, config.seed, step)
-            stats = _accumulate_gradients(model, accelerator, examples, ids, micro, config.grad_accum, pad_id)
+            stats = _accumulate_gradients(model, accelerator, examples, ids, micro, config.grad_accum, pad_id, sharded)
             step_loss = float(stats[0] / max(stats[1], 1))
             if not math.isfinite(step_loss):
                 saved = ckpt.list_checkpoints(config.out)
                 where = f"the last good checkpoint is {saved[-1][1]}" if saved else "no checkpoint was written"
                 raise TrainingError(f"the loss became {step_loss} at step {step + 1}; {where}. Lower the learning "
                                     "rate (--score-lr / --lr) or use --precision fp32")
+            if master is not None:
+                master.grads_to_master()
             if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(list(trainable.values()), config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(list(stepped.values()), config.max_grad_norm)
             current_lr = scheduler.get_last_lr()[0]
             optimizer.step()
+            if master is not None:
+                master.master_to_model()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             window += stats
             if layers is not None:
-                keep = refresh_masks(layers, selection, warm)  # once per optimizer step
+                keep = refresh()  # once per optimizer step
 
             row = None
             if step % config.log_every == 0 or step == total:
@@ -299,16 +375,15 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
                 window_start = time.perf_counter()
             if eval_examples is not None and config.eval_every and (step % config.eval_every == 0 or step == total):
                 last_eval = evaluate(unwrapped, tokenizer, eval_examples, config.eval_batch_size, generate=False,
-                                     device=accelerator.device)
+                                     device=accelerator.device, distributed=world > 1)
                 row = dict(row or {"step": step}, eval_loss=last_eval.loss, eval_token_accuracy=last_eval.token_accuracy)
                 if best_loss is None or last_eval.loss < best_loss:
                     best_loss, best_step = last_eval.loss, step
-                    if main:
-                        target = os.path.join(config.out, "best")
-                        if config.method == "mask":
-                            os.makedirs(target, exist_ok=True)
-                            target = os.path.join(target, "mask.safetensors")
-                        _write_result(config, unwrapped, tokenizer, layers, target, step)
+                    target = os.path.join(config.out, "best")
+                    if config.method == "mask":
+                        os.makedirs(target, exist_ok=True)
+                        target = os.path.join(target, "mask.safetensors")
+                    out.write(target, step)
                     notify(TrainProgress("best", step, total, {"eval_loss": best_loss}))
                 notify(TrainProgress("eval", step, total, last_eval.to_dict()))
             if row is not None:
@@ -316,7 +391,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
                     metrics.write(row)
                 notify(TrainProgress("log", step, total, row))
             if config.save_every and step % config.save_every == 0 and step < total:
-                _save(config, accelerator, unwrapped, trainable, optimizer, scheduler, layers, step,
+                _save(config, accelerator, out, stepped, optimizer, scheduler, step,
                       {"best_eval_loss": best_loss, "best_step": best_step, "epoch": step / per_epoch})
                 notify(TrainProgress("checkpoint", step, total, {"path": ckpt.checkpoint_dir(config.out, step)}))
             notify(TrainProgress("step", step, total, {"loss": step_loss}))
@@ -326,8 +401,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
 
     out_name = {"mask": "mask.safetensors", "fft": "model", "lora": "adapter"}[config.method]
     output = os.path.join(config.out, out_name)
-    if main:
-        _write_result(config, unwrapped, tokenizer, layers, output, step)
+    out.write(output, step)
     accelerator.wait_for_everyone()
     ratio = mask_stats(keep)[0] / mask_stats(keep)[1] if keep is not None else None
     result = TrainResult(config.out, config.method, step, last_loss, output, ratio, best_step, best_loss,
@@ -336,9 +410,12 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     return result
 
 
-def _save(config, accelerator, unwrapped, trainable, optimizer, scheduler, layers, step, info) -> None:
-    if accelerator.is_main_process:
+def _save(config, accelerator, out, trainable, optimizer, scheduler, step, info) -> None:
+    mask = out.mask(step) if out.layers is not None and accelerator.is_main_process else None
+    if out.sharded:
+        sckpt.save_sharded_checkpoint(config.out, step, out.model, optimizer, scheduler, info, mask,
+                                      config.keep_checkpoints)
+    elif accelerator.is_main_process:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": ckpt.capture_rng()}
-        mask = export_mask(layers, config.model, _method_meta(config, step)) if layers is not None else None
         ckpt.save_checkpoint(config.out, step, trainable, state, info, mask, config.keep_checkpoints)
     accelerator.wait_for_everyone()
