@@ -26,10 +26,10 @@ from mftlab.errors import ConfigError
 from mftlab.maskfile import Mask, save_mask
 
 
-def _options():
+def _options(strict: bool = True):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    return StateDictOptions(ignore_frozen_params=True)
+    return StateDictOptions(ignore_frozen_params=True, strict=strict)  # frozen weights come from the model
 
 
 def _state(model, optimizer) -> dict:
@@ -96,7 +96,7 @@ def load_sharded_checkpoint(path: str, info: dict, model, optimizer) -> ckpt.Che
     state = _state(model, optimizer)
     dcp.load(state, checkpoint_id=os.path.join(path, "dcp"))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
-                   options=_options())
+                   options=_options(strict=False))
     rank = dist.get_rank()
     extra = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=True)
     extra["rng"] = torch.load(os.path.join(path, f"rng-{rank}.pt"), map_location="cpu", weights_only=True)

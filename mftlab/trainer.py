@@ -113,7 +113,16 @@ def _enable_gradient_checkpointing(model) -> None:
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ConfigError(f"--gradient-checkpointing: {type(model).__name__} does not support gradient "
                           "checkpointing; drop the flag for this model")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _disable_gradient_checkpointing(model) -> None:
+    off = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+    off()
 
 
 def _prepare_model(config: TrainConfig, loaded: LoadedModel | None):
@@ -251,8 +260,8 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     finally:
         if layers is not None:
             detach_masks(model)
-        if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
-            model.gradient_checkpointing_disable()
+        if config.gradient_checkpointing:
+            _disable_gradient_checkpointing(model)
         if started:
             torch.distributed.destroy_process_group()
 
