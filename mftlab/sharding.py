@@ -62,28 +62,40 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return best
 
 
+def _sixteen_bit(p) -> bool:
+    return p.dtype in (torch.bfloat16, torch.float16)
+
+
 def needs_master(params, pure_bf16: bool) -> bool:
     """True when some trainable parameter is 16-bit and fp32 master weights are wanted."""
-    return not pure_bf16 and any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
+    return not pure_bf16 and any(_sixteen_bit(p) for p in params)
 
 
 def shard_model(model: nn.Module, device: torch.device, pure_bf16: bool) -> nn.Module:
-    """Apply FSDP2 in place (see the module docstring); returns the same module."""
+    """Apply FSDP2 in place (see the module docstring); returns the same module.
+
+    Unit by unit, so only one decoder layer at a time is cast to fp32 and moved to `device`
+    unsharded (fully_shard moves its unit's parameters to the mesh's device, then shards them).
+    """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    compute = next((p.dtype for p in model.parameters() if p.requires_grad and _sixteen_bit(p)), None)
     policy = MixedPrecisionPolicy()
-    if needs_master(trainable, pure_bf16):
-        compute = next(p.dtype for p in trainable if p.dtype in (torch.bfloat16, torch.float16))
-        for p in trainable:
-            p.data = p.data.float()
+    if compute is not None and not pure_bf16:
         policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    model.to(device)
+
+    def shard(unit: nn.Module) -> None:
+        if compute is not None and not pure_bf16:
+            for p in unit.parameters():
+                if p.requires_grad and _sixteen_bit(p):
+                    p.data = p.data.float()  # the fp32 master, sharded below
+        fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=True)
+
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=True)
-    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=True)
+        shard(layer)
+    shard(model)
     return model
 
 

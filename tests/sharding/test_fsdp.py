@@ -239,3 +239,22 @@ def test_bad_inputs_are_one_line_errors(setup, tmp_path):
                                    num_experts_per_tok=1)).save_pretrained(jetmoe)
     error(invoke("train", jetmoe, "--data", setup["data"], "--out", out, "--gradient-checkpointing"),
           "does not support gradient checkpointing")
+
+
+def test_gathered_hf_folder_in_several_files(tmp_path):
+    """The FFT writer's file layout: safetensors shards + index once the model exceeds one file."""
+    from conftest import _tiny_llama
+    from transformers import AutoModelForCausalLM
+
+    from mftlab.sharding import save_gathered_hf
+
+    model = _tiny_llama(tied=True)
+    save_gathered_hf(model, None, str(tmp_path), torch.bfloat16, max_shard_bytes=20_000)
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    files = set(index["weight_map"].values())
+    assert len(files) > 1 and all(os.path.exists(tmp_path / f) for f in files)
+    assert "lm_head.weight" not in index["weight_map"]  # tied: written once
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.dtype == torch.bfloat16
+    for name, p in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], p.to(torch.bfloat16)), name
