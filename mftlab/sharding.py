@@ -99,20 +99,14 @@ def shard_model(model: nn.Module, device: torch.device, pure_bf16: bool) -> nn.M
     return model
 
 
-def no_sync(model: nn.Module, skip: bool):
-    """Skip the gradient reduce-scatter for all but the last micro-batch of a step."""
-    if not skip:
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def paused():
-        model.set_requires_gradient_sync(False)
-        try:
-            yield
-        finally:
-            model.set_requires_gradient_sync(True)
-
-    return paused()
+@contextlib.contextmanager
+def no_sync(model: nn.Module):
+    """Skip the gradient reduce-scatter (for all but the last micro-batch of a step)."""
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

@@ -170,7 +170,7 @@ def _accumulate_gradients(model, accelerator, examples: list[Example], ids: list
     for m in range(accum):
         batch = collate([examples[i] for i in mine[m * micro:(m + 1) * micro]], pad_id).to(accelerator.device)
         sync = contextlib.nullcontext() if m == accum - 1 else (
-            sharding.no_sync(model, True) if sharded else accelerator.no_sync(model))
+            sharding.no_sync(model) if sharded else accelerator.no_sync(model))
         with sync:
             with accelerator.autocast():
                 nll, tokens, _ = batch_loss_sums(model, batch)
@@ -232,7 +232,8 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     """Train as `config` says and write the run folder; see the module docstring.
 
     `loaded` (optional) is an already loaded model; with method mask its modules are wrapped
-    during training and restored afterwards, its weights untouched.
+    during training and restored afterwards, its weights untouched (with `--sharding fsdp` the
+    model is sharded in place and is not usable afterwards).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -299,7 +300,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     accelerator.wait_for_everyone()
 
     load_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    if config.pure_bf16 and load_dtype in (torch.bfloat16, torch.float16):
+    if config.pure_bf16 and sharding.needs_master([p for p in model.parameters() if p.requires_grad], False):
         notify(TrainProgress("info", 0, 0, message="warning: --pure-bf16: 16-bit weights are stepped without fp32 "
                                                    "master copies; updates below the bf16 spacing are lost"))
     out = _Outputs(config, tokenizer, layers, load_dtype, main, sharded)

@@ -105,10 +105,10 @@ def test_mask_two_processes_equal_one_with_distributed_eval(setup, tmp_path):
 
 
 def test_fft_two_processes_equal_one_and_write_an_hf_folder(setup, tmp_path):
-    """A (fft): same per-step losses over 20 steps, the same weights, an ordinary HF folder."""
+    """A (fft, 2 micro-batches per step): same per-step losses over 20 steps, the same weights, an HF folder."""
     from transformers import AutoModelForCausalLM
 
-    extra = ["--method", "fft", "--lr", "1e-3", *COMMON, "--max-steps", "20", "--save-every", "10"]
+    extra = ["--method", "fft", "--lr", "1e-3", *COMMON, "--max-steps", "20", "--save-every", "10", "--grad-accum", "2"]
     two = torchrun(*train_args(setup, tmp_path / "two", "--sharding", "fsdp", *extra))
     assert two.returncode == 0, two.stderr[-3000:]
     one = invoke(*train_args(setup, tmp_path / "one", *extra))
