@@ -60,15 +60,15 @@ def _all_gather(t: torch.Tensor) -> torch.Tensor:
 
 
 def _keys(values: torch.Tensor, as_floats: bool) -> torch.Tensor:
-    """int64 keys with the order of the float32 values (as mftlab.selection._sortable_int)."""
+    """int32 keys with the order of the float32 values (the order of mftlab.selection._sortable_int)."""
     v = values.detach().float().reshape(-1)
     if as_floats:
         v = v + 0.0  # -0.0 -> +0.0: kthvalue's comparisons treat them as equal
-    bits = v.contiguous().view(torch.int32).to(torch.int64)
-    return torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)
+    bits = v.contiguous().view(torch.int32)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats: flip the magnitude order
 
 
-_BIG = 1 << 40  # beyond every float32 key
+_BIG = 1 << 40  # beyond every key (the search runs in int64)
 
 
 def mask_lowest_groups(groups: list[list[ShardedValues]], ks: list[int]) -> list[list[torch.Tensor]]:
@@ -86,8 +86,8 @@ def mask_lowest_groups(groups: list[list[ShardedValues]], ks: list[int]) -> list
     for g, ks_g in enumerate(keys):
         for key in ks_g:
             if key.numel():
-                ext[g] = torch.minimum(ext[g], key.min())
-                ext[n + g] = torch.minimum(ext[n + g], -key.max())
+                ext[g] = torch.minimum(ext[g], key.min().long())
+                ext[n + g] = torch.minimum(ext[n + g], -key.max().long())
     _all_reduce(ext, dist.ReduceOp.MIN)
     lo, hi = ext[:n].clone(), -ext[n:]
     hi = torch.where(k <= 0, lo, hi)  # nothing to mask: no search

@@ -158,6 +158,8 @@ def test_kill_one_process_then_resume_global_with_checkpointing(setup, tmp_path)
     assert not (killed / "mask.safetensors").exists()
     other = invoke(*args, "--resume")  # one process cannot take over two processes' shards
     assert other.exit_code == 1 and "written by 2 processes" in other.output and "Traceback" not in other.output
+    unsharded = invoke(*train_args(setup, killed, *extra), "--resume")
+    assert unsharded.exit_code == 1 and "option 'sharding'" in unsharded.output
     resumed = torchrun(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     straight = invoke(*train_args(setup, tmp_path / "straight", *extra))
