@@ -132,8 +132,7 @@ def command(ctx, model, config_file, dry_run, **flags):
       mftlab train tiny-llama --data train.jsonl --out run --resume
       accelerate launch --multi_gpu --num_processes 2 -m mftlab.cli.main train MODEL --data d.jsonl --out run
       torchrun --nproc_per_node 2 -m mftlab.cli.main train MODEL --data d.jsonl --out run
-      torchrun --nproc_per_node 8 -m mftlab.cli.main train MODEL --method fft --sharding fsdp \
-          --dtype bfloat16 --gradient-checkpointing --data d.jsonl --out run
+      torchrun --nproc_per_node 8 -m mftlab.cli.main train MODEL --method fft --sharding fsdp --dtype bfloat16 --data d.jsonl --out run
 
     Several processes: both launchers above start two gloo processes on a CPU-only machine too;
     `accelerate launch --cpu --num_processes 2` starts only one there (it needs MPI for more).

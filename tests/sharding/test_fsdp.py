@@ -135,8 +135,9 @@ def _kill_one_rank(cmd, out):
         while not list_checkpoints(str(out)) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.01)
         children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
-        if children and proc.poll() is None:
-            victim = int(children[-1])
+        workers = [int(c) for c in children if b"mftlab" in open(f"/proc/{c}/cmdline", "rb").read()]
+        if workers and proc.poll() is None:
+            victim = workers[-1]
             os.kill(victim, signal.SIGKILL)
         proc.wait(timeout=120)
     finally:
