@@ -26,13 +26,26 @@ COMMON = ["--batch-size", "4", "--max-seq-len", "32", "--log-every", "1"]
 MASK = ["--score-lr", "0.05", *COMMON]
 
 
+def _tiny_llama(tied: bool = False):
+    """hidden 32, 2 layers (as tests/conftest.py, which another conftest.py shadows by name)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         tie_word_embeddings=tied, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return LlamaForCausalLM(config).eval()
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from conftest import _tiny_llama, save_model_dir
     from mftlab.tokenizer import build_char_tokenizer
 
     root = tmp_path_factory.mktemp("fsdp")
-    model = save_model_dir(_tiny_llama(), root / "llama", build_char_tokenizer())
+    model = str(root / "llama")
+    _tiny_llama().save_pretrained(model)
+    build_char_tokenizer().save_pretrained(model)
     rng = np.random.default_rng(0)
     data = root / "train.jsonl"
     with open(data, "w") as f:
@@ -246,7 +259,6 @@ def test_bad_inputs_are_one_line_errors(setup, tmp_path):
 
 def test_gathered_hf_folder_in_several_files(tmp_path):
     """The FFT writer's file layout: safetensors shards + index once the model exceeds one file."""
-    from conftest import _tiny_llama
     from transformers import AutoModelForCausalLM
 
     from mftlab.sharding import save_gathered_hf
