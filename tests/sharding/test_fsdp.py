@@ -273,3 +273,18 @@ def test_gathered_hf_folder_in_several_files(tmp_path):
     assert reloaded.dtype == torch.bfloat16
     for name, p in model.state_dict().items():
         assert torch.equal(reloaded.state_dict()[name], p.to(torch.bfloat16)), name
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_sharding_fsdp(setup, tmp_path):
+    """`accelerate launch` (plain multi-process config) runs --sharding fsdp like torchrun does."""
+    extra = [*MASK, "--max-steps", "4"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mftlab.cli.main",
+           *map(str, train_args(setup, tmp_path / "acc", "--sharding", "fsdp", *extra))]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 process(es)" in done.stderr
+    one = invoke(*train_args(setup, tmp_path / "one", *extra))
+    assert one.exit_code == 0, one.output
+    assert same_mask(tmp_path / "one" / "mask.safetensors", tmp_path / "acc" / "mask.safetensors")
