@@ -427,5 +427,6 @@ def _save(config, accelerator, out, trainable, optimizer, scheduler, step, info)
                                       config.keep_checkpoints)
     elif accelerator.is_main_process:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": ckpt.capture_rng()}
+        info = dict(info, sharding="none", world_size=accelerator.num_processes)  # any count can resume it
         ckpt.save_checkpoint(config.out, step, trainable, state, info, mask, config.keep_checkpoints)
     accelerator.wait_for_everyone()
