@@ -5,8 +5,9 @@ kept (upper bound) -> continued fine-tuning from that checkpoint, its length cho
 (best checkpoint) -> MFT from it (a local layer group, mask ratio 0.1) for every variant of a
 small grid (score init x score learning rate); the variant with the best validation loss is "MFT"
 (analysis.protocol_recipe) -> random masks (several draws) and the magnitude mask at the same
-ratio -> LoRA when peft is installed. Then every method is scored on every domain's test set, and the first seed's masks
-get stats, dynamics, overlap and a loss landscape through FFT / continued FFT / MFT.
+ratio -> LoRA when peft is installed. Then every method is scored on every domain's test set, and
+the first seed's masks get stats, dynamics, overlap and a loss landscape through FFT / continued
+FFT / MFT.
 
 Everything lands in `out/`; `out/demo.json` indexes it for the report (figures.report). Each
 step is cached (see protocol_steps), so re-running reuses finished steps.
@@ -62,7 +63,8 @@ class DemoConfig:
             raise ConfigError(f"--mft-inits {','.join(self.mft_inits) or '(empty)'} must name one or more of "
                               f"{', '.join(SCORE_INITS)}")
         if not self.mft_score_lrs or not all(lr > 0 for lr in self.mft_score_lrs):
-            raise ConfigError(f"--mft-score-lrs {self.mft_score_lrs} must be one or more positive rates, e.g. 1e-3,1e-2")
+            raise ConfigError(f"--mft-score-lrs {','.join(f'{lr:g}' for lr in self.mft_score_lrs) or '(empty)'} must "
+                              "be one or more positive rates, e.g. 1e-3,1e-2")
         if not (isinstance(self.random_seeds, int) and 1 <= self.random_seeds <= 20):
             raise ConfigError(f"--random-seeds {self.random_seeds} is outside 1..20; use e.g. 3 for mean and spread")
 
