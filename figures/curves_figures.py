@@ -16,7 +16,7 @@ STYLE = {"fft": (PALETTE[0], "-"), "continued_fft": (PALETTE[1], "--"), "mft": (
          "lora": (PALETTE[3], ":")}
 REFERENCES = {"backbone": PALETTE[7], "random": PALETTE[4], "magnitude": PALETTE[5]}
 CURVE_NAMES = {"fft": "FFT (from the backbone)", "continued_fft": "Continued FFT (from FFT best)",
-               "mft": "MFT (from FFT best)", "lora": "LoRA (from the backbone)"}
+               "mft": "MFT, chosen on validation (from FFT best)", "lora": "LoRA (from the backbone)"}
 
 
 def curve_points(demo: dict, domain: str, method: str) -> tuple[list[int], list[float]]:

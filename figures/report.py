@@ -95,9 +95,9 @@ def variants_table(demo: dict) -> list[list[str]]:
         for d in demo["domains"]:
             entry = demo["mft_variants"][str(s)][d]
             for name, v in entry["variants"].items():
-                step0 = "n/a" if v.get("step0_loss") is None else f"{v['step0_loss']:.3f}"
+                step0 = "n/a" if v.get("step0_loss") is None else f"{v['step0_loss']:.4f}"
                 rows.append([d] + ([str(s)] if several else []) + [
-                    _variant_label(v), step0, f"{v['validation_loss']:.3f}", f"{v['test'][d]['loss']:.3f}",
+                    _variant_label(v), step0, f"{v['validation_loss']:.4f}", f"{v['test'][d]['loss']:.4f}",
                     f"{100 * v['test'][d]['exact_match']:.1f}", "**chosen**" if name == entry["selected"] else ""])
     return rows
 
