@@ -122,8 +122,11 @@ def random_spread(demo: dict) -> str:
         parts.append(f"{d} {100 * min(values):.1f}-{100 * max(values):.1f}% (std {100 * std:.1f} points)")
     if draws < 2:
         return "The random mask was drawn once per domain and seed: its spread over draws is not measured."
-    return (f"Random masks were drawn {draws} times per domain ({len(demo['seeds'])} seed(s)); their in-domain exact "
-            f"match ranges over {', '.join(parts)}: a single random draw is a noisy baseline.")
+    seeds = len(demo["seeds"])
+    count = f"{draws // seeds} times per domain and seed ({draws} draws per domain)" if seeds > 1 else \
+        f"{draws} times per domain"
+    return (f"Random masks were drawn {count}; their in-domain exact match ranges over {', '.join(parts)}: "
+            "a single random draw is a noisy baseline.")
 
 
 def in_domain_table(demo: dict, metric: str = "exact_match") -> list[list[str]]:
