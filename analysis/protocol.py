@@ -1,10 +1,13 @@
 """The paper's protocol end to end on the built-in tiny benchmark (what `mftlab demo` runs).
 
 For each domain and seed: backbone (lower bound) -> full fine-tuning, best validation checkpoint
-kept (upper bound) -> continued fine-tuning from that checkpoint -> MFT from it (a local layer
-group, mask ratio 0.1) -> random and magnitude masks at the same ratio -> LoRA when peft is
-installed. Then every method is scored on every domain's test set, and the first seed's masks
-get stats, dynamics, overlap and a loss landscape through FFT / continued FFT / MFT.
+kept (upper bound) -> continued fine-tuning from that checkpoint, its length chosen on validation
+(best checkpoint) -> MFT from it (a local layer group, mask ratio 0.1) for every variant of a
+small grid (score init x score learning rate); the variant with the best validation loss is "MFT"
+(analysis.protocol_recipe) -> random masks (several draws) and the magnitude mask at the same
+ratio -> LoRA when peft is installed. Then every method is scored on every domain's test set, and
+the first seed's masks get stats, dynamics, overlap and a loss landscape through FFT / continued
+FFT / MFT.
 
 Everything lands in `out/`; `out/demo.json` indexes it for the report (figures.report). Each
 step is cached (see protocol_steps), so re-running reuses finished steps.
@@ -19,9 +22,11 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from mftlab import __version__
+from mftlab.analysis import protocol_recipe as recipe
 from mftlab.analysis import protocol_steps as steps
 from mftlab.analysis.results import write_json
 from mftlab.errors import ConfigError
+from mftlab.masking import SCORE_INITS
 from mftlab.selection import check_ratio
 from mftlab.targeting import parse_layers
 from mftlab.tinybench import DOMAINS, SplitSizes, pretraining_records, write_benchmark, write_jsonl
@@ -41,6 +46,9 @@ class DemoConfig:
     layers: str = "2-3"  # the local layer group MFT trains (the backbone has 4 layers)
     mask_ratio: float = 0.1
     domains: tuple[str, ...] = DOMAINS
+    mft_inits: tuple[str, ...] = ("random", "magnitude")  # MFT's grid, chosen on validation
+    mft_score_lrs: tuple[float, ...] = (1e-3, 1e-2)
+    random_seeds: int = 3  # draws of the random-mask baseline per domain and seed
     mftlab_version: str = __version__
 
     def __post_init__(self):
@@ -51,6 +59,19 @@ class DemoConfig:
         unknown = [d for d in self.domains if d not in DOMAINS]
         if unknown:
             raise ConfigError(f"domain '{unknown[0]}' is unknown; choose from {', '.join(DOMAINS)}")
+        if not self.mft_inits or any(i not in SCORE_INITS for i in self.mft_inits):
+            raise ConfigError(f"--mft-inits {','.join(self.mft_inits) or '(empty)'} must name one or more of "
+                              f"{', '.join(SCORE_INITS)}")
+        if not self.mft_score_lrs or not all(lr > 0 for lr in self.mft_score_lrs):
+            raise ConfigError(f"--mft-score-lrs {','.join(f'{lr:g}' for lr in self.mft_score_lrs) or '(empty)'} must "
+                              "be one or more positive rates, e.g. 1e-3,1e-2")
+        if not (isinstance(self.random_seeds, int) and 1 <= self.random_seeds <= 20):
+            raise ConfigError(f"--random-seeds {self.random_seeds} is outside 1..20; use e.g. 3 for mean and spread")
+
+    @property
+    def mft_variants(self) -> list[tuple[str, float]]:
+        """(score init, score learning rate) of every MFT variant, in grid order."""
+        return [(init, lr) for init in self.mft_inits for lr in self.mft_score_lrs]
 
     @property
     def sizes(self) -> SplitSizes:
@@ -105,23 +126,29 @@ def _domain_runs(config: DemoConfig, seed: int, domain: str, data: dict, backbon
     say(f"{domain} (seed {seed}): continued fine-tuning from the best checkpoint (step {fft['best_step']})")
     cont = steps.run_training(os.path.join(root, "continued"), _train_config(
         b, model=best, out=os.path.join(root, "continued"), method="fft", lr=b.fft_lr, max_steps=mft_steps, **common))
-    say(f"{domain} (seed {seed}): MFT on layers {config.layers} at mask ratio {config.mask_ratio}")
-    mft = steps.run_training(os.path.join(root, "mft"), _train_config(
-        b, model=best, out=os.path.join(root, "mft"), method="mask", layers=config.layers, mask_ratio=config.mask_ratio,
-        score_lr=b.score_lr, max_steps=mft_steps, save_every=max(1, mft_steps // 6), keep_checkpoints=100, **common))
-    runs = {"fft": fft, "continued_fft": cont, "mft": mft}
-    sources = {"backbone": (backbone, None), "fft": (best, None), "continued_fft": (cont["output"], None),
-               "mft": (best, mft["output"])}
-    for kind in ("random", "magnitude"):
-        sources[kind] = (best, steps.make_baseline_mask(os.path.join(root, "baselines"), best, kind,
-                                                         config.mask_ratio, config.layers, seed))
+
+    def mft_config(out: str, score_init: str, score_lr: float) -> TrainConfig:
+        return _train_config(b, model=best, out=out, method="mask", layers=config.layers, mask_ratio=config.mask_ratio,
+                             score_init=score_init, score_lr=score_lr, max_steps=mft_steps,
+                             save_every=max(1, mft_steps // 6), keep_checkpoints=100, **common)
+
+    variants = recipe.train_variants(config, root, best, mft_config, mft_steps, say, f"{domain} (seed {seed})")
+    runs = {"fft": fft, "continued_fft": cont}
+    # Continued FFT's length is chosen on validation too: its best checkpoint.
+    sources = {"backbone": (backbone, None), "fft": (best, None),
+               "continued_fft": (os.path.join(root, "continued", "best"), None)}
+    draws = recipe.random_draws(root, best, config, seed)
+    sources["random"] = (best, draws[0][1])
+    sources["magnitude"] = (best, steps.make_baseline_mask(os.path.join(root, "baselines"), best, "magnitude",
+                                                            config.mask_ratio, config.layers, seed))
     if lora_available():
         say(f"{domain} (seed {seed}): LoRA from the backbone")
         runs["lora"] = steps.run_training(os.path.join(root, "lora"), _train_config(
             b, model=backbone, out=os.path.join(root, "lora"), method="lora", lr=b.lora_lr, epochs=b.lora_epochs,
             layers=None, lora_r=8, lora_alpha=16, lora_dropout=0.0, **common))
         sources["lora"] = ("lora", runs["lora"]["output"])
-    return {"runs": runs, "sources": sources, "root": root, "mft_steps": mft_steps}
+    return {"runs": runs, "sources": sources, "root": root, "mft_steps": mft_steps, "variants": variants,
+            "random_draws": draws}
 
 
 def _evaluate_all(config: DemoConfig, domain_runs: dict, data: dict, backbone: str, say) -> dict:
@@ -131,15 +158,39 @@ def _evaluate_all(config: DemoConfig, domain_runs: dict, data: dict, backbone: s
     scores = {}
     for domain, info in domain_runs.items():
         scores[domain] = {}
+        folder, val = os.path.join(info["root"], "eval"), data[domain]["validation"]
         for method, (model_dir, extra) in info["sources"].items():
             say(f"{domain}: scoring {METHOD_NAMES[method]} on every test set")
             if method == "lora":
                 load = (lambda extra=extra: steps.load_lora_model(extra, backbone))
             else:
                 load = (lambda model_dir=model_dir, extra=extra: steps.load_method_model(model_dir, extra))
-            scores[domain][method] = steps.evaluate_method(os.path.join(info["root"], "eval"), method, load, tests,
-                                                           data[domain]["validation"], b.max_seq_len)
+            if method == "random" and len(info["random_draws"]) > 1:
+                results = [steps.evaluate_method(folder, "random" if k == 0 else f"random-seed{s}",
+                                                 lambda path=path: steps.load_method_model(model_dir, path), tests, val,
+                                                 b.max_seq_len) for k, (s, path) in enumerate(info["random_draws"])]
+                scores[domain][method] = recipe.combine_draws(results, [s for s, _ in info["random_draws"]])
+                continue
+            scores[domain][method] = steps.evaluate_method(folder, method, load, tests, val, b.max_seq_len)
+        scores[domain]["mft"] = _choose_mft(info, domain, folder, tests, val, b.max_seq_len, say)
     return scores
+
+
+def _choose_mft(info: dict, domain: str, folder: str, tests: dict, val: str, max_seq_len: int, say) -> dict:
+    """Score every MFT variant, choose on validation loss, and make the chosen one the method `mft`."""
+    best_dir, _ = info["sources"]["fft"]
+    scored = {}
+    for name, run in info["variants"].items():
+        say(f"{domain}: scoring MFT ({recipe.describe(name)}) on every test set")
+        scored[name] = steps.evaluate_method(folder, f"mft-{name}",
+                                             lambda path=run["source"]: steps.load_method_model(best_dir, path),
+                                             tests, val, max_seq_len)
+    chosen = recipe.choose_variant(scored)
+    info["selected"] = chosen
+    info["runs"]["mft"] = info["variants"][chosen]
+    info["sources"]["mft"] = (best_dir, info["variants"][chosen]["source"])
+    info["variant_scores"] = scored
+    return dict(scored[chosen], method="mft", variant=chosen)
 
 
 def _prepare_data(config: DemoConfig, say) -> dict:
@@ -170,7 +221,7 @@ def run_protocol(config: DemoConfig, progress: Callable[[DemoProgress], None] | 
     os.makedirs(config.out, exist_ok=True)
     started = time.perf_counter()
     seeds = list(range(config.seed, config.seed + config.seeds))
-    per_domain = 3 + 6 + 2 * int(lora_available())  # trainings + scorings
+    per_domain = 7 + 2 * len(config.mft_variants) + 2 * int(lora_available())  # trainings + scorings
     total = 2 + len(seeds) * len(config.domains) * per_domain + 2 * len(config.domains) + 1
     counter = {"n": 0}
 
@@ -185,6 +236,11 @@ def run_protocol(config: DemoConfig, progress: Callable[[DemoProgress], None] | 
     for seed in seeds:
         runs = {d: _domain_runs(config, seed, d, data, backbone, say) for d in config.domains}
         per_seed[seed] = {"runs": runs, "scores": _evaluate_all(config, runs, data, backbone, say)}
+    variants = {str(s): {d: {"selected": info["selected"], "variants": {
+        name: {"score_init": run["score_init"], "score_lr": run["score_lr"], "best_step": run["best_step"],
+               "step0_loss": next((p["eval_loss"] for p in run["curve"] if p["step"] == 0), None),
+               **info["variant_scores"][name]} for name, run in info["variants"].items()}}
+        for d, info in v["runs"].items()} for s, v in per_seed.items()}
     analysis = protocol_analysis.analyse(config, per_seed[seeds[0]]["runs"], data, backbone, say)
     index = {
         "kind": "demo",
@@ -198,6 +254,8 @@ def run_protocol(config: DemoConfig, progress: Callable[[DemoProgress], None] | 
         "scores": {str(s): v["scores"] for s, v in per_seed.items()},
         "curves": {d: {m: r for m, r in per_seed[seeds[0]]["runs"][d]["runs"].items()} for d in config.domains},
         "analysis": analysis,
+        "mft_variants": variants,
+        "selected_on": "validation loss (test numbers are not used to choose)",
         "lora": lora_available(),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }

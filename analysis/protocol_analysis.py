@@ -76,11 +76,11 @@ def analyse(config, runs: dict, data: dict, backbone: str, say) -> dict:
     masks = {}
     for domain, info in runs.items():
         fft_dir, _ = info["sources"]["fft"]
-        mask_path = info["runs"]["mft"]["output"]
+        _, mask_path = info["sources"]["mft"]  # the variant chosen on validation, its best checkpoint
         masks[domain] = mask_path
         say(f"{domain}: mask statistics and training dynamics")
         out["stats"][domain] = os.path.relpath(
-            _stats(os.path.join(root, f"stats-{domain}"), mask_path, fft_dir, backbone, os.path.join(info["root"], "mft")),
+            _stats(os.path.join(root, f"stats-{domain}"), mask_path, fft_dir, backbone, info["runs"]["mft"]["folder"]),
             config.out)
     say("overlap of the domain masks")
     out["overlap"] = os.path.relpath(_overlap(os.path.join(root, "overlap"), masks), config.out)
@@ -88,6 +88,6 @@ def analyse(config, runs: dict, data: dict, backbone: str, say) -> dict:
         say(f"{domain}: loss landscape through FFT best, continued FFT and MFT")
         fft_dir, _ = info["sources"]["fft"]
         out["landscape"][domain] = os.path.relpath(_landscape(
-            os.path.join(root, f"landscape-{domain}"), fft_dir, info["runs"]["continued_fft"]["output"],
-            info["runs"]["mft"]["output"], data[domain], config.landscape_grid, config.budget.max_seq_len), config.out)
+            os.path.join(root, f"landscape-{domain}"), fft_dir, info["sources"]["continued_fft"][0],
+            info["sources"]["mft"][1], data[domain], config.landscape_grid, config.budget.max_seq_len), config.out)
     return out

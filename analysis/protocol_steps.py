@@ -57,7 +57,7 @@ class TrainingBudget:
     fft_epochs: float = 12.0  # long enough that validation loss peaks and then rises (overfitting)
     fft_lr: float = 1e-3
     mft_epochs: float = 3.0  # continued FFT gets the same number of steps
-    score_lr: float = 1e-2
+    score_lr: float = 1e-2  # unused by the demo since its MFT recipe is chosen on validation (DemoConfig.mft_score_lrs)
     lora_epochs: float = 6.0
     lora_lr: float = 3e-3
     batch_size: int = 16
@@ -83,9 +83,10 @@ def run_training(folder: str, config: TrainConfig, progress=None) -> dict:
                            "mask_ratio": result.mask_ratio, "curve": curve})
 
 
-def make_baseline_mask(folder: str, model_dir: str, kind: str, mask_ratio: float, layers: str, seed: int) -> str:
-    """A random or magnitude mask of the FFT model at the MFT ratio and layers (cached)."""
-    path = os.path.join(folder, f"{kind}.safetensors")
+def make_baseline_mask(folder: str, model_dir: str, kind: str, mask_ratio: float, layers: str, seed: int,
+                       name: str | None = None) -> str:
+    """A random or magnitude mask of the FFT model at the MFT ratio and layers (cached as `name or kind`)."""
+    path = os.path.join(folder, f"{name or kind}.safetensors")
     if not os.path.exists(path):
         os.makedirs(folder, exist_ok=True)
         model = load_model(model_dir).model

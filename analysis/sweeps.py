@@ -2,12 +2,19 @@
 
 - `layers`: MFT on consecutive groups of `group_size` layers, shallow to deep (Figure 3 / 7);
 - `ratio`: mask ratios (Figure 4 / 8);
-- `data`: fractions of the training data (Figure 5 / 9).
+- `data`: fractions of the training data (Figure 5 / 9);
+- `score-lr`: learning rates of the mask scores (the method's own knob: too small leaves the
+  step-0 prune in place, too large scrambles the mask);
+- `score-init`: score initialisations (`random`: the step-0 mask is a random prune;
+  `magnitude`: it is the magnitude mask).
 
 Every point is one MFT run from the same fine-tuned model, scored on `eval_data` with the one
-evaluation function; the model itself (the FFT line) is scored once for reference. Each point is
+evaluation function (and on `test_data` when given); the model itself (the FFT line) is scored
+once for reference. The selected point is the one with the lowest *validation* loss
+(analysis.choose); test numbers are reported beside it and never used to choose. Each point is
 cached in `out/points/<name>/` (its `result.json` is written last), so a killed or repeated sweep
-only runs the missing points. Results: `out/sweep.json` and `out/sweep.csv`.
+only runs the missing points. Results: `out/sweep.json`, `out/sweep.csv` and `out/sweep.md` (a
+table that marks the selected point).
 """
 
 from __future__ import annotations
@@ -17,18 +24,23 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from mftlab import __version__
+from mftlab.atomic import write_text_atomic
 from mftlab.analysis import protocol_steps as steps
+from mftlab.analysis.choose import best_on_validation
 from mftlab.analysis.results import write_csv, write_json
 from mftlab.data import load_examples
 from mftlab.errors import ConfigError
 from mftlab.evaluation import evaluate
+from mftlab.masking import SCORE_INITS
 from mftlab.models import load_model
 from mftlab.selection import check_ratio
 from mftlab.train_config import TrainConfig
 
-AXES = ("layers", "ratio", "data")
+AXES = ("layers", "ratio", "data", "score-lr", "score-init")
 DEFAULT_RATIOS = (0.02, 0.05, 0.1, 0.2, 0.4)
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+DEFAULT_SCORE_LRS = (1e-4, 1e-3, 1e-2)
+DEFAULT_SCORE_INITS = ("random", "magnitude")
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,9 @@ class SweepConfig:
     group_size: int = 4
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    score_lrs: tuple[float, ...] = DEFAULT_SCORE_LRS
+    score_inits: tuple[str, ...] = DEFAULT_SCORE_INITS
+    test_data: str | None = None  # scored and reported beside each point; never used to select
     mftlab_version: str = __version__
 
     def __post_init__(self):
@@ -53,8 +68,16 @@ class SweepConfig:
         for f in self.fractions:
             if not 0.0 < f <= 1.0:
                 raise ConfigError(f"--fractions value {f} is outside (0, 1]; use e.g. 0.1,0.5,1")
+        for lr in self.score_lrs:
+            if not lr > 0:
+                raise ConfigError(f"--score-lrs value {lr} must be positive; use e.g. 1e-4,1e-3,1e-2")
+        for init in self.score_inits:
+            if init not in SCORE_INITS:
+                raise ConfigError(f"--score-inits value '{init}' is unknown; choose from {', '.join(SCORE_INITS)}")
         if not os.path.exists(self.eval_data):
             raise ConfigError(f"--eval-data '{self.eval_data}' does not exist; pass the held-out data to score on")
+        if self.test_data is not None and not os.path.exists(self.test_data):
+            raise ConfigError(f"--test-data '{self.test_data}' does not exist; pass the test split or leave it out")
 
 
 def num_layers(model_source: str) -> int:
@@ -78,14 +101,66 @@ def sweep_points(config: SweepConfig) -> list[dict]:
     if config.axis == "ratio":
         return [{"name": f"ratio-{r}", "label": f"{r:g}", "value": r, "overrides": {"mask_ratio": r}}
                 for r in config.ratios]
+    if config.axis == "score-lr":
+        return [{"name": f"score-lr-{lr:g}", "label": f"{lr:g}", "value": lr, "overrides": {"score_lr": lr}}
+                for lr in config.score_lrs]
+    if config.axis == "score-init":
+        return [{"name": f"score-init-{init}", "label": init, "value": init, "overrides": {"score_init": init}}
+                for init in config.score_inits]
     return [{"name": f"data-{f}", "label": f"{f:g}", "value": f, "overrides": {"data_fraction": f}}
             for f in config.fractions]
 
 
-def _score(model, tokenizer, eval_data: str, max_seq_len: int) -> dict:
-    examples, _ = load_examples(eval_data, tokenizer, max_seq_len)
+def _score_one(model, tokenizer, data: str, max_seq_len: int) -> dict:
+    examples, _ = load_examples(data, tokenizer, max_seq_len)
     r = evaluate(model, tokenizer, examples, batch_size=64, generate=False)
     return {"loss": r.loss, "answer_accuracy": r.answer_accuracy, "token_accuracy": r.token_accuracy}
+
+
+def _score(model, tokenizer, config: SweepConfig) -> dict:
+    """Validation scores (`loss`, ...) and, with test data, `test_loss`, ... beside them."""
+    scores = _score_one(model, tokenizer, config.eval_data, config.train.max_seq_len)
+    if config.test_data:
+        test = _score_one(model, tokenizer, config.test_data, config.train.max_seq_len)
+        scores.update({f"test_{k}": v for k, v in test.items()})
+    return scores
+
+
+def select_point(rows: list[dict]) -> int:
+    """Index of the selected point: the lowest validation loss (`loss`); test numbers are not read."""
+    return best_on_validation(rows, key="loss")
+
+
+def _step0_loss(run: dict) -> float | None:
+    """Validation loss of the run's step-0 mask (logged by the trainer), or None."""
+    return next((p["eval_loss"] for p in run.get("curve", []) if p["step"] == 0), None)
+
+
+def _fmt(value, percent=False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f}%" if percent else f"{value:.4f}"
+
+
+def sweep_table(doc: dict) -> list[list[str]]:
+    """The sweep as rows of text (header first); the selected point is marked."""
+    test = any("test_loss" in p for p in doc["points"])
+    head = [doc["axis"], "validation loss", "validation answer acc.", "step-0 validation loss"]
+    head += ["test loss", "test answer acc."] if test else []
+    rows = [head + ["selected"]]
+    ref = doc["reference"]
+    rows.append(["starting model"] + [_fmt(ref["loss"]), _fmt(ref["answer_accuracy"], True), "n/a"]
+                + ([_fmt(ref.get("test_loss")), _fmt(ref.get("test_answer_accuracy"), True)] if test else []) + [""])
+    for p in doc["points"]:
+        row = [p["label"], _fmt(p["loss"]), _fmt(p["answer_accuracy"], True), _fmt(p.get("step0_loss"))]
+        row += [_fmt(p.get("test_loss")), _fmt(p.get("test_answer_accuracy"), True)] if test else []
+        rows.append(row + ["**selected** (best validation loss)" if p.get("selected") else ""])
+    return rows
+
+
+def markdown(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows[1:]]) + "\n"
 
 
 def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str], None] | None = None) -> dict:
@@ -98,8 +173,7 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
     if reference is None:
         say(0, len(points), "scoring the starting model (the FFT line)")
         loaded = load_model(config.train.model)
-        reference = steps.finish(reference_dir, _score(loaded.model, loaded.tokenizer, config.eval_data,
-                                                       config.train.max_seq_len))
+        reference = steps.finish(reference_dir, _score(loaded.model, loaded.tokenizer, config))
     rows = []
     for k, point in enumerate(points):
         folder = os.path.join(out, "points", point["name"])
@@ -108,16 +182,27 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
         if result is None:
             run_dir = os.path.join(folder, "run")
             steps.fresh(folder)
-            run = steps.run_training(run_dir, replace(config.train, out=run_dir, resume=False, **point["overrides"]))
+            # With eval data the trainer also logs the step-0 mask's validation loss (the initial prune).
+            train = replace(config.train, out=run_dir, resume=False, eval_data=config.train.eval_data or config.eval_data,
+                            **point["overrides"])
+            run = steps.run_training(run_dir, train)
             model, tokenizer = steps.load_method_model(config.train.model, run["output"])
-            result = steps.finish(folder, {**_score(model, tokenizer, config.eval_data, config.train.max_seq_len),
+            result = steps.finish(folder, {**_score(model, tokenizer, config), "step0_loss": _step0_loss(run),
                                            "mask_ratio": run["mask_ratio"], "steps": run["steps"]})
         rows.append({"name": point["name"], "label": point["label"], "value": point["value"], **result})
     say(len(points), len(points), "done")
+    chosen = select_point(rows)
+    for i, row in enumerate(rows):
+        row["selected"] = i == chosen
     doc = {"kind": "sweep", "mftlab_version": __version__, "axis": config.axis, "points": rows, "reference": reference,
+           "selected": rows[chosen]["name"], "selected_on": "validation loss (test numbers are not used to choose)",
            "config": {"axis": config.axis, "group_size": config.group_size, "ratios": list(config.ratios),
-                      "fractions": list(config.fractions), "eval_data": config.eval_data,
-                      "train": config.train.to_dict()}}
+                      "fractions": list(config.fractions), "score_lrs": list(config.score_lrs),
+                      "score_inits": list(config.score_inits), "eval_data": config.eval_data,
+                      "test_data": config.test_data, "train": config.train.to_dict()}}
     write_json(os.path.join(out, "sweep.json"), doc)
     write_csv(os.path.join(out, "sweep.csv"), rows)
+    note = "; test numbers are shown beside it and were not used to choose" if config.test_data else ""
+    write_text_atomic(os.path.join(out, "sweep.md"), f"# Sweep: {config.axis}\n\nThe selected point has the lowest "
+                      f"validation loss{note}.\n\n" + markdown(sweep_table(doc)))
     return doc

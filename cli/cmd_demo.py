@@ -14,12 +14,18 @@ import click
 @click.option("--quick", is_flag=True, help="Smaller data, fewer steps and a coarser landscape (about a minute).")
 @click.option("--layers", default="2-3", show_default=True, help="The local layer group MFT trains.")
 @click.option("--mask-ratio", type=float, default=0.1, show_default=True, help="Fraction of targeted weights masked.")
+@click.option("--mft-inits", default="random,magnitude", show_default=True,
+              help="MFT variants: score initialisations (x --mft-score-lrs); the best on validation is MFT.")
+@click.option("--mft-score-lrs", default="1e-3,1e-2", show_default=True,
+              help="MFT variants: score learning rates (x --mft-inits).")
+@click.option("--random-seeds", type=int, default=3, show_default=True,
+              help="Draws of the random-mask baseline per domain and seed (mean ± std in the tables).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="CPU threads for torch. The demo's models are so small that one thread is fastest; more "
                    "threads only help bigger models and hurt badly when other processes share the cores.")
-def command(out, seed, seeds, quick, layers, mask_ratio, threads):
-    """Run backbone -> FFT (upper bound) -> continued FFT -> MFT -> random / magnitude masks (-> LoRA
-    when peft is installed) on three tiny domains (math, code, instruct), then tables, mask
+def command(out, seed, seeds, quick, layers, mask_ratio, mft_inits, mft_score_lrs, random_seeds, threads):
+    """Run backbone -> FFT (upper bound) -> continued FFT -> MFT (a small grid of variants, the best on
+    validation kept) -> random / magnitude masks (-> LoRA when peft is installed) on three tiny domains (math, code, instruct), then tables, mask
     statistics, overlap, dynamics, loss landscapes and training curves, summarised in
     OUT/report.md and OUT/index.html. Offline; deterministic for a given seed.
 
@@ -33,7 +39,11 @@ def command(out, seed, seeds, quick, layers, mask_ratio, threads):
     from mftlab.analysis.protocol import DemoConfig, run_protocol
     from mftlab.figures.report import render as render_report
 
-    config = DemoConfig(out=out, seed=seed, seeds=seeds, quick=quick, layers=layers, mask_ratio=mask_ratio)
+    from mftlab.cli.cmd_sweep import _floats
+
+    inits = tuple(x.strip() for x in mft_inits.split(",") if x.strip())
+    config = DemoConfig(out=out, seed=seed, seeds=seeds, quick=quick, layers=layers, mask_ratio=mask_ratio,
+                        mft_inits=inits, mft_score_lrs=_floats(mft_score_lrs, "mft-score-lrs"), random_seeds=random_seeds)
     if threads < 1:
         raise click.BadParameter(f"{threads} must be at least 1", param_hint="--threads")
     torch.set_num_threads(threads)

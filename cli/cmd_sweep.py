@@ -1,4 +1,5 @@
-"""`mftlab sweep layers|ratio|data`: the paper's ablation sweeps (Figures 3-5) for any model and data."""
+"""`mftlab sweep layers|ratio|data|score-lr|score-init`: the paper's ablation sweeps (Figures 3-5) and the
+method's own knobs, for any model and data; the selected point is the best on validation."""
 
 import click
 
@@ -37,31 +38,43 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
 
 
 @click.command("sweep")
-@click.argument("axis", type=click.Choice(["layers", "ratio", "data"]))
+@click.argument("axis", type=click.Choice(["layers", "ratio", "data", "score-lr", "score-init"]))
 @click.argument("model")
-@click.option("--eval-data", required=True, help="Held-out data every point is scored on.")
+@click.option("--eval-data", required=True, help="Validation data every point is scored on (and selected on).")
+@click.option("--test-data", default=None, help="Test data, scored and reported beside each point; never used to select.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Results folder (re-running resumes).")
 @click.option("--group-size", type=int, default=4, show_default=True, help="layers: consecutive layers per group.")
 @click.option("--ratios", default="0.02,0.05,0.1,0.2,0.4", show_default=True, help="ratio: mask ratios to try.")
 @click.option("--fractions", default="0.1,0.25,0.5,1", show_default=True, help="data: data fractions to try.")
+@click.option("--score-lrs", default="1e-4,1e-3,1e-2", show_default=True, help="score-lr: score learning rates to try.")
+@click.option("--score-inits", default="random,magnitude", show_default=True,
+              help="score-init: initialisations to try (random, magnitude, uniform).")
 @click.option("--no-figures", is_flag=True, help="Write JSON and CSV only (redraw later with mftlab plot).")
 @_train_options
-def command(axis, model, eval_data, out, group_size, ratios, fractions, no_figures, **train):
+def command(axis, model, eval_data, test_data, out, group_size, ratios, fractions, score_lrs, score_inits, no_figures,
+            **train):
     """MFT from MODEL (the fine-tuned model) at every point of one sweep, scored on --eval-data
     against MODEL itself (the FFT line): `layers` tries groups of --group-size consecutive layers
-    shallow to deep, `ratio` mask ratios, `data` data fractions. Finished points are reused.
+    shallow to deep, `ratio` mask ratios, `data` data fractions, `score-lr` score learning rates,
+    `score-init` score initialisations. Every point starts from MODEL with the same data and
+    seed; finished points are reused. The point with the lowest validation loss is selected
+    and marked in OUT/sweep.md (--test-data numbers are shown, never used to choose).
 
     \b
     Example:
       mftlab sweep layers ./fft-model --data train.jsonl --eval-data val.jsonl --group-size 4 --out sweep-layers
+      mftlab sweep score-lr ./fft-model --data train.jsonl --eval-data val.jsonl --test-data test.jsonl \\
+          --layers 4-7 --score-lrs 1e-4,1e-3,1e-2 --out sweep-score-lr
     """
     from mftlab.analysis.sweeps import SweepConfig, run_sweep
     from mftlab.train_config import TrainConfig
 
     if not train["data"]:
         raise click.UsageError("--data is required")
+    inits = tuple(x.strip() for x in score_inits.split(",") if x.strip())
     config = SweepConfig(axis, TrainConfig(model=model, out=out, method="mask", **train), eval_data, group_size,
-                         _floats(ratios, "ratios"), _floats(fractions, "fractions"))
+                         _floats(ratios, "ratios"), _floats(fractions, "fractions"), _floats(score_lrs, "score-lrs"),
+                         inits, test_data)
     doc = run_sweep(config, out, lambda done, total, message: click.echo(f"[{done}/{total}] {message}"))
     if not no_figures:
         from mftlab.figures import sweep_figures
@@ -70,5 +83,8 @@ def command(axis, model, eval_data, out, group_size, ratios, fractions, no_figur
     ref = doc["reference"]
     click.echo(f"starting model: loss {ref['loss']:.4f}, answer accuracy {ref['answer_accuracy']:.2%}")
     for p in doc["points"]:
-        click.echo(f"  {axis} {p['label']:>8}: loss {p['loss']:.4f}, answer accuracy {p['answer_accuracy']:.2%}")
-    click.echo(f"wrote {out}/sweep.json")
+        line = f"  {axis} {p['label']:>9}: validation loss {p['loss']:.4f}, answer accuracy {p['answer_accuracy']:.2%}"
+        if "test_loss" in p:
+            line += f"; test loss {p['test_loss']:.4f}"
+        click.echo(line + ("   <- selected (best validation loss)" if p["selected"] else ""))
+    click.echo(f"wrote {out}/sweep.json, {out}/sweep.md")

@@ -103,7 +103,7 @@ class _Reporter:
         elif event.event == "log" and self.bar is None:
             fields = " ".join(f"{k}={_fmt(v)}" for k, v in event.metrics.items())
             click.echo(fields, err=True)
-        elif event.event in ("info", "checkpoint", "best"):
+        elif event.event in ("info", "warning", "checkpoint", "best"):
             text = event.message or f"{event.event} at step {event.step}: {event.metrics}"
             (self.bar.write if self.bar is not None else (lambda t: click.echo(t, err=True)))(text)
         elif event.event == "done" and self.bar is not None:

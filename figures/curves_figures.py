@@ -16,7 +16,7 @@ STYLE = {"fft": (PALETTE[0], "-"), "continued_fft": (PALETTE[1], "--"), "mft": (
          "lora": (PALETTE[3], ":")}
 REFERENCES = {"backbone": PALETTE[7], "random": PALETTE[4], "magnitude": PALETTE[5]}
 CURVE_NAMES = {"fft": "FFT (from the backbone)", "continued_fft": "Continued FFT (from FFT best)",
-               "mft": "MFT (from FFT best)", "lora": "LoRA (from the backbone)"}
+               "mft": "MFT, chosen on validation (from FFT best)", "lora": "LoRA (from the backbone)"}
 
 
 def curve_points(demo: dict, domain: str, method: str) -> tuple[list[int], list[float]]:
@@ -26,9 +26,20 @@ def curve_points(demo: dict, domain: str, method: str) -> tuple[list[int], list[
         return [], []
     offset = runs["fft"]["best_step"] or 0 if method in ("continued_fft", "mft") else 0
     points = runs[method]["curve"]
-    xs = ([offset] if offset else []) + [p["step"] + offset for p in points]
-    ys = ([runs["fft"]["best_eval_loss"]] if offset else []) + [p["eval_loss"] for p in points]
+    # A run that logged its own step 0 (MFT: the step-0 mask) starts there, not at the FFT best.
+    start = offset and not (points and points[0]["step"] == 0)
+    xs = ([offset] if start else []) + [p["step"] + offset for p in points]
+    ys = ([runs["fft"]["best_eval_loss"]] if start else []) + [p["eval_loss"] for p in points]
     return xs, ys
+
+
+def step0_point(demo: dict, domain: str) -> tuple[int, float] | None:
+    """(x, validation loss) of MFT's step-0 mask, before any training, when the run logged it."""
+    runs = demo["curves"][domain]
+    curve = runs.get("mft", {}).get("curve", [])
+    if not curve or curve[0]["step"] != 0:
+        return None
+    return runs["fft"]["best_step"] or 0, curve[0]["eval_loss"]
 
 
 def reference_losses(demo: dict, domain: str) -> dict[str, float]:
@@ -54,6 +65,14 @@ def render(result_dir) -> list[str]:
                 ax.plot(xs, ys, dash, color=color, label=CURVE_NAMES[method], lw=1.6)
                 web.add_trace(go.Scatter(x=xs, y=ys, name=CURVE_NAMES[method], line={"color": color}, legendgroup=method,
                                          showlegend=k == 0, hovertemplate="step %{x}<br>loss %{y:.4f}"), 1, k + 1)
+        zero = step0_point(demo, domain)
+        if zero is not None:
+            shown.append(zero[1])
+            ax.plot([zero[0]], [zero[1]], "v", color=STYLE["mft"][0], ms=7, label="MFT step-0 mask (before training)")
+            web.add_trace(go.Scatter(x=[zero[0]], y=[zero[1]], mode="markers", name="MFT step-0 mask",
+                                     marker={"symbol": "triangle-down", "size": 10, "color": STYLE["mft"][0]},
+                                     legendgroup="step0", showlegend=k == 0,
+                                     hovertemplate="step-0 mask<br>loss %{y:.4f}"), 1, k + 1)
         for method, loss in reference_losses(demo, domain).items():
             ax.axhline(loss, color=REFERENCES[method], lw=1, ls="-.", label=names[method])
             web.add_hline(y=loss, line={"color": REFERENCES[method], "dash": "dashdot"}, row=1, col=k + 1,

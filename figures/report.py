@@ -21,8 +21,10 @@ OWNS_SUBFOLDERS = True  # `mftlab plot` redraws the demo's sub-results through t
 
 CAPTIONS = {
     "training_curves": "Validation loss against optimizer steps (the paper's Figure 2): FFT from the backbone, continued "
-                       "FFT and MFT from the best FFT checkpoint, LoRA, with the backbone and the random and magnitude "
-                       "masks as reference lines.",
+                       "FFT and MFT (the variant chosen on validation) from the best FFT checkpoint, LoRA, with the "
+                       "backbone and the random (mean of the draws) and magnitude masks as reference lines. The "
+                       "triangle is MFT's step-0 mask, evaluated before any training: the damage the initial prune "
+                       "does, which the MFT run then has to repair.",
     "landscape": "Train and test loss on the plane through the FFT upper bound (star), continued FFT (square) and MFT "
                  "(triangle), as in the paper's Figure 6: filled contours on log-spaced levels and 3-D surfaces on one "
                  "colour scale.",
@@ -32,13 +34,15 @@ CAPTIONS = {
     "flips": "Mask dynamics: weights whose mask bit flipped between training snapshots, per layer.",
     "hamming": "Mask dynamics: Hamming distance of each snapshot to the first and to the final mask.",
     "overlap": "Overlap of the three domain masks: Jaccard and lift over independent masks, per layer, and how many "
-               "weights are masked by exactly k of the masks. The three MFT runs share the seed, so they start from "
-               "the same random scores (the same step-0 prune): lift above 1 partly reflects that common start.",
+               "weights are masked by exactly k of the masks. The MFT runs share the seed, so runs with the same "
+               "initialisation start from the same step-0 mask (the same random scores, or each domain's magnitude "
+               "mask): lift above 1 partly reflects that common start.",
 }
 
 TABLE_NOTES = {
     "in_domain": "Each method's exact-match accuracy on the test set of the domain it was trained on (mean ± std "
-                 "over seeds when there are several). Exact match is scored by teacher forcing: every answer ends "
+                 "over seeds when there are several; the random mask: over its draws). MFT is the variant chosen on "
+                 "validation loss (see the appendix). Exact match is scored by teacher forcing: every answer ends "
                  "with end-of-text, so an answer counts as right exactly when greedy decoding would reproduce it.",
     "loss": "Token-weighted cross-entropy over the answer tokens of the same test sets.",
     "cross": "Each domain's models scored on every domain's test set: how much a method's gains (or losses) "
@@ -61,8 +65,68 @@ def _cell(values: list[float], percent: bool = True) -> str:
 
 
 def score_values(demo: dict, train_domain: str, method: str, test_domain: str, metric: str = "exact_match") -> list[float]:
-    return [demo["scores"][str(s)][train_domain][method]["test"][test_domain][metric] for s in demo["seeds"]
-            if method in demo["scores"][str(s)][train_domain]]
+    """One value per seed, or per seed and draw for a method drawn several times (the random mask)."""
+    values = []
+    for s in demo["seeds"]:
+        result = demo["scores"][str(s)][train_domain].get(method)
+        if result is not None:
+            values += [r["test"][test_domain][metric] for r in result.get("draws", [result])]
+    return values
+
+
+# -- MFT's recipe (chosen on validation) and the random draws -------------------------------------
+VARIANTS_NOTE = ("Every MFT variant (score initialisation x score learning rate) trained from the same FFT "
+                 "checkpoint on the same data; each contributes its best-on-validation checkpoint. The variant "
+                 "with the lowest validation loss is \"MFT\" in Tables 1 and 5. Test numbers are listed for "
+                 "completeness and were not used to choose. FFT's checkpoint and continued FFT's length were "
+                 "chosen on the same validation sets, so every method had the same chance.")
+
+
+def _variant_label(v: dict) -> str:
+    return f"{v['score_init']} init, score-lr {v['score_lr']:g}"
+
+
+def variants_table(demo: dict) -> list[list[str]]:
+    """Appendix: every MFT variant's validation and in-domain test numbers; the chosen one marked."""
+    several = len(demo["seeds"]) > 1
+    rows = [["Domain"] + (["Seed"] if several else []) + ["MFT variant", "step-0 val. loss", "val. loss",
+                                                          "test loss", "test exact match (%)", "chosen"]]
+    for s in demo["seeds"]:
+        for d in demo["domains"]:
+            entry = demo["mft_variants"][str(s)][d]
+            for name, v in entry["variants"].items():
+                step0 = "n/a" if v.get("step0_loss") is None else f"{v['step0_loss']:.4f}"
+                rows.append([d] + ([str(s)] if several else []) + [
+                    _variant_label(v), step0, f"{v['validation_loss']:.4f}", f"{v['test'][d]['loss']:.4f}",
+                    f"{100 * v['test'][d]['exact_match']:.1f}", "**chosen**" if name == entry["selected"] else ""])
+    return rows
+
+
+def chosen_lines(demo: dict) -> list[str]:
+    """Which variant is "MFT" per domain (and seed)."""
+    lines = []
+    for d in demo["domains"]:
+        picks = [_variant_label(demo["mft_variants"][str(s)][d]["variants"][demo["mft_variants"][str(s)][d]["selected"]])
+                 for s in demo["seeds"]]
+        lines.append(f"{d}: {'; '.join(f'seed {s}: {p}' for s, p in zip(demo['seeds'], picks)) if len(picks) > 1 else picks[0]}")
+    return lines
+
+
+def random_spread(demo: dict) -> str:
+    """How far apart the random-mask draws land (in-domain exact match), one sentence."""
+    parts, draws = [], 1
+    for d in demo["domains"]:
+        values = score_values(demo, d, "random", d)
+        draws = max(draws, len(values))
+        mean, std = _mean_std(values)
+        parts.append(f"{d} {100 * min(values):.1f}-{100 * max(values):.1f}% (std {100 * std:.1f} points)")
+    if draws < 2:
+        return "The random mask was drawn once per domain and seed: its spread over draws is not measured."
+    seeds = len(demo["seeds"])
+    count = f"{draws // seeds} times per domain and seed ({draws} draws per domain)" if seeds > 1 else \
+        f"{draws} times per domain"
+    return (f"Random masks were drawn {count}; their in-domain exact match ranges over {', '.join(parts)}: "
+            "a single random draw is a noisy baseline.")
 
 
 def in_domain_table(demo: dict, metric: str = "exact_match") -> list[list[str]]:
@@ -150,9 +214,15 @@ def render(result_dir) -> list[str]:
              f"records per domain; wall time {demo['wall_seconds']} s (training and analysis; figures not included).")
     if not demo.get("lora"):
         intro += " LoRA was skipped: install the `lora` extra (peft) to include it."
+    has_variants = "mft_variants" in demo
+    if has_variants:
+        intro += (f" MFT's recipe was chosen on validation loss among {len(cfg['mft_inits']) * len(cfg['mft_score_lrs'])} "
+                  f"variants (score init {', '.join(cfg['mft_inits'])} x score-lr "
+                  f"{', '.join(f'{lr:g}' for lr in cfg['mft_score_lrs'])}); chosen: " + "; ".join(chosen_lines(demo)) + ".")
+    spread = random_spread(demo)
     md = ["# mftlab demo report", "", intro, "", "## Did MFT beat full fine-tuning?", ""] + [f"- {v}" for v in verdicts(demo)]
     md += ["", "## Table 1: in-domain test exact match (%)", "", TABLE_NOTES["in_domain"], "",
-           _markdown_table(in_domain_table(demo)), "",
+           _markdown_table(in_domain_table(demo)), "", spread, "",
            "## In-domain test loss (nats/token)", "", TABLE_NOTES["loss"], "",
            _markdown_table(in_domain_table(demo, "loss")), "", "## Table 5: cross-domain exact match (%)", ""]
     md += [TABLE_NOTES["cross"], ""]
@@ -161,7 +231,7 @@ def render(result_dir) -> list[str]:
     page = [f"<h1>mftlab demo report</h1><p>{html.escape(intro)}</p><h2>Did MFT beat full fine-tuning?</h2><ul>"]
     page += [f"<li>{html.escape(v).replace('**', '')}</li>" for v in verdicts(demo)] + ["</ul>"]
     page += ["<h2>Table 1: in-domain test exact match (%)</h2>", f"<p>{html.escape(TABLE_NOTES['in_domain'])}</p>",
-             _html_table(in_domain_table(demo)),
+             _html_table(in_domain_table(demo)), f"<p>{html.escape(spread)}</p>",
              "<h2>In-domain test loss (nats/token)</h2>", f"<p>{html.escape(TABLE_NOTES['loss'])}</p>",
              _html_table(in_domain_table(demo, "loss")),
              "<h2>Table 5: cross-domain exact match (%)</h2>", f"<p>{html.escape(TABLE_NOTES['cross'])}</p>"]
@@ -179,6 +249,11 @@ def render(result_dir) -> list[str]:
                         f"<figcaption>{html.escape(_caption(png))}"
                         + (f' <a href="{html.escape(link)}">Interactive version</a>' if link else "")
                         + "</figcaption></figure>")
+    if has_variants:
+        md += ["## Appendix: MFT variants, chosen on validation", "", VARIANTS_NOTE, "",
+               _markdown_table(variants_table(demo)), ""]
+        page += ["<h2>Appendix: MFT variants, chosen on validation</h2>", f"<p>{html.escape(VARIANTS_NOTE)}</p>",
+                 _html_table([[c.replace("**", "") for c in r] for r in variants_table(demo)])]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1.5em 0}"

@@ -63,3 +63,42 @@ def baseline_mask(
         "targets": spec.to_dict(),
     }
     return Mask.from_keep(keep, weights, base_name, method), targets
+
+
+# -- the random baseline over several draws ----------------------------------------------------
+def draw_paths(path: str, seeds: list[int]) -> list[str]:
+    """Where `baseline --kind random --seeds N` writes its draws: the first seed at `path` itself (as with
+    one seed), every further seed S next to it as `<stem>.seed<S>.safetensors`."""
+    stem = path[:-len(".safetensors")] if path.endswith(".safetensors") else path
+    return [path] + [f"{stem}.seed{s}.safetensors" for s in seeds[1:]]
+
+
+def shared_masked_fraction(a: Mask, b: Mask) -> float:
+    """Fraction of `a`'s masked weights that `b` masks too (two independent random draws: about the ratio)."""
+    both = masked = 0
+    for name in a.names:
+        if name in b.names:
+            ma, mb = ~a.keep(name), ~b.keep(name)
+            both += int((ma & mb).sum())
+            masked += int(ma.sum())
+    return both / masked if masked else float("nan")
+
+
+@torch.no_grad()
+def evaluate_draws(model: torch.nn.Module, tokenizer, masks: list[Mask], examples, batch_size: int = 16) -> list[float]:
+    """Validation loss of `model` under each mask in turn (the weights are restored after each)."""
+    from mftlab.apply import apply_mask_
+    from mftlab.evaluation import evaluate
+    from mftlab.models import named_weights
+
+    weights = named_weights(model)
+    losses = []
+    for mask in masks:
+        saved = {n: weights[n].detach().clone() for n in mask.names}
+        try:
+            apply_mask_(model, mask)
+            losses.append(evaluate(model, tokenizer, examples, batch_size, generate=False).loss)
+        finally:
+            for n, w in saved.items():
+                weights[n].copy_(w)
+    return losses

@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 
 def test_report_tables_and_figures(quick_demo):
     out, stdout = quick_demo
@@ -16,12 +18,12 @@ def test_report_tables_and_figures(quick_demo):
     assert set(demo["domains"]) == {"math", "code", "instruct"}
     for method in ("backbone", "fft", "continued_fft", "mft", "random", "magnitude"):
         assert method in demo["methods"]
-    # Every table cell is a number in range; nothing is missing.
-    for line in report.splitlines():
+    # Every table cell of the main tables is a number (or mean ± std) in range; nothing is missing.
+    for line in report.split("## Appendix")[0].splitlines():
         if line.startswith("| ") and not line.startswith("| Method"):
             cells = [c.strip() for c in line.strip("|").split("|")][1:]
-            assert cells and all(re.fullmatch(r"\d+\.\d+", c) for c in cells), line
-            assert all(0.0 <= float(c) <= 100.0 for c in cells), line
+            assert cells and all(re.fullmatch(r"\d+\.\d+( ± \d+\.\d+)?", c) for c in cells), line
+            assert all(0.0 <= float(c.split(" ± ")[0]) <= 100.0 for c in cells), line
     for seed, by_domain in demo["scores"].items():
         for domain, methods in by_domain.items():
             for method, result in methods.items():
@@ -47,14 +49,59 @@ def test_report_tables_and_figures(quick_demo):
     assert "(42/42)" in stdout or "done in" in stdout
 
 
+def test_mft_is_the_variant_chosen_on_validation(quick_demo):
+    out, _ = quick_demo
+    report = (out / "report.md").read_text()
+    demo = json.loads((out / "demo.json").read_text())
+    appendix = report.split("## Appendix: MFT variants, chosen on validation")[1]
+    assert "were not used to choose" in appendix
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in appendix.splitlines()
+            if line.startswith("| ") and not line.startswith("| Domain")]
+    grid = len(demo["config"]["mft_inits"]) * len(demo["config"]["mft_score_lrs"])
+    assert grid >= 4 and len(rows) == grid * len(demo["domains"])
+    for domain in demo["domains"]:
+        entry = demo["mft_variants"]["0"][domain]
+        val = {name: v["validation_loss"] for name, v in entry["variants"].items()}
+        assert entry["selected"] == min(val, key=val.get)
+        chosen = entry["variants"][entry["selected"]]
+        assert demo["scores"]["0"][domain]["mft"]["test"] == chosen["test"]  # Table 1's MFT is the chosen variant
+        marked = [r for r in rows if r[0] == domain and r[-1] == "**chosen**"]
+        assert len(marked) == 1 and marked[0][1].startswith(chosen["score_init"])
+        assert all(v["step0_loss"] is not None for v in entry["variants"].values())
+    assert "chosen on validation loss among" in report
+
+
+def test_random_baseline_is_drawn_over_seeds_and_summarised(quick_demo):
+    out, _ = quick_demo
+    report = (out / "report.md").read_text()
+    demo = json.loads((out / "demo.json").read_text())
+    from mftlab.maskfile import load_mask
+    import numpy as np
+
+    for domain in demo["domains"]:
+        draws = demo["scores"]["0"][domain]["random"]["draws"]
+        assert len(draws) == demo["config"]["random_seeds"] == 3
+        assert len({d["mask_seed"] for d in draws}) == 3
+        mean = sum(d["test"][domain]["loss"] for d in draws) / 3
+        assert demo["scores"]["0"][domain]["random"]["test"][domain]["loss"] == pytest.approx(mean)
+    files = sorted(glob.glob(str(out / "seed-0" / "math" / "baselines" / "random*.safetensors")))
+    masks = [load_mask(f) for f in files]
+    assert len(masks) == 3
+    name = masks[0].names[0]
+    assert not np.array_equal(masks[0].packed[name], masks[1].packed[name])
+    random_row = next(line for line in report.splitlines() if line.startswith("| Random mask"))
+    assert "±" in random_row
+    assert re.search(r"Random masks were drawn 3 times per domain", report)
+
+
 def test_rerun_reuses_finished_steps(quick_demo):
     out, _ = quick_demo
-    before = os.path.getmtime(out / "seed-0" / "math" / "mft" / "mask.safetensors")
+    before = os.path.getmtime(out / "seed-0" / "math" / "mft-random-lr0.001" / "mask.safetensors")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     result = subprocess.run([sys.executable, "-m", "mftlab.cli.main", "demo", "--out", str(out), "--quick"],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert os.path.getmtime(out / "seed-0" / "math" / "mft" / "mask.safetensors") == before
+    assert os.path.getmtime(out / "seed-0" / "math" / "mft-random-lr0.001" / "mask.safetensors") == before
 
 
 def test_plot_redraws_the_demo_from_json(quick_demo):
