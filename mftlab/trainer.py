@@ -230,7 +230,8 @@ class _Outputs:
 STEP0_DAMAGE = 0.10  # warn when the initial mask raises the validation loss by more than this fraction
 
 
-def _step0_eval(config, model, tokenizer, layers, eval_examples, device, metrics, notify) -> None:
+def _step0_eval(config, model, tokenizer, layers, eval_examples, device, metrics, notify,
+                distributed: bool = False) -> None:
     """Evaluate the step-0 mask and the unmasked model once before training (method mask, not on resume).
 
     Logs a metrics row at step 0 (`eval_loss` of the initial mask, `eval_loss_unmasked` of the
@@ -238,12 +239,14 @@ def _step0_eval(config, model, tokenizer, layers, eval_examples, device, metrics
     validation loss: with `--score-init random` the step-0 mask is a random prune that a short
     run or a small --score-lr may never repair.
     """
-    masked = evaluate(model, tokenizer, eval_examples, config.eval_batch_size, generate=False, device=device)
+    masked = evaluate(model, tokenizer, eval_examples, config.eval_batch_size, generate=False, device=device,
+                      distributed=distributed)
     keep = {n: m.keep for n, m in layers.items()}
     try:
         for m in layers.values():
             m.set_keep(torch.ones_like(m.keep))
-        plain = evaluate(model, tokenizer, eval_examples, config.eval_batch_size, generate=False, device=device)
+        plain = evaluate(model, tokenizer, eval_examples, config.eval_batch_size, generate=False, device=device,
+                         distributed=distributed)
     finally:
         for n, m in layers.items():
             m.set_keep(keep[n])
@@ -382,7 +385,8 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
         keep0 = {n: k.to(keep[n].device) for n, k in keep0.items()}
     metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
     if layers is not None and eval_examples is not None and resume is None:
-        _step0_eval(config, unwrapped, tokenizer, layers, eval_examples, accelerator.device, metrics, notify)
+        _step0_eval(config, unwrapped, tokenizer, layers, eval_examples, accelerator.device, metrics, notify,
+                    distributed=world > 1)
     notify(TrainProgress("start", step, total, {"examples": len(examples), "steps_per_epoch": per_epoch,
                                                  "processes": world, "trainable": sum(p.numel() for p in trainable.values())}))
 
