@@ -37,37 +37,47 @@ def _reference_name(result: dict) -> str:
     return "MFT" if result.get("reference_method") == "mft" else result["reference"]
 
 
-def _times(lift: float | None) -> str:
+def _times(lift: float | None, word: str = "") -> str:
     if lift is None:
         return "n/a"
-    return "not at all" if lift == 0 else f"{lift:.2f}x chance"
+    return "not at all" if lift == 0 else f"{lift:.2f}x{word}"
 
 
 def criteria_sentence(result: dict) -> str:
-    """One sentence, from the numbers, on whether the reference mask is just a pruning criterion."""
+    """One sentence, from the numbers, on whether the reference mask is just a pruning criterion's mask.
+
+    E.g. "MFT's masked set overlaps Wanda's 1.31x chance (layer 2: 1.52x, layer 3: not at all), ...".
+    The verdict: "largely masks what X prunes" when one criterion masks at least half of the
+    reference's masked set (JUST_PRUNING), "leans towards X" when a criterion's lift is at least 1.5,
+    else "is not just pruning".
+    """
     ref = _reference_name(result)
-    criteria = [(lab, m) for lab, m in zip(result["labels"], result["methods"]) if m != "random"]
+    criteria = [lab for lab, m in zip(result["labels"], result["methods"]) if m != "random"]
     controls = [lab for lab, m in zip(result["labels"], result["methods"]) if m == "random"]
     parts = []
-    for label, _ in criteria:
-        by_layer = [(layer, next(r for r in result["rows"] if r["level"] == "layer" and r["group"] == layer
-                                 and r["mask"] == label)["lift"]) for layer in result["layers"]]
-        detail = ", ".join(f"layer {layer}: {_times(v)}" for layer, v in by_layer) if len(by_layer) > 1 else ""
-        parts.append(f"{label}'s {_times(_overall(result, label)['lift'])}" + (f" ({detail})" if detail else ""))
-    text = f"{ref}'s masked set overlaps " + "; ".join(parts) if parts else f"{ref} was compared with no criterion"
-    if controls:
-        text += "; the " + ", ".join(f"{c} mask's {_times(_overall(result, c)['lift'])}" for c in controls)
+    for i, label in enumerate(criteria):
+        by_layer = [next(r for r in result["rows"] if r["level"] == "layer" and r["group"] == layer
+                         and r["mask"] == label)["lift"] for layer in result["layers"]]
+        detail = ", ".join(f"layer {layer}: {_times(v)}" for layer, v in zip(result["layers"], by_layer))
+        overall = _times(_overall(result, label)["lift"], " chance" if i == 0 else "")
+        parts.append(f"{label}'s {overall}" + (f" ({detail})" if len(by_layer) > 1 else ""))
+    parts += [f"the {c} mask's {_times(_overall(result, c)['lift'])}" for c in controls]
+    text = f"{ref}'s masked set overlaps " + ", ".join(parts)
     if criteria:
-        shares = [(_overall(result, lab)["fraction_of_reference"] or 0.0, lab) for lab, _ in criteria]
-        share, label = max(shares)
+        share, label = max((_overall(result, lab)["fraction_of_reference"] or 0.0, lab) for lab in criteria)
         chance = _overall(result, label)["chance_fraction"] or 0.0
-        verdict = (f"so {ref} largely masks what {label} prunes" if share >= JUST_PRUNING
-                   else f"so {ref} is not just pruning")
-        text += (f". At most {share:.0%} of {ref}'s masked weights are masked by a pruning criterion too ({label}; "
-                 f"chance: {chance:.0%}), {verdict}")
-    rhos = [(lab, _overall(result, lab)["spearman"]) for lab, _ in criteria if _overall(result, lab)["spearman"] is not None]
+        top_lift, top = max((_overall(result, lab)["lift"] or 0.0, lab) for lab in criteria)
+        if share >= JUST_PRUNING:
+            verdict = f"so {ref} largely masks what {label} prunes"
+        elif top_lift >= 1.5:
+            verdict = f"so {ref} leans towards what {top} prunes but is not just pruning"
+        else:
+            verdict = f"so {ref} is not just pruning"
+        text += (f"; at most {share:.0%} of {ref}'s masked weights are masked by a criterion too ({label}; chance "
+                 f"{chance:.0%}), {verdict}")
+    rhos = [(lab, _overall(result, lab)["spearman"]) for lab in criteria if _overall(result, lab)["spearman"] is not None]
     if rhos:
-        text += f". Rank correlation (Spearman) of {ref}'s scores with " + ", ".join(f"{lab} {rho:+.3f}" for lab, rho in rhos)
+        text += f" (Spearman of {ref}'s scores with " + ", ".join(f"{lab} {rho:+.2f}" for lab, rho in rhos) + ")"
     return text + "."
 
 

@@ -41,8 +41,8 @@ def test_counts_lift_and_share_by_hand():
     assert (tensor_row["layer"], tensor_row["projection"]) == (1, "q")
     assert result.reference == "mft" and result.methods == ["wanda"]
     sentence = criteria_sentence(result.to_dict())
-    assert "MFT's masked set overlaps Wanda's 2.50x chance (layer 0: 5.00x chance, layer 1: not at all)" in sentence
-    assert "At most 50% of MFT's masked weights" in sentence and "largely masks what Wanda prunes" in sentence
+    assert "MFT's masked set overlaps Wanda's 2.50x chance (layer 0: 5.00x, layer 1: not at all)" in sentence
+    assert "at most 50% of MFT's masked weights" in sentence and "largely masks what Wanda prunes" in sentence
 
 
 def test_spearman_matches_scipy_and_groups_weight_by_size():
