@@ -50,20 +50,34 @@ def magnitude_scores(model: torch.nn.Module, targets: list[Target]) -> dict[str,
     return {n: m.weight.detach().float().abs() for n, m in _modules(model, targets).items()}
 
 
+def _feature_sq_sums(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """(in,) fp32 sums over tokens of x**2, counting only `valid` tokens when x is (B, T, in)."""
+    rows = x.reshape(-1, x.shape[-1])  # (N, in), a view
+    squares = rows.float().square() if rows.dtype != torch.float32 else rows.square()  # the one copy
+    if valid is None or x.shape[:-1] != valid.shape:  # no padding, or routed tokens (N, in)
+        return squares.sum(0)
+    return squares.t().mv(valid.reshape(-1).to(squares.dtype))  # padding rows weighted 0
+
+
 @torch.no_grad()
 def input_sq_sums(model: torch.nn.Module, targets: list[Target], calibration: Calibration) -> dict[str, torch.Tensor]:
-    """param_name -> (in_features,) fp32 sum over non-padding tokens of each input feature squared."""
+    """param_name -> (in_features,) fp32 sum over non-padding tokens of each input feature squared.
+
+    Consecutive modules that read the same input tensor (q/k/v, gate/up) share one computation;
+    only that one input is referenced between hooks (by identity, so its memory cannot be reused).
+    """
     modules = _modules(model, targets)
-    sums = {n: torch.zeros(m.weight.shape[1 if t.kind == "linear" else 0], dtype=torch.float32, device=m.weight.device)
-            for t, (n, m) in zip(targets, modules.items())}
-    current = {}
+    kinds = {t.param_name: t.kind for t in targets}
+    sums = {n: torch.zeros(m.weight.shape[1 if kinds[n] == "linear" else 0], dtype=torch.float32,
+                           device=m.weight.device) for n, m in modules.items()}
+    current: dict = {}
 
     def hook(name: str) -> Callable:
         def record(_module, inputs, _output):
             x = inputs[0]  # (B, T, in), or (N, in) when a layer sees routed tokens
-            valid = current["mask"]
-            rows = x[valid] if x.shape[:-1] == valid.shape else x.reshape(-1, x.shape[-1])  # (N, in)
-            sums[name].add_(rows.float().pow(2).sum(0))
+            if current["last"] is None or current["last"][0] is not x:  # q/k/v (gate/up) run back to back
+                current["last"] = (x, _feature_sq_sums(x, current["valid"]))
+            sums[name].add_(current["last"][1])
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
@@ -73,8 +87,10 @@ def input_sq_sums(model: torch.nn.Module, targets: list[Target], calibration: Ca
     try:
         for batch in calibration.batches:
             batch = batch.to(device)
-            current["mask"] = batch.attention_mask.bool()  # (B, T)
+            padded = not bool(batch.attention_mask.all())
+            current.update(valid=batch.attention_mask if padded else None, last=None)  # (B, T)
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            current["last"] = None
     finally:
         for h in handles:
             h.remove()
