@@ -18,9 +18,9 @@ import click
               help="CPU threads for torch. The demo's models are so small that one thread is fastest; more "
                    "threads only help bigger models and hurt badly when other processes share the cores.")
 def command(out, seed, seeds, quick, layers, mask_ratio, threads):
-    """Run backbone -> FFT (upper bound) -> continued FFT -> MFT -> random / magnitude masks (-> LoRA
-    when peft is installed) on three tiny domains (math, code, instruct), then tables, mask
-    statistics, overlap, dynamics, loss landscapes and training curves, summarised in
+    """Run backbone -> FFT (upper bound) -> continued FFT -> MFT -> random / magnitude / Wanda / SNIP
+    masks (-> LoRA when peft is installed) on three tiny domains (math, code, instruct), then tables,
+    mask statistics, overlap, MFT vs pruning criteria, dynamics, loss landscapes and training curves, summarised in
     OUT/report.md and OUT/index.html. Offline; deterministic for a given seed.
 
     \b
