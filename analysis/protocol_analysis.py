@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 
 from mftlab.analysis import protocol_steps as steps
-from mftlab.analysis.criteria import mask_criterion_scores, run_scores
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.dynamics import mask_dynamics, run_masks
 from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
 from mftlab.analysis.overlap import compare_masks
-from mftlab.analysis.reference_overlap import add_rank_correlations, reference_overlap
+from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
 from mftlab.analysis.results import write_csv, write_json
 from mftlab.analysis.stats import mask_stats
 from mftlab.data import load_examples
@@ -61,15 +60,7 @@ def _criteria(folder: str, mft_mask: str, run_dir: str, sources: dict, fft_dir: 
         labels = [label for kind, label in CRITERIA.items() if kind in sources]
         paths = [sources[kind][1] for kind in CRITERIA if kind in sources]
         result = reference_overlap(mft_mask, paths, labels)
-        ranking, step = run_scores(run_dir, load_mask(mft_mask).method.get("rank_by", "raw"))
-        result.scores = {"run": run_dir, "checkpoint_step": step}
-        loaded = load_model(fft_dir)
-        for label, path in zip(labels, paths):
-            scores, why = mask_criterion_scores(load_mask(path), label, result.tensors, loaded, calibration_file)
-            if scores is None:
-                result.notes.append(why)
-            else:
-                add_rank_correlations(result, label, ranking, scores)
+        correlate_with_run(result, paths, run_dir, load_model(fft_dir), calibration_file)
         write_json(os.path.join(folder, "reference_overlap.json"), result.to_dict())
         write_csv(os.path.join(folder, "reference_overlap.csv"), result.csv_rows())
         steps.finish(folder, {"criteria": "reference_overlap.json"})
@@ -112,7 +103,8 @@ def analyse(config, runs: dict, data: dict, backbone: str, say) -> dict:
     for domain, info in runs.items():
         say(f"{domain}: MFT mask vs pruning criteria (Wanda, SNIP, magnitude)")
         out["criteria"][domain] = os.path.relpath(_criteria(
-            os.path.join(root, f"criteria-{domain}"), info["runs"]["mft"]["output"], os.path.join(info["root"], "mft"),
+            os.path.join(root, f"criteria-{domain}"), info["runs"]["mft"]["output"],
+            os.path.dirname(info["runs"]["mft"]["output"]),  # the run folder holds the mask and the checkpoints
             info["sources"], info["sources"]["fft"][0], data[domain]["train"]), config.out)
     say("overlap of the domain masks")
     out["overlap"] = os.path.relpath(_overlap(os.path.join(root, "overlap"), masks), config.out)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mftlab.analysis.criteria import spearman
+from mftlab.analysis.criteria import mask_criterion_scores, run_scores, spearman
 from mftlab.analysis.groups import OVERALL, group_keys, projection_order, sorted_layers, tensor_groups
 from mftlab.analysis.overlap import PairCounts, _load, default_labels, pair_counts, shared_tensors
 from mftlab.analysis.packed_counts import count
@@ -38,6 +38,7 @@ class ReferenceResult:
     rows: list[dict] = field(default_factory=list)  # one per (level, group, mask)
     notes: list[str] = field(default_factory=list)
     scores: dict | None = None  # {"run", "checkpoint_step"} when rank correlations were computed
+    reference_meta: dict = field(default_factory=dict)  # the reference's rank_by and steps (not saved)
 
     def to_dict(self) -> dict:
         return {
@@ -100,6 +101,7 @@ def reference_overlap(reference, others: list, labels: list[str] | None = None, 
                 totals.setdefault(key + (i,), PairCounts()).add(counts)
     result = ReferenceResult(ref_label, ref_source, ref.method.get("name", ""), labels, sources,
                              [m.method.get("name", "") for m in masks], names, notes=notes)
+    result.reference_meta = {"rank_by": ref.method.get("rank_by", "raw"), "steps": ref.method.get("steps")}
     result.layers = sorted_layers({str(g.layer) for g in groups.values() if g.layer is not None})
     result.projections = projection_order([groups[n].projection for n in names])
     order = ([("tensor", n) for n in names] + [("layer", x) for x in result.layers]
@@ -140,3 +142,27 @@ def add_rank_correlations(result: ReferenceResult, label: str, reference_scores:
             total, n = sums[(row["level"], row["group"])]
             row["spearman"] = finite(total / n)
     return done
+
+
+def correlate_with_run(result: ReferenceResult, masks: list, run_dir: str, loaded=None, data: str | None = None,
+                       force: bool = False) -> None:
+    """Spearman of the run's latest checkpoint scores with each criterion mask's recomputed scores.
+
+    `masks` are the compared masks (paths or Masks, in `result.labels` order); `loaded` is the base
+    model (mftlab.models.LoadedModel) or None (then only the checkpoint is recorded, with a note).
+    """
+    ranking, step = run_scores(run_dir, result.reference_meta.get("rank_by", "raw"))
+    result.scores = {"run": str(run_dir), "checkpoint_step": step}
+    note = f"reference scores from checkpoint step {step} of '{run_dir}'"
+    if result.reference_meta.get("steps") not in (None, step):
+        note += f" (the reference mask is from step {result.reference_meta['steps']})"
+    result.notes.append(note)
+    if loaded is None:
+        result.notes.append("no rank correlations: pass --model (and --data for wanda / snip) to recompute criteria")
+        return
+    for label, mask in zip(result.labels, masks):
+        scores, why = mask_criterion_scores(_load(mask)[0], label, result.tensors, loaded, data, force)
+        if scores is None:
+            result.notes.append(why)
+        else:
+            add_rank_correlations(result, label, ranking, scores)

@@ -78,33 +78,9 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
     click.echo(f"wrote {len(written)} files to {out}")
 
 
-def _rank_correlations(result, reference, mask_paths, scores_run, model, data, force, model_kw) -> None:
-    from mftlab.analysis.criteria import mask_criterion_scores, run_scores
-    from mftlab.analysis.reference_overlap import add_rank_correlations
-    from mftlab.maskfile import load_mask
-
-    ref = load_mask(reference)
-    ranking, step = run_scores(scores_run, ref.method.get("rank_by", "raw"))
-    result.scores = {"run": os.fspath(scores_run), "checkpoint_step": step}
-    note = f"reference scores from checkpoint step {step} of '{scores_run}'"
-    if ref.method.get("steps") not in (None, step):
-        note += f" (the reference mask is from step {ref.method['steps']})"
-    result.notes.append(note)
-    if model is None:
-        result.notes.append("no rank correlations: pass --model (and --data for wanda / snip) to recompute criteria")
-        return
-    loaded = load_model_from(model, **model_kw)
-    for label, path in zip(result.labels, mask_paths):
-        scores, why = mask_criterion_scores(load_mask(path), label, result.tensors, loaded, data, force)
-        if scores is None:
-            result.notes.append(why)
-        else:
-            add_rank_correlations(result, label, ranking, scores)
-
-
 def _compare_to_reference(reference, mask_paths, names, out, force, no_figures, scores_run, model, data, model_kw):
     from mftlab.analysis.criteria import run_scores
-    from mftlab.analysis.reference_overlap import reference_overlap
+    from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
     from mftlab.analysis.results import ensure_dir, write_csv, write_json
 
     if data and not model:
@@ -113,7 +89,8 @@ def _compare_to_reference(reference, mask_paths, names, out, force, no_figures, 
         run_scores(scores_run)  # a run without checkpoints is reported before any work
     result = reference_overlap(reference, mask_paths, names, force=force)
     if scores_run:
-        _rank_correlations(result, reference, mask_paths, scores_run, model, data, force, model_kw)
+        loaded = load_model_from(model, **model_kw) if model else None
+        correlate_with_run(result, mask_paths, scores_run, loaded, data, force)
 
     ensure_dir(out)
     written = [write_json(os.path.join(out, "reference_overlap.json"), result.to_dict()),
