@@ -4,10 +4,10 @@ For each domain and seed: backbone (lower bound) -> full fine-tuning, best valid
 kept (upper bound) -> continued fine-tuning from that checkpoint, its length chosen on validation
 (best checkpoint) -> MFT from it (a local layer group, mask ratio 0.1) for every variant of a
 small grid (score init x score learning rate); the variant with the best validation loss is "MFT"
-(analysis.protocol_recipe) -> random masks (several draws) and the magnitude mask at the same
-ratio -> LoRA when peft is installed. Then every method is scored on every domain's test set, and
-the first seed's masks get stats, dynamics, overlap and a loss landscape through FFT / continued
-FFT / MFT.
+(analysis.protocol_recipe) -> random masks (several draws), the magnitude mask and the pruning
+criteria Wanda and SNIP at the same ratio -> LoRA when peft is installed. Then every method is
+scored on every domain's test set, and the first seed's masks get stats, dynamics, overlap, a
+comparison with the pruning criteria and a loss landscape through FFT / continued FFT / MFT.
 
 Everything lands in `out/`; `out/demo.json` indexes it for the report (figures.report). Each
 step is cached (see protocol_steps), so re-running reuses finished steps.
@@ -32,9 +32,10 @@ from mftlab.targeting import parse_layers
 from mftlab.tinybench import DOMAINS, SplitSizes, pretraining_records, write_benchmark, write_jsonl
 from mftlab.train_config import TrainConfig
 
-METHODS = ("backbone", "fft", "continued_fft", "mft", "random", "magnitude", "lora")
+METHODS = ("backbone", "fft", "continued_fft", "mft", "random", "magnitude", "wanda", "snip", "lora")
 METHOD_NAMES = {"backbone": "Backbone (lower bound)", "fft": "FFT best (upper bound)", "continued_fft": "Continued FFT",
-                "mft": "MFT", "random": "Random mask", "magnitude": "Magnitude (L1) mask", "lora": "LoRA"}
+                "mft": "MFT", "random": "Random mask", "magnitude": "Magnitude (L1) mask", "lora": "LoRA",
+                "wanda": "Wanda mask", "snip": "SNIP mask"}
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,9 @@ def _domain_runs(config: DemoConfig, seed: int, domain: str, data: dict, backbon
     sources["random"] = (best, draws[0][1])
     sources["magnitude"] = (best, steps.make_baseline_mask(os.path.join(root, "baselines"), best, "magnitude",
                                                             config.mask_ratio, config.layers, seed))
+    for kind in steps.PRUNING_KINDS:  # pruning criteria, calibrated on the domain's training data (issue 12)
+        sources[kind] = (best, steps.make_pruning_mask(os.path.join(root, "baselines"), best, kind, config.mask_ratio,
+                                                       config.layers, files["train"], b.max_seq_len))
     if lora_available():
         say(f"{domain} (seed {seed}): LoRA from the backbone")
         runs["lora"] = steps.run_training(os.path.join(root, "lora"), _train_config(
@@ -221,8 +225,9 @@ def run_protocol(config: DemoConfig, progress: Callable[[DemoProgress], None] | 
     os.makedirs(config.out, exist_ok=True)
     started = time.perf_counter()
     seeds = list(range(config.seed, config.seed + config.seeds))
-    per_domain = 7 + 2 * len(config.mft_variants) + 2 * int(lora_available())  # trainings + scorings
-    total = 2 + len(seeds) * len(config.domains) * per_domain + 2 * len(config.domains) + 1
+    # trainings + scorings per domain and seed
+    per_domain = 7 + len(steps.PRUNING_KINDS) + 2 * len(config.mft_variants) + 2 * int(lora_available())
+    total = 2 + len(seeds) * len(config.domains) * per_domain + 3 * len(config.domains) + 1
     counter = {"n": 0}
 
     def say(message: str) -> None:

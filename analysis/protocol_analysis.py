@@ -1,8 +1,10 @@
-"""The analysis half of the demo: stats, dynamics and overlap of the MFT masks, and the loss
-landscape through FFT best / continued FFT / MFT for every domain (first seed only).
+"""The analysis half of the demo: stats, dynamics and overlap of the MFT masks, the MFT mask against
+the pruning criteria, and the loss landscape through FFT best / continued FFT / MFT for every
+domain (first seed only).
 
 Results are written as the analysis commands write them (`stats.json`, `dynamics.json`,
-`overlap.json`, `landscape.json`/`.npz`), so `mftlab plot` redraws them like any other.
+`overlap.json`, `reference_overlap.json`, `landscape.json`/`.npz`), so `mftlab plot` redraws
+them like any other.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.dynamics import mask_dynamics, run_masks
 from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
 from mftlab.analysis.overlap import compare_masks
+from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
 from mftlab.analysis.results import write_csv, write_json
 from mftlab.analysis.stats import mask_stats
 from mftlab.data import load_examples
 from mftlab.maskfile import load_mask
 from mftlab.models import load_model
 
+CRITERIA = {"wanda": "Wanda", "snip": "SNIP", "magnitude": "magnitude", "random": "random"}  # source -> label
 LANDSCAPE_TOKENS = 300  # label tokens per split and point (math answers are ~2 tokens: ~150 examples)
 
 
@@ -49,6 +53,20 @@ def _overlap(folder: str, masks: dict[str, str]) -> str:
     return folder
 
 
+def _criteria(folder: str, mft_mask: str, run_dir: str, sources: dict, fft_dir: str, calibration_file: str) -> str:
+    """The MFT mask against each pruning criterion (and the random mask), with rank correlations."""
+    if steps.cached(folder) is None:
+        steps.fresh(folder)
+        labels = [label for kind, label in CRITERIA.items() if kind in sources]
+        paths = [sources[kind][1] for kind in CRITERIA if kind in sources]
+        result = reference_overlap(mft_mask, paths, labels)
+        correlate_with_run(result, paths, run_dir, load_model(fft_dir), calibration_file)
+        write_json(os.path.join(folder, "reference_overlap.json"), result.to_dict())
+        write_csv(os.path.join(folder, "reference_overlap.csv"), result.csv_rows())
+        steps.finish(folder, {"criteria": "reference_overlap.json"})
+    return folder
+
+
 def _eval_data(path: str, tokenizer, max_seq_len: int):
     examples, _ = load_examples(path, tokenizer, max_seq_len)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -72,7 +90,7 @@ def _landscape(folder: str, fft_dir: str, continued_dir: str, mask_path: str, fi
 def analyse(config, runs: dict, data: dict, backbone: str, say) -> dict:
     """Run every analysis of the first seed; returns folder paths relative to `config.out`."""
     root = os.path.join(config.out, "analysis")
-    out = {"stats": {}, "landscape": {}}
+    out = {"stats": {}, "landscape": {}, "criteria": {}}
     masks = {}
     for domain, info in runs.items():
         fft_dir, _ = info["sources"]["fft"]
@@ -82,6 +100,12 @@ def analyse(config, runs: dict, data: dict, backbone: str, say) -> dict:
         out["stats"][domain] = os.path.relpath(
             _stats(os.path.join(root, f"stats-{domain}"), mask_path, fft_dir, backbone, info["runs"]["mft"]["folder"]),
             config.out)
+    for domain, info in runs.items():
+        say(f"{domain}: MFT mask vs pruning criteria (Wanda, SNIP, magnitude)")
+        out["criteria"][domain] = os.path.relpath(_criteria(
+            os.path.join(root, f"criteria-{domain}"), info["sources"]["mft"][1],  # the chosen variant's mask
+            info["runs"]["mft"]["folder"],  # its run folder holds the checkpoints (scores)
+            info["sources"], info["sources"]["fft"][0], data[domain]["train"]), config.out)
     say("overlap of the domain masks")
     out["overlap"] = os.path.relpath(_overlap(os.path.join(root, "overlap"), masks), config.out)
     for domain, info in runs.items():

@@ -26,6 +26,8 @@ from mftlab.train_config import TrainConfig
 from mftlab.trainer import train
 
 DONE = "result.json"
+PRUNING_KINDS = ("wanda", "snip")
+CALIBRATION_TOKENS = 4096  # a few thousand tokens: enough for a stable ranking of the tiny models' weights
 
 
 def cached(folder: str) -> dict | None:
@@ -92,6 +94,23 @@ def make_baseline_mask(folder: str, model_dir: str, kind: str, mask_ratio: float
         model = load_model(model_dir).model
         mask, _ = baseline_mask(model, kind, mask_ratio, TargetSpec.parse("all-linear", layers), seed=seed,
                                 base_name=model_dir)
+        save_mask(mask, path)
+    return path
+
+
+def make_pruning_mask(folder: str, model_dir: str, kind: str, mask_ratio: float, layers: str, calibration_file: str,
+                      max_seq_len: int) -> str:
+    """A Wanda or SNIP mask of the FFT model, calibrated on `calibration_file` (cached)."""
+    from mftlab.calibration import CalibrationConfig, load_calibration
+
+    path = os.path.join(folder, f"{kind}.safetensors")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        loaded = load_model(model_dir)
+        calibration = load_calibration(CalibrationConfig(calibration_file, CALIBRATION_TOKENS, 16, max_seq_len),
+                                       loaded.tokenizer)
+        mask, _ = baseline_mask(loaded.model, kind, mask_ratio, TargetSpec.parse("all-linear", layers),
+                                base_name=model_dir, calibration=calibration)
         save_mask(mask, path)
     return path
 

@@ -147,6 +147,19 @@ def summary_rows(text: str) -> list[list[str]]:
                                                           if vs else ("pending", "", "", "")),
         _command("bench_landscape.py"))
 
+    pr = s.get("Pruning criteria (Wanda, SNIP) calibration")
+    ratios = _search(r"Wanda / eval = \*\*([\d.]+)x\*\*.*?SNIP / eval = \*\*([\d.]+)x\*\*.*?\*\*([\d.]+)x\*\* with", pr)
+    per_m = _search(r"\| plain eval pass[^|]*\| ([\d.]+) \| ([\d.]+) \|.*?\| Wanda[^|]*\| ([\d.]+) \| ([\d.]+) \|"
+                    r".*?\| SNIP \(`snip[^|]*\| ([\d.]+) \| ([\d.]+) \|", pr)
+    if ratios and per_m:
+        row("Wanda calibration / eval pass (CPU), s per M targeted weights", per_m[3], f"eval {per_m[1]}",
+            f"{ratios[0]}x", "<= 1.2x", _command("bench_pruning.py"))
+        row("SNIP calibration / eval pass (CPU), s per M targeted weights", per_m[5], f"eval {per_m[1]}",
+            f"{ratios[1]}x ({ratios[2]}x upper-half targets)", "<= 2.5x", _command("bench_pruning.py"))
+    else:
+        pending("Wanda / SNIP calibration vs eval pass", "Pruning criteria (Wanda, SNIP) calibration",
+                _command("bench_pruning.py"))
+
     demo = os.path.join(HERE, "demo_time.json")
     if os.path.exists(demo):
         d = json.load(open(demo))

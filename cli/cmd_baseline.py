@@ -1,4 +1,4 @@
-"""`mftlab baseline`: random and magnitude (L1) masks without training."""
+"""`mftlab baseline`: random, magnitude (L1), Wanda and SNIP masks without training."""
 
 import statistics
 
@@ -12,29 +12,37 @@ from mftlab.selection import GRANULARITIES
 
 @click.command("baseline")
 @click.argument("model")
-@click.option("--kind", type=click.Choice(["random", "magnitude"]), required=True,
-              help="random: seeded uniform choice; magnitude: smallest |w| (the paper's L1 mask).")
+@click.option("--kind", type=click.Choice(["random", "magnitude", "wanda", "snip"]), required=True,
+              help="random: seeded uniform choice; magnitude: smallest |w| (the paper's L1 mask); wanda: smallest "
+                   "|w| * input-feature norm; snip: smallest |w * dL/dw| (wanda and snip need --data).")
 @click.option("--mask-ratio", type=float, default=0.1, show_default=True, help="Fraction of targeted weights to mask.")
-@click.option("--granularity", type=click.Choice(list(GRANULARITIES)), default="tensor", show_default=True,
-              help="Comparison group: each tensor, each output row, or all targeted tensors together.")
+@click.option("--granularity", type=click.Choice(list(GRANULARITIES)), default=None,
+              help="Comparison group: each tensor, each output row, or all targeted tensors together "
+                   "[default: row for wanda (the paper's), tensor otherwise].")
+@click.option("--data", default=None, help="Calibration data for wanda / snip (.jsonl/.json/.parquet/.csv, e.g. the training data).")
+@click.option("--max-tokens", type=int, default=16384, show_default=True,
+              help="Calibration tokens to use (examples in file order; the last one is cut to fit).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Calibration examples per batch.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Mask file to write (.safetensors).")
 @click.option("--codec", type=click.Choice(list(CODECS)), default="packbits", show_default=True,
               help="packbits: 1 bit/weight; zstd: entropy-coded (~0.49 bit/weight at 10%).")
 @click.option("--seeds", "n_seeds", type=int, default=None,
               help="random: number of draws, seeds --seed, --seed+1, ... [default: 3]; the first goes to --out, the "
-                   "others beside it as <stem>.seed<S>.safetensors. magnitude masks do not depend on a seed.")
+                   "others beside it as <stem>.seed<S>.safetensors. magnitude, wanda and snip masks do not depend on a seed.")
 @click.option("--eval-data", default=None, help="Score every draw on this (validation) data: loss mean ± std.")
-@click.option("--max-seq-len", type=int, default=512, show_default=True, help="--eval-data: tokens per example.")
+@click.option("--max-seq-len", type=int, default=512, show_default=True,
+              help="Tokens per example of --data (calibration) and --eval-data.")
 @click.option("--dry-run", is_flag=True, help="List the matched parameters and exit.")
 @target_options
 @model_options
 @seed_option
-def command(model, kind, mask_ratio, granularity, out_path, codec, n_seeds, eval_data, max_seq_len, dry_run, targets,
-            layers, exclude, seed, **model_kw):
-    """Make a random or magnitude mask for MODEL (a folder, hub id or preset such as tiny-llama).
+def command(model, kind, mask_ratio, granularity, data, max_tokens, batch_size, out_path, codec, n_seeds, eval_data,
+            max_seq_len, dry_run, targets, layers, exclude, seed, **model_kw):
+    """Make a random, magnitude, Wanda or SNIP mask for MODEL (a folder, hub id or preset such as tiny-llama).
 
     K = round-half-up(mask_ratio * n) weights are masked per comparison group (at most n - 1);
-    ties are masked by lower index first, so the result is exact and deterministic.
+    ties are masked by lower index first, so the result is exact and deterministic. Wanda and
+    SNIP read --max-tokens tokens of --data; the mask's metadata records them (fingerprint).
 
     A random mask is one draw of many: by default three seeds are drawn (--seeds), and with
     --eval-data each draw is scored, so the baseline is a mean ± std rather than one lucky
@@ -44,18 +52,24 @@ def command(model, kind, mask_ratio, granularity, out_path, codec, n_seeds, eval
     Example:
       mftlab baseline tiny-llama --kind magnitude --mask-ratio 0.1 --layers 0-1 --out l1.safetensors
       mftlab baseline ft/best --kind random --seeds 3 --layers 4-7 --eval-data val.jsonl --out random.safetensors
+      mftlab baseline ./fft-model --kind wanda --data train.jsonl --max-tokens 8192 --out wanda.safetensors
     """
-    from mftlab.baselines import baseline_mask, draw_paths, evaluate_draws, shared_masked_fraction
+    from mftlab.baselines import DATA_KINDS, baseline_mask, draw_paths, evaluate_draws, shared_masked_fraction
+    from mftlab.calibration import CalibrationConfig, load_calibration
     from mftlab.maskfile import file_bits_per_param, save_mask
     from mftlab.selection import check_ratio
     from mftlab.targeting import resolve_targets
 
     check_ratio(mask_ratio)
-    if kind == "magnitude" and n_seeds not in (None, 1):
-        raise ConfigError(f"--seeds {n_seeds}: magnitude masks do not depend on a seed; leave --seeds out")
+    if kind != "random" and n_seeds not in (None, 1):
+        raise ConfigError(f"--seeds {n_seeds}: {kind} masks do not depend on a seed; leave --seeds out")
     n_seeds = n_seeds if n_seeds is not None else (3 if kind == "random" else 1)
     if not 1 <= n_seeds <= 100:
         raise ConfigError(f"--seeds {n_seeds} is outside 1..100; use e.g. 3 for a mean and a spread")
+    if kind in DATA_KINDS and not data:
+        raise ConfigError(f"--kind {kind} needs calibration data: pass --data FILE (e.g. the training data) "
+                          "and optionally --max-tokens N")
+    calib_config = CalibrationConfig(data, max_tokens, batch_size, max_seq_len) if kind in DATA_KINDS else None
     spec = target_spec_from(targets, layers, exclude)
     if not dry_run and not out_path:
         raise click.UsageError("--out is required (or pass --dry-run)")
@@ -65,10 +79,16 @@ def command(model, kind, mask_ratio, granularity, out_path, codec, n_seeds, eval
     if dry_run:
         echo_targets(resolve_targets(loaded.model, spec))
         return
+    resolve_targets(loaded.model, spec)  # a targeting mistake is reported before calibration runs
+    calibration = load_calibration(calib_config, loaded.tokenizer) if calib_config else None
+    if calibration is not None:
+        click.echo(f"calibrated on {calibration.tokens:,} tokens ({calibration.label_tokens:,} answer tokens) "
+                   f"in {calibration.examples} examples, {len(calibration.batches)} batches")
     seeds = list(range(seed, seed + n_seeds))
     masks = []
     for s, path in zip(seeds, draw_paths(out_path, seeds)):
-        mask, found = baseline_mask(loaded.model, kind, mask_ratio, spec, granularity, s, base_name=model)
+        mask, found = baseline_mask(loaded.model, kind, mask_ratio, spec, granularity, s, base_name=model,
+                                    calibration=calibration)
         save_mask(mask, path, codec=codec)
         masks.append(mask)
         click.echo(f"wrote {path}: {kind} mask{f' (seed {s})' if n_seeds > 1 else ''} over {len(found)} tensors, "

@@ -25,8 +25,9 @@ import click
                    "threads only help bigger models and hurt badly when other processes share the cores.")
 def command(out, seed, seeds, quick, layers, mask_ratio, mft_inits, mft_score_lrs, random_seeds, threads):
     """Run backbone -> FFT (upper bound) -> continued FFT -> MFT (a small grid of variants, the best on
-    validation kept) -> random / magnitude masks (-> LoRA when peft is installed) on three tiny domains (math, code, instruct), then tables, mask
-    statistics, overlap, dynamics, loss landscapes and training curves, summarised in
+    validation kept) -> random / magnitude / Wanda / SNIP masks (-> LoRA when peft is installed) on three
+    tiny domains (math, code, instruct), then tables, mask statistics, overlap, MFT vs pruning criteria,
+    dynamics, loss landscapes and training curves, summarised in
     OUT/report.md and OUT/index.html. Offline; deterministic for a given seed.
 
     \b

@@ -13,7 +13,8 @@ import os
 import statistics
 
 from mftlab.atomic import write_text_atomic
-from mftlab.figures import curves_figures, dynamics_figures, landscape_figures, overlap_figures, stats_figures
+from mftlab.figures import (criteria_figures, curves_figures, dynamics_figures, landscape_figures, overlap_figures,
+                            stats_figures)
 from mftlab.figures.result_io import load_result
 
 RESULT_FILE = "demo.json"
@@ -33,11 +34,19 @@ CAPTIONS = {
     "magnitude": "|w| of masked versus kept weights, and (with the backbone) how much fine-tuning had changed them.",
     "flips": "Mask dynamics: weights whose mask bit flipped between training snapshots, per layer.",
     "hamming": "Mask dynamics: Hamming distance of each snapshot to the first and to the final mask.",
+    "criteria_overlap": "MFT mask vs pruning criteria: per layer and projection, the lift of the overlap of MFT's masked "
+                        "set with the Wanda, SNIP, magnitude and random masks' (colour; 1 = chance) and the share of "
+                        "MFT's masked weights each one masks too (text); below, the same share overall against chance.",
     "overlap": "Overlap of the three domain masks: Jaccard and lift over independent masks, per layer, and how many "
                "weights are masked by exactly k of the masks. The MFT runs share the seed, so runs with the same "
                "initialisation start from the same step-0 mask (the same random scores, or each domain's magnitude "
                "mask): lift above 1 partly reflects that common start.",
 }
+
+PRUNING_NOTE = ("The first seed's MFT mask against masks that pruning criteria make at the same ratio and layers "
+                "(Wanda, SNIP: calibrated on the domain's training data; magnitude; random as the control): lift = "
+                "weights masked by both / the number expected by chance (1 = chance); Spearman between MFT's scores "
+                "and each criterion's.")
 
 TABLE_NOTES = {
     "in_domain": "Each method's exact-match accuracy on the test set of the domain it was trained on (mean ± std "
@@ -169,6 +178,14 @@ def verdicts(demo: dict) -> list[str]:
     return lines
 
 
+def pruning_sentences(result_dir: str, demo: dict) -> list[str]:
+    """One sentence per domain, from the numbers: is the MFT mask just a pruning criterion's mask?"""
+    folders = demo["analysis"].get("criteria", {})
+    return [f"{domain}: " + criteria_figures.criteria_sentence(load_result(os.path.join(result_dir, folder),
+                                                                           criteria_figures.RESULT_FILE))
+            for domain, folder in folders.items()]
+
+
 def _markdown_table(rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -199,6 +216,9 @@ def _redraw(result_dir: str, demo: dict) -> list[tuple[str, str, list[str]]]:
         path = os.path.join(result_dir, folder)
         sections.append((f"MFT mask of {domain}: statistics and dynamics", folder,
                          stats_figures.render(path) + dynamics_figures.render(path)))
+    for domain, folder in analysis.get("criteria", {}).items():
+        sections.append((f"MFT mask vs pruning criteria: {domain}", folder,
+                         criteria_figures.render(os.path.join(result_dir, folder))))
     sections.append(("Overlap of the domain masks", analysis["overlap"],
                      overlap_figures.render(os.path.join(result_dir, analysis["overlap"]))))
     return sections
@@ -221,6 +241,9 @@ def render(result_dir) -> list[str]:
                   f"{', '.join(f'{lr:g}' for lr in cfg['mft_score_lrs'])}); chosen: " + "; ".join(chosen_lines(demo)) + ".")
     spread = random_spread(demo)
     md = ["# mftlab demo report", "", intro, "", "## Did MFT beat full fine-tuning?", ""] + [f"- {v}" for v in verdicts(demo)]
+    pruning = pruning_sentences(result_dir, demo)
+    if pruning:
+        md += ["", "## Is MFT just pruning?", "", PRUNING_NOTE, ""] + [f"- {p}" for p in pruning]
     md += ["", "## Table 1: in-domain test exact match (%)", "", TABLE_NOTES["in_domain"], "",
            _markdown_table(in_domain_table(demo)), "", spread, "",
            "## In-domain test loss (nats/token)", "", TABLE_NOTES["loss"], "",
@@ -230,6 +253,9 @@ def render(result_dir) -> list[str]:
         md += [f"Trained on **{train}**, scored on every domain's test set.", "", _markdown_table(rows), ""]
     page = [f"<h1>mftlab demo report</h1><p>{html.escape(intro)}</p><h2>Did MFT beat full fine-tuning?</h2><ul>"]
     page += [f"<li>{html.escape(v).replace('**', '')}</li>" for v in verdicts(demo)] + ["</ul>"]
+    if pruning:
+        page += ["<h2>Is MFT just pruning?</h2>", f"<p>{html.escape(PRUNING_NOTE)}</p><ul>"]
+        page += [f"<li>{html.escape(p)}</li>" for p in pruning] + ["</ul>"]
     page += ["<h2>Table 1: in-domain test exact match (%)</h2>", f"<p>{html.escape(TABLE_NOTES['in_domain'])}</p>",
              _html_table(in_domain_table(demo)), f"<p>{html.escape(spread)}</p>",
              "<h2>In-domain test loss (nats/token)</h2>", f"<p>{html.escape(TABLE_NOTES['loss'])}</p>",

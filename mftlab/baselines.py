@@ -1,7 +1,10 @@
-"""Masks made without training: the paper's random-mask and L1 (magnitude) baselines.
+"""Masks made without training: the paper's random-mask and L1 (magnitude) baselines, and the
+pruning criteria Wanda and SNIP (scores in mftlab.pruning_scores).
 
 - `random`: a seeded uniform choice of exactly K weights per comparison group.
 - `magnitude`: the K weights with the smallest |w| (the paper's "L1 mask").
+- `wanda`: the K smallest |W_ij| * ||X_j||_2 over calibration tokens (default granularity: row).
+- `snip`: the K smallest |W_ij * dL/dW_ij| over calibration batches.
 K and tie-breaking follow mftlab.selection (round half up, ties by index).
 """
 
@@ -11,12 +14,23 @@ import hashlib
 
 import torch
 
+from mftlab.calibration import Calibration
 from mftlab.errors import ConfigError
 from mftlab.maskfile import Mask
 from mftlab.selection import GRANULARITIES, check_ratio, select_keep
 from mftlab.targeting import Target, TargetSpec, resolve_targets, target_weights
 
-KINDS = ("random", "magnitude")
+KINDS = ("random", "magnitude", "wanda", "snip")
+DATA_KINDS = ("wanda", "snip")  # need calibration data
+DEFAULT_GRANULARITY = {"wanda": "row"}  # Wanda compares weights within each output row; others per tensor
+
+
+def default_granularity(kind: str) -> str:
+    return DEFAULT_GRANULARITY.get(kind, "tensor")
+
+
+SCORE_FORMULAS = {"wanda": "|W_ij| * ||X_j||_2 over non-padding calibration tokens (X_j: input feature j)",
+                  "snip": "|W_ij * dL/dW_ij|, L = token-weighted answer-token loss over the calibration batches"}
 
 
 def name_seed(seed: int, name: str) -> int:
@@ -40,19 +54,30 @@ def baseline_mask(
     kind: str,
     mask_ratio: float,
     spec: TargetSpec,
-    granularity: str = "tensor",
+    granularity: str | None = None,
     seed: int = 0,
     base_name: str = "",
+    calibration: Calibration | None = None,
 ) -> tuple[Mask, list[Target]]:
-    """A `kind` mask over the targeted weights of `model`, bound to them by fingerprints."""
+    """A `kind` mask over the targeted weights of `model`, bound to them by fingerprints.
+
+    `granularity` defaults to the kind's own (row for wanda, tensor otherwise); wanda and snip
+    need `calibration` (mftlab.calibration), whose description goes into the method metadata.
+    """
     check_ratio(mask_ratio)
     if kind not in KINDS:
         raise ConfigError(f"--kind '{kind}' is unknown; choose one of {', '.join(KINDS)}")
+    granularity = granularity or default_granularity(kind)
     if granularity not in GRANULARITIES:
         raise ConfigError(f"--granularity '{granularity}' is unknown; choose one of {', '.join(GRANULARITIES)}")
     targets = resolve_targets(model, spec)
     weights = target_weights(model, targets)
-    values = {t.param_name: ranking_values(kind, t.param_name, weights[t.param_name], seed) for t in targets}
+    if kind in DATA_KINDS:
+        from mftlab.pruning_scores import criterion_scores
+
+        values = criterion_scores(kind, model, targets, calibration)
+    else:
+        values = {t.param_name: ranking_values(kind, t.param_name, weights[t.param_name], seed) for t in targets}
     keep = select_keep(values, mask_ratio, granularity, {t.param_name: t.out_axis for t in targets})
     method = {
         "name": kind,
@@ -62,6 +87,9 @@ def baseline_mask(
         "seed": seed,
         "targets": spec.to_dict(),
     }
+    if kind in DATA_KINDS:
+        method["score"] = SCORE_FORMULAS[kind]
+        method["calibration"] = calibration.to_dict()
     return Mask.from_keep(keep, weights, base_name, method), targets
 
 
