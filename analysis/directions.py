@@ -60,12 +60,13 @@ def output_axes(model: torch.nn.Module) -> dict[str, int]:
 def normalize_(direction: torch.Tensor, theta: torch.Tensor, mode: str, out_axis: int = 0) -> torch.Tensor:
     """Rescale `direction` in place to the norms of `theta` (rows for 'filter', whole for 'tensor')."""
     eps = 1e-12  # an all-zero (fully masked) row stays zero
+    fp32 = torch.float32  # theta may be bf16 / fp16 (the pristine weights): norms in float32 all the same
     if mode == "tensor" or direction.dim() < 2:
-        direction.mul_(theta.norm() / (direction.norm() + eps))
+        direction.mul_(torch.linalg.vector_norm(theta, dtype=fp32) / (direction.norm() + eps))
         return direction
     d = direction.movedim(out_axis, 0).reshape(direction.shape[out_axis], -1)  # (rows, rest), a view
     t = theta.movedim(out_axis, 0).reshape(theta.shape[out_axis], -1)
-    d.mul_((t.norm(dim=1) / (d.norm(dim=1) + eps)).unsqueeze(1))
+    d.mul_((torch.linalg.vector_norm(t, dim=1, dtype=fp32) / (d.norm(dim=1) + eps)).unsqueeze(1))
     return direction
 
 
@@ -112,7 +113,8 @@ def perturbed_names(model: torch.nn.Module, spec: DirectionSpec) -> list[str]:
 class RandomDirections:
     """Two filter-normalised Gaussian directions over `names`, computed on demand per tensor.
 
-    `theta0` maps each name to the pristine float32 weight (the centre). `keep` optionally maps
+    `theta0` maps each name to the pristine weight (the centre, in the model's dtype; directions
+    are float32 whatever it is). `keep` optionally maps
     names to boolean keep-masks. With `cache=True` the two directions are kept after their first
     use (2 float32 copies of the perturbed weights) instead of being regenerated at every grid
     point (one `randn` per tensor and axis per point).
