@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -199,6 +200,7 @@ def _subprocess(kind: str) -> dict:
             return json.load(f)
 
 
+@functools.lru_cache(maxsize=None)
 def estimate(kind: str) -> float:
     from mftlab.planning import make_plan
 
