@@ -275,10 +275,16 @@ def main():
                 json.dump(out, f)
         print(json.dumps(out))
         return
-    from report import machine, write_section
-
     only = args.only.split(",") if args.only else None
     rows = measure_all(only, _previous_rows() if only else None)
+    write(rows)
+    print(table(rows))
+
+
+def write(rows: dict) -> None:
+    """The BENCHMARKS.md section from measured `rows` (the rows are stored in it, for --only)."""
+    from report import machine, write_section
+
     params = sum(v for v in [SHAPE["vocab"] * SHAPE["hidden"] * 2 + SHAPE["layers"] * (
         4 * SHAPE["hidden"] ** 2 + 3 * SHAPE["hidden"] * SHAPE["intermediate"] + 2 * SHAPE["hidden"]) + SHAPE["hidden"]])
     body = f"""Command: `HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_scale.py` (part of `make bench`)
@@ -298,7 +304,6 @@ do not fit beside four other engineers on this 24 GiB host; the planner's master
 checked against real tensors in tests/test_planning.py instead.
 """
     write_section(SECTION, body)
-    print(table(rows))
 
 
 if __name__ == "__main__":
