@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 
 SEVEN_B = dict(hidden=4096, inter=11008, layers=32, heads=32, kv=32, vocab=32000, batch=2, seq=1024,
                mft_layers="4-7", steps=4, warmup=2, eval_tokens=4096, landscape_batch=4)
@@ -111,8 +110,9 @@ def mft_steps(model, size: dict, device: str, checkpointing: bool) -> dict:
 
     model.requires_grad_(False)
     if checkpointing:
-        with warnings.catch_warnings():  # transformers renames it (activation_checkpointing_*); same function
-            warnings.simplefilter("ignore", FutureWarning)
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers' new name, as the trainer calls it
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     _reset(device)
     layers = attach_masks(model, resolve_targets(model, TargetSpec.parse("all-linear", size["mft_layers"])),
@@ -149,9 +149,7 @@ def mft_steps(model, size: dict, device: str, checkpointing: bool) -> dict:
     del optimizer, scores
     detach_masks(model)
     if checkpointing:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            model.gradient_checkpointing_disable()
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
     model.eval()
     return result
 

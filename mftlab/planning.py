@@ -33,7 +33,9 @@ Sharding: `--sharding fsdp` is `mftlab train --sharding fsdp` (FSDP2, one unit p
   pure), so sharded values, grads (reduce dtype fp32) and AdamW states are 4+4+8 B per trainable
   value over g; frozen weights N*b_w/g; unsharded compute copies of 2 decoder layers (one
   prefetched) x b_w, plus the root unit (embeddings, final norm, head) gathered for the whole
-  forward/backward x b_w; the keep buffers are replicated. Without sharding and with g > 1, DDP
+  forward/backward x b_w; the keep buffers are replicated. MFT with fp32 scores gets no mixed-precision
+  policy (as the trainer does it): a gathered layer holds its weights in b_w and its scores in fp32, and the
+  exact sharded selection adds T*(4/g + 1 + 1/8) bytes of transients. Without sharding and with g > 1, DDP
   keeps gradient buckets: one more copy of the grads. A stated overhead is added: 10% of the sum
   plus 0.5 GiB of CUDA context (none on `--gpu cpu`).
 Landscapes (`--plane random|models|line`, what `mftlab.analysis.planes` holds): the live model,
@@ -241,8 +243,12 @@ def plan(c: PlanConfig, m: ModelShape, targets: list[Target]) -> Plan:
         notes.append("tokens per point count label tokens; prompt tokens add forward work on top")
     memory += overhead_terms(c, memory)
     per_gpu = sum(t.value for t in memory if t.counted and t.unit == "B")
-    if c.task == "train" and c.sharding == "fsdp" and c.gpus == 1:
-        notes.append("--sharding fsdp on 1 GPU shards nothing; it only adds the fp32 copies")
+    if c.task == "train" and c.sharding == "fsdp":
+        if c.gpus == 1:
+            notes.append("--sharding fsdp on 1 GPU shards nothing; it only adds the fp32 copies")
+        notes.append(f"--sharding fsdp: every process first loads the whole model into host memory "
+                     f"({fmt_bytes(m.params * b_w)}), then shards it layer by layer; rank 0 gathers the saved "
+                     "FFT model one file (<= 5 GiB) at a time")
     notes.append("estimates; BENCHMARKS.md compares them with measurements (bench/bench_scale.py, bench/gpu_check.sh)")
     model = {"name": m.name, "model_type": m.model_type, "params": m.params, "layers": m.layers,
              "hidden": m.hidden, "heads": m.heads, "vocab": m.vocab, "dtype": dtype_name(c, m)}

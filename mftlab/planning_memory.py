@@ -127,7 +127,23 @@ def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int
     if fsdp:
         unit = max(m.layer_params) if m.layer_params else 0
         root = N - sum(m.layer_params)
-        terms.append(Term("gathered layers (fsdp)", f"2 layers x {fmt_count(unit)} params x {b_w} B", 2 * unit * b_w, "B"))
+        if c.method == "mask":
+            # As the trainer shards: fp32 scores get no mixed-precision policy, so a gathered layer holds its
+            # weights in b_w and its scores in fp32; bf16 scores (policy param_dtype bf16) gather in 2 B.
+            per_layer: dict[int, int] = {}
+            for t in targets:
+                per_layer[t.layer] = per_layer.get(t.layer, 0) + t.numel
+            s_unit = max(per_layer.values(), default=0)
+            b_g = SCORE_BYTES[c.score_dtype]
+            terms.append(Term("gathered layers (fsdp)", f"2 layers x ({fmt_count(unit)} weights x {b_w} B + "
+                              f"{fmt_count(s_unit)} scores x {b_g} B)", 2 * (unit * b_w + s_unit * b_g), "B"))
+            # The exact sharded selection's transients: int32 keys of the local scores,
+            # the new keep masks beside the old ones, the packed all_gather buffer.
+            terms.append(Term("sharded selection transient (fsdp)", f"{fmt_count(T)} x (4 B / {g} + 1 B + 1/8 B)",
+                              T * (4 / g + 1 + 1 / 8), "B"))
+        else:
+            terms.append(Term("gathered layers (fsdp)", f"2 layers x {fmt_count(unit)} params x {b_w} B",
+                              2 * unit * b_w, "B"))
         terms.append(Term("gathered root unit (fsdp)", f"embeddings, final norm, head: {fmt_count(root)} x {b_w} B "
                           "(whole forward/backward)", root * b_w, "B"))
     terms += activation_terms(c, m, micro, b_a, m.layers - first, first)

@@ -110,6 +110,18 @@ def test_fsdp_fft_holds_fp32_sharded_values_and_gathers_two_layers_plus_root():
     assert pure["weights"] == N * 2 / 8 and pure["AdamW states"] == N * 4 / 8
 
 
+def test_fsdp_mft_gathers_weights_in_their_dtype_and_scores_in_fp32():
+    """fp32 scores get no mixed-precision policy: a gathered layer is weights x b_w + scores x 4."""
+    shape, _ = model_shape("llama2-7b", None)
+    got = terms(make_plan(PlanConfig("llama2-7b", layers="4-7", dtype="bfloat16", sharding="fsdp", gpus=8,
+                                     batch_size=8, seq_len=512)))
+    layer_scores = 4 * 4096 * 4096 + 3 * 4096 * 11008
+    T = 4 * layer_scores
+    assert got["gathered layers (fsdp)"] == 2 * (max(shape.layer_params) * 2 + layer_scores * 4)
+    assert got["sharded selection transient (fsdp)"] == pytest.approx(T * (4 / 8 + 1 + 1 / 8))
+    assert got["scores"] == T * 4 / 8 and got["weights (frozen)"] == shape.params * 2 / 8
+
+
 def test_fp32_master_weights_for_bf16_fft_match_real_tensors():
     """DDP / one process, bf16 load: 2 (model) + 4 (master) + 2 (grads) + 4 (master grads) + 8 (AdamW) B."""
     model, _ = build_preset("tiny-gpt2")
