@@ -57,15 +57,41 @@ def output_axes(model: torch.nn.Module) -> dict[str, int]:
     return axes
 
 
+ROWS_CHUNK = 1 << 20  # values of a 16-bit theta cast to float32 at a time, for its norms
+
+
+def _row_norms(t: torch.Tensor) -> torch.Tensor:
+    """Float32 norms of the rows of 2-D `t` (rows, rest); a 16-bit `t` is cast a block of rows at a
+    time, so no float32 copy of the whole weight is made (the values equal those of t.float())."""
+    if t.dtype == torch.float32:
+        return t.norm(dim=1)
+    step = max(1, ROWS_CHUNK // max(1, t.shape[1]))
+    return torch.cat([t[r:r + step].float().norm(dim=1) for r in range(0, t.shape[0], step)])
+
+
+def _norm(t: torch.Tensor) -> torch.Tensor:
+    """Float32 norm of `t`, chunk by chunk for a 16-bit `t` (sum of squares in float64)."""
+    if t.dtype == torch.float32:
+        return t.norm()
+    flat = t.reshape(-1)
+    total = torch.zeros((), dtype=torch.float64, device=t.device)
+    for s in range(0, flat.numel(), ROWS_CHUNK):
+        total += flat[s:s + ROWS_CHUNK].float().norm().double().square()
+    return total.sqrt().float()
+
+
 def normalize_(direction: torch.Tensor, theta: torch.Tensor, mode: str, out_axis: int = 0) -> torch.Tensor:
-    """Rescale `direction` in place to the norms of `theta` (rows for 'filter', whole for 'tensor')."""
+    """Rescale `direction` in place to the norms of `theta` (rows for 'filter', whole for 'tensor').
+
+    `theta` may be bf16 / fp16 (the pristine weights); its norms are computed in float32.
+    """
     eps = 1e-12  # an all-zero (fully masked) row stays zero
     if mode == "tensor" or direction.dim() < 2:
-        direction.mul_(theta.norm() / (direction.norm() + eps))
+        direction.mul_(_norm(theta) / (direction.norm() + eps))
         return direction
     d = direction.movedim(out_axis, 0).reshape(direction.shape[out_axis], -1)  # (rows, rest), a view
     t = theta.movedim(out_axis, 0).reshape(theta.shape[out_axis], -1)
-    d.mul_((t.norm(dim=1) / (d.norm(dim=1) + eps)).unsqueeze(1))
+    d.mul_((_row_norms(t) / (d.norm(dim=1) + eps)).unsqueeze(1))
     return direction
 
 
@@ -112,7 +138,8 @@ def perturbed_names(model: torch.nn.Module, spec: DirectionSpec) -> list[str]:
 class RandomDirections:
     """Two filter-normalised Gaussian directions over `names`, computed on demand per tensor.
 
-    `theta0` maps each name to the pristine float32 weight (the centre). `keep` optionally maps
+    `theta0` maps each name to the pristine weight (the centre, in the model's dtype; directions
+    are float32 whatever it is). `keep` optionally maps
     names to boolean keep-masks. With `cache=True` the two directions are kept after their first
     use (2 float32 copies of the perturbed weights) instead of being regenerated at every grid
     point (one `randn` per tensor and axis per point).

@@ -4,8 +4,9 @@ Layout of every result (stated in `landscape.npz` as `layout` too): losses have 
 (len(ys), len(xs)) like matplotlib's Z, so `train_loss[j, i]` is the loss at (xs[i], ys[j]);
 grid point number k = j * len(xs) + i. A line has ys == [0.0].
 
-For each point the perturbed weights are set to theta0 + a*u + b*v, computed in float32 from the
-pristine weights and then cast to the model's dtype (never by cumulative add and subtract), and
+For each point the perturbed weights are set to theta0 + a*u + b*v, computed in float32 chunk by
+chunk from the pristine weights (kept in the model's dtype, see `planes`) and then cast to the
+model's dtype (never by cumulative add and subtract), and
 the realised perturbation norm |theta(a, b) - theta0| (after the cast) is recorded. Both losses
 come from `mftlab.evaluation.loss_sums` over data tokenised once and kept on the device. Every
 finished point is appended to the run's store (see `landscape_store`), so a killed run resumes
@@ -162,22 +163,16 @@ def set_point_(params: dict[str, torch.Tensor], plane: Plane, a: float, b: float
     """Set every moved weight to cast(theta0 + a u + b v); return the realised |theta - theta0|."""
     norm2 = None  # accumulated on the device: one host sync per point, not per tensor
     for name in plane.names:
-        theta0, u, v = plane.basis(name)
-        target = torch.add(theta0, u, alpha=a)  # float32, from the pristine weights every time
-        if v is not None:
-            target.add_(v, alpha=b)
-        p = params[name]
-        p.copy_(target)  # one cast to the model's dtype
-        d2 = torch.dist(p if p.dtype == torch.float32 else p.float(), theta0).square()
+        d2 = plane.set_(name, params[name], a, b)  # float32 per chunk, from the pristine weights every time
         norm2 = d2 if norm2 is None else norm2 + d2
     return math.sqrt(float(norm2)) if norm2 is not None else 0.0
 
 
 @torch.no_grad()
 def restore_(params: dict[str, torch.Tensor], plane: Plane) -> None:
-    """Put back the pristine weights (exact: float32 holds every bf16 / fp16 / fp32 value)."""
+    """Put back the pristine weights (exact: the plane keeps them in their own dtype)."""
     for name in plane.names:
-        params[name].copy_(plane.basis(name)[0])
+        params[name].copy_(plane.pristine(name))
 
 
 # -- the grid loop ------------------------------------------------------------------------------

@@ -1,19 +1,28 @@
 """Planes (and lines) in weight space: theta(a, b) = theta0 + a * u + b * v, tensor by tensor.
 
-Every plane answers `basis(name) -> (theta0, u, v)` in float32 for each parameter it moves
-(`v` is None on a line), so the grid loop never needs a whole second model:
+Every plane keeps the pristine weights theta0 in the model's own dtype (a bf16 / fp16 / fp32
+value is exact there, so restoring is bit-exact) and writes a grid point with `set_(name,
+param, a, b)`: the point's weights are computed in float32 from what the plane holds, in chunks
+of at most `chunk_elements(device)` values, then cast once to the parameter's dtype. So the
+grid loop never holds a float32 copy of a model:
 
 - `RandomPlane`: centred on one model; u, v are seeded random directions (see
-  `mftlab.analysis.directions`), regenerated per tensor or cached. Memory: one float32 copy
-  of the perturbed weights (theta0), plus two more with `cache=True`.
+  `mftlab.analysis.directions`), regenerated per tensor (transient: two float32 copies of one
+  tensor) or cached. Memory: theta0 (one copy of the perturbed weights in the model's dtype),
+  plus two float32 copies with `cache=True`.
 - `ModelPlane`: the plane through three models A, B, C with orthonormal axes (Garipov et al.):
   u = (B - A) / |B - A|, v = the part of C - A orthogonal to u, normalised. A sits at (0, 0),
-  B at (|B - A|, 0), C at (<C - A, u>, |C - A - <C - A, u> u|). B and C are read one at a time
-  and dropped, so memory is the live model A plus three float32 copies (theta0, u, v) of the
-  parameters on which the models differ.
-- `ModelLine`: the segment through two models, u = B - A, so A is at t = 0 and B at t = 1.
+  B at (|B - A|, 0), C at (<C - A, u>, |C - A - <C - A, u> u|). The plane holds A (pristine),
+  B and C in their own dtype, only for the parameters on which the models differ, and sets
+  theta(x, y) = (1 - alpha - beta) A + alpha B + beta C with beta = y / |v-part|, alpha =
+  (x - beta <C - A, u>) / |B - A| (the same point as A + x u + y v; at the three models the
+  coefficients are exactly 0 and 1, so the vertices are the models bit for bit). Memory: three
+  copies of the differing parameters in the model's dtype.
+- `ModelLine`: the segment through two models, theta(t) = (1 - t) A + t B, so A is at t = 0
+  and B at t = 1. Memory: two copies in the model's dtype.
 - `ExplicitPlane`: caller-given direction dicts (tests, custom analyses).
 
+`basis(name)` returns (theta0, u, v) materialised in float32 for one tensor (projections, tests).
 Coordinates of a random plane are in units of its (filter-normalised) directions; coordinates
 of a model plane are Euclidean distances in weight space.
 """
@@ -28,8 +37,16 @@ import torch
 from mftlab.analysis.directions import DirectionSpec, RandomDirections, output_axes, perturbed_names
 from mftlab.errors import ConfigError
 
-def _fp32_copy(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(torch.float32, copy=True)
+CPU_CHUNK = 1 << 20  # float32 values per chunk: 4 MiB of transient on the host
+GPU_CHUNK = 1 << 24  # 64 MiB on a GPU, where each chunk costs kernel launches
+
+
+def chunk_elements(device: torch.device) -> int:
+    return CPU_CHUNK if torch.device(device).type == "cpu" else GPU_CHUNK
+
+
+def _pristine(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone()  # own dtype: exact
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -38,6 +55,42 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _materialise(source) -> torch.nn.Module:
     return source() if callable(source) and not isinstance(source, torch.nn.Module) else source
+
+
+def _spans(n: int, step: int):
+    for start in range(0, n, step):
+        yield start, min(n, start + step)
+
+
+@torch.no_grad()
+def combine_(param: torch.Tensor, theta0: torch.Tensor, terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
+    """param <- cast(sum_k c_k t_k) computed in float32, chunk by chunk; returns |param - theta0|^2.
+
+    `terms` are (coefficient, tensor of param's shape, any float dtype); the squared realised
+    perturbation (after the cast) is a 0-d float64 tensor on param's device (no host sync).
+    """
+    flat = param.detach().view(-1)  # parameters are contiguous
+    base = theta0.reshape(-1)
+    parts = [(float(c), t.detach().reshape(-1)) for c, t in terms if c != 0.0 or t is theta0]
+    norm2 = torch.zeros((), dtype=torch.float64, device=param.device)
+    for s, e in _spans(flat.numel(), chunk_elements(param.device)):
+        (c0, t0), rest = parts[0], parts[1:]
+        target = t0[s:e].to(torch.float32, copy=True)  # (chunk,) float32, never aliasing theta0
+        if c0 != 1.0:
+            target.mul_(c0)
+        for c, t in rest:
+            target.add_(t[s:e], alpha=c)
+        flat[s:e].copy_(target)  # the one cast to the model's dtype
+        target.copy_(flat[s:e]).sub_(base[s:e])  # realised perturbation
+        norm2 += torch.dot(target, target).double()
+    return norm2
+
+
+def _differs(x: torch.Tensor, y: torch.Tensor) -> bool:
+    if x.dtype == y.dtype:
+        return not torch.equal(x, y)
+    fx, fy = x.reshape(-1), y.reshape(-1)
+    return any(bool((fx[s:e].float() != fy[s:e].float()).any()) for s, e in _spans(fx.numel(), chunk_elements(x.device)))
 
 
 def check_same_architecture(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor], label: str) -> None:
@@ -60,7 +113,8 @@ def check_same_architecture(reference: dict[str, torch.Tensor], other: dict[str,
 
 
 class Plane:
-    """Base: `names` moved, `basis(name)`, and the coordinates of the models that define it."""
+    """Base: `names` moved, `pristine(name)`, `set_(name, param, a, b)`, `basis(name)`, and the
+    coordinates of the models that define it."""
 
     kind = "plane"
     dims = 2
@@ -68,8 +122,17 @@ class Plane:
     def __init__(self):
         self.names: list[str] = []
         self.model_coords: list[tuple[float, float]] = []
+        self.theta0: dict[str, torch.Tensor] = {}  # pristine weights, model dtype
+
+    def pristine(self, name: str) -> torch.Tensor:
+        return self.theta0[name]
+
+    def set_(self, name: str, param: torch.Tensor, a: float, b: float) -> torch.Tensor:
+        """Write cast(theta(a, b)) into `param`; return the squared realised perturbation (0-d)."""
+        raise NotImplementedError
 
     def basis(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(theta0, u, v) of one tensor in float32 (v None on a line)."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -90,18 +153,30 @@ class RandomPlane(Plane):
         params = dict(model.named_parameters())
         self.names = perturbed_names(model, spec)
         self.dims = dims
-        theta0 = {n: _fp32_copy(params[n]) for n in self.names}
+        self.theta0 = {n: _pristine(params[n]) for n in self.names}
         if cache is None:  # auto: cache while the two fp32 copies stay small (1 GiB at the limit)
-            cache = sum(t.numel() for t in theta0.values()) <= AUTO_CACHE_LIMIT
-        self.directions = RandomDirections(spec, theta0, output_axes(model), keep, cache)
+            cache = sum(t.numel() for t in self.theta0.values()) <= AUTO_CACHE_LIMIT
+        self.directions = RandomDirections(spec, self.theta0, output_axes(model), keep, cache)
         self.model_coords = [(0.0, 0.0)]
 
     def basis(self, name):
-        theta0 = self.directions.theta0[name]
+        theta0 = self.theta0[name].float()
         if self.dims == 1:
             return theta0, self.directions.raw(name, 0), None
         d1, d2 = self.directions.pair(name)
         return theta0, d1, d2
+
+    def set_(self, name, param, a, b):
+        theta0, dirs = self.theta0[name], self.directions
+        if self.dims == 1:
+            return combine_(param, theta0, [(1.0, theta0), (a, dirs.raw(name, 0))])
+        if dirs.cache is not None or not dirs.spec.orthogonalize:
+            d1, d2 = dirs.pair(name)
+            return combine_(param, theta0, [(1.0, theta0), (a, d1), (b, d2)])
+        # Regenerated and orthogonalised: d2' = s (d2 - c d1), folded into the coefficients so that
+        # no third float32 tensor is made: theta0 + (a - b s c) d1 + b s d2.
+        d1, d2 = dirs.raw(name, 0), dirs.raw(name, 1)
+        return combine_(param, theta0, [(1.0, theta0), (a - b * dirs.scale * dirs.coef, d1), (b * dirs.scale, d2)])
 
     def project(self, other: torch.nn.Module, centre: torch.nn.Module) -> dict:
         """Least-squares coordinates of `other` in (d1, d2) and its distance from the plane.
@@ -115,8 +190,8 @@ class RandomPlane(Plane):
         moved = set(self.names)
         g11 = g12 = g22 = r1 = r2 = delta2 = 0.0
         for name in self.names:
-            delta = theirs[name].detach().float() - self.directions.theta0[name]
-            d1, d2 = self.basis(name)[1:]
+            theta0, d1, d2 = self.basis(name)
+            delta = theirs[name].detach().float() - theta0
             g11 += _dot(d1, d1)
             r1 += _dot(d1, delta)
             delta2 += _dot(delta, delta)
@@ -141,6 +216,13 @@ class RandomPlane(Plane):
         }
 
 
+def _other_weights(params: dict[str, torch.Tensor], source, label: str) -> dict[str, torch.Tensor]:
+    """The floating-point weights of model `source` (loaded now if a loader), on params' devices."""
+    other = dict(_materialise(source).named_parameters())
+    check_same_architecture(params, other, label)
+    return {n: other[n].detach().to(params[n].device) for n in params if params[n].is_floating_point()}
+
+
 class ModelPlane(Plane):
     """The plane through models A (live, at the origin), B and C; B and C may be loaders."""
 
@@ -148,60 +230,87 @@ class ModelPlane(Plane):
 
     def __init__(self, model_a: torch.nn.Module, model_b, model_c):
         super().__init__()
-        params = dict(model_a.named_parameters())
-        diffs: list[dict[str, torch.Tensor]] = []
-        for label, source in (("2", model_b), ("3", model_c)):
-            other = dict(_materialise(source).named_parameters())
-            check_same_architecture(params, other, label)
-            diffs.append({n: other[n].detach().float() - params[n].detach().float()
-                          for n in params if params[n].is_floating_point()})
-            del other  # only the difference is kept
-        self.names = [n for n in diffs[0] if diffs[0][n].any() or diffs[1][n].any()]
-        e1 = {n: diffs[0][n] for n in self.names}
-        e2 = {n: diffs[1][n] for n in self.names}
-        n1 = sum(_dot(t, t) for t in e1.values()) ** 0.5
+        params = {n: p.detach() for n, p in model_a.named_parameters()}
+        b = _other_weights(params, model_b, "2")
+        c = _other_weights(params, model_c, "3")
+        self.names = [n for n in b if _differs(b[n], params[n]) or _differs(c[n], params[n])]
+        self.b = {n: b[n] for n in self.names}  # the rest is dropped with the models
+        self.c = {n: c[n] for n in self.names}
+        del b, c
+        self.theta0 = {n: _pristine(params[n]) for n in self.names}
+        n11, n21 = self._dots(lambda e1, e2: (torch.dot(e1, e1), torch.dot(e2, e1)))
+        n1 = float(n11) ** 0.5
         if n1 == 0.0:
             raise ConfigError("models 1 and 2 have identical weights; a plane needs three different models")
-        c = sum(_dot(e2[n], e1[n]) for n in self.names) / n1  # <C - A, u>
-        for n in self.names:  # Gram-Schmidt, tensor by tensor, in place
-            e1[n].div_(n1)
-            e2[n].sub_(e1[n], alpha=c)
-        n2 = sum(_dot(t, t) for t in e2.values()) ** 0.5
-        if n2 <= 1e-4 * max(n1, abs(c)):  # float32 rounding leaves ~1e-7 of a collinear C
+        proj = float(n21) / n1  # <C - A, u>
+        # Gram-Schmidt residual |C - A - <C - A, u> u|^2, chunk by chunk (never a whole fp32 copy).
+        def residual(e1, e2):
+            r = e2.sub_(e1.div_(n1), alpha=proj)  # as before: u = e1 / n1, then e2 - proj u
+            return (torch.dot(r, r),)
+
+        (r2,) = self._dots(residual)
+        n2 = float(r2) ** 0.5
+        if n2 <= 1e-4 * max(n1, abs(proj)):  # float32 rounding leaves ~1e-7 of a collinear C
             raise ConfigError("the three models lie on one line in weight space; give three models that span a plane")
-        for t in e2.values():
-            t.div_(n2)
-        self.theta0 = {n: _fp32_copy(params[n]) for n in self.names}
-        self.u, self.v = e1, e2
-        self.model_coords = [(0.0, 0.0), (n1, 0.0), (c, n2)]
+        self.n1, self.proj, self.n2 = n1, proj, n2
+        self.model_coords = [(0.0, 0.0), (n1, 0.0), (proj, n2)]
+
+    def _dots(self, fn) -> tuple:
+        """Sum over tensors and chunks of fn(B - A, C - A) (float32 chunks), accumulated in float64."""
+        sums = None
+        for n in self.names:
+            a, b, c = (t.reshape(-1) for t in (self.theta0[n], self.b[n], self.c[n]))
+            for s, e in _spans(a.numel(), chunk_elements(a.device)):
+                e1 = b[s:e].to(torch.float32, copy=True).sub_(a[s:e])
+                e2 = c[s:e].to(torch.float32, copy=True).sub_(a[s:e])
+                values = [v.double() for v in fn(e1, e2)]
+                sums = values if sums is None else [x + v for x, v in zip(sums, values)]
+        if sums is None:
+            raise ConfigError("the three models have identical weights; a plane needs three different models")
+        return tuple(sums)
+
+    def coefficients(self, x: float, y: float) -> tuple[float, float]:
+        """(alpha, beta) with A + x u + y v = (1 - alpha - beta) A + alpha B + beta C; exact 0 / 1 at the models."""
+        beta = y / self.n2
+        return (x - beta * self.proj) / self.n1, beta
+
+    def set_(self, name, param, a, b):
+        alpha, beta = self.coefficients(a, b)
+        theta0 = self.theta0[name]
+        return combine_(param, theta0, [(1.0 - alpha - beta, theta0), (alpha, self.b[name]), (beta, self.c[name])])
 
     def basis(self, name):
-        return self.theta0[name], self.u[name], self.v[name]
+        theta0 = self.theta0[name].float()
+        u = (self.b[name].float() - theta0).div_(self.n1)
+        v = (self.c[name].float() - theta0).sub_(u, alpha=self.proj).div_(self.n2)
+        return theta0, u, v
 
 
 class ModelLine(Plane):
-    """Linear interpolation theta0 + t (B - A): A at t = 0, B at t = 1."""
+    """Linear interpolation (1 - t) A + t B: A at t = 0, B at t = 1."""
 
     kind = "line"
     dims = 1
 
     def __init__(self, model_a: torch.nn.Module, model_b):
         super().__init__()
-        params = dict(model_a.named_parameters())
-        other = dict(_materialise(model_b).named_parameters())
-        check_same_architecture(params, other, "2")
-        self.u = {}
-        for n, p in params.items():
-            if p.is_floating_point() and not torch.equal(other[n].detach().float(), p.detach().float()):
-                self.u[n] = other[n].detach().float() - p.detach().float()
-        if not self.u:
+        params = {n: p.detach() for n, p in model_a.named_parameters()}
+        b = _other_weights(params, model_b, "2")
+        self.names = [n for n in b if _differs(b[n], params[n])]
+        if not self.names:
             raise ConfigError("the two models have identical weights; give two different models")
-        self.names = list(self.u)
-        self.theta0 = {n: _fp32_copy(params[n]) for n in self.names}
+        self.b = {n: b[n] for n in self.names}
+        del b
+        self.theta0 = {n: _pristine(params[n]) for n in self.names}
         self.model_coords = [(0.0, 0.0), (1.0, 0.0)]
 
+    def set_(self, name, param, a, b):
+        theta0 = self.theta0[name]
+        return combine_(param, theta0, [(1.0 - a, theta0), (a, self.b[name])])
+
     def basis(self, name):
-        return self.theta0[name], self.u[name], None
+        theta0 = self.theta0[name].float()
+        return theta0, self.b[name].float() - theta0, None
 
 
 class ExplicitPlane(Plane):
@@ -217,15 +326,20 @@ class ExplicitPlane(Plane):
             raise ConfigError(f"direction names parameter '{unknown[0]}', which the model does not have")
         self.names = list(dict.fromkeys(list(u) + list(v or {})))
         self.dims = 1 if v is None else 2
-        self.theta0 = {n: _fp32_copy(params[n]) for n in self.names}
-        zero = {n: torch.zeros_like(self.theta0[n]) for n in self.names}
+        self.theta0 = {n: _pristine(params[n]) for n in self.names}
+        zero = {n: torch.zeros(self.theta0[n].shape, device=self.theta0[n].device) for n in self.names}
         self.u = {n: u[n].float().to(self.theta0[n].device) if n in u else zero[n] for n in self.names}
         self.v = None if v is None else {n: v[n].float().to(self.theta0[n].device) if n in v else zero[n]
                                          for n in self.names}
         self.model_coords = [(0.0, 0.0)]
 
+    def set_(self, name, param, a, b):
+        theta0 = self.theta0[name]
+        terms = [(1.0, theta0), (a, self.u[name])] + ([(b, self.v[name])] if self.v is not None else [])
+        return combine_(param, theta0, terms)
+
     def basis(self, name):
-        return self.theta0[name], self.u[name], None if self.v is None else self.v[name]
+        return self.theta0[name].float(), self.u[name], None if self.v is None else self.v[name]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,12 @@ On CUDA it builds a Llama-shaped model of ~300M parameters (hidden 1024, 24 laye
 - landscape point vs eval pass: `landscape()` on a small random plane against one `loss_sums` pass
   over the same train + test batches.
 
+Then the 7B stage (bench/gpu_check_7b.py, at most ~8 minutes): LLaMA-2-7B's full shapes built on
+the GPU in bf16, MFT on layers 4-7 with and without gradient checkpointing, one models-plane
+landscape point, a 1-process `--sharding fsdp` smoke run, each beside `mftlab plan`.
+
 Without CUDA it runs the same code on a tiny model for a few steps (< 60 s), marks the results
-"cpu fallback", and the section says that the GPU rows are pending.
+"cpu fallback", and the section says that the GPU rows (the 7B stage's included) are pending.
 
     bash bench/gpu_check.sh                      # writes bench/gpu_results.json and its BENCHMARKS.md section
     .venv/bin/python bench/gpu_check.py --cpu --no-write --out /tmp/gpu.json
@@ -252,8 +256,18 @@ def run(force_cpu: bool = False) -> dict:
         result["plan_rel_error"] = {m: {"memory": _rel(r["peak_bytes"], plan[k]["memory_bytes"]),
                                         "step": _rel(r["step_s"], plan[k]["step_s"])}
                                     for m, r, k in (("mft", mft, "mask"), ("fft", fft, "fft"))}
+    result["stage_7b"] = stage_7b(gpu_name) if cuda else {"pending": "pending: no GPU was available"}
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def stage_7b(gpu_name: str) -> dict:
+    from gpu_check_7b import SEVEN_B, run_7b
+
+    try:
+        return run_7b(SEVEN_B, "cuda", "h200" if "H200" in gpu_name.upper() else "h100")
+    except Exception as error:  # noqa: BLE001 - recorded in the results; the earlier rows stand
+        return {"pending": f"FAILED: {type(error).__name__}: {str(error)[:200]}"}
 
 
 def _gib(b):
@@ -294,6 +308,9 @@ def section(r: dict) -> str:
             if est["step_s"] is not None:
                 rows.append(f"| `mftlab plan` {method} step | {est['step_s']:.3f} s estimated | "
                             f"{r[method]['step_s']:.3f} s measured | error {_pct(rel['step'])} |")
+    from gpu_check_7b import rows as rows_7b
+
+    rows += rows_7b(r.get("stage_7b"))
     tail = ["", f"Whole check: {r['seconds']:.0f} s. Raw numbers: `bench/gpu_results.json`."]
     return "\n".join(head + rows + tail)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (at most ~5 minutes on one H100 / H200): MFT vs FFT steps, CPU-vs-GPU masks, landscape point vs
+# GPU check (at most ~5 + 8 minutes on one H100 / H200; the second part is the 7B stage): MFT vs FFT steps, CPU-vs-GPU masks, landscape point vs
 # eval pass, peak memory vs `mftlab plan`. Without CUDA it runs a small CPU fallback and marks the GPU rows
 # pending. Writes bench/gpu_results.json and the `## GPU check` section of BENCHMARKS.md.
 set -euo pipefail
@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 py=.venv/bin/python
 [ -x "$py" ] || py=python3
-exec timeout 300 "$py" bench/gpu_check.py "$@"
+exec timeout 900 "$py" bench/gpu_check.py "$@"

@@ -160,6 +160,16 @@ def summary_rows(text: str) -> list[list[str]]:
         pending("Wanda / SNIP calibration vs eval pass", "Pruning criteria (Wanda, SNIP) calibration",
                 _command("bench_pruning.py"))
 
+    lm = s.get("Landscape memory")
+    for plane, goal in (("random", "<= 1.2"), ("models", "<= 3.2")):
+        after = _search(rf"\| after[^|]*\| {plane} \| [\d.]+ \| [\d.]+ \| ([\d.]+) \|", lm)
+        before = _search(rf"\| before[^|]*\| {plane} \| [\d.]+ \| [\d.]+ \| ([\d.]+) \|", lm)
+        row(f"landscape peak memory on top of eval, {plane} plane (x model bytes)", after[0] if after else "pending",
+            f"before: {before[0]}" if before else "", "", goal, _command("bench_landscape_memory.py"))
+    ratios = [float(r) for r in re.findall(r"\| ([\d.]+) \| (?:yes|NO) \|", s.get("Scale rehearsal (CPU)") or "")]
+    row("`mftlab plan` vs measured peak, 7B-shaped CPU rehearsal", f"{len(ratios)} cases" if ratios else "pending",
+        "measured", f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "", "each within 20%", _command("bench_scale.py"))
+
     demo = os.path.join(HERE, "demo_time.json")
     if os.path.exists(demo):
         d = json.load(open(demo))

@@ -41,13 +41,21 @@ def _table(title: str, terms) -> None:
 @click.option("--grad-accum", type=int, default=1, show_default=True)
 @click.option("--seq-len", type=int, default=512, show_default=True, help="Tokens per example.")
 @click.option("--gpus", type=int, default=1, show_default=True)
-@click.option("--sharding", type=click.Choice(["none", "zero2", "zero3", "fsdp"]), default="none", show_default=True,
-              help="Through accelerate (DeepSpeed ZeRO-2/3 or FSDP).")
-@click.option("--checkpointing/--no-checkpointing", default=False, show_default=True,
-              help="Activation checkpointing.")
+@click.option("--sharding", type=click.Choice(["none", "fsdp"]), default="none", show_default=True,
+              help="As `mftlab train --sharding`: fsdp = FSDP2, one unit per decoder layer (fp32 sharded "
+                   "trainable values, bf16 compute).")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", "gradient_checkpointing", default=False,
+              show_default=True, help="Activation checkpointing, as `mftlab train --gradient-checkpointing`.")
+@click.option("--checkpointing/--no-checkpointing", "checkpointing_alias", default=None, hidden=True)
+@click.option("--pure-bf16", is_flag=True, help="No fp32 master weights for 16-bit trainable values "
+                                                "(as `mftlab train --pure-bf16`).")
+@click.option("--plane", type=click.Choice(["random", "models", "line"]), default="random", show_default=True,
+              help="Landscape: random directions around one model, the plane through three models, or the "
+                   "line through two.")
 @click.option("--attention", type=click.Choice(["sdpa", "eager"]), default="sdpa", show_default=True,
               help="sdpa/flash attention stores no S x S scores; eager does.")
-@click.option("--gpu", type=click.Choice(["h100", "h200", "a100"]), default="h100", show_default=True)
+@click.option("--gpu", type=click.Choice(["h100", "h200", "a100", "cpu"]), default="h100", show_default=True,
+              help="The card, or cpu: one CPU process (host memory, no CUDA context, fp32 activations).")
 @click.option("--mfu", type=float, default=0.4, show_default=True, help="Model FLOPs utilisation assumed.")
 @click.option("--tokens", type=int, default=None, help="Training tokens per epoch.")
 @click.option("--examples", type=int, default=None, help="Or training examples per epoch (each --seq-len tokens).")
@@ -57,7 +65,7 @@ def _table(title: str, terms) -> None:
 @click.option("--landscape-tokens", type=int, default=4096, show_default=True,
               help="Landscape label tokens per subset (train and test each), as `landscape --max-tokens`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def command(model, as_json, **options):
+def command(model, as_json, checkpointing_alias, **options):
     """Estimate GPU memory per GPU and run time from MODEL_OR_CONFIG's config alone (no weights).
 
     MODEL_OR_CONFIG is a preset (tiny-llama, tiny-gpt2), a built-in shape (llama2-7b,
@@ -66,23 +74,27 @@ def command(model, as_json, **options):
     \b
     Example (the paper's LLaMA2-7B math run: MFT on layers 4-7, batch 8, 8 GPUs):
       mftlab plan llama2-7b --layers 4-7 --batch-size 8 --seq-len 2048 --gpus 8 --examples 7473
-      mftlab plan llama3.1-8b --task landscape --grid 21x21 --landscape-tokens 4096
+      mftlab plan llama2-7b --method fft --batch-size 64 --seq-len 2048 --gpus 8 --sharding fsdp \\
+          --gradient-checkpointing
+      mftlab plan llama3.1-8b --task landscape --plane models --grid 21x21 --landscape-tokens 4096
     """
     from mftlab.planning import PlanConfig, fmt_bytes, fmt_count, fmt_seconds, make_plan
 
+    if checkpointing_alias is not None:  # the old spelling, kept working
+        options["gradient_checkpointing"] = options["gradient_checkpointing"] or checkpointing_alias
     config = PlanConfig(model=model, **options)
     result = make_plan(config)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
     m = result.model
-    what = f"{config.task} --method {config.method}" if config.task == "train" else "landscape"
+    what = f"{config.task} --method {config.method}" if config.task == "train" else f"landscape --plane {config.plane}"
     click.echo(f"{m['name']} ({m['model_type']}): {fmt_count(m['params'])} params, {m['layers']} layers, "
                f"hidden {m['hidden']}, vocab {m['vocab']}, {m['dtype']}; {what}")
     if result.targeted_weights:
         first = f", backward from layer {result.first_layer}" if result.first_layer is not None else ""
         click.echo(f"targeted weights T = {result.targeted_weights:,}{first}")
-    setup = (f"sharding {config.sharding}, checkpointing {'on' if config.checkpointing else 'off'}"
+    setup = (f"sharding {config.sharding}, checkpointing {'on' if config.gradient_checkpointing else 'off'}"
              if config.task == "train" else f"batch {config.batch_size}, seq {config.seq_len}")
     _table(f"memory per GPU ({config.gpus} x {config.gpu}, {setup}):", result.memory)
     verdict = "fits" if result.fits else "does NOT fit"

@@ -43,7 +43,8 @@ def test_builtin_llama2_7b_shape():
 
 @pytest.mark.parametrize("score_dtype,torch_dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_score_and_optimizer_terms_match_adamw(score_dtype, torch_dtype):
-    result = make_plan(PlanConfig("tiny-llama", layers="0-1", score_dtype=score_dtype))
+    # pure_bf16: AdamW on the scores themselves (the master-weights case is tested below)
+    result = make_plan(PlanConfig("tiny-llama", layers="0-1", score_dtype=score_dtype, pure_bf16=True))
     T = result.targeted_weights
     scores = torch.zeros(T, dtype=torch_dtype, requires_grad=True)
     optimizer = torch.optim.AdamW([scores], lr=1e-3)
@@ -82,20 +83,107 @@ def test_deep_local_mft_needs_fewer_activations_and_flops():
     assert deep.memory_per_gpu < shallow.memory_per_gpu
 
 
-def test_sharding_divides_the_sharded_parts():
+def test_fsdp_divides_the_sharded_parts_and_keeps_buffers_whole():
     base = dict(model="tiny-llama", gpus=4, batch_size=8)
-    none, zero2, zero3 = (terms(make_plan(PlanConfig(**base, sharding=s))) for s in ("none", "zero2", "zero3"))
-    assert zero2["AdamW states"] * 4 == none["AdamW states"] and zero2["weights (frozen)"] == none["weights (frozen)"]
-    assert zero3["weights (frozen)"] * 4 == none["weights (frozen)"] and "gathered layers (zero3/fsdp)" in zero3
-    assert "DDP gradient buckets" in none and "DDP gradient buckets" not in zero2
-    assert zero2["keep-mask buffer"] == none["keep-mask buffer"]  # buffers are never sharded
+    none, fsdp = (terms(make_plan(PlanConfig(**base, sharding=s))) for s in ("none", "fsdp"))
+    assert fsdp["AdamW states"] * 4 == none["AdamW states"]  # fp32 scores: no master either way
+    assert fsdp["weights (frozen)"] * 4 == none["weights (frozen)"]
+    assert fsdp["scores"] * 4 == none["scores"] and fsdp["score grads"] * 4 == none["score grads"]
+    assert "gathered layers (fsdp)" in fsdp and "gathered root unit (fsdp)" in fsdp
+    assert "DDP gradient buckets" in none and "DDP gradient buckets" not in fsdp
+    assert fsdp["keep-mask buffer"] == none["keep-mask buffer"]  # replicated, never sharded
+
+
+def test_fsdp_fft_holds_fp32_sharded_values_and_gathers_two_layers_plus_root():
+    """SCALE_CONTRACT: bf16 load, FSDP over g: 4 + 4 + 8 B per parameter / g, compute copies in bf16."""
+    shape, _ = model_shape("llama2-7b", None)
+    got = terms(make_plan(PlanConfig("llama2-7b", method="fft", dtype="bfloat16", sharding="fsdp", gpus=8,
+                                     batch_size=8, seq_len=512)))
+    N = shape.params
+    assert got["weights"] == N * 4 / 8 and got["grads"] == N * 4 / 8 and got["AdamW states"] == N * 8 / 8
+    layer = max(shape.layer_params)
+    assert got["gathered layers (fsdp)"] == 2 * layer * 2
+    assert got["gathered root unit (fsdp)"] == (N - sum(shape.layer_params)) * 2
+    assert "fp32 master copy" not in got  # FSDP2's fp32 sharded parameters are the master
+    pure = terms(make_plan(PlanConfig("llama2-7b", method="fft", dtype="bfloat16", sharding="fsdp", gpus=8,
+                                      batch_size=8, seq_len=512, pure_bf16=True)))
+    assert pure["weights"] == N * 2 / 8 and pure["AdamW states"] == N * 4 / 8
+
+
+def test_fsdp_mft_gathers_weights_in_their_dtype_and_scores_in_fp32():
+    """fp32 scores get no mixed-precision policy: a gathered layer is weights x b_w + scores x 4."""
+    shape, _ = model_shape("llama2-7b", None)
+    got = terms(make_plan(PlanConfig("llama2-7b", layers="4-7", dtype="bfloat16", sharding="fsdp", gpus=8,
+                                     batch_size=8, seq_len=512)))
+    layer_scores = 4 * 4096 * 4096 + 3 * 4096 * 11008
+    T = 4 * layer_scores
+    assert got["gathered layers (fsdp)"] == 2 * (max(shape.layer_params) * 2 + layer_scores * 4)
+    assert got["sharded selection transient (fsdp)"] == pytest.approx(T * (4 / 8 + 1 + 1 / 8))
+    assert got["scores"] == T * 4 / 8 and got["weights (frozen)"] == shape.params * 2 / 8
+
+
+def test_fp32_master_weights_for_bf16_fft_match_real_tensors():
+    """DDP / one process, bf16 load: 2 (model) + 4 (master) + 2 (grads) + 4 (master grads) + 8 (AdamW) B."""
+    model, _ = build_preset("tiny-gpt2")
+    model.to(torch.bfloat16)
+    params = list(model.parameters())
+    master = [p.detach().float().requires_grad_(True) for p in params]
+    optimizer = torch.optim.AdamW(master, lr=1e-3)
+    for p, m in zip(params, master):
+        p.grad = torch.zeros_like(p)
+        m.grad = p.grad.float()
+    optimizer.step()
+    got = terms(make_plan(PlanConfig("tiny-gpt2", method="fft", dtype="bfloat16")))
+    assert got["weights"] == sum(p.nbytes for p in params)
+    assert got["grads"] == sum(p.grad.nbytes for p in params)
+    assert got["fp32 master copy"] == sum(m.nbytes for m in master)
+    assert got["fp32 master grads"] == sum(m.grad.nbytes for m in master)
+    assert got["AdamW states"] == sum(v.nbytes for m in master for k, v in optimizer.state[m].items() if k != "step")
+    pure = terms(make_plan(PlanConfig("tiny-gpt2", method="fft", dtype="bfloat16", pure_bf16=True)))
+    assert "fp32 master copy" not in pure and pure["AdamW states"] == got["AdamW states"] / 2
+    fp32 = terms(make_plan(PlanConfig("tiny-gpt2", method="fft", dtype="float32")))
+    assert "fp32 master copy" not in fp32  # fp32 load: nothing to master
+
+
+def test_bf16_scores_get_fp32_master_scores_fp32_scores_do_not():
+    bf16 = terms(make_plan(PlanConfig("tiny-llama", layers="0-1", score_dtype="bf16")))
+    fp32 = terms(make_plan(PlanConfig("tiny-llama", layers="0-1", score_dtype="fp32")))
+    T = make_plan(PlanConfig("tiny-llama", layers="0-1")).targeted_weights
+    assert bf16["scores"] == T * 2 and bf16["fp32 master copy"] == T * 4 and bf16["AdamW states"] == T * 8
+    assert "fp32 master copy" not in fp32 and fp32["AdamW states"] == T * 8
 
 
 def test_checkpointing_trades_activations_for_recompute():
     off = terms(make_plan(PlanConfig("tiny-llama", seq_len=256)))
-    on = terms(make_plan(PlanConfig("tiny-llama", seq_len=256, checkpointing=True)))
+    on = terms(make_plan(PlanConfig("tiny-llama", seq_len=256, gradient_checkpointing=True)))
     assert on["checkpointed layer inputs"] + on["recomputed layer"] < off["activations"]
     assert on["recompute (checkpointing)"] > 0 and "recompute (checkpointing)" not in off
+
+
+def test_landscape_planes_model_what_the_planes_hold():
+    """random: pristine copy in the model's dtype + directions; models: A, B, C; line: A, B (model dtype)."""
+    base = dict(model="tiny-llama", task="landscape", dtype="bfloat16")
+    shape, _ = model_shape("tiny-llama", None)
+    random, models, line = (terms(make_plan(PlanConfig(**base, plane=p, grid="5" if p == "line" else "5x5")))
+                            for p in ("random", "models", "line"))
+    assert random["pristine theta0"] == shape.matrix_params * 2
+    assert random["directions (cached)"] == 2 * shape.matrix_params * 4  # small: cached, as the code does
+    assert models["models plane: A (pristine), B, C"] == 3 * shape.params * 2
+    assert line["line plane: A (pristine), B"] == 2 * shape.params * 2
+    big = terms(make_plan(PlanConfig("llama2-7b", task="landscape", grid="3x3")))
+    assert big["directions (regenerated)"] == 2 * 32000 * 4096 * 4  # the largest tensor, not the model
+    cpu = make_plan(PlanConfig(**base, gpu="cpu"))
+    assert terms(cpu)["CUDA context"] == 0 and cpu.gpu_memory > 0
+
+
+def test_old_sharding_modes_and_unsupported_combinations_are_refused():
+    for bad, match in ((dict(sharding="zero3"), "--sharding 'zero3'"),
+                       (dict(method="lora", sharding="fsdp"), "--sharding fsdp does not train LoRA"),
+                       (dict(task="landscape", plane="line", grid="5x5"), "--plane line is 1-D"),
+                       (dict(task="landscape", plane="models", grid="7"), "--plane models needs a 2-D"),
+                       (dict(task="landscape", plane="sphere"), "--plane 'sphere'")):
+        with pytest.raises(ConfigError, match=match):
+            PlanConfig("tiny-llama", **bad)
 
 
 def test_totals_add_up_and_run_time():

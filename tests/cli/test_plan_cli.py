@@ -36,7 +36,7 @@ def test_json_output(tmp_path):
 
 def test_config_json_path(tiny_gpt2, tmp_path):
     tiny_gpt2.config.save_pretrained(tmp_path)
-    result = invoke(tmp_path / "config.json", "--method", "fft", "--gpus", "2", "--sharding", "zero3")
+    result = invoke(tmp_path / "config.json", "--method", "fft", "--gpus", "2", "--sharding", "fsdp")
     assert result.exit_code == 0, result.output
     assert "/ 2 GPUs" in result.output and "gathered layers" in result.output
 
@@ -53,3 +53,24 @@ def test_errors():
     assert_clean_error(invoke("tiny-llama", "--batch-size", "0"), "--batch-size 0")
     assert_clean_error(invoke("tiny-llama", "--layers", "9"), "matches nothing")
     assert invoke("tiny-llama", "--gpu", "v100").exit_code == 2  # a usage error
+    assert_clean_error(invoke("tiny-llama", "--method", "lora", "--sharding", "fsdp"), "--sharding fsdp does not")
+    assert_clean_error(invoke("tiny-llama", "--task", "landscape", "--plane", "line", "--grid", "5x5"),
+                       "--plane line is 1-D")
+    assert invoke("tiny-llama", "--plane", "sphere").exit_code == 2
+    assert invoke("tiny-llama", "--sharding", "zero3").exit_code == 2  # never ran: no longer offered
+
+
+def test_checkpointing_flag_and_its_old_spelling():
+    for flag in ("--gradient-checkpointing", "--checkpointing"):
+        result = invoke("tiny-llama", flag, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["config"]["gradient_checkpointing"] is True
+    assert "--checkpointing/" not in CliRunner().invoke(main, ["plan", "--help"]).output  # hidden alias
+
+
+def test_models_plane_and_cpu_device():
+    result = invoke("tiny-llama", "--task", "landscape", "--plane", "models", "--grid", "3x3", "--gpu", "cpu",
+                    "--dtype", "bfloat16")
+    assert result.exit_code == 0, result.output
+    assert "landscape --plane models" in result.output and "3 x " in result.output
+    assert "CUDA context" in result.output and "none (CPU)" in result.output
