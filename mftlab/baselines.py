@@ -32,7 +32,7 @@ def ranking_values(kind: str, name: str, weight: torch.Tensor, seed: int) -> tor
     if kind == "random":
         generator = torch.Generator().manual_seed(name_seed(seed, name))
         return torch.rand(weight.shape, generator=generator)
-    raise ConfigError(f"--kind '{kind}' is unknown; choose one of {', '.join(KINDS)}")
+    raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(KINDS)}", quote=True)
 
 
 def baseline_mask(
@@ -47,9 +47,10 @@ def baseline_mask(
     """A `kind` mask over the targeted weights of `model`, bound to them by fingerprints."""
     check_ratio(mask_ratio)
     if kind not in KINDS:
-        raise ConfigError(f"--kind '{kind}' is unknown; choose one of {', '.join(KINDS)}")
+        raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(KINDS)}", quote=True)
     if granularity not in GRANULARITIES:
-        raise ConfigError(f"--granularity '{granularity}' is unknown; choose one of {', '.join(GRANULARITIES)}")
+        raise ConfigError.for_option("granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}",
+                                      quote=True)
     targets = resolve_targets(model, spec)
     weights = target_weights(model, targets)
     values = {t.param_name: ranking_values(kind, t.param_name, weights[t.param_name], seed) for t in targets}

@@ -22,7 +22,7 @@ class LoadedModel:
 
 def resolve_dtype(dtype: str):
     if dtype not in DTYPES:
-        raise ModelLoadError(f"--dtype '{dtype}' is not supported; choose one of {', '.join(DTYPES)}")
+        raise ModelLoadError.for_option("dtype", dtype, f"is not supported; choose one of {', '.join(DTYPES)}", quote=True)
     return DTYPES[dtype]
 
 

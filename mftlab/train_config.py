@@ -83,7 +83,7 @@ class TrainConfig:
 
     def __post_init__(self):
         def bad(name, value, fix):
-            raise ConfigError(f"--{name.replace('_', '-')} {value} {fix}")
+            raise ConfigError.for_option(name, value, fix)
 
         if self.method not in METHODS:
             bad("method", self.method, f"is unknown; choose one of {', '.join(METHODS)}")
