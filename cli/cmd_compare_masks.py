@@ -25,7 +25,6 @@ def command(mask_paths, labels, out, force, no_figures):
           --labels math,code,chat --out results/overlap
     """
     from mftlab.analysis.overlap import compare_masks
-    from mftlab.analysis.results import ensure_dir, write_csv, write_json
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")
@@ -34,9 +33,7 @@ def command(mask_paths, labels, out, force, no_figures):
         raise MftlabError(f"--labels '{labels}' has an empty name; write e.g. --labels math,code")
     result = compare_masks(list(mask_paths), names, force=force)
 
-    ensure_dir(out)
-    written = [write_json(os.path.join(out, "overlap.json"), result.to_dict()),
-               write_csv(os.path.join(out, "overlap.csv"), result.csv_rows())]
+    written = result.save(out)
     if not no_figures:
         from mftlab.figures import overlap_figures
 

@@ -42,6 +42,12 @@ def load_model(
     `source` is a preset name (see mftlab.presets), a local folder, or a hub id. With
     `gguf_file`, transformers de-quantises that GGUF file found in `source` (or `source` is the
     file itself). `trust_remote_code` stays off unless asked.
+
+    Example:
+        >>> import mftlab
+        >>> loaded = mftlab.load_model("micro-llama")  # or a folder, a hub id, "model.gguf"
+        >>> type(loaded.model).__name__, loaded.tokenizer is not None
+        ('LlamaForCausalLM', True)
     """
     torch_dtype = resolve_dtype(dtype)
     source = str(source)

@@ -26,7 +26,13 @@ RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_ev
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything `mftlab train` needs; see `mftlab train --help` for each option."""
+    """Everything `mftlab train` needs; see `mftlab train --help` for each option.
+
+    Example:
+        >>> config = mftlab.TrainConfig(model="tiny-llama", data="train.jsonl", out="run", max_steps=50)
+        >>> config.selection_config().mask_ratio
+        0.1
+    """
 
     model: str
     data: str

@@ -181,6 +181,12 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
 
     `loaded` (optional) is an already loaded model; with method mask its modules are wrapped
     during training and restored afterwards, its weights untouched.
+
+    Example:
+        >>> result = mftlab.train(mftlab.TrainConfig(model="tiny-llama", data="train.jsonl", out="run",
+        ...                                          mask_ratio=0.1, max_steps=50))  # doctest: +SKIP
+        >>> mftlab.Mask.load(result.output_path).mask_ratio  # doctest: +SKIP
+        0.1
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
