@@ -17,11 +17,13 @@ from mftlab.errors import ConfigError
 from mftlab.masked_layer import SCORE_DTYPES
 from mftlab.masking import SCORE_INITS, SelectionConfig
 from mftlab.targeting import TargetSpec
+from mftlab.trackers import parse_report_to
 
 METHODS = ("mask", "fft", "lora")
 PRECISIONS = ("auto", "bf16", "fp32")
 # Fields that may change between an interrupted run and its `--resume` without changing the result.
-RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs")
+RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs",
+                    "report_to")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = False
     force: bool = False
+    report_to: str = "none"  # tensorboard,wandb,mlflow (comma-separated) or none
     mftlab_version: str = field(default=__version__)
 
     def __post_init__(self):
@@ -123,6 +126,7 @@ class TrainConfig:
             bad("data_fraction", self.data_fraction, "is outside (0, 1]; use e.g. 0.1 for 10% of the data")
         if not 0.0 <= self.lora_dropout < 1.0:
             bad("lora_dropout", self.lora_dropout, "is outside [0, 1)")
+        parse_report_to(self.report_to)
         if self.eval_every and not self.eval_data:
             raise ConfigError(f"--eval-every {self.eval_every} needs --eval-data FILE to evaluate on")
 

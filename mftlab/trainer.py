@@ -31,6 +31,7 @@ from mftlab.masking import attach_masks, count_flips, detach_masks, export_mask,
 from mftlab.models import LoadedModel, load_model
 from mftlab.run_outputs import MetricsLog, check_out_dir, replace_dir, start_out_dir
 from mftlab.targeting import resolve_targets
+from mftlab.trackers import RunTrackers, check_report_to
 from mftlab.train_config import TrainConfig
 from mftlab.warm_select import WarmSelector
 
@@ -197,6 +198,7 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
     check_out_dir(config)
+    check_report_to(config.report_to)  # a missing tracker package fails before any work
     accelerator.wait_for_everyone()  # every process has checked OUT before the main one writes to it
     # Dropout and other global draws follow the seed (a checkpoint's RNG states replace this on resume).
     torch.manual_seed(config.seed * 1_000 + rank)
@@ -263,6 +265,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     if keep0 is not None:  # made on the CPU before `prepare` moved the model
         keep0 = {n: k.to(keep[n].device) for n, k in keep0.items()}
     metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
+    trackers = RunTrackers(config.report_to, config.out, config.to_dict()) if main else None
     notify(TrainProgress("start", step, total, {"examples": len(examples), "steps_per_epoch": per_epoch,
                                                  "processes": world, "trainable": sum(p.numel() for p in trainable.values())}))
 
@@ -320,6 +323,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
             if row is not None:
                 if main:
                     metrics.write(row)
+                    trackers.log(row)
                 notify(TrainProgress("log", step, total, row))
             if config.save_every and step % config.save_every == 0 and step < total:
                 _save(config, accelerator, unwrapped, trainable, optimizer, scheduler, layers, step,
@@ -329,6 +333,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     finally:
         if metrics is not None:
             metrics.close()
+            trackers.finish()
 
     out_name = {"mask": "mask.safetensors", "fft": "model", "lora": "adapter"}[config.method]
     output = os.path.join(config.out, out_name)
