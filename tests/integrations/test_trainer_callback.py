@@ -110,3 +110,20 @@ def test_two_ddp_processes_agree(tmp_path):
     assert _exact_k(mask, 0.1)
     assert digests[0]["kept"] == {n: mask.kept(n) for n in mask}
     assert os.path.exists(tmp_path / "out" / "checkpoint-2" / "mask.safetensors")
+
+
+def test_trl_sft_trainer(tmp_path):
+    trl = pytest.importorskip("trl")
+    import datasets
+
+    loaded = mftlab.load_model("micro-llama")
+    handle = mftlab.mask_model(loaded.model, mask_ratio=0.1, base_name="micro-llama")
+    data = datasets.Dataset.from_list([{"prompt": f"{i}+1=", "completion": str(i + 1)} for i in range(8)])
+    args = trl.SFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, use_cpu=True,
+                         report_to="none", logging_steps=1, save_strategy="no", learning_rate=0.05,
+                         disable_tqdm=True, max_length=32)
+    trainer = trl.SFTTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
+                             callbacks=[MaskCallback(handle)])
+    trainer.train()
+    mask = mftlab.Mask.load(tmp_path / "mask.safetensors")
+    assert _exact_k(mask, 0.1) and handle.steps == 2 and mask.method["steps"] == 2
