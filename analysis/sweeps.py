@@ -57,9 +57,13 @@ class SweepConfig:
             raise ConfigError(f"--eval-data '{self.eval_data}' does not exist; pass the held-out data to score on")
 
 
-def num_layers(model_source: str) -> int:
+def _model_options(train: TrainConfig) -> dict:
+    return {"dtype": train.dtype, "gguf_file": train.gguf_file, "trust_remote_code": train.trust_remote_code}
+
+
+def num_layers(model_source: str, **load) -> int:
     """Number of decoder layers, from the model's config."""
-    config = load_model(model_source).model.config
+    config = load_model(model_source, **load).model.config
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     if not layers:
         raise ConfigError(f"cannot tell how many layers '{model_source}' has; use the ratio or data sweep")
@@ -69,7 +73,7 @@ def num_layers(model_source: str) -> int:
 def sweep_points(config: SweepConfig) -> list[dict]:
     """[{name, label, value, overrides}] in sweep order."""
     if config.axis == "layers":
-        n = num_layers(config.train.model)
+        n = num_layers(config.train.model, **_model_options(config.train))
         if config.group_size > n:
             raise ConfigError(f"--group-size {config.group_size} exceeds the model's {n} layers; use at most {n}")
         return [{"name": f"layers-{i}-{i + config.group_size - 1}", "label": f"{i}-{i + config.group_size - 1}",
@@ -97,7 +101,7 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
     reference = steps.cached(reference_dir)
     if reference is None:
         say(0, len(points), "scoring the starting model (the FFT line)")
-        loaded = load_model(config.train.model)
+        loaded = load_model(config.train.model, **_model_options(config.train))
         reference = steps.finish(reference_dir, _score(loaded.model, loaded.tokenizer, config.eval_data,
                                                        config.train.max_seq_len))
     rows = []
@@ -109,7 +113,7 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
             run_dir = os.path.join(folder, "run")
             steps.fresh(folder)
             run = steps.run_training(run_dir, replace(config.train, out=run_dir, resume=False, **point["overrides"]))
-            model, tokenizer = steps.load_method_model(config.train.model, run["output"])
+            model, tokenizer = steps.load_method_model(config.train.model, run["output"], **_model_options(config.train))
             result = steps.finish(folder, {**_score(model, tokenizer, config.eval_data, config.train.max_seq_len),
                                            "mask_ratio": run["mask_ratio"], "steps": run["steps"]})
         rows.append({"name": point["name"], "label": point["label"], "value": point["value"], **result})

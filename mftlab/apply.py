@@ -17,7 +17,7 @@ import torch
 from mftlab.atomic import atomic_dir
 from mftlab.errors import MftlabError
 from mftlab.maskfile import Mask
-from mftlab.models import load_model, named_weights
+from mftlab.models import is_gguf_config, load_model, named_weights
 
 # Files copied verbatim from a model folder next to the rewritten weights.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5")
@@ -72,9 +72,23 @@ def _mask_shards_in_place(model_dir: str, mask: Mask, out_tmp: str, force: bool)
         del tensors
     for entry in os.listdir(model_dir):
         src = os.path.join(model_dir, entry)
-        if os.path.isfile(src) and not entry.endswith(_WEIGHT_SUFFIXES):
+        if entry == "config.json":
+            _copy_config(src, os.path.join(out_tmp, entry))
+        elif os.path.isfile(src) and not entry.endswith(_WEIGHT_SUFFIXES):
             shutil.copy2(src, os.path.join(out_tmp, entry))
     return mismatched
+
+
+def _copy_config(src: str, dst: str) -> None:
+    """config.json as is, less a GGUF `quantization_config` (the weights are plain tensors already)."""
+    with open(src, encoding="utf-8") as f:
+        config = json.load(f)
+    if is_gguf_config(config.get("quantization_config")):
+        del config["quantization_config"]
+        with open(dst, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+    else:
+        shutil.copy2(src, dst)
 
 
 def write_merged(
