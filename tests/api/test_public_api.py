@@ -122,24 +122,19 @@ def test_analysis_results_save_and_plot(tmp_path):
     overlap = mftlab.compare_masks([a, b], labels=["l1", "rand"])
     overlap.save(tmp_path / "overlap")
     assert 0 < overlap.overall("l1", "rand")["jaccard"] < 1
-    drawn = mftlab.plot(tmp_path)
-    assert any(p.endswith(".png") for p in drawn) and any("overlap" in p for p in drawn)
+    assert os.path.exists(tmp_path / "overlap" / "overlap.json")  # drawn by mftlab.plot in the README test
+    os.makedirs(tmp_path / "empty")
     with pytest.raises(mftlab.MftlabError, match="no results found"):
-        mftlab.plot(tmp_path / "stats" / "..") if False else mftlab.plot(_empty(tmp_path))
-
-
-def _empty(tmp_path):
-    os.makedirs(tmp_path / "empty", exist_ok=True)
-    return str(tmp_path / "empty")
+        mftlab.plot(tmp_path / "empty")
 
 
 def test_landscape_facade_restores_the_model(tmp_path):
     loaded = mftlab.load_model("micro-llama")
     before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
     train, test = _data(tmp_path / "train.jsonl"), _data(tmp_path / "test.jsonl", 4)
-    result = mftlab.landscape(loaded, train, test, grid="3x3", max_tokens=64, max_seq_len=32, out=tmp_path / "ls")
-    assert result.train_loss.shape == (3, 3) and torch.isfinite(torch.from_numpy(result.test_loss)).all()
+    result = mftlab.landscape(loaded, train, test, grid="3", max_tokens=32, max_seq_len=32, out=tmp_path / "ls")
+    assert result.train_loss.shape == (1, 3) and torch.isfinite(torch.from_numpy(result.test_loss)).all()
     assert all(torch.equal(p, before[n]) for n, p in loaded.model.named_parameters())
     saved = result.save(tmp_path / "copy")
-    assert all(os.path.exists(p) for p in saved)
-    assert any(p.endswith(".png") for p in mftlab.plot(tmp_path / "copy"))
+    assert [os.path.getsize(p) for p in saved] == [os.path.getsize(tmp_path / "ls" / os.path.basename(p))
+                                                   for p in saved]
