@@ -18,6 +18,15 @@ def _blocks(section: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text[start:end if end > 0 else None], flags=re.S)
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """The Trainer example leaves accelerate's process-wide state behind; later tests start clean."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.mark.parametrize("section", SECTIONS)
 def test_readme_section_runs(section, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -23,6 +23,15 @@ from hf_setup import DEFAULTS, make_trainer, write_data  # noqa: E402
 pytest.importorskip("transformers")
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """A Trainer leaves accelerate's process-wide state behind (e.g. TRL's bf16); later tests start clean."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _exact_k(mask, ratio):
     return all(mask.numel(n) - mask.kept(n) == num_masked(mask.numel(n), ratio) for n in mask)
 
@@ -121,7 +130,7 @@ def test_trl_sft_trainer(tmp_path):
     data = datasets.Dataset.from_list([{"prompt": f"{i}+1=", "completion": str(i + 1)} for i in range(8)])
     args = trl.SFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, use_cpu=True,
                          report_to="none", logging_steps=1, save_strategy="no", learning_rate=0.05,
-                         disable_tqdm=True, max_length=32)
+                         disable_tqdm=True, max_length=32, bf16=False)
     trainer = trl.SFTTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
                              callbacks=[MaskCallback(handle)])
     trainer.train()
