@@ -72,13 +72,17 @@ def score_generator(seed: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
-def init_scores(weight: torch.Tensor, method: str, std: float, generator: torch.Generator,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Initial scores with the weight's shape (drawn on the CPU in fp32, then cast)."""
+def check_score_init(method: str, std: float) -> None:
     if method not in SCORE_INITS:
         raise ConfigError.for_option("score_init", method, f"is unknown; choose one of {', '.join(SCORE_INITS)}", quote=True)
     if not std > 0:
         raise ConfigError.for_option("score_std", std, "must be positive; the reference code uses 0.02")
+
+
+def init_scores(weight: torch.Tensor, method: str, std: float, generator: torch.Generator,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Initial scores with the weight's shape (drawn on the CPU in fp32, then cast)."""
+    check_score_init(method, std)
     shape = tuple(weight.shape)
     if method == "random":
         scores = torch.randn(shape, generator=generator) * std
@@ -104,6 +108,7 @@ def attach_masks(model: nn.Module, targets: list[Target], score_init: str = "ran
     if score_dtype not in SCORE_DTYPES:
         raise ConfigError.for_option("score_dtype", score_dtype, f"is unknown; choose one of {', '.join(SCORE_DTYPES)}",
                                       quote=True)
+    check_score_init(score_init, score_std)  # before any module is swapped
     for p in model.parameters():
         p.requires_grad_(False)
     layers = {}

@@ -100,6 +100,8 @@ def test_errors_name_the_argument_in_python_and_the_flag_on_the_cli():
     model = mftlab.load_model("micro-llama").model
     with pytest.raises(mftlab.ConfigError, match=r"^mask_ratio=1.5 is outside \(0, 1\)"):
         mftlab.mask_model(model, mask_ratio=1.5)
+    with pytest.raises(mftlab.ConfigError, match=r"^score_init='zeros' is unknown"):
+        mftlab.mask_model(model, score_init="zeros")
     with pytest.raises(mftlab.ConfigError, match=r"^kind='l2' is unknown"):
         mftlab.baseline_mask(model, kind="l2")
     with pytest.raises(mftlab.ConfigError, match=r"^score_lr=-1 must be positive"):
