@@ -112,7 +112,11 @@ class Mask:
         return load_mask(path)
 
     def save(self, path: str | os.PathLike, codec: str = "packbits") -> str:
-        """Write the mask to `path` (format v1, atomically); returns the path."""
+        """Write the mask to `path` (format v1, atomically); returns the path.
+
+        Example:
+            >>> mftlab.baseline_mask(model, kind="random").save("random.safetensors")  # doctest: +SKIP
+        """
         save_mask(self, path, codec=codec)
         return os.fspath(path)
 

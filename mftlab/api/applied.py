@@ -31,7 +31,11 @@ class AppliedMask:
 
     @torch.no_grad()
     def restore(self) -> torch.nn.Module:
-        """Put the original values of the masked weights back; returns the model."""
+        """Put the original values of the masked weights back; returns the model.
+
+        Example:
+            >>> applied = mask.apply_to(model); ...; model = applied.restore()  # doctest: +SKIP
+        """
         if not self.active:
             raise MftlabError("this mask was restored already; apply it again with mask.apply_to(model)")
         weights = named_weights(self.model)
