@@ -5,7 +5,9 @@ the Trainer does MFT's optimizer step; this callback does the rest, as `mftlab t
 
 - after every optimizer step, recompute the keep-masks from the scores (`handle.refresh()`);
 - add `mask_ratio` (masked fraction) and `mask_flips` (bits flipped since the last log) to the
-  Trainer's logs (and so to its trackers that come after this callback, and to log_history);
+  Trainer's logs: the printed lines and `state.log_history` always; the `report_to` trackers
+  (TensorBoard, W&B, ...) when the callback runs before them, which `MaskCallback.attach(trainer,
+  handle)` arranges (a Trainer puts the `callbacks=[...]` it is given after its trackers);
 - write `mask.safetensors` (format v1) into each checkpoint folder and into `output_dir` at the
   end (main process only).
 
@@ -55,6 +57,19 @@ class MaskCallback(TrainerCallback):
         self.handle, self.mask_file = handle, mask_file
         self.flips = 0  # since the last log
         self.last = None  # the last RefreshStats
+
+    @classmethod
+    def attach(cls, trainer, handle: MaskedModel, mask_file: str = MASK_FILE) -> "MaskCallback":
+        """Add a MaskCallback to an existing Trainer, ahead of its trackers; returns the callback.
+
+        Example:
+            >>> trainer = Trainer(model=model, args=TrainingArguments("out", report_to="tensorboard"), ...)  # doctest: +SKIP
+            >>> MaskCallback.attach(trainer, handle); trainer.train()  # doctest: +SKIP
+        """
+        callback = cls(handle, mask_file)
+        callback._refuse_sharding(trainer.args)
+        trainer.callback_handler.callbacks.insert(0, callback)
+        return callback
 
     def _refuse_sharding(self, args) -> None:
         kind = _sharded(args)

@@ -136,3 +136,26 @@ def test_trl_sft_trainer(tmp_path):
     trainer.train()
     mask = mftlab.Mask.load(tmp_path / "mask.safetensors")
     assert _exact_k(mask, 0.1) and handle.steps == 2 and mask.method["steps"] == 2
+
+
+def test_attached_callback_reaches_the_trainers_trackers(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import Trainer, TrainingArguments
+
+    loaded = mftlab.load_model("micro-llama")
+    handle = mftlab.mask_model(loaded.model, layers="0")
+    rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 100, (4, 8)).tolist()]
+    args = TrainingArguments(str(tmp_path), max_steps=2, per_device_train_batch_size=2, use_cpu=True,
+                             report_to="tensorboard", logging_steps=1,
+                             save_strategy="no", disable_tqdm=True)
+    trainer = Trainer(model=loaded.model, args=args, train_dataset=rows)
+    MaskCallback.attach(trainer, handle)
+    trainer.train()
+    found = [root for root, _, files in os.walk(tmp_path) if any(f.startswith("events.out") for f in files)]
+    assert len(found) == 1, found
+    events = EventAccumulator(found[0])
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/mask_ratio")] == [1, 2]
+    assert all(abs(e.value - 0.1) < 1e-3 for e in events.Scalars("train/mask_ratio"))
+    assert "train/mask_flips" in events.Tags()["scalars"]
