@@ -70,6 +70,12 @@ def test_every_model_loading_command_reads_gguf(setup, tmp_path):
         expected = p * keep[name] if name in keep else p
         assert torch.equal(weights[name], expected), name
 
+    # Without a mask, apply converts: the GGUF model as an ordinary folder, weights unchanged.
+    assert "ordinary safetensors model folder" in _run("apply", model, *gg, "--out", tmp_path / "converted")
+    converted = AutoModelForCausalLM.from_pretrained(tmp_path / "converted")
+    assert not os.path.exists(tmp_path / "converted" / "mftlab_mask.json")
+    assert all(torch.equal(p, dict(reference.named_parameters())[n]) for n, p in converted.named_parameters())
+
 
 def test_folder_whose_config_still_says_gguf(setup, tmp_path):
     root, reference = setup
