@@ -179,10 +179,9 @@ def resolve_targets(model: "nn.Module", spec: TargetSpec) -> list[Target]:
 
     if not chosen:
         layers = f" in layers {_format_layers(spec.layers)}" if spec.layers is not None else ""
-        raise TargetError(
-            f"--targets {','.join(spec.targets)}{layers} (exclude: {','.join(spec.exclude) or 'none'}) matches "
-            f"nothing; this model has: {_describe(all_names)}"
-        )
+        raise TargetError.for_option(
+            "targets", f"{','.join(spec.targets)}{layers} (exclude: {','.join(spec.exclude) or 'none'})",
+            f"matches nothing; this model has: {_describe(all_names)}")
     return chosen
 
 
