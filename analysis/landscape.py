@@ -190,6 +190,17 @@ class LandscapeResult:
     def loss(self, split: str = "train") -> np.ndarray:
         return self.train_loss if split == "train" else self.test_loss
 
+    def save(self, folder: str | os.PathLike) -> list[str]:
+        """Copy landscape.npz and landscape.json (written to `out_dir` as points finish) into `folder`."""
+        import shutil
+
+        os.makedirs(folder, exist_ok=True)
+        names = ("landscape.npz", "landscape.json")
+        if os.path.abspath(folder) != os.path.abspath(self.out_dir):
+            for name in names:
+                shutil.copyfile(os.path.join(self.out_dir, name), os.path.join(folder, name))
+        return [os.path.join(folder, name) for name in names]
+
 
 def _sums_record(s: LossSums) -> list:
     return [s.nll, s.tokens, s.correct]

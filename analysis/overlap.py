@@ -33,7 +33,7 @@ import numpy as np
 
 from mftlab.analysis.groups import OVERALL, group_keys, projection_order, sorted_layers, tensor_groups
 from mftlab.analysis.packed_counts import count, counter_add, counter_equal, counter_planes, masked_bits
-from mftlab.analysis.results import finite, header
+from mftlab.analysis.results import ensure_dir, finite, header, write_csv, write_json
 from mftlab.errors import MaskMismatchError
 from mftlab.maskfile import Mask, load_mask
 
@@ -250,6 +250,12 @@ class OverlapResult:
 
     def csv_rows(self) -> list[dict]:
         return self.pairs
+
+    def save(self, folder: str | os.PathLike) -> list[str]:
+        """Write overlap.json and overlap.csv into `folder` (made if needed); `mftlab plot` draws them."""
+        ensure_dir(folder)
+        return [write_json(os.path.join(folder, "overlap.json"), self.to_dict()),
+                write_csv(os.path.join(folder, "overlap.csv"), self.csv_rows())]
 
     def overall(self, a: str, b: str) -> dict:
         """The overall row of one pair (by label)."""

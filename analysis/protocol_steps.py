@@ -115,9 +115,9 @@ def make_pruning_mask(folder: str, model_dir: str, kind: str, mask_ratio: float,
     return path
 
 
-def load_method_model(model_dir: str, mask_path: str | None = None) -> tuple[torch.nn.Module, object]:
-    """A saved model (optionally with a mask applied in memory) and its tokenizer."""
-    loaded = load_model(model_dir)
+def load_method_model(model_dir: str, mask_path: str | None = None, **load) -> tuple[torch.nn.Module, object]:
+    """A saved model (optionally with a mask applied in memory) and its tokenizer; `load` goes to load_model."""
+    loaded = load_model(model_dir, **load)
     if mask_path is not None:
         apply_mask_(loaded.model, load_mask(mask_path))
     return loaded.model, loaded.tokenizer

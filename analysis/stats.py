@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,7 @@ from mftlab.analysis.concentration import lorenz, summarize_units
 from mftlab.analysis.groups import OVERALL, group_keys, projection_order, sorted_layers, tensor_groups, module_path
 from mftlab.analysis.overlap import PairCounts, pair_counts
 from mftlab.analysis.packed_counts import col_kept, count, row_kept
-from mftlab.analysis.results import finite, header
+from mftlab.analysis.results import ensure_dir, finite, header, write_csv, write_json
 from mftlab.analysis.weight_stats import histogram, histogram_quantile, log_bins, split_stats
 from mftlab.errors import MaskMismatchError
 from mftlab.maskfile import Mask
@@ -123,6 +124,12 @@ class StatsResult:
     def csv_rows(self) -> list[dict]:
         rows = [{"level": "tensor", "group": t["name"]} | t for t in self.tensors] + self.groups
         return [_flatten({k: v for k, v in r.items() if k not in ("name", "shape")}) for r in rows]
+
+    def save(self, folder: str | os.PathLike) -> list[str]:
+        """Write stats.json and stats.csv into `folder` (made if needed); `mftlab plot` draws them."""
+        ensure_dir(folder)
+        return [write_json(os.path.join(folder, "stats.json"), self.to_dict()),
+                write_csv(os.path.join(folder, "stats.csv"), self.csv_rows())]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

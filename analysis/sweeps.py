@@ -80,9 +80,13 @@ class SweepConfig:
             raise ConfigError(f"--test-data '{self.test_data}' does not exist; pass the test split or leave it out")
 
 
-def num_layers(model_source: str) -> int:
+def _model_options(train: TrainConfig) -> dict:
+    return {"dtype": train.dtype, "gguf_file": train.gguf_file, "trust_remote_code": train.trust_remote_code}
+
+
+def num_layers(model_source: str, **load) -> int:
     """Number of decoder layers, from the model's config."""
-    config = load_model(model_source).model.config
+    config = load_model(model_source, **load).model.config
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     if not layers:
         raise ConfigError(f"cannot tell how many layers '{model_source}' has; use the ratio or data sweep")
@@ -92,7 +96,7 @@ def num_layers(model_source: str) -> int:
 def sweep_points(config: SweepConfig) -> list[dict]:
     """[{name, label, value, overrides}] in sweep order."""
     if config.axis == "layers":
-        n = num_layers(config.train.model)
+        n = num_layers(config.train.model, **_model_options(config.train))
         if config.group_size > n:
             raise ConfigError(f"--group-size {config.group_size} exceeds the model's {n} layers; use at most {n}")
         return [{"name": f"layers-{i}-{i + config.group_size - 1}", "label": f"{i}-{i + config.group_size - 1}",
@@ -172,7 +176,7 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
     reference = steps.cached(reference_dir)
     if reference is None:
         say(0, len(points), "scoring the starting model (the FFT line)")
-        loaded = load_model(config.train.model)
+        loaded = load_model(config.train.model, **_model_options(config.train))
         reference = steps.finish(reference_dir, _score(loaded.model, loaded.tokenizer, config))
     rows = []
     for k, point in enumerate(points):
@@ -186,7 +190,7 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
             train = replace(config.train, out=run_dir, resume=False, eval_data=config.train.eval_data or config.eval_data,
                             **point["overrides"])
             run = steps.run_training(run_dir, train)
-            model, tokenizer = steps.load_method_model(config.train.model, run["output"])
+            model, tokenizer = steps.load_method_model(config.train.model, run["output"], **_model_options(config.train))
             result = steps.finish(folder, {**_score(model, tokenizer, config), "step0_loss": _step0_loss(run),
                                            "mask_ratio": run["mask_ratio"], "steps": run["steps"]})
         rows.append({"name": point["name"], "label": point["label"], "value": point["value"], **result})

@@ -7,12 +7,13 @@ from mftlab.cli.options import force_option, model_options
 
 @click.command("apply")
 @click.argument("model")
-@click.argument("mask_path", metavar="MASK")
+@click.argument("mask_path", metavar="[MASK]", required=False)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="New folder for the merged model.")
 @force_option
 @model_options
 def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_code):
     """Zero MODEL's masked weights and save it to --out, loadable by plain transformers, vLLM or lm-eval.
+    Without MASK, MODEL is written as it is (e.g. a GGUF file as an ordinary safetensors folder).
 
     A local folder of safetensors shards is rewritten one shard at a time (peak memory about
     one shard); anything else is loaded once, masked in place and saved.
@@ -20,13 +21,17 @@ def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_cod
     \b
     Example:
       mftlab apply ./fft-model mask.safetensors --out ./mft-model
+      mftlab apply ./gguf-folder --gguf-file model.gguf --out ./model
     """
     from mftlab.apply import write_merged
     from mftlab.maskfile import load_mask
 
-    mask = load_mask(mask_path)
+    mask = load_mask(mask_path) if mask_path is not None else None
     mismatched = write_merged(model, mask, out_dir, force=force, dtype=dtype, gguf_file=gguf_file,
                               trust_remote_code=trust_remote_code)
     if mismatched:
         click.echo(f"warning: {len(mismatched)} tensors differ from the mask's base; applied anyway (--force)", err=True)
+    if mask is None:
+        click.echo(f"wrote {out_dir}: {model} as an ordinary safetensors model folder")
+        return
     click.echo(f"wrote {out_dir}: {model} with {mask.total - mask.total_kept:,} of {mask.total:,} targeted weights masked")

@@ -42,7 +42,6 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
           --scores run --model ./fft-model --data train.jsonl --out results/criteria
     """
     from mftlab.analysis.overlap import compare_masks
-    from mftlab.analysis.results import ensure_dir, write_csv, write_json
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")
@@ -56,9 +55,7 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
                                      data, model_kw)
     result = compare_masks(list(mask_paths), names, force=force)
 
-    ensure_dir(out)
-    written = [write_json(os.path.join(out, "overlap.json"), result.to_dict()),
-               write_csv(os.path.join(out, "overlap.csv"), result.csv_rows())]
+    written = result.save(out)
     if not no_figures:
         from mftlab.figures import overlap_figures
 

@@ -39,7 +39,7 @@ def _split_model(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-def _loader(text: str, dtype: str, trust_remote_code: bool, device: str, force: bool):
+def _loader(text: str, dtype: str, trust_remote_code: bool, device: str, force: bool, gguf_file: str | None = None):
     def load():
         from mftlab.apply import apply_mask_
         from mftlab.maskfile import load_mask
@@ -47,7 +47,8 @@ def _loader(text: str, dtype: str, trust_remote_code: bool, device: str, force: 
 
         source, mask_path = _split_model(text)
         mask = load_mask(mask_path) if mask_path else None  # fail on a bad mask before loading weights
-        loaded = load_model(source, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
+        loaded = load_model(source, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
+                            device=device)
         if mask is not None:
             apply_mask_(loaded.model, mask, force=force)
         return loaded
@@ -141,9 +142,7 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
     mask = load_mask(mask_directions) if mask_directions else None
 
     rank, world, barrier, device = _distributed()
-    if gguf_file:
-        raise ConfigError("--gguf-file is not supported by landscape; convert the model to a folder first")
-    loaders = [_loader(m, dtype, trust_remote_code, device, force) for m in models]
+    loaders = [_loader(m, dtype, trust_remote_code, device, force, gguf_file) for m in models]
     first = loaders[0]()
     tokenizer = first.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0

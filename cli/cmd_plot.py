@@ -1,10 +1,6 @@
 """`mftlab plot DIR`: redraw all figures of a results folder from its saved JSON / npz."""
 
-import os
-
 import click
-
-from mftlab.errors import MftlabError
 
 
 @click.command("plot")
@@ -16,13 +12,8 @@ def command(result_dir):
     Example:
       mftlab plot runs/overlap
     """
-    from mftlab.figures.render import render_all, renderers
+    from mftlab.figures.render import plot
 
-    if not os.path.isdir(result_dir):
-        raise MftlabError(f"results folder '{result_dir}' does not exist; pass the --out folder of an earlier command")
-    written = render_all(result_dir)
-    if not written:
-        known = ", ".join(sorted(renderers())) or "none"
-        raise MftlabError(f"no results found in '{result_dir}' (looked for: {known}); pass the --out folder of stats, compare-masks or landscape")
+    written = plot(result_dir)
     for path in written:
         click.echo(path)

@@ -28,7 +28,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
       mftlab stats --run runs/mft-math --out results/dynamics
     """
     from mftlab.analysis.dynamics import mask_dynamics, run_masks
-    from mftlab.analysis.results import ensure_dir, write_csv, write_json
+    from mftlab.analysis.results import write_csv, write_json
     from mftlab.analysis.stats import mask_stats
     from mftlab.maskfile import load_mask
 
@@ -48,9 +48,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
     before = load_model_from(pretrained, **model_kw).model if pretrained else None
     result = mask_stats(mask, base_model, before, force=force, source=os.fspath(mask_path))
 
-    ensure_dir(out)
-    written = [write_json(os.path.join(out, "stats.json"), result.to_dict()),
-               write_csv(os.path.join(out, "stats.csv"), result.csv_rows())]
+    written = result.save(out)
     if dynamics is not None:
         written += [write_json(os.path.join(out, "dynamics.json"), dynamics.to_dict()),
                     write_csv(os.path.join(out, "dynamics.csv"), dynamics.csv_rows())]

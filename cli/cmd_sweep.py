@@ -20,6 +20,8 @@ _TRAIN_OPTIONS = [
     _opt("batch_size", type=int, help="Examples per optimizer step."),
     _opt("max_seq_len", type=int, help="Tokens per example."),
     _opt("dtype", help="Weight dtype (auto, float32, bfloat16, float16)."),
+    _opt("gguf_file", help="Load this GGUF file (in the model folder) through transformers."),
+    _opt("trust_remote_code", is_flag=True, help="Allow custom model code from the model folder."),
     _opt("seed", type=int, help="Seed of every point."),
 ]
 

@@ -72,6 +72,8 @@ _OPTIONS = [
     _opt("keep_checkpoints", type=int, help="How many recent checkpoints to keep."),
     _opt("resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
     _opt("force", is_flag=True, help="Start over in an --out folder that already holds a run."),
+    _opt("report_to", help="Also send the metrics rows to tensorboard, wandb and/or mlflow (comma-separated; "
+                           "needs the package, e.g. pip install 'mftlab[tensorboard]'). TensorBoard logs go to OUT/logs."),
 ]
 
 

@@ -44,7 +44,7 @@ class MftlabGroup(click.Group):
         try:
             return super().invoke(ctx)
         except MftlabError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(exc.cli_message()) from None
         except MemoryError:
             raise click.ClickException("out of memory; use a smaller model, batch or --max-tokens") from None
 

@@ -38,3 +38,23 @@ def render_all(result_dir: str | os.PathLike, recursive: bool = True) -> list[st
         if not recursive:
             break
     return written
+
+
+def plot(result_dir: str | os.PathLike) -> list[str]:
+    """Redraw every figure (PNG, PDF, HTML) of the results saved under `result_dir`; returns the paths.
+
+    Example:
+        >>> mftlab.mask_stats(mask, model).save("results/stats")  # doctest: +SKIP
+        >>> mftlab.plot("results/stats")  # doctest: +SKIP
+        ['results/stats/sparsity_by_layer.png', ...]
+    """
+    from mftlab.errors import MftlabError
+
+    if not os.path.isdir(result_dir):
+        raise MftlabError(f"results folder '{result_dir}' does not exist; pass the --out folder of an earlier command")
+    written = render_all(result_dir)
+    if not written:
+        known = ", ".join(sorted(renderers())) or "none"
+        raise MftlabError(f"no results found in '{result_dir}' (looked for: {known}); pass the --out folder of stats, "
+                          "compare-masks or landscape")
+    return written

@@ -17,7 +17,7 @@ import torch
 from mftlab.atomic import atomic_dir
 from mftlab.errors import MftlabError
 from mftlab.maskfile import Mask
-from mftlab.models import load_model, named_weights
+from mftlab.models import is_gguf_config, load_model, named_weights
 
 # Files copied verbatim from a model folder next to the rewritten weights.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5")
@@ -72,14 +72,28 @@ def _mask_shards_in_place(model_dir: str, mask: Mask, out_tmp: str, force: bool)
         del tensors
     for entry in os.listdir(model_dir):
         src = os.path.join(model_dir, entry)
-        if os.path.isfile(src) and not entry.endswith(_WEIGHT_SUFFIXES):
+        if entry == "config.json":
+            _copy_config(src, os.path.join(out_tmp, entry))
+        elif os.path.isfile(src) and not entry.endswith(_WEIGHT_SUFFIXES):
             shutil.copy2(src, os.path.join(out_tmp, entry))
     return mismatched
 
 
+def _copy_config(src: str, dst: str) -> None:
+    """config.json as is, less a GGUF `quantization_config` (the weights are plain tensors already)."""
+    with open(src, encoding="utf-8") as f:
+        config = json.load(f)
+    if is_gguf_config(config.get("quantization_config")):
+        del config["quantization_config"]
+        with open(dst, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+    else:
+        shutil.copy2(src, dst)
+
+
 def write_merged(
     model_source: str,
-    mask: Mask,
+    mask: Mask | None,
     out_dir: str,
     force: bool = False,
     dtype: str = "auto",
@@ -89,19 +103,22 @@ def write_merged(
     """Write `model_source` with `mask` applied as a Hugging Face folder at `out_dir` (atomically).
 
     Returns the names of tensors whose fingerprints differed from the mask's base (only with force).
+    With `mask=None` the model is written as it is: e.g. a GGUF file as an ordinary safetensors folder.
     """
     out_dir = os.fspath(out_dir)
     _check_out(out_dir)
     with atomic_dir(out_dir) as tmp:
         mismatched = None
-        if os.path.isdir(model_source) and gguf_file is None and dtype == "auto":
+        if os.path.isdir(model_source) and gguf_file is None and dtype == "auto" and mask is not None:
             mismatched = _mask_shards_in_place(model_source, mask, tmp, force)
         if mismatched is None:
             loaded = load_model(model_source, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
-            mismatched = apply_mask_(loaded.model, mask, force=force)
+            mismatched = apply_mask_(loaded.model, mask, force=force) if mask is not None else []
             loaded.model.save_pretrained(tmp, safe_serialization=True)
             if loaded.tokenizer is not None:
                 loaded.tokenizer.save_pretrained(tmp)
+        if mask is None:
+            return mismatched
         with open(os.path.join(tmp, "mftlab_mask.json"), "w") as f:
             json.dump({"mask_ratio": mask.mask_ratio, "method": mask.method, "base_model": mask.base_model,
                        "forced_mismatches": mismatched}, f, indent=2)

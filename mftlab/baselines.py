@@ -46,7 +46,7 @@ def ranking_values(kind: str, name: str, weight: torch.Tensor, seed: int) -> tor
     if kind == "random":
         generator = torch.Generator().manual_seed(name_seed(seed, name))
         return torch.rand(weight.shape, generator=generator)
-    raise ConfigError(f"--kind '{kind}' is unknown; choose one of {', '.join(KINDS)}")
+    raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(KINDS)}", quote=True)
 
 
 def baseline_mask(
@@ -66,10 +66,11 @@ def baseline_mask(
     """
     check_ratio(mask_ratio)
     if kind not in KINDS:
-        raise ConfigError(f"--kind '{kind}' is unknown; choose one of {', '.join(KINDS)}")
+        raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(KINDS)}", quote=True)
     granularity = granularity or default_granularity(kind)
     if granularity not in GRANULARITIES:
-        raise ConfigError(f"--granularity '{granularity}' is unknown; choose one of {', '.join(GRANULARITIES)}")
+        raise ConfigError.for_option("granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}",
+                                      quote=True)
     targets = resolve_targets(model, spec)
     weights = target_weights(model, targets)
     if kind in DATA_KINDS:

@@ -6,7 +6,28 @@ else in the library prints.
 
 
 class MftlabError(Exception):
-    """Base class for every error a user can cause and fix."""
+    """Base class for every error a user can cause and fix.
+
+    An error about one option is made with `for_option`: from Python it reads
+    `mask_ratio=1.5 is outside (0, 1); ...` (the argument's name), and `cli_message()` gives the
+    command line's wording `--mask-ratio 1.5 is outside (0, 1); ...`.
+    """
+
+    field: str | None = None  # the option's name as a Python argument (mask_ratio)
+    flag: str | None = None  # the same option on the command line (--mask-ratio)
+
+    @classmethod
+    def for_option(cls, field: str, value, problem: str, quote: bool = False, flag: str | None = None):
+        """An error about `field=value`; `quote` writes the value in quotes ('layer')."""
+        text = f"'{value}'" if quote else f"{value}"
+        error = cls(f"{field}={text} {problem}")
+        error.field, error.flag = field, flag or "--" + field.replace("_", "-")
+        error.cli_text = f"{error.flag} {text} {problem}"
+        return error
+
+    def cli_message(self) -> str:
+        """The message in the command line's words (flags instead of argument names)."""
+        return getattr(self, "cli_text", None) or str(self)
 
 
 class ConfigError(MftlabError):

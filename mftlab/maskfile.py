@@ -34,7 +34,13 @@ BIT_ORDER = "little"
 
 @dataclass
 class Mask:
-    """A set of bit-packed keep-masks, one per parameter (bit 1 = kept, 0 = masked)."""
+    """A set of bit-packed keep-masks, one per parameter (bit 1 = kept, 0 = masked).
+
+    Example:
+        >>> mask = mftlab.Mask.load("run/mask.safetensors")  # doctest: +SKIP
+        >>> keep = mask["model.layers.0.mlp.down_proj.weight"]  # bool tensor, True = kept  # doctest: +SKIP
+        >>> with mask.apply_to(model): ...  # masked weights are zero inside the block  # doctest: +SKIP
+    """
 
     packed: dict[str, np.ndarray]  # name -> uint8, packed_shape(shape)
     shapes: dict[str, tuple[int, ...]]
@@ -93,6 +99,53 @@ class Mask:
     def mask_ratio(self) -> float:
         """Fraction of targeted weights that are masked (bit 0)."""
         return 1.0 - self.total_kept / max(self.total, 1)
+
+    # -- the public API's conveniences (mftlab.Mask) ----------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Mask":
+        """Read and validate a v1 mask file.
+
+        Example:
+            >>> mask = mftlab.Mask.load("run/mask.safetensors")  # doctest: +SKIP
+            >>> mask["model.layers.0.self_attn.q_proj.weight"].float().mean()  # fraction kept  # doctest: +SKIP
+        """
+        return load_mask(path)
+
+    def save(self, path: str | os.PathLike, codec: str = "packbits") -> str:
+        """Write the mask to `path` (format v1, atomically); returns the path.
+
+        Example:
+            >>> mftlab.baseline_mask(model, kind="random").save("random.safetensors")  # doctest: +SKIP
+        """
+        save_mask(self, path, codec=codec)
+        return os.fspath(path)
+
+    def apply_to(self, model, force: bool = False):
+        """Zero the masked weights of `model` in place, reversibly: returns an `AppliedMask`
+        whose `restore()` (or the end of a `with` block) puts the original values back.
+
+        Example:
+            >>> with mask.apply_to(model):  # doctest: +SKIP
+            ...     loss = model(**batch).loss
+        """
+        from mftlab.api.applied import AppliedMask
+
+        return AppliedMask(model, self, force)
+
+    def __getitem__(self, name: str) -> "torch.Tensor":
+        """The boolean keep-mask (True = kept) of parameter `name`, in its own layout."""
+        if name not in self.packed:
+            raise KeyError(f"'{name}' is not in this mask; it holds {len(self.packed)} tensors, e.g. {self.names[:2]}")
+        return self.keep(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.packed
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def __iter__(self):
+        return iter(self.packed)
 
     # -- binding to a model ----------------------------------------------------------------
     def check_fits(self, weights: "dict[str, torch.Tensor]", force: bool = False) -> list[str]:

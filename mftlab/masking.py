@@ -49,15 +49,17 @@ class SelectionConfig:
 
     def __post_init__(self):
         if self.selection not in SELECTIONS:
-            raise ConfigError(f"--selection '{self.selection}' is unknown; choose one of {', '.join(SELECTIONS)}")
+            raise ConfigError.for_option("selection", self.selection, f"is unknown; choose one of {', '.join(SELECTIONS)}",
+                                          quote=True)
         if self.granularity not in GRANULARITIES:
-            raise ConfigError(f"--granularity '{self.granularity}' is unknown; choose one of {', '.join(GRANULARITIES)}")
+            raise ConfigError.for_option("granularity", self.granularity,
+                                          f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True)
         if self.rank_by not in RANK_BY:
-            raise ConfigError(f"--rank-by '{self.rank_by}' is unknown; choose one of {', '.join(RANK_BY)}")
+            raise ConfigError.for_option("rank_by", self.rank_by, f"is unknown; choose one of {', '.join(RANK_BY)}", quote=True)
         if self.selection == "topk":
             check_ratio(self.mask_ratio)
         if not 0.0 < self.min_keep_ratio <= 1.0:
-            raise ConfigError(f"--min-keep-ratio {self.min_keep_ratio} is outside (0, 1]; use e.g. 0.01")
+            raise ConfigError.for_option("min_keep_ratio", self.min_keep_ratio, "is outside (0, 1]; use e.g. 0.01")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,13 +72,17 @@ def score_generator(seed: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
+def check_score_init(method: str, std: float) -> None:
+    if method not in SCORE_INITS:
+        raise ConfigError.for_option("score_init", method, f"is unknown; choose one of {', '.join(SCORE_INITS)}", quote=True)
+    if not std > 0:
+        raise ConfigError.for_option("score_std", std, "must be positive; the reference code uses 0.02")
+
+
 def init_scores(weight: torch.Tensor, method: str, std: float, generator: torch.Generator,
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Initial scores with the weight's shape (drawn on the CPU in fp32, then cast)."""
-    if method not in SCORE_INITS:
-        raise ConfigError(f"--score-init '{method}' is unknown; choose one of {', '.join(SCORE_INITS)}")
-    if not std > 0:
-        raise ConfigError(f"--score-std {std} must be positive; the reference code uses 0.02")
+    check_score_init(method, std)
     shape = tuple(weight.shape)
     if method == "random":
         scores = torch.randn(shape, generator=generator) * std
@@ -100,7 +106,9 @@ def attach_masks(model: nn.Module, targets: list[Target], score_init: str = "ran
     Every base parameter of the model is frozen; only `mask_scores` are trainable.
     """
     if score_dtype not in SCORE_DTYPES:
-        raise ConfigError(f"--score-dtype '{score_dtype}' is unknown; choose one of {', '.join(SCORE_DTYPES)}")
+        raise ConfigError.for_option("score_dtype", score_dtype, f"is unknown; choose one of {', '.join(SCORE_DTYPES)}",
+                                      quote=True)
+    check_score_init(score_init, score_std)  # before any module is swapped
     for p in model.parameters():
         p.requires_grad_(False)
     layers = {}

@@ -22,8 +22,29 @@ class LoadedModel:
 
 def resolve_dtype(dtype: str):
     if dtype not in DTYPES:
-        raise ModelLoadError(f"--dtype '{dtype}' is not supported; choose one of {', '.join(DTYPES)}")
+        raise ModelLoadError.for_option("dtype", dtype, f"is not supported; choose one of {', '.join(DTYPES)}", quote=True)
     return DTYPES[dtype]
+
+
+def is_gguf_config(quantization_config) -> bool:
+    """True for the `quantization_config` transformers records for a model read from a GGUF file."""
+    method = (quantization_config.get("quant_method") if isinstance(quantization_config, dict)
+              else getattr(quantization_config, "quant_method", None))
+    return method is not None and str(getattr(method, "value", method)) == "gguf"
+
+
+def drop_gguf_marker(model: torch.nn.Module) -> torch.nn.Module:
+    """Make a model read from GGUF an ordinary one.
+
+    transformers de-quantises GGUF weights into plain tensors on load but keeps a quantizer
+    marker (and `config.quantization_config`), so `save_pretrained` refuses the model and a
+    saved folder would carry the marker on. The weights need nothing of it; the marker goes.
+    """
+    if not is_gguf_config(getattr(model.config, "quantization_config", None)):
+        return model
+    model.hf_quantizer, model.is_quantized, model.quantization_method = None, False, None
+    del model.config.quantization_config
+    return model
 
 
 def _looks_local(source: str) -> bool:
@@ -42,6 +63,12 @@ def load_model(
     `source` is a preset name (see mftlab.presets), a local folder, or a hub id. With
     `gguf_file`, transformers de-quantises that GGUF file found in `source` (or `source` is the
     file itself). `trust_remote_code` stays off unless asked.
+
+    Example:
+        >>> import mftlab
+        >>> loaded = mftlab.load_model("micro-llama")  # or a folder, a hub id, "model.gguf"
+        >>> type(loaded.model).__name__, loaded.tokenizer is not None
+        ('LlamaForCausalLM', True)
     """
     torch_dtype = resolve_dtype(dtype)
     source = str(source)
@@ -78,7 +105,13 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError, TypeError):
         tokenizer = None  # a folder of weights alone is still a model
+    if tokenizer is None and gguf_file is not None and os.path.isdir(source):
+        try:  # a GGUF file without tokenizer metadata, next to an ordinary tokenizer
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError, TypeError):
+            tokenizer = None
     model.eval()
+    drop_gguf_marker(model)  # a GGUF file, or a folder saved from one whose config.json kept the marker
     return LoadedModel(model.to(device), tokenizer, source)
 
 

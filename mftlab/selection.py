@@ -34,7 +34,7 @@ def num_masked(n: int, mask_ratio: float) -> int:
 
 def check_ratio(mask_ratio: float) -> None:
     if not (isinstance(mask_ratio, (int, float)) and 0.0 < float(mask_ratio) < 1.0):
-        raise ConfigError(f"--mask-ratio {mask_ratio} is outside (0, 1); the paper uses 0.1 (10% of weights masked)")
+        raise ConfigError.for_option("mask_ratio", mask_ratio, "is outside (0, 1); the paper uses 0.1 (10% of weights masked)")
 
 
 def _mask_lowest_flat(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -154,4 +154,4 @@ def select_keep(
     if granularity == "row":
         axes = out_axes or {}
         return {n: keep_rows(v, mask_ratio, axes.get(n, 0)) for n, v in values.items()}
-    raise ConfigError(f"--granularity '{granularity}' is unknown; choose one of {', '.join(GRANULARITIES)}")
+    raise ConfigError.for_option("granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True)

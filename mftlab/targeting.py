@@ -51,11 +51,13 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m:
-            raise TargetError(f"--layers '{text}': '{part}' is not a layer number or range; write e.g. 4-7 or 0-3,20-23")
+            raise TargetError.for_option("layers", f"'{text}':",
+                                          f"'{part}' is not a layer number or range; write e.g. 4-7 or 0-3,20-23")
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
-            raise TargetError(f"--layers '{text}': range '{part}' is empty; write the smaller number first, e.g. {hi}-{lo}")
+            raise TargetError.for_option("layers", f"'{text}':",
+                                          f"range '{part}' is empty; write the smaller number first, e.g. {hi}-{lo}")
         layers.update(range(lo, hi + 1))
     return tuple(sorted(layers))
 
@@ -177,10 +179,9 @@ def resolve_targets(model: "nn.Module", spec: TargetSpec) -> list[Target]:
 
     if not chosen:
         layers = f" in layers {_format_layers(spec.layers)}" if spec.layers is not None else ""
-        raise TargetError(
-            f"--targets {','.join(spec.targets)}{layers} (exclude: {','.join(spec.exclude) or 'none'}) matches "
-            f"nothing; this model has: {_describe(all_names)}"
-        )
+        raise TargetError.for_option(
+            "targets", f"{','.join(spec.targets)}{layers} (exclude: {','.join(spec.exclude) or 'none'})",
+            f"matches nothing; this model has: {_describe(all_names)}")
     return chosen
 
 

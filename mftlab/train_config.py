@@ -17,18 +17,25 @@ from mftlab.errors import ConfigError
 from mftlab.masked_layer import SCORE_DTYPES
 from mftlab.masking import SCORE_INITS, SelectionConfig
 from mftlab.targeting import TargetSpec
+from mftlab.trackers import parse_report_to
 
 METHODS = ("mask", "fft", "lora")
 PRECISIONS = ("auto", "bf16", "fp32")
 SHARDINGS = ("none", "fsdp")
 # Fields that may change between an interrupted run and its `--resume` without changing the result.
 RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs",
-                    "gradient_checkpointing")
+                    "gradient_checkpointing", "report_to")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything `mftlab train` needs; see `mftlab train --help` for each option."""
+    """Everything `mftlab train` needs; see `mftlab train --help` for each option.
+
+    Example:
+        >>> config = mftlab.TrainConfig(model="tiny-llama", data="train.jsonl", out="run", max_steps=50)
+        >>> config.selection_config().mask_ratio
+        0.1
+    """
 
     model: str
     data: str
@@ -85,11 +92,12 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = False
     force: bool = False
+    report_to: str = "none"  # tensorboard,wandb,mlflow (comma-separated) or none
     mftlab_version: str = field(default=__version__)
 
     def __post_init__(self):
         def bad(name, value, fix):
-            raise ConfigError(f"--{name.replace('_', '-')} {value} {fix}")
+            raise ConfigError.for_option(name, value, fix)
 
         if self.method not in METHODS:
             bad("method", self.method, f"is unknown; choose one of {', '.join(METHODS)}")
@@ -128,6 +136,7 @@ class TrainConfig:
             bad("data_fraction", self.data_fraction, "is outside (0, 1]; use e.g. 0.1 for 10% of the data")
         if not 0.0 <= self.lora_dropout < 1.0:
             bad("lora_dropout", self.lora_dropout, "is outside [0, 1)")
+        parse_report_to(self.report_to)
         if self.eval_every and not self.eval_data:
             raise ConfigError(f"--eval-every {self.eval_every} needs --eval-data FILE to evaluate on")
 

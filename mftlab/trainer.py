@@ -38,6 +38,7 @@ from mftlab.run_outputs import MetricsLog, check_out_dir, replace_dir, start_out
 from mftlab import sharded_checkpoint as sckpt
 from mftlab import sharding
 from mftlab.targeting import resolve_targets
+from mftlab.trackers import RunTrackers, check_report_to
 from mftlab.train_config import TrainConfig
 from mftlab.warm_select import WarmSelector
 
@@ -231,7 +232,7 @@ STEP0_DAMAGE = 0.10  # warn when the initial mask raises the validation loss by 
 
 
 def _step0_eval(config, model, tokenizer, layers, eval_examples, device, metrics, notify,
-                distributed: bool = False) -> None:
+                distributed: bool = False) -> dict:
     """Evaluate the step-0 mask and the unmasked model once before training (method mask, not on resume).
 
     Logs a metrics row at step 0 (`eval_loss` of the initial mask, `eval_loss_unmasked` of the
@@ -259,6 +260,7 @@ def _step0_eval(config, model, tokenizer, layers, eval_examples, device, metrics
     message = step0_warning(masked.loss, plain.loss, config.score_init)
     if message:
         notify(TrainProgress("warning", 0, 0, {"eval_loss": masked.loss, "eval_loss_unmasked": plain.loss}, message))
+    return row
 
 
 def step0_warning(masked_loss: float, unmasked_loss: float, score_init: str) -> str | None:
@@ -279,6 +281,12 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     `loaded` (optional) is an already loaded model; with method mask its modules are wrapped
     during training and restored afterwards, its weights untouched (with `--sharding fsdp` the
     model is sharded in place and is not usable afterwards).
+
+    Example:
+        >>> result = mftlab.train(mftlab.TrainConfig(model="tiny-llama", data="train.jsonl", out="run",
+        ...                                          mask_ratio=0.1, max_steps=50))  # doctest: +SKIP
+        >>> mftlab.Mask.load(result.output_path).mask_ratio  # doctest: +SKIP
+        0.1
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -290,6 +298,7 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
     check_out_dir(config)
+    check_report_to(config.report_to)  # a missing tracker package fails before any work
     accelerator.wait_for_everyone()  # every process has checked OUT before the main one writes to it
     # Dropout and other global draws follow the seed (a checkpoint's RNG states replace this on resume).
     torch.manual_seed(config.seed * 1_000 + rank)
@@ -384,9 +393,12 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     if keep0 is not None:  # made on the CPU before `prepare` moved the model
         keep0 = {n: k.to(keep[n].device) for n, k in keep0.items()}
     metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
+    trackers = RunTrackers(config.report_to, config.out, config.to_dict()) if main else None
     if layers is not None and eval_examples is not None and resume is None:
-        _step0_eval(config, unwrapped, tokenizer, layers, eval_examples, accelerator.device, metrics, notify,
-                    distributed=world > 1)
+        row0 = _step0_eval(config, unwrapped, tokenizer, layers, eval_examples, accelerator.device, metrics, notify,
+                           distributed=world > 1)
+        if trackers is not None:
+            trackers.log(row0)
     notify(TrainProgress("start", step, total, {"examples": len(examples), "steps_per_epoch": per_epoch,
                                                  "processes": world, "trainable": sum(p.numel() for p in trainable.values())}))
 
@@ -447,6 +459,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
             if row is not None:
                 if main:
                     metrics.write(row)
+                    trackers.log(row)
                 notify(TrainProgress("log", step, total, row))
             if config.save_every and step % config.save_every == 0 and step < total:
                 _save(config, accelerator, out, stepped, optimizer, scheduler, step,
@@ -456,6 +469,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     finally:
         if metrics is not None:
             metrics.close()
+            trackers.finish()
 
     out_name = {"mask": "mask.safetensors", "fft": "model", "lora": "adapter"}[config.method]
     output = os.path.join(config.out, out_name)

@@ -136,7 +136,7 @@ def test_user_errors_are_clean(llama_dir, data, tmp_path):
         train(_config(model_dir, data, out, resume=True))
     with pytest.raises(ConfigError, match="--eval-every 5 needs --eval-data"):
         _config(model_dir, data, out, eval_every=5)
-    with pytest.raises(ConfigError, match="--score-lr -1"):
+    with pytest.raises(ConfigError, match="score_lr=-1"):
         _config(model_dir, data, out, score_lr=-1)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "1+1=", "completion": "2"}\n{"prompt": 3}\n')

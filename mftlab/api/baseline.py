@@ -1,0 +1,30 @@
+"""`baseline_mask`: the paper's random and magnitude (L1) masks from Python, without training."""
+
+from __future__ import annotations
+
+import torch
+
+from mftlab.baselines import baseline_mask as _baseline_mask
+from mftlab.maskfile import Mask
+from mftlab.targeting import TargetSpec
+
+
+def baseline_mask(model: torch.nn.Module, kind: str = "magnitude", *, mask_ratio: float = 0.1,
+                  targets: str = "all-linear", layers: str | None = None, exclude: str | None = None,
+                  granularity: str = "tensor", seed: int = 0, base_name: str | None = None) -> Mask:
+    """A `kind` mask (random | magnitude) over the targeted weights of `model`, as `mftlab baseline` makes it.
+
+    Exactly K = round-half-up(mask_ratio * n) weights are masked per group (tensor | row | global);
+    ties go to the lower index, so the result is deterministic. The model is not changed.
+
+    Example:
+        >>> import mftlab
+        >>> model = mftlab.load_model("micro-llama").model
+        >>> mask = mftlab.baseline_mask(model, kind="magnitude", mask_ratio=0.1, layers="0")
+        >>> round(mask.mask_ratio, 2)
+        0.1
+    """
+    if base_name is None:
+        base_name = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+    spec = TargetSpec.parse(targets, layers, exclude)
+    return _baseline_mask(model, kind, mask_ratio, spec, granularity, seed, base_name=base_name)[0]
