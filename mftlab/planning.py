@@ -31,13 +31,19 @@ LoRA (`lora`): frozen weights, adapters r*(in+out) per targeted module in fp32 (
 Sharding: `--sharding fsdp` is `mftlab train --sharding fsdp` (FSDP2, one unit per decoder layer
   plus the root; SCALE_CONTRACT): trainable values cast to fp32 before sharding when 16-bit (not
   pure), so sharded values, grads (reduce dtype fp32) and AdamW states are 4+4+8 B per trainable
-  value over g; frozen weights N*b_w/g; unsharded compute copies of 2 decoder layers (one
-  prefetched) x b_w, plus the root unit (embeddings, final norm, head) gathered for the whole
-  forward/backward x b_w; the keep buffers are replicated. MFT with fp32 scores gets no mixed-precision
-  policy (as the trainer does it): a gathered layer holds its weights in b_w and its scores in fp32, and the
-  exact sharded selection adds T*(4/g + 1 + 1/8) bytes of transients. Without sharding and with g > 1, DDP
-  keeps gradient buckets: one more copy of the grads. A stated overhead is added: 10% of the sum
-  plus 0.5 GiB of CUDA context (none on `--gpu cpu`).
+  value over g; frozen weights N*b_w/g; unsharded compute copies of 2 decoder layers x b_w (the
+  peak is in the backward, where FSDP2 prefetches the next layer explicitly, on CPU/gloo as on
+  CUDA; in the forward a CPU gathers one layer at a time, CUDA streams may have the next in
+  flight), plus the root unit (embeddings, final norm, head) x b_w, gathered for the forward,
+  resharded after it (the trainer passes reshard_after_forward=True to the root too) and gathered
+  again for the whole backward; the keep buffers are replicated. AdamW creates its states in the
+  first step, so the peak (states beside the backward's gathered units) is reached from the second
+  step on, which is where bench/bench_scale.py reads it. Every process first loads the whole model
+  on the host, N*b_w (an uncounted term: host RAM, not GPU memory). MFT with fp32 scores gets no
+  mixed-precision policy (as the trainer does it): a gathered layer holds its weights in b_w and its
+  scores in fp32, and the exact sharded selection adds T*(4/g + 1 + 1/8) bytes of transients.
+  Without sharding and with g > 1, DDP keeps gradient buckets: one more copy of the grads. A
+  stated overhead is added: 10% of the sum plus 0.5 GiB of CUDA context (none on `--gpu cpu`).
 Landscapes (`--plane random|models|line`, what `mftlab.analysis.planes` holds): the live model,
   then random: the pristine perturbed weights in their own dtype and two fp32 directions, cached
   (2 x perturbed x 4 B, up to 2^27 perturbed weights) or regenerated (2 x the largest tensor);

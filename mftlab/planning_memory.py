@@ -135,17 +135,22 @@ def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int
                 per_layer[t.layer] = per_layer.get(t.layer, 0) + t.numel
             s_unit = max(per_layer.values(), default=0)
             b_g = SCORE_BYTES[c.score_dtype]
-            terms.append(Term("gathered layers (fsdp)", f"2 layers x ({fmt_count(unit)} weights x {b_w} B + "
+            terms.append(Term("gathered layers (fsdp)", f"2 layers (the one in backward + the next, prefetched) x "
+                              f"({fmt_count(unit)} weights x {b_w} B + "
                               f"{fmt_count(s_unit)} scores x {b_g} B)", 2 * (unit * b_w + s_unit * b_g), "B"))
             # The exact sharded selection's transients: int32 keys of the local scores,
             # the new keep masks beside the old ones, the packed all_gather buffer.
             terms.append(Term("sharded selection transient (fsdp)", f"{fmt_count(T)} x (4 B / {g} + 1 B + 1/8 B)",
                               T * (4 / g + 1 + 1 / 8), "B"))
         else:
-            terms.append(Term("gathered layers (fsdp)", f"2 layers x {fmt_count(unit)} params x {b_w} B",
-                              2 * unit * b_w, "B"))
+            terms.append(Term("gathered layers (fsdp)", f"2 layers (the one in backward + the next, prefetched) x "
+                              f"{fmt_count(unit)} params x {b_w} B", 2 * unit * b_w, "B"))
         terms.append(Term("gathered root unit (fsdp)", f"embeddings, final norm, head: {fmt_count(root)} x {b_w} B "
-                          "(whole forward/backward)", root * b_w, "B"))
+                          "(gathered for the forward, again for the whole backward)", root * b_w, "B"))
+        # Not per-GPU memory: every process first loads the whole model on the host (then shards it).
+        terms.append(Term("host RAM at load, before sharding (fsdp)", f"{fmt_count(N)} params x {b_w} B per process "
+                          "(host RAM, not GPU memory; not in the total)", N * b_w, "B",
+                          counted=False))
     terms += activation_terms(c, m, micro, b_a, m.layers - first, first)
     terms.append(logits_term(c, m, micro))
     return terms
