@@ -32,8 +32,10 @@ def command(out, seed, seeds, quick, layers, mask_ratio, threads):
 
     from mftlab.analysis.protocol import DemoConfig, run_protocol
     from mftlab.figures.report import render as render_report
+    from mftlab.folder_lock import hold_folder
 
     config = DemoConfig(out=out, seed=seed, seeds=seeds, quick=quick, layers=layers, mask_ratio=mask_ratio)
+    click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the report
     if threads < 1:
         raise click.BadParameter(f"{threads} must be at least 1", param_hint="--threads")
     torch.set_num_threads(threads)

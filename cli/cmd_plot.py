@@ -17,9 +17,11 @@ def command(result_dir):
       mftlab plot runs/overlap
     """
     from mftlab.figures.render import render_all, renderers
+    from mftlab.folder_lock import hold_folder
 
     if not os.path.isdir(result_dir):
         raise MftlabError(f"results folder '{result_dir}' does not exist; pass the --out folder of an earlier command")
+    click.get_current_context().with_resource(hold_folder(result_dir, clean="top"))  # not while its run writes
     written = render_all(result_dir)
     if not written:
         known = ", ".join(sorted(renderers())) or "none"

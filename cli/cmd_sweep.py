@@ -56,12 +56,14 @@ def command(axis, model, eval_data, out, group_size, ratios, fractions, no_figur
       mftlab sweep layers ./fft-model --data train.jsonl --eval-data val.jsonl --group-size 4 --out sweep-layers
     """
     from mftlab.analysis.sweeps import SweepConfig, run_sweep
+    from mftlab.folder_lock import hold_folder
     from mftlab.train_config import TrainConfig
 
     if not train["data"]:
         raise click.UsageError("--data is required")
     config = SweepConfig(axis, TrainConfig(model=model, out=out, method="mask", **train), eval_data, group_size,
                          _floats(ratios, "ratios"), _floats(fractions, "fractions"))
+    click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the last figure
     doc = run_sweep(config, out, lambda done, total, message: click.echo(f"[{done}/{total}] {message}"))
     if not no_figures:
         from mftlab.figures import sweep_figures

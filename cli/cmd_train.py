@@ -68,6 +68,7 @@ _OPTIONS = [
     _opt("keep_checkpoints", type=int, help="How many recent checkpoints to keep."),
     _opt("resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
     _opt("force", is_flag=True, help="Start over in an --out folder that already holds a run."),
+    _opt("dist_timeout", type=float, help="Seconds a process waits for the others (multi-process) before the run fails."),
 ]
 
 
@@ -99,7 +100,7 @@ class _Reporter:
         elif event.event == "log" and self.bar is None:
             fields = " ".join(f"{k}={_fmt(v)}" for k, v in event.metrics.items())
             click.echo(fields, err=True)
-        elif event.event in ("info", "checkpoint", "best"):
+        elif event.event in ("info", "warning", "checkpoint", "best"):
             text = event.message or f"{event.event} at step {event.step}: {event.metrics}"
             (self.bar.write if self.bar is not None else (lambda t: click.echo(t, err=True)))(text)
         elif event.event == "done" and self.bar is not None:
@@ -155,6 +156,9 @@ def command(ctx, model, config_file, dry_run, **flags):
             raise click.UsageError(f"missing {'MODEL' if name == 'model' else '--' + name} (give it here or in --config)")
     config = merge_config(file_values, flags, given)
 
+    from mftlab.cli.options import own_folder
+
+    ctx.with_resource(own_folder(config.out))  # before the slow imports: a second writer is refused at once
     from mftlab.trainer import train
 
     result = train(config, progress=_Reporter())

@@ -21,7 +21,8 @@ from mftlab.targeting import TargetSpec
 METHODS = ("mask", "fft", "lora")
 PRECISIONS = ("auto", "bf16", "fp32")
 # Fields that may change between an interrupted run and its `--resume` without changing the result.
-RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs")
+RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs",
+                    "dist_timeout")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = False
     force: bool = False
+    dist_timeout: float = 1800.0  # seconds a process waits for the others before the run fails (multi-process)
     mftlab_version: str = field(default=__version__)
 
     def __post_init__(self):
@@ -117,6 +119,8 @@ class TrainConfig:
             bad("data_fraction", self.data_fraction, "is outside (0, 1]; use e.g. 0.1 for 10% of the data")
         if not 0.0 <= self.lora_dropout < 1.0:
             bad("lora_dropout", self.lora_dropout, "is outside [0, 1)")
+        if not self.dist_timeout > 0:
+            bad("dist_timeout", self.dist_timeout, "must be positive seconds (default 1800 = 30 minutes)")
         if self.eval_every and not self.eval_data:
             raise ConfigError(f"--eval-every {self.eval_every} needs --eval-data FILE to evaluate on")
 

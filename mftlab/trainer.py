@@ -24,7 +24,9 @@ import torch
 
 from mftlab import checkpoint as ckpt
 from mftlab.data import IGNORE_INDEX, DataReport, Example, load_examples
+from mftlab.dist_faults import distributed_faults, process_group_timeout
 from mftlab.errors import ConfigError, TrainingError
+from mftlab.folder_lock import hold_folder
 from mftlab.evaluation import EvalResult, batch_loss_sums, collate, evaluate
 from mftlab.maskfile import save_mask
 from mftlab.masking import attach_masks, count_flips, detach_masks, export_mask, mask_stats, refresh_masks
@@ -37,7 +39,7 @@ from mftlab.warm_select import WarmSelector
 
 @dataclass
 class TrainProgress:
-    """One progress event: `start`, `log`, `eval`, `checkpoint`, `best`, `info` or `done`."""
+    """One progress event: `start`, `log`, `eval`, `checkpoint`, `best`, `info`, `warning` or `done`."""
 
     event: str
     step: int
@@ -183,29 +185,32 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     during training and restored afterwards, its weights untouched.
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     # cpu=True on a machine without a GPU: otherwise accelerate ignores torchrun's process group.
     accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False),
+                                               InitProcessGroupKwargs(timeout=process_group_timeout(config.dist_timeout))])
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
-    check_out_dir(config)
-    accelerator.wait_for_everyone()  # every process has checked OUT before the main one writes to it
-    # Dropout and other global draws follow the seed (a checkpoint's RNG states replace this on resume).
-    torch.manual_seed(config.seed * 1_000 + rank)
-    micro, rem = divmod(config.batch_size, world * config.grad_accum)
-    if rem or micro == 0:
-        raise ConfigError(f"--batch-size {config.batch_size} is not a multiple of processes ({world}) x "
-                          f"--grad-accum ({config.grad_accum}); choose sizes that divide evenly")
-    notify = (progress if (progress and main) else (lambda event: None))
+    # The main process owns OUT from before its first check to the end; the others wait for it.
+    with distributed_faults(config.dist_timeout), hold_folder(config.out):
+        check_out_dir(config)
+        accelerator.wait_for_everyone()  # every process has checked OUT before the main one writes to it
+        # Dropout and other global draws follow the seed (a checkpoint's RNG states replace this on resume).
+        torch.manual_seed(config.seed * 1_000 + rank)
+        micro, rem = divmod(config.batch_size, world * config.grad_accum)
+        if rem or micro == 0:
+            raise ConfigError(f"--batch-size {config.batch_size} is not a multiple of processes ({world}) x "
+                              f"--grad-accum ({config.grad_accum}); choose sizes that divide evenly")
+        notify = (progress if (progress and main) else (lambda event: None))
 
-    model, tokenizer, layers = _prepare_model(config, loaded)
-    try:
-        return _run(config, accelerator, model, tokenizer, layers, micro, notify)
-    finally:
-        if layers is not None:
-            detach_masks(model)
+        model, tokenizer, layers = _prepare_model(config, loaded)
+        try:
+            return _run(config, accelerator, model, tokenizer, layers, micro, notify)
+        finally:
+            if layers is not None:
+                detach_masks(model)
 
 
 def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainResult:
@@ -225,7 +230,8 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     selection = config.selection_config()
     keep0 = refresh_masks(layers, selection) if layers is not None else None
 
-    resume = ckpt.latest_checkpoint(config.out) if config.resume else None
+    warn = lambda message: notify(TrainProgress("warning", 0, 0, message=message))  # noqa: E731
+    resume = ckpt.latest_checkpoint(config.out, warn) if config.resume else None
     if resume is not None:
         params = dict(model.named_parameters())
         with torch.no_grad():
