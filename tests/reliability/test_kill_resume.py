@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from mftlab.checkpoint import list_checkpoints
+from mftlab.checkpoint import list_checkpoints, verify_checkpoint
 from mftlab.maskfile import load_mask
 
 from killing import KillLog, check_folder, kills_per_command, run, run_and_kill
@@ -70,8 +70,9 @@ def test_kill_train_then_resume(tmp_path, data):
             found = list_checkpoints(out)
             if found:  # the newest checkpoint, the one --resume reads, is complete
                 latest = found[-1][1]
-                assert sorted(os.listdir(latest)) == ["mask.safetensors", "state.pt", "trainable.safetensors",
-                                                     "trainer_state.json"], latest
+                assert sorted(os.listdir(latest)) == ["manifest.json", "mask.safetensors", "state.pt",
+                                                     "trainable.safetensors", "trainer_state.json"], latest
+                assert verify_checkpoint(latest) is None, latest
         if os.path.exists(os.path.join(out, "mask.safetensors")) and runs % 4 == 0:
             shutil.rmtree(out)  # a finished run: start a new cycle so later kills hit fresh runs too
     run(*_train_args(data, out), "--resume" if list_checkpoints(out) else "--force")
