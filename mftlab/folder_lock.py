@@ -30,6 +30,7 @@ import sys
 from mftlab.errors import MftlabError
 
 LOCK_NAME = ".mftlab.lock"
+BUSY = "is in use by another mftlab run"
 
 _held: dict[str, int] = {}  # real path of a lock file -> nesting depth, in this process
 
@@ -49,8 +50,8 @@ def _owner_text(path: str) -> str:
 
 
 def _busy(folder: str, lock_path: str) -> FolderInUseError:
-    return FolderInUseError(f"'{folder}' is in use by another mftlab run ({_owner_text(lock_path)}); wait for it "
-                            "to finish or choose another --out")
+    return FolderInUseError(f"'{folder}' {BUSY} ({_owner_text(lock_path)}); wait for it to finish or choose "
+                            "another --out")
 
 
 def _try_lock(lock_path: str) -> int | None:
@@ -139,8 +140,9 @@ def hold_folder(folder: str | os.PathLike, *, shown: str | None = None, clean: b
 
     `shown`: how the folder is named in the error (default: as given). `clean`: remove leftovers
     of interrupted writes once the folder is held (True: in the whole tree, as for run folders;
-    "top": in the folder itself only, for outputs written into any folder a user names). A folder this call created is removed again
-    if it is still empty at the end (a run that failed its checks leaves nothing behind).
+    "top": in the folder itself only, for outputs written into any folder a user names). A folder
+    this call created is removed again if it is still empty at the end (a run that failed its
+    checks leaves nothing behind).
     """
     folder = os.fspath(folder)
     if os.path.exists(folder) and not os.path.isdir(folder):
@@ -193,7 +195,7 @@ def _hold_path(lock_path: str, folder: str, shown: str, clean: bool | str, distr
             _release(fd, lock_path, None)
         if created:
             _remove_if_empty(make)
-        raise FolderInUseError(error)
+        raise (FolderInUseError if BUSY in error else MftlabError)(error)
     if fd is not None or nested:
         _held[key] = _held.get(key, 0) + 1
     try:
