@@ -194,3 +194,28 @@ def test_stopped_process_fails_the_run_within_dist_timeout(tmp_path, data, mode,
             shutil.rmtree(out)
     report[f"hangs ({mode}, train, --dist-timeout {TIMEOUT_S} s)"] = {
         "stops": len(latencies), "seconds_to_error": latencies, "all_failed_with_one_error_line": True}
+
+
+# -- a held folder under a launcher -------------------------------------------------------------
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_process_refuses_a_held_folder(tmp_path, data, mode, report):
+    """The main process cannot take --out: all processes exit with the same one line, none hangs."""
+    import sys
+
+    out = tmp_path / "run"
+    hold = "import sys\nfrom mftlab.folder_lock import hold_folder\nwith hold_folder(sys.argv[1]):\n" \
+           "    print('held', flush=True)\n    sys.stdin.read()\n"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = subprocess.run(torchrun(*_train_args(data, str(out), mode)), capture_output=True, text=True, env=ENV,
+                              timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert done.returncode != 0
+    assert len(errors) == 2 and errors[0] == errors[1], done.stderr[-3000:]
+    assert f"'{out}' is in use by another mftlab run (pid {holder.pid} " in errors[0]
+    report[f"held folder under a launcher ({mode})"] = {"processes": 2, "all_refused_with_one_line": True}
