@@ -26,8 +26,8 @@ from mftlab import checkpoint as ckpt
 from mftlab.data import IGNORE_INDEX, DataReport, Example, load_examples
 from mftlab.dist_faults import distributed_faults, process_group_timeout
 from mftlab.errors import ConfigError, TrainingError
-from mftlab.folder_lock import hold_folder
 from mftlab.evaluation import EvalResult, batch_loss_sums, collate, evaluate
+from mftlab.folder_lock import hold_folder
 from mftlab.maskfile import save_mask
 from mftlab.masking import attach_masks, count_flips, detach_masks, export_mask, mask_stats, refresh_masks
 from mftlab.models import LoadedModel, load_model
@@ -188,29 +188,33 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     # cpu=True on a machine without a GPU: otherwise accelerate ignores torchrun's process group.
+    timeout = InitProcessGroupKwargs(timeout=process_group_timeout(config.dist_timeout))
     accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False),
-                                               InitProcessGroupKwargs(timeout=process_group_timeout(config.dist_timeout))])
-    main = accelerator.is_main_process
-    world, rank = accelerator.num_processes, accelerator.process_index
+                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False), timeout])
     # The main process owns OUT from before its first check to the end; the others wait for it.
     with distributed_faults(config.dist_timeout), hold_folder(config.out):
-        check_out_dir(config)
-        accelerator.wait_for_everyone()  # every process has checked OUT before the main one writes to it
-        # Dropout and other global draws follow the seed (a checkpoint's RNG states replace this on resume).
-        torch.manual_seed(config.seed * 1_000 + rank)
-        micro, rem = divmod(config.batch_size, world * config.grad_accum)
-        if rem or micro == 0:
-            raise ConfigError(f"--batch-size {config.batch_size} is not a multiple of processes ({world}) x "
-                              f"--grad-accum ({config.grad_accum}); choose sizes that divide evenly")
-        notify = (progress if (progress and main) else (lambda event: None))
+        return _train_in_folder(config, accelerator, progress, loaded)
 
-        model, tokenizer, layers = _prepare_model(config, loaded)
-        try:
-            return _run(config, accelerator, model, tokenizer, layers, micro, notify)
-        finally:
-            if layers is not None:
-                detach_masks(model)
+
+def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+    check_out_dir(config)
+    accelerator.wait_for_everyone()  # every process has checked OUT before the main one writes to it
+    # Dropout and other global draws follow the seed (a checkpoint's RNG states replace this on resume).
+    torch.manual_seed(config.seed * 1_000 + rank)
+    micro, rem = divmod(config.batch_size, world * config.grad_accum)
+    if rem or micro == 0:
+        raise ConfigError(f"--batch-size {config.batch_size} is not a multiple of processes ({world}) x "
+                          f"--grad-accum ({config.grad_accum}); choose sizes that divide evenly")
+    notify = (progress if (progress and main) else (lambda event: None))
+
+    model, tokenizer, layers = _prepare_model(config, loaded)
+    try:
+        return _run(config, accelerator, model, tokenizer, layers, micro, notify)
+    finally:
+        if layers is not None:
+            detach_masks(model)
 
 
 def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainResult:

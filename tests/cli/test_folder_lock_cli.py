@@ -133,8 +133,8 @@ def test_after_kill_9_the_folder_is_free_at_once(llama_dir, data, tmp_path):
 
 # -- landscape ----------------------------------------------------------------------------------
 def _landscape_args(model, data, out):
-    return ["landscape", "--model", model, "--data", data, "--eval-data", data, "--grid", "3x3", "--max-seq-len", "32", "--max-tokens", "64", "--no-figures",
-            "--out", str(out)]
+    return ["landscape", "--model", model, "--data", data, "--eval-data", data, "--grid", "3x3", "--max-seq-len",
+            "32", "--max-tokens", "64", "--no-figures", "--out", str(out)]
 
 
 def test_second_landscape_is_refused_while_the_first_runs(llama_dir, data, tmp_path):
