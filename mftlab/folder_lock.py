@@ -184,11 +184,12 @@ def _hold_path(lock_path: str, folder: str, shown: str, clean: bool | str, distr
             if fd is None:
                 error = str(_busy(shown, lock_path))
             else:
-                _write_owner(fd)
+                with contextlib.suppress(OSError):  # a full disk: the lock holds without its owner's name
+                    _write_owner(fd)
                 if clean:
                     remove_leftovers(folder, recursive=clean != "top")
         except OSError as exc:
-            error = f"cannot lock '{shown}' ({exc.strerror or exc}); check that the folder is writable"
+            error = f"could not write '{lock_path}': {exc.strerror or exc}; check free space and permissions"
     error = _share(error, world)
     if error is not None:
         if fd is not None:
