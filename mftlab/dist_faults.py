@@ -25,11 +25,14 @@ def process_group_timeout(seconds: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
-def _rank() -> int | None:
+def _rank(exc: BaseException) -> str | None:
+    """'process R' in a multi-process run (or 'a process' while the group is being set up), else None."""
     dist = sys.modules.get("torch.distributed")
-    if dist is None or not dist.is_available() or not dist.is_initialized():
+    if dist is None or not dist.is_available():
         return None
-    return dist.get_rank()
+    if dist.is_initialized():
+        return f"process {dist.get_rank()}" if dist.get_world_size() > 1 else None
+    return "a process" if isinstance(exc, getattr(dist, "DistError", ())) else None  # start-up: the store timed out
 
 
 def classify(exc: BaseException) -> str | None:
@@ -48,14 +51,14 @@ def distributed_faults(timeout_s: float, flag: str = "--dist-timeout"):
     try:
         yield
     except RuntimeError as exc:
-        rank = _rank()
+        rank = _rank(exc)
         kind = classify(exc) if rank is not None else None
         if kind is None:
             raise
         if kind == "timeout":
             raise TrainingError(
-                f"process {rank}: the other processes did not answer within {flag} {timeout_s:g} s (one of them "
+                f"{rank}: the other processes did not answer within {flag} {timeout_s:g} s (one of them "
                 "stopped or hangs); the run stopped, continue it with --resume from its last checkpoint") from None
         raise TrainingError(
-            f"process {rank}: another process of this run went away (killed or crashed); the run stopped, "
+            f"{rank}: another process of this run went away (killed or crashed); the run stopped, "
             "continue it with --resume from its last checkpoint") from None

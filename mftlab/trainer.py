@@ -189,8 +189,9 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
 
     # cpu=True on a machine without a GPU: otherwise accelerate ignores torchrun's process group.
     timeout = InitProcessGroupKwargs(timeout=process_group_timeout(config.dist_timeout))
-    accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False), timeout])
+    with distributed_faults(config.dist_timeout):  # a process that never arrives fails like one that stops later
+        accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
+                                  kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False), timeout])
     # The main process owns OUT from before its first check to the end; the others wait for it.
     with distributed_faults(config.dist_timeout), hold_folder(config.out):
         return _train_in_folder(config, accelerator, progress, loaded)

@@ -148,9 +148,11 @@ def _stop_one(argv, rng, out):
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     victim = None
+    metrics = os.path.join(out, "metrics.jsonl")
+    size = os.path.getsize(metrics) if os.path.exists(metrics) else 0
     try:
         deadline = time.monotonic() + 300
-        while not os.path.exists(os.path.join(out, "metrics.jsonl")) or len(workers(proc)) < 2:
+        while not os.path.exists(metrics) or os.path.getsize(metrics) <= size or len(workers(proc)) < 2:
             assert proc.poll() is None, "".join(lines)[-3000:]
             assert time.monotonic() < deadline, "training did not start"
             time.sleep(0.05)
