@@ -26,7 +26,7 @@ test: $(STAMP)  ## the default test suite (fast; no network)
 test-all: $(STAMP)  ## including slow tests
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-reliability: $(STAMP)  ## fault tolerance: SIGKILL + resume, generated bad inputs, full disk (RELIABILITY_KILLS=N for more kills)
+reliability: $(STAMP)  ## fault tolerance: SIGKILL + resume (1 and 2 processes), stopped processes, concurrent writers, damaged checkpoints, bad inputs, full disk (RELIABILITY_KILLS=N, RELIABILITY_MP_KILLS=N; RELIABILITY_REPORT=FILE saves the counts)
 	$(BIN)/python -m pytest -q -m reliability tests/reliability
 
 bench: $(STAMP)  ## rerun every benchmark and rewrite BENCHMARKS.md

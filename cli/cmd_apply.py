@@ -24,8 +24,10 @@ def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_cod
       mftlab apply ./gguf-folder --gguf-file model.gguf --out ./model
     """
     from mftlab.apply import write_merged
+    from mftlab.folder_lock import hold_output
     from mftlab.maskfile import load_mask
 
+    click.get_current_context().with_resource(hold_output(out_dir))  # two applies to one --out: one is refused
     mask = load_mask(mask_path) if mask_path is not None else None
     mismatched = write_merged(model, mask, out_dir, force=force, dtype=dtype, gguf_file=gguf_file,
                               trust_remote_code=trust_remote_code)

@@ -42,9 +42,11 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
           --scores run --model ./fft-model --data train.jsonl --out results/criteria
     """
     from mftlab.analysis.overlap import compare_masks
+    from mftlab.folder_lock import hold_folder
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")
+    click.get_current_context().with_resource(hold_folder(out, clean="top"))  # one writer at a time
     names = [x.strip() for x in labels.split(",")] if labels is not None else None
     if names is not None and any(not x for x in names):
         raise MftlabError(f"--labels '{labels}' has an empty name; write e.g. --labels math,code")

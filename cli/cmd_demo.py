@@ -39,12 +39,14 @@ def command(out, seed, seeds, quick, layers, mask_ratio, mft_inits, mft_score_lr
 
     from mftlab.analysis.protocol import DemoConfig, run_protocol
     from mftlab.figures.report import render as render_report
+    from mftlab.folder_lock import hold_folder
 
     from mftlab.cli.cmd_sweep import _floats
 
     inits = tuple(x.strip() for x in mft_inits.split(",") if x.strip())
     config = DemoConfig(out=out, seed=seed, seeds=seeds, quick=quick, layers=layers, mask_ratio=mask_ratio,
                         mft_inits=inits, mft_score_lrs=_floats(mft_score_lrs, "mft-score-lrs"), random_seeds=random_seeds)
+    click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the report
     if threads < 1:
         raise click.BadParameter(f"{threads} must be at least 1", param_hint="--threads")
     torch.set_num_threads(threads)

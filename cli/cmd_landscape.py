@@ -12,7 +12,7 @@ from mftlab.errors import ConfigError
 MASK_SEPARATOR = "::"
 
 
-def _distributed():
+def _distributed(timeout_s: float):
     """(rank, world_size, barrier, device) from a torchrun / accelerate launch environment."""
     import torch
 
@@ -26,7 +26,10 @@ def _distributed():
     if not dist.is_initialized():
         if device.startswith("cuda"):
             torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        from mftlab.dist_faults import process_group_timeout
+
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
+                                timeout=process_group_timeout(timeout_s))
     return dist.get_rank(), dist.get_world_size(), dist.barrier, device
 
 
@@ -109,11 +112,13 @@ def _progress(rank: int):
 @click.option("--resume", is_flag=True, help="Continue the run in --out, computing only its missing points.")
 @click.option("--no-figures", is_flag=True, help="Write results only (draw later with `mftlab plot`).")
 @click.option("--force", is_flag=True, help="Use a mask although the model's weights differ from its base.")
+@click.option("--dist-timeout", type=float, default=1800.0, show_default=True,
+              help="Seconds a process waits for the others (multi-process) before the run fails.")
 @seed_option
 @model_options
 def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, max_seq_len, batch_size, normalization,
             include_1d, orthogonalize, targets, layers, exclude, mask_directions, labels, cache_directions, out, resume,
-            no_figures, force, seed, dtype, gguf_file, trust_remote_code):
+            no_figures, force, dist_timeout, seed, dtype, gguf_file, trust_remote_code):
     """Loss landscape (train and test loss) on a grid over a plane or line in weight space.
 
     \b
@@ -141,7 +146,14 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
             raise ConfigError(f"data '{path}' does not exist; check --data / --eval-data")
     mask = load_mask(mask_directions) if mask_directions else None
 
-    rank, world, barrier, device = _distributed()
+    if not dist_timeout > 0:
+        raise ConfigError(f"--dist-timeout {dist_timeout} must be positive seconds (default 1800 = 30 minutes)")
+    from mftlab.dist_faults import distributed_faults
+    from mftlab.folder_lock import hold_folder
+
+    rank, world, barrier, device = _distributed(dist_timeout)
+    # Process 0 owns --out from here (before any check of it) to the end of the command; the others wait.
+    click.get_current_context().with_resource(hold_folder(out))
     loaders = [_loader(m, dtype, trust_remote_code, device, force, gguf_file) for m in models]
     first = loaders[0]()
     tokenizer = first.tokenizer
@@ -154,8 +166,9 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
     info = {"sources": list(models), "mask_directions_file": mask_directions,
             "data_sources": {"train": data, "test": eval_data}, "max_tokens": max_tokens,
             "max_seq_len": max_seq_len, "batch_size": batch_size}
-    result = landscape(sources, sets[0], sets[1], config, out, label_list, mask, force, info, resume, rank, world,
-                       barrier, _progress(rank))
+    with distributed_faults(dist_timeout):
+        result = landscape(sources, sets[0], sets[1], config, out, label_list, mask, force, info, resume, rank,
+                           world, barrier, _progress(rank))
     if rank != 0:
         return
     written = [os.path.join(out, "landscape.npz"), os.path.join(out, "landscape.json")]

@@ -30,6 +30,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
     from mftlab.analysis.dynamics import mask_dynamics, run_masks
     from mftlab.analysis.results import write_csv, write_json
     from mftlab.analysis.stats import mask_stats
+    from mftlab.folder_lock import hold_folder
     from mftlab.maskfile import load_mask
 
     if mask_path is None and run_dir is None:
@@ -38,6 +39,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
         raise MftlabError("--base (the pre-trained model) needs --model (the base the mask was learned on) too")
     if os.path.exists(out) and not os.path.isdir(out):
         raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")
+    click.get_current_context().with_resource(hold_folder(out, clean="top"))  # one writer at a time
     dynamics = None
     if run_dir is not None:
         paths, steps, labels = run_masks(run_dir)

@@ -69,6 +69,7 @@ def command(axis, model, eval_data, test_data, out, group_size, ratios, fraction
           --layers 4-7 --score-lrs 1e-4,1e-3,1e-2 --out sweep-score-lr
     """
     from mftlab.analysis.sweeps import SweepConfig, run_sweep
+    from mftlab.folder_lock import hold_folder
     from mftlab.train_config import TrainConfig
 
     if not train["data"]:
@@ -77,6 +78,7 @@ def command(axis, model, eval_data, test_data, out, group_size, ratios, fraction
     config = SweepConfig(axis, TrainConfig(model=model, out=out, method="mask", **train), eval_data, group_size,
                          _floats(ratios, "ratios"), _floats(fractions, "fractions"), _floats(score_lrs, "score-lrs"),
                          inits, test_data)
+    click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the last figure
     doc = run_sweep(config, out, lambda done, total, message: click.echo(f"[{done}/{total}] {message}"))
     if not no_figures:
         from mftlab.figures import sweep_figures

@@ -74,6 +74,7 @@ _OPTIONS = [
     _opt("force", is_flag=True, help="Start over in an --out folder that already holds a run."),
     _opt("report_to", help="Also send the metrics rows to tensorboard, wandb and/or mlflow (comma-separated; "
                            "needs the package, e.g. pip install 'mftlab[tensorboard]'). TensorBoard logs go to OUT/logs."),
+    _opt("dist_timeout", type=float, help="Seconds a process waits for the others (multi-process) before the run fails."),
 ]
 
 
@@ -164,6 +165,9 @@ def command(ctx, model, config_file, dry_run, **flags):
             raise click.UsageError(f"missing {'MODEL' if name == 'model' else '--' + name} (give it here or in --config)")
     config = merge_config(file_values, flags, given)
 
+    from mftlab.cli.options import own_folder
+
+    ctx.with_resource(own_folder(config.out))  # before the slow imports: a second writer is refused at once
     from mftlab.trainer import train
 
     result = train(config, progress=_Reporter())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 
 import click
 
@@ -37,6 +39,19 @@ force_option = click.option("--force", is_flag=True, default=False,
                             help="Proceed although the model's weights differ from the mask's base (fingerprints).")
 
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+
+
+def own_folder(folder: str, **kwargs):
+    """Hold --out for the whole command, taken before the slow imports, so a second writer is refused at once.
+
+    Under a launcher (torchrun / accelerate set WORLD_SIZE > 1) nothing is taken here: the library
+    takes the lock on the main process once the processes can agree on the outcome.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return contextlib.nullcontext()
+    from mftlab.folder_lock import hold_folder
+
+    return hold_folder(folder, **kwargs)
 
 
 def load_model_from(model: str, dtype: str = "auto", gguf_file=None, trust_remote_code: bool = False, **_):

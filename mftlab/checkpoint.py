@@ -5,10 +5,13 @@ Each folder holds everything needed to continue bit-exactly on one process:
 - `state.pt`: optimizer and scheduler state and RNG states (tensors and plain values only,
   read back with `torch.load(weights_only=True)`, never an arbitrary pickle);
 - `trainer_state.json`: step, data position, best evaluation so far;
-- `mask.safetensors`: the mask at that step (mask method), read by `mftlab stats --run`.
+- `mask.safetensors`: the mask at that step (mask method), read by `mftlab stats --run`;
+- `manifest.json`: size and sha256 of every other file (`mftlab.manifest`), written last.
 
 A folder is written under a temporary name and renamed into place, so a kill at any moment
-leaves only complete checkpoints; the latest `keep` are kept.
+leaves only complete checkpoints; the latest `keep` are kept. `--resume` verifies the newest
+checkpoint against its manifest and falls back to the previous one if it is damaged (a flipped
+byte, a truncated file); checkpoints from before manifests are accepted unverified.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from mftlab.atomic import atomic_dir
 from mftlab.errors import ConfigError
+from mftlab.manifest import has_manifest, verify_manifest, write_manifest
 from mftlab.maskfile import Mask, save_mask
 
 CHECKPOINTS = "checkpoints"
@@ -105,31 +110,64 @@ def save_checkpoint(out_dir: str, step: int, trainable: dict[str, torch.Tensor],
         # Written last: a folder counts as a checkpoint only once this file exists.
         with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as f:
             json.dump(dict(info, step=step), f, indent=2)
+        write_manifest(tmp)
         _plain_permissions(tmp)
     for _, old in list_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def load_checkpoint(path: str) -> Checkpoint:
-    """Read a checkpoint folder written by `save_checkpoint`."""
+def _read(path: str) -> Checkpoint:
     from safetensors.torch import load_file
 
-    try:
-        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
-            info = json.load(f)
-        trainable = load_file(os.path.join(path, "trainable.safetensors"))
-        state = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ConfigError(f"checkpoint '{path}' cannot be read ({str(exc)[:120]}); delete it to resume from an "
-                          "earlier one") from None
+    with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+        info = json.load(f)
+    trainable = load_file(os.path.join(path, "trainable.safetensors"))
+    state = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=True)
     return Checkpoint(path, int(info["step"]), trainable, state, info)
 
 
-def latest_checkpoint(out_dir: str) -> Checkpoint:
-    """The newest complete checkpoint of a run, or ConfigError when there is none."""
+_UNREADABLE = (OSError, ValueError, RuntimeError, KeyError)
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Read a checkpoint folder written by `save_checkpoint`."""
+    try:
+        return _read(path)
+    except _UNREADABLE as exc:
+        raise ConfigError(f"checkpoint '{path}' cannot be read ({str(exc)[:120]}); delete it to resume from an "
+                          "earlier one") from None
+
+
+def verify_checkpoint(path: str) -> str | None:
+    """None when the checkpoint matches its manifest (or predates manifests), else why it does not."""
+    return verify_manifest(path) if has_manifest(path) else None
+
+
+def latest_checkpoint(out_dir: str, warn: Callable[[str], None] | None = None) -> Checkpoint:
+    """The newest intact checkpoint of a run, or ConfigError when there is none.
+
+    Damaged checkpoints (manifest mismatch, unreadable files) are skipped, newest first; `warn`
+    gets one line naming them and the step resumed from instead.
+    """
     found = list_checkpoints(out_dir)
     if not found:
         raise ConfigError(f"--resume: '{out_dir}' holds no checkpoint to resume from; start the run without "
                           "--resume (and use --save-every N to write checkpoints)")
-    return load_checkpoint(found[-1][1])
+    damaged = []
+    for step, path in reversed(found):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            try:
+                checkpoint = _read(path)
+            except _UNREADABLE as exc:
+                problem = f"unreadable: {str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__}"
+        if problem is not None:
+            damaged.append(f"{os.path.basename(path)}: {problem}")
+            continue
+        if damaged and warn is not None:
+            warn(f"warning: skipped damaged checkpoint{'s' if len(damaged) > 1 else ''} "
+                 f"({'; '.join(damaged)}); resuming from step {step}")
+        return checkpoint
+    raise ConfigError(f"--resume: every checkpoint in '{out_dir}' is damaged ({'; '.join(damaged)}); start the "
+                      "run again without --resume (--force)")

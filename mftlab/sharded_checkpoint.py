@@ -5,11 +5,14 @@ Same place and marker as `mftlab.checkpoint` (`OUT/checkpoints/step-XXXXXX/`, co
 - `dcp/`: the trainable parameters and the AdamW state, each process writing its own shards;
 - `state.pt`: scheduler state (main process); `rng-<rank>.pt`: each process's RNG states;
 - `mask.safetensors`: the mask at that step (method mask), for `mftlab stats --run`;
-- `trainer_state.json`: step, best evaluation, and `sharding` / `world_size` of the writer.
+- `trainer_state.json`: step, best evaluation, and `sharding` / `world_size` of the writer;
+- `manifest.json`: size and sha256 of every other file (`mftlab.manifest`), written last.
 
 Every process writes into `.step-XXXXXX.tmp`; after a barrier the main process adds the marker
 and renames the folder into place, so a kill of any process at any moment leaves no checkpoint
-that looks complete. Resuming needs the same number of processes (a one-line error otherwise).
+that looks complete. `--resume` verifies the newest checkpoint against its manifest (on the main
+process, which tells the others) and falls back to the previous one if it is damaged, as
+`mftlab.checkpoint` does. Resuming needs the same number of processes (a one-line error otherwise).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch.distributed as dist
 
 from mftlab import checkpoint as ckpt
 from mftlab.errors import ConfigError
+from mftlab.manifest import write_manifest
 from mftlab.maskfile import Mask, save_mask
 
 
@@ -60,6 +64,7 @@ def save_sharded_checkpoint(out_dir: str, step: int, model, optimizer, scheduler
             save_mask(mask, os.path.join(tmp, "mask.safetensors"))
         with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as f:  # the marker, last
             json.dump(dict(info, step=step, sharding="fsdp", world_size=world), f, indent=2)
+        write_manifest(tmp)
         if os.path.exists(target):  # a re-run of the same step after resume
             shutil.rmtree(target)
         os.rename(tmp, target)
@@ -69,13 +74,31 @@ def save_sharded_checkpoint(out_dir: str, step: int, model, optimizer, scheduler
     return target
 
 
-def latest_sharded_info(out_dir: str) -> tuple[str, dict]:
-    """(path, trainer_state) of the newest complete checkpoint, checked against this launch."""
-    found = ckpt.list_checkpoints(out_dir)
-    if not found:
+def _newest_intact(out_dir: str, warn) -> str:
+    """The newest checkpoint that matches its manifest (main process only: hashing is done once)."""
+    damaged = []
+    for step, path in reversed(ckpt.list_checkpoints(out_dir)):
+        problem = ckpt.verify_checkpoint(path)
+        if problem is None:
+            if damaged and warn is not None:
+                warn(f"warning: skipped damaged checkpoint{'s' if len(damaged) > 1 else ''} "
+                     f"({'; '.join(damaged)}); resuming from step {step}")
+            return path
+        damaged.append(f"{os.path.basename(path)}: {problem}")
+    return "damaged: " + "; ".join(damaged)
+
+
+def latest_sharded_info(out_dir: str, warn=None) -> tuple[str, dict]:
+    """(path, trainer_state) of the newest intact checkpoint, checked against this launch (collective)."""
+    if not ckpt.list_checkpoints(out_dir):
         raise ConfigError(f"--resume: '{out_dir}' holds no checkpoint to resume from; start the run without "
                           "--resume (and use --save-every N to write checkpoints)")
-    path = found[-1][1]
+    chosen = [_newest_intact(out_dir, warn) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(chosen, src=0)
+    path = chosen[0]
+    if path.startswith("damaged: "):
+        raise ConfigError(f"--resume: every checkpoint in '{out_dir}' is damaged ({path[len('damaged: '):]}); "
+                          "start the run again without --resume (--force)")
     with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
         info = json.load(f)
     world = dist.get_world_size()

@@ -24,7 +24,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 SHARDINGS = ("none", "fsdp")
 # Fields that may change between an interrupted run and its `--resume` without changing the result.
 RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs",
-                    "gradient_checkpointing", "report_to")
+                    "gradient_checkpointing", "report_to", "dist_timeout")
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class TrainConfig:
     resume: bool = False
     force: bool = False
     report_to: str = "none"  # tensorboard,wandb,mlflow (comma-separated) or none
+    dist_timeout: float = 1800.0  # seconds a process waits for the others before the run fails (multi-process)
     mftlab_version: str = field(default=__version__)
 
     def __post_init__(self):
@@ -137,6 +138,8 @@ class TrainConfig:
         if not 0.0 <= self.lora_dropout < 1.0:
             bad("lora_dropout", self.lora_dropout, "is outside [0, 1)")
         parse_report_to(self.report_to)
+        if not self.dist_timeout > 0:
+            bad("dist_timeout", self.dist_timeout, "must be positive seconds (default 1800 = 30 minutes)")
         if self.eval_every and not self.eval_data:
             raise ConfigError(f"--eval-every {self.eval_every} needs --eval-data FILE to evaluate on")
 

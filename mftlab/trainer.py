@@ -28,8 +28,10 @@ import torch
 
 from mftlab import checkpoint as ckpt
 from mftlab.data import IGNORE_INDEX, DataReport, Example, load_examples
+from mftlab.dist_faults import distributed_faults, process_group_timeout
 from mftlab.errors import ConfigError, TrainingError
 from mftlab.evaluation import EvalResult, batch_loss_sums, collate, evaluate
+from mftlab.folder_lock import hold_folder
 from mftlab.maskfile import save_mask
 from mftlab.master_weights import MasterWeights
 from mftlab.masking import attach_masks, count_flips, detach_masks, export_mask, mask_stats, refresh_masks
@@ -289,12 +291,20 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
         0.1
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     sharding.refuse_accelerate_sharding()
     # cpu=True on a machine without a GPU: otherwise accelerate ignores torchrun's process group.
-    accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    timeout = InitProcessGroupKwargs(timeout=process_group_timeout(config.dist_timeout))
+    with distributed_faults(config.dist_timeout):  # a process that never arrives fails like one that stops later
+        accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
+                                  kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False), timeout])
+    # The main process owns OUT from before its first check to the end; the others wait for it.
+    with distributed_faults(config.dist_timeout), hold_folder(config.out):
+        return _train_in_folder(config, accelerator, progress, loaded)
+
+
+def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
     check_out_dir(config)
@@ -338,12 +348,13 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     selection = config.selection_config()
     keep0 = refresh_masks(layers, selection) if layers is not None else None
 
+    warn = lambda message: notify(TrainProgress("warning", 0, 0, message=message))  # noqa: E731
     sharded = config.sharding == "fsdp"
     resume, sharded_resume = None, None
     if config.resume and sharded:
-        sharded_resume = sckpt.latest_sharded_info(config.out)  # loaded once the model is sharded
+        sharded_resume = sckpt.latest_sharded_info(config.out, warn)  # loaded once the model is sharded
     elif config.resume:
-        resume = ckpt.latest_checkpoint(config.out)
+        resume = ckpt.latest_checkpoint(config.out, warn)
         params = dict(model.named_parameters())
         with torch.no_grad():
             for name, tensor in resume.trainable.items():

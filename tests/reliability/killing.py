@@ -8,6 +8,7 @@ Two kinds of kill moments, drawn by a seeded `random.Random`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -62,9 +63,48 @@ class KillLog:
                 f"{self.finished_before_kill} runs finished before their kill")
 
 
-def run_and_kill(args: list, watch: str, rng: random.Random, max_delay: float, log: KillLog) -> int | None:
-    """Start `mftlab args`, SIGKILL it at a seeded moment; returns its exit code if it ended first."""
-    proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+def torchrun(*args, nproc: int = 2) -> list[str]:
+    """`mftlab args` under torchrun with `nproc` CPU (gloo) processes on a free port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            "-m", "mftlab.cli.main", *map(str, args)]
+
+
+def workers(proc: subprocess.Popen) -> list:
+    """The worker processes (psutil.Process) a launcher started, oldest first; [] before they exist."""
+    import psutil
+
+    try:
+        found = psutil.Process(proc.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in found if "mftlab.cli.main" in " ".join(_cmdline(p))]
+
+
+def _cmdline(process) -> list[str]:
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def one_worker(rng: random.Random, nproc: int = 2):
+    """A `victim` for run_and_kill: a seeded random worker of a launcher (None until all have started)."""
+    def pick(proc):
+        found = workers(proc)
+        return rng.choice(found).pid if len(found) == nproc else None
+    return pick
+
+
+def run_and_kill(args: list, watch: str, rng: random.Random, max_delay: float, log: KillLog,
+                 argv: list[str] | None = None, victim=None) -> int | None:
+    """Start `mftlab args` (or `argv`), SIGKILL it at a seeded moment; returns its exit code if it ended first.
+
+    `victim(proc)`: the pid to kill instead of the started process (a launcher's worker), or None
+    while there is none yet; the launcher is then left to stop the other workers.
+    """
+    proc = subprocess.Popen(argv or cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     mode = "write" if rng.random() < 0.5 else "time"
     delay = rng.uniform(0.2, max_delay)  # write mode: the first write window after this delay
     before = set(_temporaries(watch)) if os.path.isdir(watch) else set()
@@ -83,10 +123,17 @@ def run_and_kill(args: list, watch: str, rng: random.Random, max_delay: float, l
             if elapsed >= delay + max_delay:  # no write window came: kill anyway
                 break
         time.sleep(0.003)
+    pid = proc.pid
+    while victim is not None and proc.poll() is None:
+        pid = victim(proc)
+        if pid is not None:
+            break
+        time.sleep(0.01)
     code = proc.poll()
     if code is None:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=300)
         log.kills += 1
         log.delays.append(round(time.monotonic() - start, 2))
     else:

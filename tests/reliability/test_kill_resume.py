@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from mftlab.checkpoint import list_checkpoints
+from mftlab.checkpoint import list_checkpoints, verify_checkpoint
 from mftlab.maskfile import load_mask
 
 from killing import KillLog, check_folder, kills_per_command, run, run_and_kill
@@ -53,7 +53,7 @@ def _metrics(out):
     return [(r["step"], r["loss"], r["mask_ratio"], r["flips"], r["flips_since_start"]) for r in rows]
 
 
-def test_kill_train_then_resume(tmp_path, data):
+def test_kill_train_then_resume(tmp_path, data, report):
     ref = str(tmp_path / "ref")
     wall = _timed(*_train_args(data, ref))
     reference = load_mask(os.path.join(ref, "mask.safetensors"))
@@ -70,8 +70,9 @@ def test_kill_train_then_resume(tmp_path, data):
             found = list_checkpoints(out)
             if found:  # the newest checkpoint, the one --resume reads, is complete
                 latest = found[-1][1]
-                assert sorted(os.listdir(latest)) == ["mask.safetensors", "state.pt", "trainable.safetensors",
-                                                     "trainer_state.json"], latest
+                assert sorted(os.listdir(latest)) == ["manifest.json", "mask.safetensors", "state.pt",
+                                                     "trainable.safetensors", "trainer_state.json"], latest
+                assert verify_checkpoint(latest) is None, latest
         if os.path.exists(os.path.join(out, "mask.safetensors")) and runs % 4 == 0:
             shutil.rmtree(out)  # a finished run: start a new cycle so later kills hit fresh runs too
     run(*_train_args(data, out), "--resume" if list_checkpoints(out) else "--force")
@@ -82,6 +83,8 @@ def test_kill_train_then_resume(tmp_path, data):
     for name in reference.names:
         assert np.array_equal(final.packed[name], reference.packed[name]), name
     assert _metrics(out) == _metrics(ref)
+    report["single-process kills (train)"] = {"kills": log.kills, "at_write": log.at_write,
+                                                "finished_before_kill": log.finished_before_kill, "nothing_lost": True}
     print(f"train: {log}")
 
 
@@ -91,7 +94,7 @@ def _landscape_args(data, out):
             "--max-tokens", 24, "--max-seq-len", 24, "--batch-size", 4, "--no-figures", "--out", out, "--resume"]
 
 
-def test_kill_landscape_then_resume(tmp_path, data):
+def test_kill_landscape_then_resume(tmp_path, data, report):
     ref = str(tmp_path / "ref")
     wall = _timed(*_landscape_args(data, ref))
     out, rng, log = str(tmp_path / "run"), random.Random(SEED + 1), KillLog()
@@ -110,6 +113,8 @@ def test_kill_landscape_then_resume(tmp_path, data):
         assert sorted(a.files) == sorted(b.files)
         for key in a.files:
             assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
+    report["single-process kills (landscape)"] = {"kills": log.kills, "at_write": log.at_write,
+                                                "finished_before_kill": log.finished_before_kill, "nothing_lost": True}
     print(f"landscape: {log}")
 
 
@@ -130,7 +135,7 @@ def _same_model_folder(a: str, b: str) -> None:
                 assert fa.read() == fb.read(), name
 
 
-def test_kill_apply(tmp_path):
+def test_kill_apply(tmp_path, report):
     mask = str(tmp_path / "mask.safetensors")
     run("baseline", "tiny-llama", "--kind", "magnitude", "--mask-ratio", "0.2", "--out", mask)
     ref = str(tmp_path / "ref")
@@ -149,11 +154,13 @@ def test_kill_apply(tmp_path):
             shutil.rmtree(out)
     run("apply", "tiny-llama", mask, "--out", out)
     _same_model_folder(ref, out)
+    report["single-process kills (apply)"] = {"kills": log.kills, "at_write": log.at_write,
+                                                "finished_before_kill": log.finished_before_kill, "nothing_lost": True}
     print(f"apply: {log}")
 
 
 # -- sweep --------------------------------------------------------------------------------------
-def test_kill_sweep_then_resume(tmp_path, data):
+def test_kill_sweep_then_resume(tmp_path, data, report):
     import importlib.util
 
     if importlib.util.find_spec("mftlab.cli.cmd_sweep") is None:
@@ -179,4 +186,6 @@ def test_kill_sweep_then_resume(tmp_path, data):
         a, b = load_mask(os.path.join(ref, rel)), load_mask(os.path.join(out, rel))
         for name in a.names:
             assert np.array_equal(a.packed[name], b.packed[name]), (rel, name)
+    report["single-process kills (sweep)"] = {"kills": log.kills, "at_write": log.at_write,
+                                                "finished_before_kill": log.finished_before_kill, "nothing_lost": True}
     print(f"sweep: {log}")

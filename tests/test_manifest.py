@@ -1,0 +1,107 @@
+"""Manifests (size + sha256 of every file) and checkpoints verified before --resume uses them."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from mftlab import checkpoint as ckpt
+from mftlab.errors import ConfigError
+from mftlab.manifest import MANIFEST, verify_manifest, write_manifest
+
+
+def _folder(tmp_path):
+    folder = tmp_path / "f"
+    (folder / "part").mkdir(parents=True)
+    (folder / "a.bin").write_bytes(bytes(range(256)) * 4)
+    (folder / "part" / "b.json").write_text('{"x": 1}')
+    return folder
+
+
+def test_an_intact_folder_verifies(tmp_path):
+    folder = _folder(tmp_path)
+    manifest = write_manifest(str(folder))
+    assert sorted(manifest["files"]) == ["a.bin", "part/b.json"]
+    assert manifest["files"]["a.bin"]["size"] == 1024
+    assert verify_manifest(str(folder)) is None
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("flip", "a.bin does not match its sha256"),
+    ("truncate", "a.bin has 1000 bytes, the manifest says 1024"),
+    ("delete", "part/b.json is missing"),
+    ("extra", "c.bin is not in the manifest"),
+])
+def test_damage_is_named(tmp_path, damage, reason):
+    folder = _folder(tmp_path)
+    write_manifest(str(folder))
+    path = folder / "a.bin"
+    if damage == "flip":
+        data = bytearray(path.read_bytes())
+        data[517] ^= 0x01
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        os.truncate(path, 1000)
+    elif damage == "delete":
+        os.remove(folder / "part" / "b.json")
+    else:
+        (folder / "c.bin").write_bytes(b"x")
+    assert verify_manifest(str(folder)) == reason
+
+
+def test_missing_or_broken_manifest(tmp_path):
+    folder = _folder(tmp_path)
+    assert verify_manifest(str(folder)) == f"no {MANIFEST}"
+    (folder / MANIFEST).write_text("{not json")
+    assert verify_manifest(str(folder)) == f"{MANIFEST} is unreadable"
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def _save(out, step):
+    trainable = {"w": torch.full((4, 4), float(step))}
+    state = {"optimizer": {"step": step}, "scheduler": {}, "rng": ckpt.capture_rng()}
+    return ckpt.save_checkpoint(str(out), step, trainable, state, {"best_eval_loss": None}, keep=3)
+
+
+def test_checkpoints_carry_a_manifest_written_last(tmp_path):
+    path = _save(tmp_path, 1)
+    assert sorted(os.listdir(path)) == [MANIFEST, "state.pt", "trainable.safetensors", "trainer_state.json"]
+    assert verify_manifest(path) is None
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_resume_skips_a_damaged_newest_checkpoint_with_one_warning(tmp_path, damage):
+    for step in (1, 2, 3):
+        newest = _save(tmp_path, step)
+    target = os.path.join(newest, "trainable.safetensors" if damage == "flip" else "state.pt")
+    if damage == "flip":
+        data = bytearray(open(target, "rb").read())
+        data[-3] ^= 0x40  # inside the tensor data: safetensors itself would not notice
+        open(target, "wb").write(bytes(data))
+    else:
+        os.truncate(target, os.path.getsize(target) // 2)
+    warnings = []
+    resumed = ckpt.latest_checkpoint(str(tmp_path), warnings.append)
+    assert resumed.step == 2 and float(resumed.trainable["w"][0, 0]) == 2.0
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: skipped damaged checkpoint (step-000003: ")
+    assert warnings[0].endswith("); resuming from step 2")
+
+
+def test_checkpoints_without_a_manifest_are_accepted(tmp_path):
+    newest = _save(tmp_path, 1)
+    os.remove(os.path.join(newest, MANIFEST))  # written before manifests existed
+    warnings = []
+    assert ckpt.latest_checkpoint(str(tmp_path), warnings.append).step == 1
+    assert warnings == []
+
+
+def test_every_checkpoint_damaged_is_a_clear_error(tmp_path):
+    for step in (1, 2):
+        path = _save(tmp_path, step)
+        with open(os.path.join(path, "trainer_state.json"), "a") as f:
+            f.write(" ")
+    with pytest.raises(ConfigError, match=r"every checkpoint in .* is damaged \(step-000002: trainer_state.json has"):
+        ckpt.latest_checkpoint(str(tmp_path))
+    assert json.loads(open(os.path.join(path, "trainer_state.json")).read())["step"] == 2
