@@ -50,3 +50,27 @@ def test_damaged_newest_checkpoint_is_skipped_and_the_result_is_unchanged(llama_
     again = load_mask(out / "mask.safetensors")
     assert all(np.array_equal(again.packed[n], mask.packed[n]) for n in mask.names)
     assert _rows(out) == rows
+
+
+def test_damaged_sharded_checkpoint_is_skipped_the_same_way(llama_dir, data, tmp_path):
+    """--sharding fsdp checkpoints (torch.distributed.checkpoint shards) carry the same manifest (one process)."""
+    out = tmp_path / "run"
+    args = ["train", llama_dir, "--data", data, "--out", str(out), "--max-steps", "6", "--save-every", "2",
+            "--keep-checkpoints", "3", "--sharding", "fsdp", *FAST]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    mask = load_mask(out / "mask.safetensors")
+
+    os.remove(out / "mask.safetensors")
+    shard = sorted((out / "checkpoints" / "step-000004" / "dcp").glob("*.distcp"))[0]
+    damaged = bytearray(shard.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10
+    shard.write_bytes(bytes(damaged))
+
+    resumed = CliRunner().invoke(main, args + ["--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    warnings = [line for line in resumed.output.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: skipped damaged checkpoint (step-000004: dcp/{shard.name} does not match "
+                        "its sha256); resuming from step 2"]
+    again = load_mask(out / "mask.safetensors")
+    assert all(np.array_equal(again.packed[n], mask.packed[n]) for n in mask.names)
