@@ -27,6 +27,12 @@ def _rows(out):
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
 
 
+def _flip_a_byte(path) -> None:
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10
+    path.write_bytes(bytes(damaged))
+
+
 def test_damaged_newest_checkpoint_is_skipped_and_the_result_is_unchanged(llama_dir, data, tmp_path):
     out = tmp_path / "run"
     args = ["train", llama_dir, "--data", data, "--out", str(out), "--max-steps", "6", "--save-every", "2",
@@ -37,10 +43,7 @@ def test_damaged_newest_checkpoint_is_skipped_and_the_result_is_unchanged(llama_
 
     # As if the run had been killed after step 4's checkpoint, which then got a flipped byte.
     os.remove(out / "mask.safetensors")
-    path = out / "checkpoints" / "step-000004" / "trainable.safetensors"
-    damaged = bytearray(path.read_bytes())
-    damaged[len(damaged) // 2] ^= 0x10
-    path.write_bytes(bytes(damaged))
+    _flip_a_byte(out / "checkpoints" / "step-000004" / "trainable.safetensors")
 
     resumed = CliRunner().invoke(main, args + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
@@ -63,9 +66,7 @@ def test_damaged_sharded_checkpoint_is_skipped_the_same_way(llama_dir, data, tmp
 
     os.remove(out / "mask.safetensors")
     shard = sorted((out / "checkpoints" / "step-000004" / "dcp").glob("*.distcp"))[0]
-    damaged = bytearray(shard.read_bytes())
-    damaged[len(damaged) // 2] ^= 0x10
-    shard.write_bytes(bytes(damaged))
+    _flip_a_byte(shard)
 
     resumed = CliRunner().invoke(main, args + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
