@@ -37,6 +37,7 @@ from mftlab.master_weights import MasterWeights
 from mftlab.masking import attach_masks, count_flips, detach_masks, export_mask, mask_stats, refresh_masks
 from mftlab.models import LoadedModel, load_model
 from mftlab.run_outputs import MetricsLog, check_out_dir, replace_dir, start_out_dir
+from mftlab.step0 import evaluate_step0
 from mftlab import sharded_checkpoint as sckpt
 from mftlab import sharding
 from mftlab.targeting import resolve_targets
@@ -229,52 +230,6 @@ class _Outputs:
             replace_dir(folder_or_file, lambda tmp: _save_hf(self.model, self.tokenizer, tmp))
 
 
-# -- step 0 -------------------------------------------------------------------------------------
-STEP0_DAMAGE = 0.10  # warn when the initial mask raises the validation loss by more than this fraction
-
-
-def _step0_eval(config, model, tokenizer, layers, eval_examples, device, metrics, notify,
-                distributed: bool = False) -> dict:
-    """Evaluate the step-0 mask and the unmasked model once before training (method mask, not on resume).
-
-    Logs a metrics row at step 0 (`eval_loss` of the initial mask, `eval_loss_unmasked` of the
-    model itself) and warns in one line when the initial mask alone costs more than 10% of the
-    validation loss: with `--score-init random` the step-0 mask is a random prune that a short
-    run or a small --score-lr may never repair.
-    """
-    masked = evaluate(model, tokenizer, eval_examples, config.eval_batch_size, generate=False, device=device,
-                      distributed=distributed)
-    keep = {n: m.keep for n, m in layers.items()}
-    try:
-        for m in layers.values():
-            m.set_keep(torch.ones_like(m.keep))
-        plain = evaluate(model, tokenizer, eval_examples, config.eval_batch_size, generate=False, device=device,
-                         distributed=distributed)
-    finally:
-        for n, m in layers.items():
-            m.set_keep(keep[n])
-    row = {"step": 0, "eval_loss": masked.loss, "eval_token_accuracy": masked.token_accuracy,
-           "eval_loss_unmasked": plain.loss, "eval_token_accuracy_unmasked": plain.token_accuracy}
-    if metrics is not None:
-        metrics.write(row)
-    notify(TrainProgress("eval", 0, 0, masked.to_dict()))
-    notify(TrainProgress("log", 0, 0, row))
-    message = step0_warning(masked.loss, plain.loss, config.score_init)
-    if message:
-        notify(TrainProgress("warning", 0, 0, {"eval_loss": masked.loss, "eval_loss_unmasked": plain.loss}, message))
-    return row
-
-
-def step0_warning(masked_loss: float, unmasked_loss: float, score_init: str) -> str | None:
-    """The one-line warning when the step-0 mask raises the validation loss by more than 10%, else None."""
-    if not masked_loss > unmasked_loss * (1 + STEP0_DAMAGE):
-        return None
-    hint = ("try --score-init magnitude (its step-0 mask is the magnitude mask)" if score_init != "magnitude"
-            else "try a lower --mask-ratio or other --layers")
-    return (f"warning: the step-0 mask ({score_init} init) raises the validation loss from {unmasked_loss:.4f} to "
-            f"{masked_loss:.4f} (+{masked_loss / unmasked_loss - 1:.0%}) before any training; {hint}")
-
-
 # -- the loop -----------------------------------------------------------------------------------
 def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None = None,
           loaded: LoadedModel | None = None) -> TrainResult:
@@ -405,11 +360,16 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
         keep0 = {n: k.to(keep[n].device) for n, k in keep0.items()}
     metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
     trackers = RunTrackers(config.report_to, config.out, config.to_dict()) if main else None
-    if layers is not None and eval_examples is not None and resume is None:
-        row0 = _step0_eval(config, unwrapped, tokenizer, layers, eval_examples, accelerator.device, metrics, notify,
-                           distributed=world > 1)
-        if trackers is not None:
+    if layers is not None and eval_examples is not None and resume is None:  # the initial mask, once
+        row0, masked0, warning = evaluate_step0(unwrapped, tokenizer, layers, eval_examples, config.eval_batch_size,
+                                                config.score_init, accelerator.device, distributed=world > 1)
+        if main:
+            metrics.write(row0)
             trackers.log(row0)
+        notify(TrainProgress("eval", 0, 0, masked0.to_dict()))
+        notify(TrainProgress("log", 0, 0, row0))
+        if warning:
+            notify(TrainProgress("warning", 0, 0, {k: row0[k] for k in ("eval_loss", "eval_loss_unmasked")}, warning))
     notify(TrainProgress("start", step, total, {"examples": len(examples), "steps_per_epoch": per_epoch,
                                                  "processes": world, "trainable": sum(p.numel() for p in trainable.values())}))
 
