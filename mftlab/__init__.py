@@ -10,7 +10,7 @@ The public API (everything else is internal):
                                                 -> MaskedModel: .refresh() .trainable_parameters()
                                                    .export() .save(path) .unload() .merge()
     Mask.load(path) / .save(path) / .apply_to(model) (reversible) / mask[name] (bool keep tensor)
-    baseline_mask(model, kind="random"|"magnitude", mask_ratio=) -> Mask
+    baseline_mask(model, kind="random"|"magnitude"|"wanda"|"snip", mask_ratio=, data=, tokenizer=) -> Mask
     mask_stats(mask, model=) / compare_masks([masks]) / landscape(model, data, eval_data)
                                                 -> results with .save(folder); plot(folder) draws them
     train(TrainConfig(model=, data=, out=, ...)) -> TrainResult (the `mftlab train` loop)

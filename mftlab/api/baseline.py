@@ -1,21 +1,28 @@
-"""`baseline_mask`: the paper's random and magnitude (L1) masks from Python, without training."""
+"""`baseline_mask`: the paper's random and magnitude (L1) masks, and the pruning criteria Wanda and SNIP,
+from Python, without training."""
 
 from __future__ import annotations
 
 import torch
 
+from mftlab.baselines import DATA_KINDS
 from mftlab.baselines import baseline_mask as _baseline_mask
+from mftlab.errors import ConfigError
 from mftlab.maskfile import Mask
 from mftlab.targeting import TargetSpec
 
 
 def baseline_mask(model: torch.nn.Module, kind: str = "magnitude", *, mask_ratio: float = 0.1,
                   targets: str = "all-linear", layers: str | None = None, exclude: str | None = None,
-                  granularity: str = "tensor", seed: int = 0, base_name: str | None = None) -> Mask:
-    """A `kind` mask (random | magnitude) over the targeted weights of `model`, as `mftlab baseline` makes it.
+                  granularity: str | None = None, seed: int = 0, base_name: str | None = None,
+                  data: str | None = None, tokenizer=None, max_tokens: int = 16384) -> Mask:
+    """A `kind` mask (random | magnitude | wanda | snip) over the targeted weights of `model`, as
+    `mftlab baseline` makes it.
 
-    Exactly K = round-half-up(mask_ratio * n) weights are masked per group (tensor | row | global);
-    ties go to the lower index, so the result is deterministic. The model is not changed.
+    Exactly K = round-half-up(mask_ratio * n) weights are masked per group (tensor | row | global;
+    default: row for wanda, tensor otherwise); ties go to the lower index, so the result is
+    deterministic. wanda and snip read up to `max_tokens` calibration tokens of `data` with
+    `tokenizer`. The model is not changed.
 
     Example:
         >>> import mftlab
@@ -27,4 +34,13 @@ def baseline_mask(model: torch.nn.Module, kind: str = "magnitude", *, mask_ratio
     if base_name is None:
         base_name = str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
     spec = TargetSpec.parse(targets, layers, exclude)
-    return _baseline_mask(model, kind, mask_ratio, spec, granularity, seed, base_name=base_name)[0]
+    calibration = None
+    if kind in DATA_KINDS:
+        if data is None or tokenizer is None:
+            raise ConfigError(f"baseline_mask(kind={kind!r}) needs calibration data: pass data=FILE (e.g. the "
+                              "training data) and the model's tokenizer=")
+        from mftlab.calibration import CalibrationConfig, load_calibration
+
+        calibration = load_calibration(CalibrationConfig(data, max_tokens), tokenizer)
+    return _baseline_mask(model, kind, mask_ratio, spec, granularity, seed, base_name=base_name,
+                          calibration=calibration)[0]

@@ -96,6 +96,23 @@ def test_mask_apply_to_is_reversible_and_matches_the_cli_baseline(tmp_path):
         mask["nope"]
 
 
+def test_wanda_baseline_from_python_matches_the_cli(tmp_path):
+    data = tmp_path / "calib.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{i}+{i}=", "completion": str(2 * i)}) + "\n" for i in range(8)))
+    loaded = mftlab.load_model("micro-llama")
+    with pytest.raises(mftlab.ConfigError, match="needs calibration data"):
+        mftlab.baseline_mask(loaded.model, kind="wanda", layers="1")
+    mask = mftlab.baseline_mask(loaded.model, kind="wanda", mask_ratio=0.1, layers="1", base_name="micro-llama",
+                                data=str(data), tokenizer=loaded.tokenizer, max_tokens=512)
+    assert mask.method["name"] == "wanda" and mask.method["calibration"]["tokens"] <= 512
+    out = tmp_path / "wanda.safetensors"
+    result = CliRunner().invoke(main, ["baseline", "micro-llama", "--kind", "wanda", "--layers", "1", "--data",
+                                       str(data), "--max-tokens", "512", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    cli = mftlab.Mask.load(out)
+    assert cli.names == mask.names and all(torch.equal(cli[n], mask[n]) for n in mask)
+
+
 def test_errors_name_the_argument_in_python_and_the_flag_on_the_cli():
     model = mftlab.load_model("micro-llama").model
     with pytest.raises(mftlab.ConfigError, match=r"^mask_ratio=1.5 is outside \(0, 1\)"):
