@@ -12,12 +12,13 @@ import os
 import tempfile
 
 import torch
-
 from mftlab.analysis.landscape import LandscapeResult
 from mftlab.analysis.overlap import OverlapResult
 from mftlab.analysis.stats import StatsResult
+
 from mftlab.maskfile import Mask, load_mask
 from mftlab.models import LoadedModel, load_model
+from mftlab.tokenizer import padding_id
 
 
 def _model(source, **load) -> LoadedModel:
@@ -95,8 +96,9 @@ def landscape(model, data: str, eval_data: str, *, others: list = (), plane: str
         >>> result.train_loss.shape, result.save("results/landscape")  # doctest: +SKIP
     """
     from mftlab.analysis.directions import DirectionSpec
-    from mftlab.analysis.landscape import LandscapeConfig, landscape as _landscape, parse_grid, parse_range
-    from mftlab.analysis.landscape import prepare_data
+    from mftlab.analysis.landscape import LandscapeConfig, parse_grid, parse_range, prepare_data
+    from mftlab.analysis.landscape import landscape as _landscape
+
     from mftlab.data import load_examples
     from mftlab.targeting import TargetSpec
 
@@ -106,7 +108,7 @@ def landscape(model, data: str, eval_data: str, *, others: list = (), plane: str
                          TargetSpec.parse(targets, layers, exclude) if (targets or layers or exclude) else None)
     config = LandscapeConfig(plane, parse_grid(grid), parse_range(range), spec, margin)
     device = next(first.model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = padding_id(tokenizer)
     sets = [prepare_data(load_examples(source, tokenizer, max_seq_len)[0], pad_id, batch_size, max_tokens, device)
             for source in (data, eval_data)]
     if isinstance(mask_directions, (str, os.PathLike)):

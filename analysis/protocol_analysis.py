@@ -19,9 +19,11 @@ from mftlab.analysis.overlap import compare_masks
 from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
 from mftlab.analysis.results import write_csv, write_json
 from mftlab.analysis.stats import mask_stats
+
 from mftlab.data import load_examples
 from mftlab.maskfile import load_mask
 from mftlab.models import load_model
+from mftlab.tokenizer import padding_id
 
 CRITERIA = {"wanda": "Wanda", "snip": "SNIP", "magnitude": "magnitude", "random": "random"}  # source -> label
 LANDSCAPE_TOKENS = 300  # label tokens per split and point (math answers are ~2 tokens: ~150 examples)
@@ -69,7 +71,7 @@ def _criteria(folder: str, mft_mask: str, run_dir: str, sources: dict, fft_dir: 
 
 def _eval_data(path: str, tokenizer, max_seq_len: int):
     examples, _ = load_examples(path, tokenizer, max_seq_len)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = padding_id(tokenizer)
     return prepare_data(examples, pad, batch_size=64, max_tokens=LANDSCAPE_TOKENS)
 
 

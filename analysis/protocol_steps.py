@@ -13,8 +13,8 @@ import shutil
 from dataclasses import dataclass
 
 import torch
-
 from mftlab.analysis.results import write_json
+
 from mftlab.apply import apply_mask_
 from mftlab.baselines import baseline_mask
 from mftlab.data import load_examples
@@ -22,6 +22,7 @@ from mftlab.evaluation import evaluate, loss_sums, make_batches
 from mftlab.maskfile import load_mask, save_mask
 from mftlab.models import load_model
 from mftlab.targeting import TargetSpec
+from mftlab.tokenizer import padding_id
 from mftlab.train_config import TrainConfig
 from mftlab.trainer import train
 
@@ -151,7 +152,7 @@ def evaluate_method(folder: str, name: str, load, test_files: dict[str, str], va
         r = evaluate(model, tokenizer, examples, batch_size=128, generate=False)
         scores[domain] = {"exact_match": r.answer_accuracy, "loss": r.loss, "token_accuracy": r.token_accuracy}
     val, _ = load_examples(val_file, tokenizer, max_seq_len)
-    pad = tokenizer.pad_token_id or 0
+    pad = padding_id(tokenizer)
     result = {"method": name, "test": scores, "validation_loss": loss_sums(model, make_batches(val, 64, pad)).loss}
     os.makedirs(folder, exist_ok=True)
     write_json(path, result)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 import click
-
 from mftlab.cli.options import model_options, seed_option
+
 from mftlab.errors import ConfigError
+from mftlab.tokenizer import padding_id
 
 MASK_SEPARATOR = "::"
 
@@ -131,6 +132,7 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
     """
     from mftlab.analysis.directions import DirectionSpec
     from mftlab.analysis.landscape import LandscapeConfig, landscape, parse_grid, parse_range, prepare_data
+
     from mftlab.data import load_examples
     from mftlab.maskfile import load_mask
     from mftlab.targeting import TargetSpec
@@ -157,7 +159,7 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
     loaders = [_loader(m, dtype, trust_remote_code, device, force, gguf_file) for m in models]
     first = loaders[0]()
     tokenizer = first.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+    pad_id = padding_id(tokenizer)
     sets = []
     for source in (data, eval_data):
         examples, _ = load_examples(source, tokenizer, max_seq_len)

@@ -17,6 +17,7 @@ import numpy as np
 from mftlab.data import IGNORE_INDEX, Example, load_examples
 from mftlab.errors import ConfigError, DataError
 from mftlab.evaluation import TokenBatch, make_batches
+from mftlab.tokenizer import padding_id
 
 
 @dataclass(frozen=True)
@@ -94,5 +95,5 @@ def calibration_from_examples(config: CalibrationConfig, examples: list[Example]
 def load_calibration(config: CalibrationConfig, tokenizer, device="cpu") -> Calibration:
     """Read, tokenise and bound the calibration data of `config` for `tokenizer`."""
     examples, _ = load_examples(config.data, tokenizer, config.max_seq_len)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = padding_id(tokenizer)
     return calibration_from_examples(config, examples, pad_id, device)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mftlab.data import IGNORE_INDEX, Example
+from mftlab.tokenizer import padding_id
 
 
 @dataclass
@@ -146,7 +147,7 @@ def normalize_answer(text: str, reference: str | None = None) -> str:
 def generate_answers(model, tokenizer, examples: list[Example], batch_size: int = 16, max_new_tokens: int = 32,
                      device="cpu") -> list[str]:
     """Greedy completions of each example's prompt (left-padded batches), decoded without specials."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = padding_id(tokenizer)
     outputs = []
     model.eval()
     for start in range(0, len(examples), batch_size):
@@ -211,7 +212,7 @@ def evaluate(model, tokenizer, examples: list[Example], batch_size: int = 16, ge
     `distributed`: every process of the launch calls this with the same examples; each does its
     share (generation must not be combined with a sharded model: its passes differ per process).
     """
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = padding_id(tokenizer)
     rank, world = _process() if distributed else (0, 1)
     if world > 1:
         sums = _shared_loss_sums(model, make_batches(examples, batch_size, pad_id), device)

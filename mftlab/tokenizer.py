@@ -19,6 +19,19 @@ CHAT_TEMPLATE = (
 )
 
 
+def padding_id(tokenizer) -> int:
+    """The id that batches are padded with: the pad token, else end-of-sequence, else 0.
+
+    Padding is masked out of attention and of the loss, so the choice never changes a result; it
+    only has to be a valid id (many causal-LM tokenizers have no pad token).
+    """
+    if tokenizer is None:
+        return 0
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+
+
 def build_char_tokenizer():
     """A fresh character tokenizer (vocabulary of 100: 4 special + 96 characters)."""
     from tokenizers import Tokenizer, decoders, models

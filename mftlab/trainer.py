@@ -27,20 +27,21 @@ from typing import Callable
 import torch
 
 from mftlab import checkpoint as ckpt
+from mftlab import sharded_checkpoint as sckpt
+from mftlab import sharding
 from mftlab.data import IGNORE_INDEX, DataReport, Example, load_examples
 from mftlab.dist_faults import distributed_faults, process_group_timeout
 from mftlab.errors import ConfigError, TrainingError
 from mftlab.evaluation import EvalResult, batch_loss_sums, collate, evaluate
 from mftlab.folder_lock import hold_folder
 from mftlab.maskfile import save_mask
-from mftlab.master_weights import MasterWeights
 from mftlab.masking import attach_masks, count_flips, detach_masks, export_mask, mask_stats, refresh_masks
+from mftlab.master_weights import MasterWeights
 from mftlab.models import LoadedModel, load_model
 from mftlab.run_outputs import MetricsLog, check_out_dir, replace_dir, start_out_dir
 from mftlab.step0 import evaluate_step0
-from mftlab import sharded_checkpoint as sckpt
-from mftlab import sharding
 from mftlab.targeting import resolve_targets
+from mftlab.tokenizer import padding_id
 from mftlab.trackers import RunTrackers, check_report_to
 from mftlab.train_config import TrainConfig
 from mftlab.warm_select import WarmSelector
@@ -294,7 +295,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     if config.eval_data:
         eval_examples, _ = load_examples(config.eval_data, tokenizer, config.max_seq_len, 1.0, config.seed,
                                          config.skip_bad)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = padding_id(tokenizer)
     for problem in report.skipped[:5]:
         notify(TrainProgress("info", 0, 0, message=f"skipped: {problem}"))
 
