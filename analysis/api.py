@@ -12,10 +12,10 @@ import os
 import tempfile
 
 import torch
+
 from mftlab.analysis.landscape import LandscapeResult
 from mftlab.analysis.overlap import OverlapResult
 from mftlab.analysis.stats import StatsResult
-
 from mftlab.maskfile import Mask, load_mask
 from mftlab.models import LoadedModel, load_model
 from mftlab.tokenizer import padding_id
@@ -96,10 +96,10 @@ def landscape(model, data: str, eval_data: str, *, others: list = (), plane: str
         >>> result.train_loss.shape, result.save("results/landscape")  # doctest: +SKIP
     """
     from mftlab.analysis.directions import DirectionSpec
-    from mftlab.analysis.landscape import LandscapeConfig, parse_grid, parse_range, prepare_data
+    from mftlab.analysis.landscape import LandscapeConfig, parse_range, prepare_data
     from mftlab.analysis.landscape import landscape as _landscape
-
     from mftlab.data import load_examples
+    from mftlab.grid import parse_grid
     from mftlab.targeting import TargetSpec
 
     first = _model(model, **load)

@@ -25,11 +25,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-
-from mftlab import __version__
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.landscape_store import PointStore
 from mftlab.analysis.planes import ExplicitPlane, ModelLine, ModelPlane, Plane, RandomPlane, linspace, margin_ranges
+
+from mftlab import __version__
 from mftlab.atomic import atomic_path, write_text_atomic
 from mftlab.data import IGNORE_INDEX, Example
 from mftlab.errors import ConfigError, MaskMismatchError
@@ -43,18 +43,6 @@ Progress = Callable[[str, dict], None]
 
 
 # -- options ------------------------------------------------------------------------------------
-def parse_grid(text: str) -> tuple[int, int]:
-    """'21x21' or '31x11' -> (nx, ny); '41' -> (41, 1), a line."""
-    parts = str(text).lower().replace(" ", "").split("x")
-    ok = len(parts) in (1, 2) and all(p.isdigit() and int(p) >= 1 for p in parts)
-    if not ok:
-        raise ConfigError(f"--grid '{text}' is not a grid size; write NXxNY such as 21x21 (or N for a line)")
-    nx, ny = int(parts[0]), int(parts[1]) if len(parts) == 2 else 1
-    if nx * ny > 1_000_000:
-        raise ConfigError(f"--grid '{text}' has {nx * ny:,} points; use at most 1,000,000 (e.g. 51x51)")
-    return nx, ny
-
-
 def parse_range(text: str | None) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """'-1:1' (both axes) or '-1:1,-0.5:0.5' (x, then y) -> ((xlo, xhi), (ylo, yhi))."""
     if text is None or str(text).strip() == "":

@@ -19,7 +19,6 @@ from mftlab.analysis.overlap import compare_masks
 from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
 from mftlab.analysis.results import write_csv, write_json
 from mftlab.analysis.stats import mask_stats
-
 from mftlab.data import load_examples
 from mftlab.maskfile import load_mask
 from mftlab.models import load_model

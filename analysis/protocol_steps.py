@@ -13,8 +13,8 @@ import shutil
 from dataclasses import dataclass
 
 import torch
-from mftlab.analysis.results import write_json
 
+from mftlab.analysis.results import write_json
 from mftlab.apply import apply_mask_
 from mftlab.baselines import baseline_mask
 from mftlab.data import load_examples

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 import click
-from mftlab.cli.options import model_options, seed_option
 
+from mftlab.cli.options import model_options, seed_option
 from mftlab.errors import ConfigError
 from mftlab.tokenizer import padding_id
 
@@ -131,9 +131,9 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
       torchrun --nproc_per_node 2 -m mftlab.cli.main landscape ...   (several processes split the grid)
     """
     from mftlab.analysis.directions import DirectionSpec
-    from mftlab.analysis.landscape import LandscapeConfig, landscape, parse_grid, parse_range, prepare_data
-
+    from mftlab.analysis.landscape import LandscapeConfig, landscape, parse_range, prepare_data
     from mftlab.data import load_examples
+    from mftlab.grid import parse_grid
     from mftlab.maskfile import load_mask
     from mftlab.targeting import TargetSpec
 

@@ -69,10 +69,11 @@ from dataclasses import asdict, dataclass, field
 
 from mftlab import __version__
 from mftlab.errors import ConfigError
+from mftlab.grid import parse_grid
 from mftlab.model_shapes import ModelShape
 from mftlab.planning_memory import dtype_name, landscape_memory, overhead_terms, train_memory
 from mftlab.planning_terms import (DTYPE_BYTES, GIB, GPU, GPUS, SCORE_BYTES, Term, fmt_bytes, fmt_count,  # noqa: F401
-                                   fmt_seconds, parse_grid)
+                                   fmt_seconds)
 from mftlab.planning_time import landscape_time, train_time
 from mftlab.targeting import Target, TargetSpec
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mftlab.grid import parse_grid
 from mftlab.model_shapes import ModelShape
-from mftlab.planning_terms import GIB, SCORE_BYTES, Term, fmt_bytes, fmt_count, parse_grid
+from mftlab.planning_terms import GIB, SCORE_BYTES, Term, fmt_bytes, fmt_count
 from mftlab.targeting import Target
 
 if TYPE_CHECKING:

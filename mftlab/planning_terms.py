@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
-
-from mftlab.errors import ConfigError
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -39,14 +36,6 @@ GPUS = {
     # autocast (`mftlab train` runs fp32 activations there); throughput figures are rough.
     "cpu": GPU("CPU (host memory)", 0.1e12, 0.1e12, 20e9, _host_memory()),
 }
-
-
-def parse_grid(text: str) -> tuple[int, int]:
-    """'21x21' -> (21, 21); '41' -> (41, 1), a line."""
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", str(text))
-    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
-        raise ConfigError(f"--grid '{text}' is not NXxNY with positive numbers; write e.g. 21x21, or 41 for a line")
-    return int(m.group(1)), int(m.group(2) or 1)
 
 
 @dataclass(frozen=True)

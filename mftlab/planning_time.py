@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mftlab.grid import parse_grid
 from mftlab.model_shapes import ModelShape
 from mftlab.planning_memory import master_weights
-from mftlab.planning_terms import GPU, SCORE_BYTES, Term, fmt_count, parse_grid
+from mftlab.planning_terms import GPU, SCORE_BYTES, Term, fmt_count
 from mftlab.targeting import Target
 
 if TYPE_CHECKING:

@@ -5,7 +5,8 @@ import torch
 
 from mftlab.errors import ConfigError, ModelLoadError
 from mftlab.model_shapes import count_shape, load_config, meta_model, model_shape
-from mftlab.planning import PlanConfig, make_plan, parse_grid, plan
+from mftlab.grid import parse_grid
+from mftlab.planning import PlanConfig, make_plan, plan
 from mftlab.presets import build_preset
 from mftlab.targeting import TargetSpec, resolve_targets
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from mftlab.analysis.directions import DirectionSpec
-from mftlab.analysis.landscape import (LandscapeConfig, explicit_landscape, landscape, parse_grid, parse_range,
-                                       prepare_data, select_tokens)
+from mftlab.analysis.landscape import (LandscapeConfig, explicit_landscape, landscape, parse_range, prepare_data,
+                                       select_tokens)
 from mftlab.data import Example, load_examples
 from mftlab.errors import ConfigError, MaskMismatchError
 from mftlab.evaluation import loss_sums
+from mftlab.grid import parse_grid
 from mftlab.maskfile import Mask
 from mftlab.presets import _llama_config
 from mftlab.tokenizer import build_char_tokenizer
