@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from mftlab.errors import ConfigError, TargetError
-from mftlab.targeting import TargetSpec, _conv1d_type, resolve_targets
+from mftlab.targeting import TargetSpec, resolve_targets
 
 NORMALIZATIONS = ("filter", "tensor")
 
@@ -45,16 +45,6 @@ def gaussian(shape: tuple[int, ...], seed: int, axis: int, name: str, device="cp
     """N(0, 1) float32 tensor on `device` for (seed, axis, name)."""
     generator = torch.Generator(device=device).manual_seed(stable_seed(seed, axis, name))
     return torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
-
-
-def output_axes(model: torch.nn.Module) -> dict[str, int]:
-    """Parameter name -> axis indexing output units (1 for Conv1D weights, else 0)."""
-    conv1d = _conv1d_type()
-    axes = {}
-    for module_name, module in model.named_modules():
-        if conv1d and isinstance(module, conv1d):
-            axes[f"{module_name}.weight" if module_name else "weight"] = 1
-    return axes
 
 
 ROWS_CHUNK = 1 << 20  # values of a 16-bit theta cast to float32 at a time, for its norms

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mftlab.analysis.concentration import lorenz, summarize_units
-from mftlab.analysis.groups import OVERALL, group_keys, projection_order, sorted_layers, tensor_groups, module_path
+from mftlab.analysis.groups import OVERALL, group_keys, projection_order, sorted_layers, tensor_groups
 from mftlab.analysis.overlap import PairCounts, pair_counts
 from mftlab.analysis.packed_counts import col_kept, count, row_kept
 from mftlab.analysis.results import ensure_dir, finite, header, write_csv, write_json
@@ -30,27 +30,13 @@ from mftlab.maskfile import Mask
 from mftlab.models import named_weights
 from mftlab.packing import pack_bits
 from mftlab.selection import keep_tensor
+from mftlab.targeting import output_axes
 
 KIND = "mftlab.stats"
 _OVERLAP_KEYS = ("shared_masked", "expected_shared", "jaccard", "lift", "z", "log10_p")
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def out_axes_of(model: torch.nn.Module, names: list[str]) -> dict[str, int]:
-    """param name -> axis indexing output units (1 for transformers' Conv1D, else 0)."""
-    from mftlab.targeting import _conv1d_type
-
-    conv1d = _conv1d_type()
-    axes = {}
-    for name in names:
-        try:
-            module = model.get_submodule(module_path(name))
-        except AttributeError:
-            module = None
-        axes[name] = 1 if conv1d and isinstance(module, conv1d) else 0
-    return axes
-
-
 def _unit_fractions(packed: np.ndarray, shape: tuple[int, ...], out_axis: int) -> tuple[np.ndarray, np.ndarray]:
     """(output-unit, input-unit) masked fractions of a 2-D tensor; empty arrays otherwise."""
     if len(shape) != 2:
@@ -163,7 +149,8 @@ def mask_stats(mask: Mask, model: torch.nn.Module | None = None, pretrained: tor
             notes.append(f"{len(differing)} tensors differ from the mask's base (fingerprints); statistics use the given model (--force)")
     if before is not None:
         _check_base(mask, before)
-    axes = out_axes_of(model, names) if model is not None else {n: 0 for n in names}
+    all_axes = output_axes(model) if model is not None else {}
+    axes = {n: all_axes.get(n, 0) for n in names}
     if model is None:
         notes.append("no --model: output units are taken as rows (Linear layout)")
     groups = tensor_groups(names)

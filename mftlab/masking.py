@@ -28,7 +28,7 @@ from mftlab.errors import ConfigError
 from mftlab.maskfile import Mask
 from mftlab.masked_layer import SCORE_DTYPES, MaskedLinear
 from mftlab.selection import GRANULARITIES, check_ratio, keep_tensor, keep_threshold, select_keep
-from mftlab.targeting import Target
+from mftlab.targeting import Target, output_axis
 from mftlab.warm_select import WarmSelector
 
 SCORE_INITS = ("random", "magnitude", "uniform")
@@ -165,7 +165,7 @@ def compute_keep(layers: dict[str, MaskedLinear], selection: SelectionConfig,
         values = {n: _ranking(m, selection) for n, m in layers.items()}
         if selection.granularity == "global" and warm is not None:
             return warm.keep_global_group(values, selection.mask_ratio)
-        out_axes = {n: (0 if m.kind == "linear" else 1) for n, m in layers.items()}
+        out_axes = {n: output_axis(m.kind) for n, m in layers.items()}
         return select_keep(values, selection.mask_ratio, selection.granularity, out_axes)
 
 

@@ -27,6 +27,7 @@ from mftlab.fingerprint import tensor_fingerprint
 from mftlab.maskfile import Mask
 from mftlab.masking import SelectionConfig
 from mftlab.sharded_selection import ShardedValues, gather_keep, row_counts, sharded_keep, sharded_threshold
+from mftlab.targeting import output_axis
 
 _TRUE = ("1", "true", "yes")
 
@@ -136,7 +137,7 @@ class ShardedMasks:
             if selection.selection == "threshold":
                 local = sharded_threshold(values, selection.threshold, selection.min_keep_ratio)
             else:
-                axes = {n: (0 if m.kind == "linear" else 1) for n, m in self.layers.items()}
+                axes = {n: output_axis(m.kind) for n, m in self.layers.items()}
                 local = sharded_keep(values, selection.mask_ratio, selection.granularity, axes)
             keep = gather_keep(local, values, self.rows)
         for name, layer in self.layers.items():

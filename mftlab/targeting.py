@@ -42,6 +42,23 @@ def is_maskable(module: "nn.Module") -> bool:
     return isinstance(module, nn.Linear) or (bool(conv1d) and isinstance(module, conv1d))
 
 
+def output_axis(kind: str) -> int:
+    """Axis of a `kind` weight that indexes output units: rows of a Linear ([out, in]), columns of a Conv1D ([in, out])."""
+    return 0 if kind == "linear" else 1
+
+
+def output_axes(model: "nn.Module") -> dict[str, int]:
+    """Parameter name -> output axis (`output_axis`) of every parameter of `model` (1 only for Conv1D weights)."""
+    conv1d = _conv1d_type()
+    axes = {}
+    for module_name, module in model.named_modules():
+        is_conv1d = bool(conv1d) and isinstance(module, conv1d)
+        for name, _ in module.named_parameters(recurse=False):
+            full = f"{module_name}.{name}" if module_name else name
+            axes[full] = output_axis("conv1d") if is_conv1d and name == "weight" else 0
+    return axes
+
+
 def parse_layers(text: str | None) -> tuple[int, ...] | None:
     """'4-7' -> (4, 5, 6, 7); '0-3,20-23' -> both ranges; None or '' -> None (all layers)."""
     if text is None or str(text).strip() == "":
@@ -119,7 +136,7 @@ class Target:
     @property
     def out_axis(self) -> int:
         """Axis of the weight that indexes output units (rows of Linear, columns of Conv1D)."""
-        return 0 if self.kind == "linear" else 1
+        return output_axis(self.kind)
 
 
 def layer_index(module_name: str) -> int | None:

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from mftlab.analysis.directions import DirectionSpec, RandomDirections, gaussian, output_axes, perturbed_names
+from mftlab.analysis.directions import DirectionSpec, RandomDirections, gaussian, perturbed_names
 from mftlab.analysis.planes import RandomPlane
 from mftlab.errors import ConfigError
 from mftlab.presets import _gpt2_config, _llama_config
-from mftlab.targeting import TargetSpec
+from mftlab.targeting import TargetSpec, output_axes
 
 
 def _build(config, seed=0):
