@@ -29,26 +29,8 @@ SEVEN_B = dict(hidden=4096, inter=11008, layers=32, heads=32, kv=32, vocab=32000
                mft_layers="4-7", steps=4, warmup=2, eval_tokens=4096, landscape_batch=4)
 PENDING_FSDP = "pending: --sharding fsdp not available"
 
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _reset(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _peak(device: str) -> int | None:
-    import torch
-
-    return int(torch.cuda.max_memory_allocated()) if device == "cuda" else None
+from gpu_check import _peak, _sync  # noqa: E402 - the GPU check's own timing and memory helpers
+from gpu_check import _peak_reset as _reset  # noqa: E402
 
 
 def llama_config(size: dict):
