@@ -84,6 +84,20 @@ def _peak(device: str) -> int | None:
     return int(torch.cuda.max_memory_allocated()) if device == "cuda" else None
 
 
+def timed_steps(step, size: dict, device: str) -> list[float]:
+    """Seconds of each of size["steps"] calls of `step`, after size["warmup"] untimed ones (device-synchronised)."""
+    for _ in range(size["warmup"]):
+        step()
+    times = []
+    for _ in range(size["steps"]):
+        _sync(device)
+        started = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def time_steps(variant: str, size: dict, device: str, dtype) -> dict:
     """Median step seconds and peak memory of `fft` or `mft` on a fresh model."""
     import torch
@@ -113,15 +127,7 @@ def time_steps(variant: str, size: dict, device: str, dtype) -> dict:
             refresh_masks(layers, selection, warm)  # once per optimizer step, as in the trainer
         return float(loss.detach())  # a device sync, like the trainer's loss read-out
 
-    for _ in range(size["warmup"]):
-        step()
-    times = []
-    for _ in range(size["steps"]):
-        _sync(device)
-        started = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - started)
+    times = timed_steps(step, size, device)
     result = {"step_s": statistics.median(times), "steps": len(times), "peak_bytes": _peak(device),
               "trainable": sum(p.numel() for p in params)}
     if layers is not None:

@@ -29,7 +29,7 @@ SEVEN_B = dict(hidden=4096, inter=11008, layers=32, heads=32, kv=32, vocab=32000
                mft_layers="4-7", steps=4, warmup=2, eval_tokens=4096, landscape_batch=4)
 PENDING_FSDP = "pending: --sharding fsdp not available"
 
-from gpu_check import _peak, _sync  # noqa: E402 - the GPU check's own timing and memory helpers
+from gpu_check import _peak, _sync, timed_steps  # noqa: E402 - the GPU check's own timing and memory helpers
 from gpu_check import _peak_reset as _reset  # noqa: E402
 
 
@@ -117,15 +117,7 @@ def mft_steps(model, size: dict, device: str, checkpointing: bool) -> dict:
         refresh_masks(layers, selection, warm)
         return float(loss.detach())
 
-    for _ in range(size["warmup"]):
-        step()
-    times = []
-    for _ in range(size["steps"]):
-        _sync(device)
-        started = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - started)
+    times = timed_steps(step, size, device)
     result = {"step_s": statistics.median(times), "peak_bytes": _peak(device),
               "scores": sum(s.numel() for s in scores), "gradient_checkpointing": checkpointing}
     del optimizer, scores
