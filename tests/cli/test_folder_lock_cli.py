@@ -85,16 +85,16 @@ def _same_mask(a, b):
     return ma.names == mb.names and all(np.array_equal(ma.packed[n], mb.packed[n]) for n in ma.names)
 
 
-def test_second_train_and_resume_are_refused_while_the_first_runs(llama_dir, data, tmp_path):
-    out = tmp_path / "run"
-    args = ["train", llama_dir, "--data", data, "--max-steps", "6", "--save-every", "2", *FAST]
-    first = _start(*args, "--out", out)
+def _refused_while_first_runs(out, first_args, second_args):
+    """Start `first_args`, pause it while it owns `out`, run `second_args` and its --resume (both must be
+    refused), then let the first finish and check that it succeeded."""
+    first = _start(*first_args)
     try:
         _wait_until(_owned_by(out, first), first, "lock")
         first.send_signal(signal.SIGSTOP)
         try:
-            second = _invoke(*args, "--out", out)
-            resumed = _invoke(*args, "--out", out, "--resume")
+            second = _invoke(*second_args)
+            resumed = _invoke(*second_args, "--resume")
         finally:
             first.send_signal(signal.SIGCONT)
         _, stderr = first.communicate(timeout=300)
@@ -105,6 +105,12 @@ def test_second_train_and_resume_are_refused_while_the_first_runs(llama_dir, dat
     _assert_refused(second, out, first.pid)
     _assert_refused(resumed, out, first.pid)
     assert first.returncode == 0, stderr[-2000:]
+
+
+def test_second_train_and_resume_are_refused_while_the_first_runs(llama_dir, data, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", llama_dir, "--data", data, "--max-steps", "6", "--save-every", "2", *FAST]
+    _refused_while_first_runs(out, [*args, "--out", out], [*args, "--out", out])
     assert not (out / LOCK_NAME).exists()
 
     alone = _invoke(*args, "--out", tmp_path / "alone")
@@ -139,23 +145,7 @@ def _landscape_args(model, data, out):
 
 def test_second_landscape_is_refused_while_the_first_runs(llama_dir, data, tmp_path):
     out = tmp_path / "ls"
-    first = _start(*_landscape_args(llama_dir, data, out))
-    try:
-        _wait_until(_owned_by(out, first), first, "lock")
-        first.send_signal(signal.SIGSTOP)
-        try:
-            second = _invoke(*_landscape_args(llama_dir, data, out))
-            resumed = _invoke(*_landscape_args(llama_dir, data, out), "--resume")
-        finally:
-            first.send_signal(signal.SIGCONT)
-        _, stderr = first.communicate(timeout=300)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-    _assert_refused(second, out, first.pid)
-    _assert_refused(resumed, out, first.pid)
-    assert first.returncode == 0, stderr[-2000:]
+    _refused_while_first_runs(out, _landscape_args(llama_dir, data, out), _landscape_args(llama_dir, data, out))
 
     alone = _invoke(*_landscape_args(llama_dir, data, tmp_path / "alone"))
     assert alone.exit_code == 0, alone.output
