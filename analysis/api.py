@@ -16,9 +16,9 @@ import torch
 from mftlab.analysis.landscape import LandscapeResult
 from mftlab.analysis.overlap import OverlapResult
 from mftlab.analysis.stats import StatsResult
-from mftlab.maskfile import Mask, load_mask
-from mftlab.models import LoadedModel, load_model
-from mftlab.tokenizer import padding_id
+from mftlab.mask.maskfile import Mask, load_mask
+from mftlab.models.loading import LoadedModel, load_model
+from mftlab.models.tokenizer import padding_id
 
 
 def _model(source, **load) -> LoadedModel:
@@ -98,9 +98,9 @@ def landscape(model, data: str, eval_data: str, *, others: list = (), plane: str
     from mftlab.analysis.directions import DirectionSpec
     from mftlab.analysis.landscape import LandscapeConfig, parse_range, prepare_data
     from mftlab.analysis.landscape import landscape as _landscape
-    from mftlab.data import load_examples
+    from mftlab.training.data import load_examples
     from mftlab.grid import parse_grid
-    from mftlab.targeting import TargetSpec
+    from mftlab.mft.targeting import TargetSpec
 
     first = _model(model, **load)
     tokenizer = tokenizer if tokenizer is not None else first.tokenizer

@@ -2,7 +2,7 @@
 pruning criterion's scores recomputed from the model (plus the calibration data the mask records).
 
 - MFT: the latest checkpoint `OUT/checkpoints/step-*/trainable.safetensors` holds one tensor
-  `<module>.mask_scores` per masked weight `<module>.weight` (mftlab.checkpoint). MFT masks the
+  `<module>.mask_scores` per masked weight `<module>.weight` (mftlab.training.checkpoint). MFT masks the
   lowest scores (or lowest |score| with rank_by=abs), so the ranking value is the score itself.
 - Criteria (magnitude, wanda, snip masks from `mftlab baseline`): recomputed, not stored, from
   the base model and, for wanda / snip, the calibration file; the mask's metadata gives the token
@@ -18,9 +18,9 @@ import os
 
 import numpy as np
 
-from mftlab.checkpoint import list_checkpoints
+from mftlab.training.checkpoint import list_checkpoints
 from mftlab.errors import MftlabError
-from mftlab.maskfile import Mask
+from mftlab.mask.maskfile import Mask
 
 SCORES_SUFFIX = ".mask_scores"
 
@@ -52,7 +52,7 @@ def run_scores(run_dir: str, rank_by: str = "raw") -> tuple[dict, int]:
 
 
 def _calibration_for(mask: Mask, label: str, tokenizer, data: str):
-    from mftlab.calibration import CalibrationConfig, load_calibration
+    from mftlab.mft.calibration import CalibrationConfig, load_calibration
 
     recorded = mask.method.get("calibration") or {}
     config = CalibrationConfig(data, int(recorded.get("max_tokens", 16384)), int(recorded.get("batch_size", 8)),
@@ -67,9 +67,9 @@ def _calibration_for(mask: Mask, label: str, tokenizer, data: str):
 def mask_criterion_scores(mask: Mask, label: str, names: list[str], loaded, data: str | None,
                           force: bool = False) -> tuple[dict | None, str | None]:
     """(param_name -> scores, None) for a magnitude / wanda / snip mask, or (None, why not)."""
-    from mftlab.fingerprint import tensor_fingerprint
-    from mftlab.pruning_scores import CRITERIA, NEEDS_DATA, criterion_scores
-    from mftlab.targeting import TargetSpec, resolve_targets
+    from mftlab.mask.fingerprint import tensor_fingerprint
+    from mftlab.mft.pruning_scores import CRITERIA, NEEDS_DATA, criterion_scores
+    from mftlab.mft.targeting import TargetSpec, resolve_targets
 
     kind = mask.method.get("name")
     if kind not in CRITERIA:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from mftlab.errors import ConfigError, TargetError
-from mftlab.targeting import TargetSpec, resolve_targets
+from mftlab.mft.targeting import TargetSpec, resolve_targets
 
 NORMALIZATIONS = ("filter", "tensor")
 

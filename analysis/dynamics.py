@@ -23,7 +23,7 @@ from mftlab.analysis.groups import OVERALL, sorted_layers, tensor_groups
 from mftlab.analysis.packed_counts import count
 from mftlab.analysis.results import finite, header
 from mftlab.errors import MaskMismatchError, MftlabError
-from mftlab.maskfile import Mask, load_mask
+from mftlab.mask.maskfile import Mask, load_mask
 
 KIND = "mftlab.dynamics"
 _STEP_RE = re.compile(r"(\d+)$")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mftlab.targeting import layer_index
+from mftlab.mft.targeting import layer_index
 
 # Display order of the usual decoder projections; anything else follows in order of appearance.
 CANONICAL_ORDER = ("q", "k", "v", "o", "gate", "up", "down")

@@ -8,7 +8,7 @@ For each point the perturbed weights are set to theta0 + a*u + b*v, computed in 
 chunk from the pristine weights (kept in the model's dtype, see `planes`) and then cast to the
 model's dtype (never by cumulative add and subtract), and
 the realised perturbation norm |theta(a, b) - theta0| (after the cast) is recorded. Both losses
-come from `mftlab.evaluation.loss_sums` over data tokenised once and kept on the device. Every
+come from `mftlab.training.evaluation.loss_sums` over data tokenised once and kept on the device. Every
 finished point is appended to the run's store (see `landscape_store`), so a killed run resumes
 where it stopped; several processes split the points (k % world_size == rank) and process 0
 merges them. The model's weights are restored bit-exactly afterwards, whatever happens.
@@ -30,11 +30,11 @@ from mftlab.analysis.landscape_store import PointStore
 from mftlab.analysis.planes import ExplicitPlane, ModelLine, ModelPlane, Plane, RandomPlane, linspace, margin_ranges
 
 from mftlab import __version__
-from mftlab.atomic import atomic_path, write_text_atomic
-from mftlab.data import IGNORE_INDEX, Example
+from mftlab.files.atomic import atomic_path, write_text_atomic
+from mftlab.training.data import IGNORE_INDEX, Example
 from mftlab.errors import ConfigError, MaskMismatchError
-from mftlab.evaluation import LossSums, TokenBatch, loss_sums, make_batches
-from mftlab.fingerprint import combined_fingerprint, tensor_fingerprint
+from mftlab.training.evaluation import LossSums, TokenBatch, loss_sums, make_batches
+from mftlab.mask.fingerprint import combined_fingerprint, tensor_fingerprint
 
 PLANES = ("random", "models", "line")
 LAYOUT = "losses[j, i] is the loss at (xs[i], ys[j]); shape (len(ys), len(xs)); point k = j * len(xs) + i"

@@ -16,7 +16,7 @@ import glob
 import json
 import os
 
-from mftlab.atomic import append_line, write_text_atomic
+from mftlab.files.atomic import append_line, write_text_atomic
 from mftlab.errors import ConfigError, MftlabError
 
 RUN_FILE = "landscape.run.json"

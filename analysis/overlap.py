@@ -35,7 +35,7 @@ from mftlab.analysis.groups import OVERALL, group_keys, projection_order, sorted
 from mftlab.analysis.packed_counts import count, counter_add, counter_equal, counter_planes, masked_bits
 from mftlab.analysis.results import ensure_dir, finite, header, write_csv, write_json
 from mftlab.errors import MaskMismatchError
-from mftlab.maskfile import Mask, load_mask
+from mftlab.mask.maskfile import Mask, load_mask
 
 KIND = "mftlab.overlap"
 _TINY = 1e-300  # below this, p-values are reported through log10_p

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from mftlab.packing import popcount
+from mftlab.mask.packing import popcount
 
 
 def _bitwise_count(packed: np.ndarray) -> np.ndarray:
     """Per-byte popcount (uint8), np.bitwise_count on numpy 2, a lookup table before."""
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(packed)
-    from mftlab.packing import _POPCOUNT_TABLE
+    from mftlab.mask.packing import _POPCOUNT_TABLE
 
     return _POPCOUNT_TABLE[packed]
 

@@ -36,7 +36,7 @@ import torch
 
 from mftlab.analysis.directions import DirectionSpec, RandomDirections, perturbed_names
 from mftlab.errors import ConfigError
-from mftlab.targeting import output_axes
+from mftlab.mft.targeting import output_axes
 
 CPU_CHUNK = 1 << 20  # float32 values per chunk: 4 MiB of transient on the host
 GPU_CHUNK = 1 << 24  # 64 MiB on a GPU, where each chunk costs kernel launches

@@ -26,11 +26,11 @@ from mftlab.analysis import protocol_recipe as recipe
 from mftlab.analysis import protocol_steps as steps
 from mftlab.analysis.results import write_json
 from mftlab.errors import ConfigError
-from mftlab.masking import SCORE_INITS
-from mftlab.selection import check_ratio
-from mftlab.targeting import parse_layers
-from mftlab.tinybench import DOMAINS, SplitSizes, pretraining_records, write_benchmark, write_jsonl
-from mftlab.train_config import TrainConfig
+from mftlab.mft.masking import SCORE_INITS
+from mftlab.mft.selection import check_ratio
+from mftlab.mft.targeting import parse_layers
+from mftlab.recipes.tinybench import DOMAINS, SplitSizes, pretraining_records, write_benchmark, write_jsonl
+from mftlab.training.config import TrainConfig
 
 METHODS = ("backbone", "fft", "continued_fft", "mft", "random", "magnitude", "wanda", "snip", "lora")
 METHOD_NAMES = {"backbone": "Backbone (lower bound)", "fft": "FFT best (upper bound)", "continued_fft": "Continued FFT",

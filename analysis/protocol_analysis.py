@@ -19,10 +19,10 @@ from mftlab.analysis.overlap import compare_masks
 from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
 from mftlab.analysis.results import write_csv, write_json
 from mftlab.analysis.stats import mask_stats
-from mftlab.data import load_examples
-from mftlab.maskfile import load_mask
-from mftlab.models import load_model
-from mftlab.tokenizer import padding_id
+from mftlab.training.data import load_examples
+from mftlab.mask.maskfile import load_mask
+from mftlab.models.loading import load_model
+from mftlab.models.tokenizer import padding_id
 
 CRITERIA = {"wanda": "Wanda", "snip": "SNIP", "magnitude": "magnitude", "random": "random"}  # source -> label
 LANDSCAPE_TOKENS = 300  # label tokens per split and point (math answers are ~2 tokens: ~150 examples)

@@ -15,16 +15,16 @@ from dataclasses import dataclass
 import torch
 
 from mftlab.analysis.results import write_json
-from mftlab.apply import apply_mask_
-from mftlab.baselines import baseline_mask
-from mftlab.data import load_examples
-from mftlab.evaluation import evaluate, loss_sums, make_batches
-from mftlab.maskfile import load_mask, save_mask
-from mftlab.models import load_model
-from mftlab.targeting import TargetSpec
-from mftlab.tokenizer import padding_id
-from mftlab.train_config import TrainConfig
-from mftlab.trainer import train
+from mftlab.mft.apply import apply_mask_
+from mftlab.mft.baselines import baseline_mask
+from mftlab.training.data import load_examples
+from mftlab.training.evaluation import evaluate, loss_sums, make_batches
+from mftlab.mask.maskfile import load_mask, save_mask
+from mftlab.models.loading import load_model
+from mftlab.mft.targeting import TargetSpec
+from mftlab.models.tokenizer import padding_id
+from mftlab.training.config import TrainConfig
+from mftlab.training.loop import train
 
 DONE = "result.json"
 PRUNING_KINDS = ("wanda", "snip")
@@ -102,7 +102,7 @@ def make_baseline_mask(folder: str, model_dir: str, kind: str, mask_ratio: float
 def make_pruning_mask(folder: str, model_dir: str, kind: str, mask_ratio: float, layers: str, calibration_file: str,
                       max_seq_len: int) -> str:
     """A Wanda or SNIP mask of the FFT model, calibrated on `calibration_file` (cached)."""
-    from mftlab.calibration import CalibrationConfig, load_calibration
+    from mftlab.mft.calibration import CalibrationConfig, load_calibration
 
     path = os.path.join(folder, f"{kind}.safetensors")
     if not os.path.exists(path):

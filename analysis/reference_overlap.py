@@ -149,7 +149,7 @@ def correlate_with_run(result: ReferenceResult, masks: list, run_dir: str, loade
     """Spearman of the run's latest checkpoint scores with each criterion mask's recomputed scores.
 
     `masks` are the compared masks (paths or Masks, in `result.labels` order); `loaded` is the base
-    model (mftlab.models.LoadedModel) or None (then only the checkpoint is recorded, with a note).
+    model (mftlab.models.loading.LoadedModel) or None (then only the checkpoint is recorded, with a note).
     """
     ranking, step = run_scores(run_dir, result.reference_meta.get("rank_by", "raw"))
     result.scores = {"run": str(run_dir), "checkpoint_step": step}

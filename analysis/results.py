@@ -12,7 +12,7 @@ import math
 import os
 
 from mftlab import __version__
-from mftlab.atomic import write_text_atomic
+from mftlab.files.atomic import write_text_atomic
 from mftlab.errors import MftlabError
 
 

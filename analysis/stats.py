@@ -26,11 +26,11 @@ from mftlab.analysis.packed_counts import col_kept, count, row_kept
 from mftlab.analysis.results import ensure_dir, finite, header, write_csv, write_json
 from mftlab.analysis.weight_stats import histogram, histogram_quantile, log_bins, split_stats
 from mftlab.errors import MaskMismatchError
-from mftlab.maskfile import Mask
-from mftlab.models import named_weights
-from mftlab.packing import pack_bits
-from mftlab.selection import keep_tensor
-from mftlab.targeting import output_axes
+from mftlab.mask.maskfile import Mask
+from mftlab.models.loading import named_weights
+from mftlab.mask.packing import pack_bits
+from mftlab.mft.selection import keep_tensor
+from mftlab.mft.targeting import output_axes
 
 KIND = "mftlab.stats"
 _OVERLAP_KEYS = ("shared_masked", "expected_shared", "jaccard", "lift", "z", "log10_p")

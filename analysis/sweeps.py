@@ -24,17 +24,17 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from mftlab import __version__
-from mftlab.atomic import write_text_atomic
+from mftlab.files.atomic import write_text_atomic
 from mftlab.analysis import protocol_steps as steps
 from mftlab.analysis.choose import best_on_validation
 from mftlab.analysis.results import write_csv, write_json
-from mftlab.data import load_examples
+from mftlab.training.data import load_examples
 from mftlab.errors import ConfigError
-from mftlab.evaluation import evaluate
-from mftlab.masking import SCORE_INITS
-from mftlab.models import load_model
-from mftlab.selection import check_ratio
-from mftlab.train_config import TrainConfig
+from mftlab.training.evaluation import evaluate
+from mftlab.mft.masking import SCORE_INITS
+from mftlab.models.loading import load_model
+from mftlab.mft.selection import check_ratio
+from mftlab.training.config import TrainConfig
 
 AXES = ("layers", "ratio", "data", "score-lr", "score-init")
 DEFAULT_RATIOS = (0.02, 0.05, 0.1, 0.2, 0.4)

@@ -43,7 +43,7 @@ def make_masks(folder: str) -> list[str]:
     """Packed masks built directly from random bytes: masked where 3 random bits are all 1 (p = 1/8)."""
     import numpy as np
 
-    from mftlab.maskfile import Mask, save_mask
+    from mftlab.mask.maskfile import Mask, save_mask
 
     rng = np.random.default_rng(0)
     shared = {n: rng.integers(0, 256, (r, c // 8), dtype=np.uint8) for n, (r, c) in shapes().items()}
@@ -72,8 +72,8 @@ def run_unpacked(paths: list[str]) -> dict:
     import numpy as np
 
     from mftlab.analysis.overlap import default_labels, hypergeom_test
-    from mftlab.maskfile import load_mask
-    from mftlab.packing import unpack_bits
+    from mftlab.mask.maskfile import load_mask
+    from mftlab.mask.packing import unpack_bits
 
     loaded = [load_mask(p) for p in paths]
     masked = [{n: ~unpack_bits(m.packed[n], m.shapes[n]) for n in m.packed} for m in loaded]  # bool, 1 byte/weight
@@ -104,7 +104,7 @@ def child(variant: str, paths: list[str]) -> None:
     import scipy.stats  # noqa: F401
 
     import mftlab.analysis.overlap  # noqa: F401
-    import mftlab.maskfile  # noqa: F401
+    import mftlab.mask.maskfile  # noqa: F401
 
     after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()

@@ -31,9 +31,9 @@ import torch
 
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
-from mftlab.data import load_examples
-from mftlab.evaluation import loss_sums
-from mftlab.models import load_model
+from mftlab.training.data import load_examples
+from mftlab.training.evaluation import loss_sums
+from mftlab.models.loading import load_model
 
 SECTION = "## Loss landscape"
 

@@ -58,7 +58,7 @@ def data(seed: int, n: int = 16, length: int = 128):
     import torch
 
     from mftlab.analysis.landscape import prepare_data
-    from mftlab.data import IGNORE_INDEX, Example
+    from mftlab.training.data import IGNORE_INDEX, Example
 
     g = torch.Generator().manual_seed(seed)
     examples = []
@@ -75,7 +75,7 @@ def case(kind: str) -> dict:
     torch.set_num_threads(1)
     from mftlab.analysis.directions import DirectionSpec
     from mftlab.analysis.landscape import LandscapeConfig, landscape
-    from mftlab.evaluation import loss_sums
+    from mftlab.training.evaluation import loss_sums
 
     model = build(0)
     train, test = data(1), data(2)

@@ -15,7 +15,7 @@ import torch
 
 from report import machine, write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from mftlab.maskfile import Mask, file_bits_per_param, load_mask, save_mask  # noqa: E402
+from mftlab.mask.maskfile import Mask, file_bits_per_param, load_mask, save_mask  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/bench_maskfile.py"
 

@@ -38,9 +38,9 @@ def _setup(args):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mftlab.calibration import CalibrationConfig, calibration_from_examples
-    from mftlab.data import IGNORE_INDEX, Example
-    from mftlab.targeting import TargetSpec, resolve_targets
+    from mftlab.mft.calibration import CalibrationConfig, calibration_from_examples
+    from mftlab.training.data import IGNORE_INDEX, Example
+    from mftlab.mft.targeting import TargetSpec, resolve_targets
 
     torch.set_num_threads(args.threads)
     config = LlamaConfig(vocab_size=256, hidden_size=args.hidden, intermediate_size=args.hidden * 11 // 4,
@@ -65,8 +65,8 @@ def _upper(targets, layers):
 
 
 def _run(variant, model, targets, calibration):
-    from mftlab.evaluation import loss_sums
-    from mftlab.pruning_scores import snip_scores, wanda_scores
+    from mftlab.training.evaluation import loss_sums
+    from mftlab.mft.pruning_scores import snip_scores, wanda_scores
 
     if variant == "snip_upper":
         return snip_scores(model, _upper(targets, model.config.num_hidden_layers), calibration)

@@ -8,7 +8,7 @@ Writes (or replaces) the section `## Scale rehearsal (CPU)` of BENCHMARKS.md.
 The model has LLaMA-2-7B's exact layer shapes (hidden 4096, intermediate 11008, 32 heads, vocab
 32000) with 2 decoder layers (667M parameters), built from its config with random weights, directly
 in bf16 (no download, no fp32 detour). Cases, each in a fresh process, never two at once:
-- mft: one `mftlab train --method mask` step (layers 1, fp32 scores), through `mftlab.trainer.train`;
+- mft: one `mftlab train --method mask` step (layers 1, fp32 scores), through `mftlab.training.loop.train`;
 - fft: one `--method fft` step on 1 process, bf16 with `--pure-bf16` (AdamW on the bf16 weights:
   8 B per parameter; with fp32 master weights a 2-layer 7B-shaped model needs 20 B per parameter,
   13 GiB, too much for this shared 24 GiB host);
@@ -93,13 +93,13 @@ def write_data(folder: str, n: int = 8) -> str:
 
 
 def _has_field(name: str) -> bool:
-    from mftlab.train_config import TrainConfig
+    from mftlab.training.config import TrainConfig
 
     return name in {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def train_config(kind: str, folder: str):
-    from mftlab.train_config import TrainConfig
+    from mftlab.training.config import TrainConfig
 
     extra = {"pure_bf16": True} if kind.startswith("fft") and _has_field("pure_bf16") else {}
     if kind == "fft-fsdp":
@@ -111,7 +111,7 @@ def train_config(kind: str, folder: str):
 
 
 def plan_config(kind: str, config_dir: str):
-    from mftlab.planning import PlanConfig
+    from mftlab.plan.planner import PlanConfig
 
     common = dict(model=config_dir, dtype="bfloat16", seq_len=SEQ, gpu="cpu")
     if kind == "mft":
@@ -126,9 +126,9 @@ def plan_config(kind: str, config_dir: str):
 # -- one case, in this process ------------------------------------------------------------------
 def _baseline(folder: str) -> dict:
     from mftlab.analysis.landscape import prepare_data  # noqa: F401 - the same imports as the cases
-    from mftlab.data import load_examples
-    from mftlab.tokenizer import build_char_tokenizer
-    from mftlab.trainer import train  # noqa: F401
+    from mftlab.training.data import load_examples
+    from mftlab.models.tokenizer import build_char_tokenizer
+    from mftlab.training.loop import train  # noqa: F401
 
     tok = build_char_tokenizer()
     load_examples(write_data(folder), tok, SEQ + 8)
@@ -136,9 +136,9 @@ def _baseline(folder: str) -> dict:
 
 
 def _train(kind: str, folder: str) -> dict:
-    from mftlab.models import LoadedModel
-    from mftlab.tokenizer import build_char_tokenizer
-    from mftlab.trainer import train
+    from mftlab.models.loading import LoadedModel
+    from mftlab.models.tokenizer import build_char_tokenizer
+    from mftlab.training.loop import train
 
     model = build()
     peaks = []
@@ -154,8 +154,8 @@ def _train(kind: str, folder: str) -> dict:
 
 def _landscape(kind: str, folder: str) -> dict:
     from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
-    from mftlab.data import load_examples
-    from mftlab.tokenizer import build_char_tokenizer
+    from mftlab.training.data import load_examples
+    from mftlab.models.tokenizer import build_char_tokenizer
 
     tok = build_char_tokenizer()
     examples, _ = load_examples(write_data(folder, 2), tok, SEQ + 8)
@@ -204,7 +204,7 @@ def _subprocess(kind: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def estimate(kind: str) -> float:
-    from mftlab.planning import make_plan
+    from mftlab.plan.planner import make_plan
 
     with tempfile.TemporaryDirectory() as folder:
         llama_config().save_pretrained(folder)

@@ -5,7 +5,7 @@ targeted weights) and one fixed batch (8 x 256 random tokens; 8 is the paper's b
 every variant:
 
 - `fft`: AdamW on every weight (the trainer's `--method fft` step);
-- `mft`: the trainer's `--method mask` step: masked wrappers (mftlab.ste), AdamW on the scores,
+- `mft`: the trainer's `--method mask` step: masked wrappers (mftlab.mft.ste), AdamW on the scores,
   then one exact top-k refresh of every mask per optimizer step (warm-started selection);
 - `ref`: the reference code's estimator: on every forward pass each score tensor is fully sorted
   to build the mask, and `F.linear(x, W * mask)` keeps the full-size masked weight for backward.
@@ -84,7 +84,7 @@ def attach_reference(model, ratio=0.1):
     import torch.nn.functional as F
     from torch import nn
 
-    from mftlab.targeting import TargetSpec, resolve_targets
+    from mftlab.mft.targeting import TargetSpec, resolve_targets
 
     get_subnet = _FullSortMask.make(ratio)
 
@@ -111,9 +111,9 @@ def setup_variant(variant: str, device: str, bf16: bool):
     import torch
     import torch.nn.functional as F
 
-    from mftlab.masking import SelectionConfig, attach_masks, refresh_masks
-    from mftlab.targeting import TargetSpec, resolve_targets
-    from mftlab.warm_select import WarmSelector
+    from mftlab.mft.masking import SelectionConfig, attach_masks, refresh_masks
+    from mftlab.mft.targeting import TargetSpec, resolve_targets
+    from mftlab.mft.warm_select import WarmSelector
 
     model, ids = build(device)
     targets = resolve_targets(model, TargetSpec.parse("all-linear"))

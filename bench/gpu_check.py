@@ -2,13 +2,13 @@
 
 On CUDA it builds a Llama-shaped model of ~300M parameters (hidden 1024, 24 layers, intermediate
 2816, vocab 32000) in bf16 and measures, on one fixed batch (8 x 512 random tokens):
-- MFT step vs FFT step: the trainer's `--method mask` step (mftlab.masking wrappers, AdamW on the
+- MFT step vs FFT step: the trainer's `--method mask` step (mftlab.mft.masking wrappers, AdamW on the
   fp32 scores, one exact top-k refresh per optimizer step) against AdamW on every weight; median of
   the timed steps after warm-up, `torch.cuda.synchronize()` before every clock read;
 - peak GPU memory of each (`torch.cuda.max_memory_allocated`, reset before each variant) against
-  `mftlab plan` (mftlab.planning.make_plan) for the same config, with the relative error;
+  `mftlab plan` (mftlab.plan.planner.make_plan) for the same config, with the relative error;
 - masks equal between CPU and GPU: the same scores (after the MFT steps, cast through bf16 so ties
-  are common) selected on both devices by mftlab.selection at every granularity, compared bit by bit;
+  are common) selected on both devices by mftlab.mft.selection at every granularity, compared bit by bit;
 - landscape point vs eval pass: `landscape()` on a small random plane against one `loss_sums` pass
   over the same train + test batches.
 
@@ -103,9 +103,9 @@ def time_steps(variant: str, size: dict, device: str, dtype) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from mftlab.masking import SelectionConfig, attach_masks, current_keep, refresh_masks
-    from mftlab.targeting import TargetSpec, resolve_targets
-    from mftlab.warm_select import WarmSelector
+    from mftlab.mft.masking import SelectionConfig, attach_masks, current_keep, refresh_masks
+    from mftlab.mft.targeting import TargetSpec, resolve_targets
+    from mftlab.mft.warm_select import WarmSelector
 
     _peak_reset(device)
     _, model, ids = build(size, device, dtype)
@@ -142,7 +142,7 @@ def masks_equal_cpu_gpu(scores: dict, device: str) -> dict:
     """Select keep-masks from the same scores on CPU and on `device`; compare bit by bit."""
     import torch
 
-    from mftlab.selection import select_keep
+    from mftlab.mft.selection import select_keep
 
     # Through bf16: many exact ties, which the selection must break identically (lowest index first).
     values = {n: s.to(torch.bfloat16).float() for n, s in scores.items()}
@@ -164,8 +164,8 @@ def landscape_vs_eval(size: dict, device: str, dtype) -> dict:
 
     from mftlab.analysis.directions import DirectionSpec
     from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
-    from mftlab.data import Example
-    from mftlab.evaluation import loss_sums
+    from mftlab.training.data import Example
+    from mftlab.training.evaluation import loss_sums
 
     _, model, _ = build(size, device, dtype)
     gen = torch.Generator().manual_seed(1)
@@ -209,7 +209,7 @@ def landscape_vs_eval(size: dict, device: str, dtype) -> dict:
 
 def plan_estimates(config, size: dict, gpu_name: str) -> dict:
     """`mftlab plan` for the same model and batch (MFT and FFT), to compare with the measured peaks."""
-    from mftlab.planning import PlanConfig, make_plan
+    from mftlab.plan.planner import PlanConfig, make_plan
 
     gpu = "h200" if "H200" in gpu_name.upper() else "h100"
     with tempfile.TemporaryDirectory() as folder:

@@ -73,7 +73,7 @@ def perturbed(model, scale: float, seed: int):
 
 
 def _plan(size: dict, gpu: str, **kwargs) -> dict:
-    from mftlab.planning import PlanConfig, make_plan
+    from mftlab.plan.planner import PlanConfig, make_plan
 
     with tempfile.TemporaryDirectory() as folder:
         llama_config(size).save_pretrained(folder)
@@ -86,9 +86,9 @@ def mft_steps(model, size: dict, device: str, checkpointing: bool) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from mftlab.masking import SelectionConfig, attach_masks, detach_masks, refresh_masks
-    from mftlab.targeting import TargetSpec, resolve_targets
-    from mftlab.warm_select import WarmSelector
+    from mftlab.mft.masking import SelectionConfig, attach_masks, detach_masks, refresh_masks
+    from mftlab.mft.targeting import TargetSpec, resolve_targets
+    from mftlab.mft.warm_select import WarmSelector
 
     model.requires_grad_(False)
     if checkpointing:
@@ -133,8 +133,8 @@ def models_plane_point(model, size: dict, device: str) -> dict:
     import torch
 
     from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
-    from mftlab.data import Example
-    from mftlab.evaluation import loss_sums
+    from mftlab.training.data import Example
+    from mftlab.training.evaluation import loss_sums
 
     gen = torch.Generator().manual_seed(1)
 
@@ -176,7 +176,7 @@ def models_plane_point(model, size: dict, device: str) -> dict:
 
 def fsdp_smoke(device: str, timeout: int = 180) -> dict:
     """`torchrun --nproc_per_node 1 mftlab train --sharding fsdp` on tiny-llama for 3 steps."""
-    from mftlab.train_config import TrainConfig
+    from mftlab.training.config import TrainConfig
 
     if "sharding" not in {f.name for f in dataclasses.fields(TrainConfig)}:
         return {"status": PENDING_FSDP}

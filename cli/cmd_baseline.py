@@ -5,9 +5,9 @@ import statistics
 import click
 
 from mftlab.cli.options import echo_targets, load_model_from, model_options, seed_option, target_options, target_spec_from
-from mftlab.codecs import CODECS
+from mftlab.mask.codecs import CODECS
 from mftlab.errors import ConfigError
-from mftlab.selection import GRANULARITIES
+from mftlab.mft.selection import GRANULARITIES
 
 
 @click.command("baseline")
@@ -54,11 +54,11 @@ def command(model, kind, mask_ratio, granularity, data, max_tokens, batch_size, 
       mftlab baseline ft/best --kind random --seeds 3 --layers 4-7 --eval-data val.jsonl --out random.safetensors
       mftlab baseline ./fft-model --kind wanda --data train.jsonl --max-tokens 8192 --out wanda.safetensors
     """
-    from mftlab.baselines import DATA_KINDS, baseline_mask, draw_paths, evaluate_draws, shared_masked_fraction
-    from mftlab.calibration import CalibrationConfig, load_calibration
-    from mftlab.maskfile import file_bits_per_param, save_mask
-    from mftlab.selection import check_ratio
-    from mftlab.targeting import resolve_targets
+    from mftlab.mft.baselines import DATA_KINDS, baseline_mask, draw_paths, evaluate_draws, shared_masked_fraction
+    from mftlab.mft.calibration import CalibrationConfig, load_calibration
+    from mftlab.mask.maskfile import file_bits_per_param, save_mask
+    from mftlab.mft.selection import check_ratio
+    from mftlab.mft.targeting import resolve_targets
 
     check_ratio(mask_ratio)
     if kind != "random" and n_seeds not in (None, 1):
@@ -99,7 +99,7 @@ def command(model, kind, mask_ratio, granularity, data, max_tokens, batch_size, 
         click.echo(f"{n_seeds} draws (seeds {seeds[0]}-{seeds[-1]}): two draws share {statistics.fmean(shared):.1%} of "
                    f"their masked weights on average (independent draws: about {mask_ratio:.0%})")
     if eval_data:
-        from mftlab.data import load_examples
+        from mftlab.training.data import load_examples
 
         examples, _ = load_examples(eval_data, loaded.tokenizer, max_seq_len)
         losses = evaluate_draws(loaded.model, loaded.tokenizer, masks, examples)

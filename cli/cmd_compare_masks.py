@@ -42,7 +42,7 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
           --scores run --model ./fft-model --data train.jsonl --out results/criteria
     """
     from mftlab.analysis.overlap import compare_masks
-    from mftlab.folder_lock import hold_folder
+    from mftlab.files.folder_lock import hold_folder
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")

@@ -3,7 +3,7 @@
 import click
 
 from mftlab.cli.options import load_model_from, model_options
-from mftlab.codecs import CODECS
+from mftlab.mask.codecs import CODECS
 from mftlab.errors import ConfigError
 
 
@@ -21,9 +21,9 @@ def command(legacy_path, out_path, model, codec, **model_kw):
     Example:
       mftlab convert mask_dense.pt --model ./fft-model --out mask.safetensors
     """
-    from mftlab.legacy import convert_legacy
-    from mftlab.maskfile import save_mask
-    from mftlab.models import named_weights
+    from mftlab.mask.legacy import convert_legacy
+    from mftlab.mask.maskfile import save_mask
+    from mftlab.models.loading import named_weights
 
     if not out_path.endswith(".safetensors"):
         raise ConfigError(f"--out '{out_path}' should end in .safetensors; masks are safetensors files")

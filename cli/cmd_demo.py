@@ -39,7 +39,7 @@ def command(out, seed, seeds, quick, layers, mask_ratio, mft_inits, mft_score_lr
 
     from mftlab.analysis.protocol import DemoConfig, run_protocol
     from mftlab.figures.report import render as render_report
-    from mftlab.folder_lock import hold_folder
+    from mftlab.files.folder_lock import hold_folder
 
     from mftlab.cli.cmd_sweep import _floats
 

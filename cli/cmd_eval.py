@@ -51,11 +51,11 @@ def command(model, mask_path, data, batch_size, max_seq_len, data_fraction, max_
       mftlab eval ./fft-model --mask run/mask.safetensors --data test.jsonl --json
       torchrun --nproc_per_node 2 -m mftlab.cli.main eval MODEL --data test.jsonl  (examples split)
     """
-    from mftlab.data import load_examples
+    from mftlab.training.data import load_examples
     from mftlab.errors import ConfigError
-    from mftlab.evaluation import evaluate
-    from mftlab.apply import apply_mask_
-    from mftlab.maskfile import load_mask
+    from mftlab.training.evaluation import evaluate
+    from mftlab.mft.apply import apply_mask_
+    from mftlab.mask.maskfile import load_mask
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError("--batch-size and --max-new-tokens must be at least 1")

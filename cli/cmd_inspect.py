@@ -20,9 +20,9 @@ def command(mask_path, as_json, model, force, **model_kw):
     Example:
       mftlab inspect mask.safetensors --model tiny-llama
     """
-    from mftlab.inspection import summarize
-    from mftlab.maskfile import load_mask
-    from mftlab.models import named_weights
+    from mftlab.mask.inspection import summarize
+    from mftlab.mask.maskfile import load_mask
+    from mftlab.models.loading import named_weights
 
     mask = load_mask(mask_path)
     summary = summarize(mask, mask_path)

@@ -8,7 +8,7 @@ import click
 
 from mftlab.cli.options import model_options, seed_option
 from mftlab.errors import ConfigError
-from mftlab.tokenizer import padding_id
+from mftlab.models.tokenizer import padding_id
 
 MASK_SEPARATOR = "::"
 
@@ -27,7 +27,7 @@ def _distributed(timeout_s: float):
     if not dist.is_initialized():
         if device.startswith("cuda"):
             torch.cuda.set_device(local)
-        from mftlab.dist_faults import process_group_timeout
+        from mftlab.training.dist_faults import process_group_timeout
 
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
                                 timeout=process_group_timeout(timeout_s))
@@ -45,9 +45,9 @@ def _split_model(text: str) -> tuple[str, str | None]:
 
 def _loader(text: str, dtype: str, trust_remote_code: bool, device: str, force: bool, gguf_file: str | None = None):
     def load():
-        from mftlab.apply import apply_mask_
-        from mftlab.maskfile import load_mask
-        from mftlab.models import load_model
+        from mftlab.mft.apply import apply_mask_
+        from mftlab.mask.maskfile import load_mask
+        from mftlab.models.loading import load_model
 
         source, mask_path = _split_model(text)
         mask = load_mask(mask_path) if mask_path else None  # fail on a bad mask before loading weights
@@ -132,10 +132,10 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
     """
     from mftlab.analysis.directions import DirectionSpec
     from mftlab.analysis.landscape import LandscapeConfig, landscape, parse_range, prepare_data
-    from mftlab.data import load_examples
+    from mftlab.training.data import load_examples
     from mftlab.grid import parse_grid
-    from mftlab.maskfile import load_mask
-    from mftlab.targeting import TargetSpec
+    from mftlab.mask.maskfile import load_mask
+    from mftlab.mft.targeting import TargetSpec
 
     spec = DirectionSpec(seed, normalization, include_1d, orthogonalize,
                          TargetSpec.parse(targets, layers, exclude) if (targets or layers or exclude) else None)
@@ -150,8 +150,8 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
 
     if not dist_timeout > 0:
         raise ConfigError(f"--dist-timeout {dist_timeout} must be positive seconds (default 1800 = 30 minutes)")
-    from mftlab.dist_faults import distributed_faults
-    from mftlab.folder_lock import hold_folder
+    from mftlab.training.dist_faults import distributed_faults
+    from mftlab.files.folder_lock import hold_folder
 
     rank, world, barrier, device = _distributed(dist_timeout)
     # Process 0 owns --out from here (before any check of it) to the end of the command; the others wait.

@@ -8,7 +8,7 @@ from mftlab.cli.options import target_options
 
 
 def _value(term) -> str:
-    from mftlab.planning import fmt_bytes, fmt_count, fmt_seconds
+    from mftlab.plan.planner import fmt_bytes, fmt_count, fmt_seconds
 
     if term.unit == "B":
         return fmt_bytes(term.value)
@@ -78,7 +78,7 @@ def command(model, as_json, checkpointing_alias, **options):
           --gradient-checkpointing
       mftlab plan llama3.1-8b --task landscape --plane models --grid 21x21 --landscape-tokens 4096
     """
-    from mftlab.planning import PlanConfig, fmt_bytes, fmt_count, fmt_seconds, make_plan
+    from mftlab.plan.planner import PlanConfig, fmt_bytes, fmt_count, fmt_seconds, make_plan
 
     if checkpointing_alias is not None:  # the old spelling, kept working
         options["gradient_checkpointing"] = options["gradient_checkpointing"] or checkpointing_alias

@@ -17,7 +17,7 @@ def command(result_dir):
       mftlab plot runs/overlap
     """
     from mftlab.figures.render import plot
-    from mftlab.folder_lock import hold_folder
+    from mftlab.files.folder_lock import hold_folder
 
     if not os.path.isdir(result_dir):
         raise MftlabError(f"results folder '{result_dir}' does not exist; pass the --out folder of an earlier command")

@@ -30,8 +30,8 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
     from mftlab.analysis.dynamics import mask_dynamics, run_masks
     from mftlab.analysis.results import write_csv, write_json
     from mftlab.analysis.stats import mask_stats
-    from mftlab.folder_lock import hold_folder
-    from mftlab.maskfile import load_mask
+    from mftlab.files.folder_lock import hold_folder
+    from mftlab.mask.maskfile import load_mask
 
     if mask_path is None and run_dir is None:
         raise MftlabError("give a MASK file or --run DIR (a training run folder); see mftlab stats --help")

@@ -69,8 +69,8 @@ def command(axis, model, eval_data, test_data, out, group_size, ratios, fraction
           --layers 4-7 --score-lrs 1e-4,1e-3,1e-2 --out sweep-score-lr
     """
     from mftlab.analysis.sweeps import SweepConfig, run_sweep
-    from mftlab.folder_lock import hold_folder
-    from mftlab.train_config import TrainConfig
+    from mftlab.files.folder_lock import hold_folder
+    from mftlab.training.config import TrainConfig
 
     if not train["data"]:
         raise click.UsageError("--data is required")

@@ -7,7 +7,7 @@ import sys
 import click
 from click.core import ParameterSource
 
-from mftlab.train_config import METHODS, PRECISIONS, SHARDINGS, TrainConfig, load_config_file, merge_config
+from mftlab.training.config import METHODS, PRECISIONS, SHARDINGS, TrainConfig, load_config_file, merge_config
 
 D = TrainConfig.__dataclass_fields__  # defaults come from the config class, never repeated here
 
@@ -149,7 +149,7 @@ def command(ctx, model, config_file, dry_run, **flags):
     file_values = load_config_file(config_file) if config_file else {}
     if dry_run:
         from mftlab.cli.options import echo_targets, load_model_from
-        from mftlab.targeting import TargetSpec, resolve_targets
+        from mftlab.mft.targeting import TargetSpec, resolve_targets
 
         values = {**file_values, **{k: v for k, v in flags.items() if k in given}}
         source = values.get("model")
@@ -168,7 +168,7 @@ def command(ctx, model, config_file, dry_run, **flags):
     from mftlab.cli.options import own_folder
 
     ctx.with_resource(own_folder(config.out))  # before the slow imports: a second writer is refused at once
-    from mftlab.trainer import train
+    from mftlab.training.loop import train
 
     result = train(config, progress=_Reporter())
     from accelerate import PartialState

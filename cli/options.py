@@ -7,8 +7,8 @@ import os
 
 import click
 
-from mftlab.models import DTYPES, load_model
-from mftlab.targeting import TargetSpec
+from mftlab.models.loading import DTYPES, load_model
+from mftlab.mft.targeting import TargetSpec
 
 
 def _stack(*decorators):
@@ -49,7 +49,7 @@ def own_folder(folder: str, **kwargs):
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return contextlib.nullcontext()
-    from mftlab.folder_lock import hold_folder
+    from mftlab.files.folder_lock import hold_folder
 
     return hold_folder(folder, **kwargs)
 

@@ -12,7 +12,7 @@ import html
 import os
 import statistics
 
-from mftlab.atomic import write_text_atomic
+from mftlab.files.atomic import write_text_atomic
 from mftlab.figures import (criteria_figures, curves_figures, dynamics_figures, landscape_figures, overlap_figures,
                             stats_figures)
 from mftlab.figures.result_io import load_result

@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # figures never need a display
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mftlab.atomic import atomic_path  # noqa: E402
+from mftlab.files.atomic import atomic_path  # noqa: E402
 
 # Colour-blind-safe palette (Okabe-Ito) in the order methods usually appear.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]

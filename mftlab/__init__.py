@@ -35,15 +35,15 @@ from mftlab.errors import ConfigError, MftlabError  # noqa: E402  (light: no tor
 # name -> module that defines it. Imported on first use (PEP 562), so `import mftlab` stays light
 # and mftlab never imports its analysis / figures sub-packages at import time (no import cycle).
 _LAZY = {
-    "load_model": "mftlab.models",
-    "LoadedModel": "mftlab.models",
+    "load_model": "mftlab.models.loading",
+    "LoadedModel": "mftlab.models.loading",
     "mask_model": "mftlab.api.handle",
     "MaskedModel": "mftlab.api.handle",
-    "Mask": "mftlab.maskfile",
+    "Mask": "mftlab.mask.maskfile",
     "baseline_mask": "mftlab.api.baseline",
-    "train": "mftlab.trainer",
-    "TrainConfig": "mftlab.train_config",
-    "TrainResult": "mftlab.trainer",
+    "train": "mftlab.training.loop",
+    "TrainConfig": "mftlab.training.config",
+    "TrainResult": "mftlab.training.loop",
     "mask_stats": "mftlab.analysis.api",
     "compare_masks": "mftlab.analysis.api",
     "landscape": "mftlab.analysis.api",

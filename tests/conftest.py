@@ -9,7 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from mftlab.tokenizer import build_char_tokenizer  # noqa: E402
+from mftlab.models.tokenizer import build_char_tokenizer  # noqa: E402
 
 
 def _tiny_llama(tied: bool = False, seed: int = 0):

@@ -5,13 +5,13 @@ import torch
 from click.testing import CliRunner
 from transformers import AutoModelForCausalLM
 
-from mftlab.apply import apply_mask_, write_merged
-from mftlab.baselines import baseline_mask
+from mftlab.mft.apply import apply_mask_, write_merged
+from mftlab.mft.baselines import baseline_mask
 from mftlab.cli.main import main
-from mftlab.legacy import convert_legacy
-from mftlab.maskfile import load_mask
-from mftlab.models import load_model
-from mftlab.targeting import TargetSpec
+from mftlab.mask.legacy import convert_legacy
+from mftlab.mask.maskfile import load_mask
+from mftlab.models.loading import load_model
+from mftlab.mft.targeting import TargetSpec
 
 IDS = torch.tensor([[5, 17, 23, 42, 8, 99, 3]])
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from mftlab.baselines import baseline_mask
-from mftlab.selection import num_masked
-from mftlab.targeting import TargetSpec
+from mftlab.mft.baselines import baseline_mask
+from mftlab.mft.selection import num_masked
+from mftlab.mft.targeting import TargetSpec
 
 
 def test_magnitude_masks_smallest_weights(tiny_llama):
@@ -37,7 +37,7 @@ def test_random_baseline_over_seeds_differs_and_is_summarised(llama_dir, tmp_pat
     from click.testing import CliRunner
 
     from mftlab.cli.main import main
-    from mftlab.maskfile import load_mask
+    from mftlab.mask.maskfile import load_mask
 
     data = tmp_path / "val.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{a}+{a}=", "completion": str(2 * a)}) + "\n" for a in range(8)))
@@ -59,8 +59,8 @@ def test_random_baseline_over_seeds_differs_and_is_summarised(llama_dir, tmp_pat
 
 
 def test_evaluate_draws_restores_the_weights(tiny_llama, tokenizer):
-    from mftlab.baselines import evaluate_draws
-    from mftlab.data import load_examples
+    from mftlab.mft.baselines import evaluate_draws
+    from mftlab.training.data import load_examples
 
     records = [{"prompt": f"{a}+1=", "completion": str(a + 1)} for a in range(6)]
     import json

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from mftlab.data import IGNORE_INDEX, load_examples, select_fraction
+from mftlab.training.data import IGNORE_INDEX, load_examples, select_fraction
 from mftlab.errors import DataError
 
 

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from mftlab.data import load_examples
-from mftlab.evaluation import LossSums, evaluate, loss_sums, make_batches, normalize_answer
+from mftlab.training.data import load_examples
+from mftlab.training.evaluation import LossSums, evaluate, loss_sums, make_batches, normalize_answer
 
 
 def write(path, records):

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from mftlab.folder_lock import LOCK_NAME, FolderInUseError, hold_folder, hold_output, is_leftover, remove_leftovers
+from mftlab.files.folder_lock import LOCK_NAME, FolderInUseError, hold_folder, hold_output, is_leftover, remove_leftovers
 
 HOLD = """
 import sys
-from mftlab.folder_lock import hold_folder
+from mftlab.files.folder_lock import hold_folder
 with hold_folder(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()

@@ -6,8 +6,8 @@ import torch
 from click.testing import CliRunner
 
 from mftlab.cli.main import main
-from mftlab.models import load_model
-from mftlab.presets import build_preset
+from mftlab.models.loading import load_model
+from mftlab.models.presets import build_preset
 
 gguf = pytest.importorskip("gguf")
 
@@ -72,7 +72,7 @@ def test_masks_made_from_a_gguf_fit_the_original_weights(gguf_file, tmp_path):
     result = CliRunner().invoke(main, ["baseline", str(path.parent), "--gguf-file", path.name, "--kind", "magnitude",
                                        "--layers", "1", "--out", str(mask_path)])
     assert result.exit_code == 0, result.output
-    from mftlab.maskfile import load_mask
+    from mftlab.mask.maskfile import load_mask
 
     assert load_mask(mask_path).check_fits(dict(reference.named_parameters())) == []
     missing = CliRunner().invoke(main, ["inspect", str(mask_path), "--model", str(path.parent), "--gguf-file", "no.gguf"])

@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from mftlab.cli.main import main
-from mftlab.maskfile import load_mask
-from mftlab.presets import build_preset
+from mftlab.mask.maskfile import load_mask
+from mftlab.models.presets import build_preset
 
 gguf = pytest.importorskip("gguf")
 from test_gguf import write_llama_gguf  # noqa: E402  (tests/ is on sys.path under pytest)

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from mftlab.maskfile import load_mask
+from mftlab.mask.maskfile import load_mask
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from mftlab import checkpoint as ckpt
+from mftlab.training import checkpoint as ckpt
 from mftlab.errors import ConfigError
-from mftlab.manifest import MANIFEST, verify_manifest, write_manifest
+from mftlab.files.manifest import MANIFEST, verify_manifest, write_manifest
 
 
 def _folder(tmp_path):

@@ -7,8 +7,8 @@ import torch
 from safetensors.numpy import save_file
 
 from mftlab.errors import MaskFormatError, MaskMismatchError
-from mftlab.fingerprint import tensor_fingerprint
-from mftlab.maskfile import Mask, file_bits_per_param, load_mask, save_mask
+from mftlab.mask.fingerprint import tensor_fingerprint
+from mftlab.mask.maskfile import Mask, file_bits_per_param, load_mask, save_mask
 
 
 def _random_mask(shapes, ratio=0.1, seed=0, weights=None):

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from mftlab.errors import ConfigError
-from mftlab.masked_layer import MaskedLinear
-from mftlab.masking import (SelectionConfig, attach_masks, compute_keep, detach_masks, export_mask, init_scores,
+from mftlab.mft.masked_layer import MaskedLinear
+from mftlab.mft.masking import (SelectionConfig, attach_masks, compute_keep, detach_masks, export_mask, init_scores,
                             masked_layers, refresh_masks, score_generator)
-from mftlab.selection import num_masked
-from mftlab.targeting import TargetSpec, resolve_targets
+from mftlab.mft.selection import num_masked
+from mftlab.mft.targeting import TargetSpec, resolve_targets
 
 
 def _attach(model, **kwargs):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mftlab.packing import pack_bits, packed_shape, padding_is_zero, popcount, unpack_bits
+from mftlab.mask.packing import pack_bits, packed_shape, padding_is_zero, popcount, unpack_bits
 
 
 @pytest.mark.parametrize("shape", [(7, 13), (13,), (1, 9), (1, 8), (3, 16), (2, 3, 5), (1,)])

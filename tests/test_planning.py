@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from mftlab.errors import ConfigError, ModelLoadError
-from mftlab.model_shapes import count_shape, load_config, meta_model, model_shape
+from mftlab.models.shapes import count_shape, load_config, meta_model, model_shape
 from mftlab.grid import parse_grid
-from mftlab.planning import PlanConfig, make_plan, plan
-from mftlab.presets import build_preset
-from mftlab.targeting import TargetSpec, resolve_targets
+from mftlab.plan.planner import PlanConfig, make_plan, plan
+from mftlab.models.presets import build_preset
+from mftlab.mft.targeting import TargetSpec, resolve_targets
 
 
 def terms(result):

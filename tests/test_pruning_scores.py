@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from mftlab.baselines import baseline_mask
-from mftlab.calibration import CalibrationConfig, calibration_from_examples, take_tokens, tokens_fingerprint
-from mftlab.data import IGNORE_INDEX, Example
+from mftlab.mft.baselines import baseline_mask
+from mftlab.mft.calibration import CalibrationConfig, calibration_from_examples, take_tokens, tokens_fingerprint
+from mftlab.training.data import IGNORE_INDEX, Example
 from mftlab.errors import ConfigError, DataError, TargetError
-from mftlab.evaluation import batch_loss_sums
-from mftlab.pruning_scores import snip_scores, wanda_scores
-from mftlab.selection import num_masked
-from mftlab.targeting import TargetSpec, resolve_targets
+from mftlab.training.evaluation import batch_loss_sums
+from mftlab.mft.pruning_scores import snip_scores, wanda_scores
+from mftlab.mft.selection import num_masked
+from mftlab.mft.targeting import TargetSpec, resolve_targets
 
 
 def _examples(n=7, seed=0):

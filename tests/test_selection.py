@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mftlab.errors import ConfigError
-from mftlab.selection import keep_global, keep_rows, keep_tensor, keep_threshold, num_masked, select_keep
+from mftlab.mft.selection import keep_global, keep_rows, keep_tensor, keep_threshold, num_masked, select_keep
 
 
 def test_k_rounding_is_round_half_up_and_never_whole_group():

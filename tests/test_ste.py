@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from mftlab.masked_layer import MaskedLinear
-from mftlab.ste import masked_matmul
+from mftlab.mft.masked_layer import MaskedLinear
+from mftlab.mft.ste import masked_matmul
 
 
 def _setup(kind, seed=0):

@@ -7,11 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from mftlab.cli.main import main
-from mftlab.maskfile import save_mask
-from mftlab.masking import SelectionConfig, attach_masks, export_mask, refresh_masks
-from mftlab.models import load_model
-from mftlab.targeting import TargetSpec, resolve_targets
-from mftlab.step0 import step0_warning
+from mftlab.mask.maskfile import save_mask
+from mftlab.mft.masking import SelectionConfig, attach_masks, export_mask, refresh_masks
+from mftlab.models.loading import load_model
+from mftlab.mft.targeting import TargetSpec, resolve_targets
+from mftlab.training.step0 import step0_warning
 
 FAST = ["--batch-size", "4", "--score-lr", "0.05", "--max-seq-len", "32", "--log-every", "1"]
 

@@ -1,7 +1,7 @@
 import pytest
 
 from mftlab.errors import TargetError
-from mftlab.targeting import TargetSpec, layer_index, parse_layers, resolve_targets
+from mftlab.mft.targeting import TargetSpec, layer_index, parse_layers, resolve_targets
 
 
 def names(model, *args):

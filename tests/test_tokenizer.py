@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from mftlab.tokenizer import build_char_tokenizer, padding_id
+from mftlab.models.tokenizer import build_char_tokenizer, padding_id
 
 
 def test_padding_id_prefers_pad_then_eos_then_zero():

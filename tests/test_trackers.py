@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from mftlab.cli.main import main
 from mftlab.errors import ConfigError
-from mftlab.trackers import parse_report_to
+from mftlab.training.trackers import parse_report_to
 
 
 def _data(path, n=8):

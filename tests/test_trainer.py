@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from mftlab.checkpoint import list_checkpoints
+from mftlab.training.checkpoint import list_checkpoints
 from mftlab.errors import ConfigError, DataError, TrainingError
-from mftlab.maskfile import load_mask
-from mftlab.masked_layer import MaskedLinear
-from mftlab.models import load_model
-from mftlab.selection import num_masked
-from mftlab.train_config import TrainConfig
-from mftlab.trainer import step_indices, train
+from mftlab.mask.maskfile import load_mask
+from mftlab.mft.masked_layer import MaskedLinear
+from mftlab.models.loading import load_model
+from mftlab.mft.selection import num_masked
+from mftlab.training.config import TrainConfig
+from mftlab.training.loop import step_indices, train
 
 
 def write_data(path, n=16, seed=0):

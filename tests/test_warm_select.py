@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mftlab.selection import keep_global, keep_tensor
-from mftlab.warm_select import WarmSelector
+from mftlab.mft.selection import keep_global, keep_tensor
+from mftlab.mft.warm_select import WarmSelector
 
 
 def _drift(values, g, scale):

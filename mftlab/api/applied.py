@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from mftlab.apply import apply_mask_
+from mftlab.mft.apply import apply_mask_
 from mftlab.errors import MftlabError
-from mftlab.models import named_weights
+from mftlab.models.loading import named_weights
 
 
 class AppliedMask:

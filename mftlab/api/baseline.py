@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from mftlab.baselines import DATA_KINDS
-from mftlab.baselines import baseline_mask as _baseline_mask
+from mftlab.mft.baselines import DATA_KINDS
+from mftlab.mft.baselines import baseline_mask as _baseline_mask
 from mftlab.errors import ConfigError
-from mftlab.maskfile import Mask
-from mftlab.targeting import TargetSpec
+from mftlab.mask.maskfile import Mask
+from mftlab.mft.targeting import TargetSpec
 
 
 def baseline_mask(model: torch.nn.Module, kind: str = "magnitude", *, mask_ratio: float = 0.1,
@@ -39,7 +39,7 @@ def baseline_mask(model: torch.nn.Module, kind: str = "magnitude", *, mask_ratio
         if data is None or tokenizer is None:
             raise ConfigError(f"baseline_mask(kind={kind!r}) needs calibration data: pass data=FILE (e.g. the "
                               "training data) and the model's tokenizer=")
-        from mftlab.calibration import CalibrationConfig, load_calibration
+        from mftlab.mft.calibration import CalibrationConfig, load_calibration
 
         calibration = load_calibration(CalibrationConfig(data, max_tokens), tokenizer)
     return _baseline_mask(model, kind, mask_ratio, spec, granularity, seed, base_name=base_name,

@@ -5,7 +5,7 @@
     ... loss.backward(); optimizer.step(); optimizer.zero_grad(); handle.refresh() ...
     handle.save("mask.safetensors"); handle.unload()
 
-The handle is a thin layer over `mftlab.masking` (the same wrappers, selection and export the
+The handle is a thin layer over `mftlab.mft.masking` (the same wrappers, selection and export the
 `mftlab train` loop uses), in the spirit of PEFT's `get_peft_model` / `merge_and_unload`.
 """
 
@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from mftlab.errors import ConfigError
-from mftlab.maskfile import Mask, save_mask
-from mftlab.masking import (SelectionConfig, attach_masks, count_flips, current_keep, detach_masks, export_mask,
+from mftlab.mask.maskfile import Mask, save_mask
+from mftlab.mft.masking import (SelectionConfig, attach_masks, count_flips, current_keep, detach_masks, export_mask,
                             mask_stats, masked_layers, refresh_masks)
-from mftlab.targeting import TargetSpec, resolve_targets
-from mftlab.warm_select import WarmSelector
+from mftlab.mft.targeting import TargetSpec, resolve_targets
+from mftlab.mft.warm_select import WarmSelector
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 
 from mftlab.analysis.dynamics import mask_dynamics, run_masks
 from mftlab.errors import MftlabError
-from mftlab.maskfile import Mask, save_mask
+from mftlab.mask.maskfile import Mask, save_mask
 
 SHAPES = {"model.layers.0.mlp.up_proj.weight": (6, 11), "model.layers.1.mlp.up_proj.weight": (5, 9)}
 

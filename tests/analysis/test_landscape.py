@@ -11,13 +11,13 @@ import torch
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.landscape import (LandscapeConfig, explicit_landscape, landscape, parse_range, prepare_data,
                                        select_tokens)
-from mftlab.data import Example, load_examples
+from mftlab.training.data import Example, load_examples
 from mftlab.errors import ConfigError, MaskMismatchError
-from mftlab.evaluation import loss_sums
+from mftlab.training.evaluation import loss_sums
 from mftlab.grid import parse_grid
-from mftlab.maskfile import Mask
-from mftlab.presets import _llama_config
-from mftlab.tokenizer import build_char_tokenizer
+from mftlab.mask.maskfile import Mask
+from mftlab.models.presets import _llama_config
+from mftlab.models.tokenizer import build_char_tokenizer
 
 
 def _build(seed=0, dtype=torch.float32):

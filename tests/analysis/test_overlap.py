@@ -9,8 +9,8 @@ import torch
 from mftlab.analysis.overlap import compare_masks, consensus_counts, default_labels, pair_counts
 from mftlab.analysis.packed_counts import col_kept, masked_bits, row_kept, valid_bits
 from mftlab.errors import MaskMismatchError
-from mftlab.maskfile import Mask, save_mask
-from mftlab.packing import pack_bits
+from mftlab.mask.maskfile import Mask, save_mask
+from mftlab.mask.packing import pack_bits
 
 ODD = {
     "model.layers.0.self_attn.q_proj.weight": (7, 13),

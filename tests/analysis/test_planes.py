@@ -6,7 +6,7 @@ import torch
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.planes import ModelLine, ModelPlane, RandomPlane, linspace, margin_ranges
 from mftlab.errors import ConfigError
-from mftlab.presets import _llama_config
+from mftlab.models.presets import _llama_config
 
 
 def _build(hidden=32, seed=0):

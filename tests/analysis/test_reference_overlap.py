@@ -10,9 +10,9 @@ from mftlab.analysis.criteria import run_scores, spearman
 from mftlab.analysis.reference_overlap import add_rank_correlations, reference_overlap
 from mftlab.errors import MftlabError
 from mftlab.figures.criteria_figures import criteria_sentence
-from mftlab.maskfile import Mask
-from mftlab.train_config import TrainConfig
-from mftlab.trainer import train
+from mftlab.mask.maskfile import Mask
+from mftlab.training.config import TrainConfig
+from mftlab.training.loop import train
 
 SHAPES = {"model.layers.0.self_attn.q_proj.weight": (4, 5), "model.layers.1.self_attn.q_proj.weight": (4, 5)}
 

@@ -5,10 +5,10 @@ import torch
 
 from mftlab.analysis.stats import mask_stats
 from mftlab.errors import MaskMismatchError
-from mftlab.maskfile import Mask
-from mftlab.models import load_model
-from mftlab.selection import keep_tensor, select_keep
-from mftlab.targeting import TargetSpec, resolve_targets, target_weights
+from mftlab.mask.maskfile import Mask
+from mftlab.models.loading import load_model
+from mftlab.mft.selection import keep_tensor, select_keep
+from mftlab.mft.targeting import TargetSpec, resolve_targets, target_weights
 
 RATIOS = {0: 0.05, 1: 0.1, 2: 0.25, 3: 0.5}  # per layer
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 import mftlab
 from mftlab.cli.main import main
-from mftlab.masked_layer import MaskedLinear
-from mftlab.selection import num_masked
+from mftlab.mft.masked_layer import MaskedLinear
+from mftlab.mft.selection import num_masked
 
 
 def _data(path, n=8):

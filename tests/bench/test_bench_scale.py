@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 def test_every_case_has_a_plan_and_a_valid_train_config(tmp_path):
     import bench_scale
 
-    from mftlab.train_config import TrainConfig
+    from mftlab.training.config import TrainConfig
 
     has_sharding = "sharding" in {f.name for f in dataclasses.fields(TrainConfig)}
     for kind in bench_scale.CASES:
@@ -33,7 +33,7 @@ def test_every_case_has_a_plan_and_a_valid_train_config(tmp_path):
 def test_fsdp_row_is_pending_without_the_sharding_field():
     import bench_scale
 
-    from mftlab.train_config import TrainConfig
+    from mftlab.training.config import TrainConfig
 
     if "sharding" in {f.name for f in dataclasses.fields(TrainConfig)}:
         return  # merged with the fsdp branch: the row runs

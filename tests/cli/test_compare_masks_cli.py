@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from mftlab.cli.main import main
-from mftlab.maskfile import Mask, save_mask
+from mftlab.mask.maskfile import Mask, save_mask
 
 SHAPES = {f"model.layers.{i}.self_attn.{p}_proj.weight": (16, 13) for i in range(3) for p in "qv"}
 

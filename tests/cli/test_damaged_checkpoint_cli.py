@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mftlab.cli.main import main
-from mftlab.maskfile import load_mask
+from mftlab.mask.maskfile import load_mask
 
 FAST = ["--batch-size", "4", "--score-lr", "0.05", "--max-seq-len", "32", "--log-every", "2", "--seed", "2"]
 

@@ -18,10 +18,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mftlab.checkpoint import list_checkpoints
+from mftlab.training.checkpoint import list_checkpoints
 from mftlab.cli.main import main
-from mftlab.folder_lock import LOCK_NAME, hold_folder
-from mftlab.maskfile import load_mask
+from mftlab.files.folder_lock import LOCK_NAME, hold_folder
+from mftlab.mask.maskfile import load_mask
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 FAST = ["--batch-size", "4", "--score-lr", "0.05", "--max-seq-len", "32", "--log-every", "2", "--seed", "1"]

@@ -70,7 +70,7 @@ def test_wrong_model_refused_then_forced(mask_file, tmp_path):
     other = tmp_path / "other"
     from transformers import AutoModelForCausalLM
 
-    from mftlab.presets import build_preset
+    from mftlab.models.presets import build_preset
 
     model, tok = build_preset("tiny-llama", seed=5)  # same shapes, different weights
     model.save_pretrained(other)

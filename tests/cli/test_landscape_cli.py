@@ -11,9 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from mftlab.cli.main import main
-from mftlab.maskfile import Mask, save_mask
-from mftlab.presets import _llama_config
-from mftlab.tokenizer import build_char_tokenizer
+from mftlab.mask.maskfile import Mask, save_mask
+from mftlab.models.presets import _llama_config
+from mftlab.models.tokenizer import build_char_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from mftlab.cli.main import main
-from mftlab.maskfile import load_mask
+from mftlab.mask.maskfile import load_mask
 
 
 def invoke(*args):
@@ -65,12 +65,12 @@ def test_bad_calibration_input(tmp_path, calib):
 
 def test_compare_masks_reference_with_scores(tmp_path, calib, llama_dir):
     from mftlab.analysis.criteria import run_scores, spearman
-    from mftlab.calibration import CalibrationConfig, load_calibration
-    from mftlab.models import load_model
-    from mftlab.pruning_scores import wanda_scores
-    from mftlab.targeting import TargetSpec, resolve_targets
-    from mftlab.train_config import TrainConfig
-    from mftlab.trainer import train
+    from mftlab.mft.calibration import CalibrationConfig, load_calibration
+    from mftlab.models.loading import load_model
+    from mftlab.mft.pruning_scores import wanda_scores
+    from mftlab.mft.targeting import TargetSpec, resolve_targets
+    from mftlab.training.config import TrainConfig
+    from mftlab.training.loop import train
 
     masks = []
     for kind in ("wanda", "snip", "random"):

@@ -9,10 +9,10 @@ import torch
 from click.testing import CliRunner
 
 from mftlab.cli.main import main
-from mftlab.maskfile import Mask, save_mask
-from mftlab.models import load_model
-from mftlab.selection import select_keep
-from mftlab.targeting import TargetSpec, resolve_targets, target_weights
+from mftlab.mask.maskfile import Mask, save_mask
+from mftlab.models.loading import load_model
+from mftlab.mft.selection import select_keep
+from mftlab.mft.targeting import TargetSpec, resolve_targets, target_weights
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mftlab.checkpoint import list_checkpoints
+from mftlab.training.checkpoint import list_checkpoints
 from mftlab.cli.main import main
-from mftlab.maskfile import load_mask
+from mftlab.mask.maskfile import load_mask
 
 
 def invoke(*args):

@@ -9,7 +9,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from test_golden import golden_keep  # noqa: E402
 
-from mftlab.maskfile import Mask, save_mask  # noqa: E402
+from mftlab.mask.maskfile import Mask, save_mask  # noqa: E402
 
 SHAPES = {
     "model.layers.0.self_attn.q_proj.weight": (7, 13),

@@ -21,7 +21,7 @@ CASES = ("random", "random-ortho-1d", "models", "line")
 def build(seed=0, dtype=torch.float32):
     from transformers import AutoModelForCausalLM
 
-    from mftlab.presets import _llama_config
+    from mftlab.models.presets import _llama_config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -40,8 +40,8 @@ def shifted(model, scale, seed):
 
 def data():
     from mftlab.analysis.landscape import prepare_data
-    from mftlab.data import load_examples
-    from mftlab.tokenizer import build_char_tokenizer
+    from mftlab.training.data import load_examples
+    from mftlab.models.tokenizer import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     out = []

@@ -4,7 +4,7 @@ figure per domain, and the sentence that answers "is MFT just pruning?" from the
 import json
 import re
 
-from mftlab.maskfile import load_mask
+from mftlab.mask.maskfile import load_mask
 
 
 def test_wanda_and_snip_rows_and_masks(quick_demo):

@@ -75,7 +75,7 @@ def test_random_baseline_is_drawn_over_seeds_and_summarised(quick_demo):
     out, _ = quick_demo
     report = (out / "report.md").read_text()
     demo = json.loads((out / "demo.json").read_text())
-    from mftlab.maskfile import load_mask
+    from mftlab.mask.maskfile import load_mask
     import numpy as np
 
     for domain in demo["domains"]:

@@ -11,7 +11,7 @@ from mftlab.analysis.overlap import compare_masks
 from mftlab.analysis.results import write_json
 from mftlab.analysis.stats import mask_stats
 from mftlab.figures.render import render_all, renderers
-from mftlab.maskfile import Mask
+from mftlab.mask.maskfile import Mask
 
 SHAPES = {f"model.layers.{i}.mlp.{p}_proj.weight": (12, 10) for i in range(2) for p in ("up", "down")}
 

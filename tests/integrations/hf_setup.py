@@ -2,8 +2,8 @@
 
 import json
 
-from mftlab.data import Example, load_examples
-from mftlab.evaluation import collate
+from mftlab.training.data import Example, load_examples
+from mftlab.training.evaluation import collate
 
 DEFAULTS = dict(mask_ratio=0.1, seed=0)
 

@@ -14,8 +14,8 @@ import mftlab
 from mftlab.cli.main import main
 from mftlab.errors import ConfigError
 from mftlab.integrations import MaskCallback
-from mftlab.masked_layer import MaskedLinear
-from mftlab.selection import num_masked
+from mftlab.mft.masked_layer import MaskedLinear
+from mftlab.mft.selection import num_masked
 
 sys.path.insert(0, os.path.dirname(__file__))
 from hf_setup import DEFAULTS, make_trainer, write_data  # noqa: E402

@@ -15,7 +15,7 @@ import struct
 
 import numpy as np
 
-from mftlab.maskfile import Mask, save_mask
+from mftlab.mask.maskfile import Mask, save_mask
 
 # Odd shapes so that every row has padding bits, plus a 1-D tensor.
 SHAPES = {"model.layers.0.mlp.up_proj.weight": (5, 13), "model.layers.0.input_layernorm.weight": (7,),

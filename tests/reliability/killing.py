@@ -152,7 +152,7 @@ def _check_safetensors(path: str) -> None:
     with safe_open(path, framework="numpy") as f:
         meta = f.metadata() or {}
         if meta.get("format") == "mftlab.mask":
-            from mftlab.maskfile import load_mask
+            from mftlab.mask.maskfile import load_mask
 
             load_mask(path)  # full validation: shapes, padding, popcounts
         else:

@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from mftlab.cli.main import main
-from mftlab.maskfile import Mask, load_mask, save_mask
+from mftlab.mask.maskfile import Mask, load_mask, save_mask
 
 from badinputs import data_cases, make_mask, mask_cases
 
@@ -83,7 +83,7 @@ def test_mask_for_another_model(tmp_path):
     assert not (tmp_path / "merged").exists()
 
     # Same architecture, other weights: refused by the fingerprints unless --force.
-    from mftlab.presets import build_preset
+    from mftlab.models.presets import build_preset
 
     llama_mask = tmp_path / "llama.safetensors"
     assert invoke("baseline", "tiny-llama", "--kind", "magnitude", "--layers", "1", "--out", llama_mask).exit_code == 0

@@ -21,8 +21,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from mftlab.checkpoint import latest_checkpoint, list_checkpoints
-from mftlab.maskfile import load_mask
+from mftlab.training.checkpoint import latest_checkpoint, list_checkpoints
+from mftlab.mask.maskfile import load_mask
 
 from killing import ENV, cli, run
 

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from mftlab.checkpoint import list_checkpoints, verify_checkpoint
-from mftlab.maskfile import load_mask
+from mftlab.training.checkpoint import list_checkpoints, verify_checkpoint
+from mftlab.mask.maskfile import load_mask
 
 from killing import KillLog, check_folder, kills_per_command, run, run_and_kill
 

@@ -24,8 +24,8 @@ import time
 import numpy as np
 import pytest
 
-from mftlab.checkpoint import latest_checkpoint, list_checkpoints, verify_checkpoint
-from mftlab.maskfile import load_mask
+from mftlab.training.checkpoint import latest_checkpoint, list_checkpoints, verify_checkpoint
+from mftlab.mask.maskfile import load_mask
 
 from killing import ENV, KillLog, check_folder, one_worker, run_and_kill, torchrun, workers
 
@@ -80,7 +80,7 @@ def _check_resumable(out):
         assert verify_checkpoint(newest) is None, newest
         with open(os.path.join(newest, "trainer_state.json")) as f:
             sharded = json.load(f).get("sharding") == "fsdp"
-        if not sharded:  # a sharded checkpoint is read by every process together (mftlab.sharded_checkpoint)
+        if not sharded:  # a sharded checkpoint is read by every process together (mftlab.training.sharded_checkpoint)
             warnings = []
             assert latest_checkpoint(out, warnings.append).path == newest and warnings == []
 
@@ -208,7 +208,7 @@ def test_every_process_refuses_a_held_folder(tmp_path, data, mode, report):
     import sys
 
     out = tmp_path / "run"
-    hold = "import sys\nfrom mftlab.folder_lock import hold_folder\nwith hold_folder(sys.argv[1]):\n" \
+    hold = "import sys\nfrom mftlab.files.folder_lock import hold_folder\nwith hold_folder(sys.argv[1]):\n" \
            "    print('held', flush=True)\n    sys.stdin.read()\n"
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, env=ENV)

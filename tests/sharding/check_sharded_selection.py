@@ -1,10 +1,10 @@
-"""Run by torchrun (2 processes, gloo): sharded selection equals mftlab.selection on the full tensors."""
+"""Run by torchrun (2 processes, gloo): sharded selection equals mftlab.mft.selection on the full tensors."""
 
 import torch
 import torch.distributed as dist
 
-from mftlab.selection import keep_threshold, select_keep
-from mftlab.sharded_selection import ShardedValues, gather_keep, row_counts, sharded_keep, sharded_threshold
+from mftlab.mft.selection import keep_threshold, select_keep
+from mftlab.mft.sharded_selection import ShardedValues, gather_keep, row_counts, sharded_keep, sharded_threshold
 
 
 def tensors(seed: int) -> dict[str, torch.Tensor]:

@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from mftlab.checkpoint import list_checkpoints
+from mftlab.training.checkpoint import list_checkpoints
 from mftlab.cli.main import main
-from mftlab.maskfile import load_mask
+from mftlab.mask.maskfile import load_mask
 
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,7 +40,7 @@ def _tiny_llama(tied: bool = False):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from mftlab.tokenizer import build_char_tokenizer
+    from mftlab.models.tokenizer import build_char_tokenizer
 
     root = tmp_path_factory.mktemp("fsdp")
     model = str(root / "llama")
@@ -262,7 +262,7 @@ def test_gathered_hf_folder_in_several_files(tmp_path):
     """The FFT writer's file layout: safetensors shards + index once the model exceeds one file."""
     from transformers import AutoModelForCausalLM
 
-    from mftlab.sharding import save_gathered_hf
+    from mftlab.training.sharding import save_gathered_hf
 
     model = _tiny_llama(tied=True)
     save_gathered_hf(model, None, str(tmp_path), torch.bfloat16, max_shard_bytes=20_000)

@@ -1,11 +1,11 @@
-"""What FSDP2 holds, as `mftlab.sharding.shard_model` sets it up, behind the planner's fsdp terms (1 process, gloo)."""
+"""What FSDP2 holds, as `mftlab.training.sharding.shard_model` sets it up, behind the planner's fsdp terms (1 process, gloo)."""
 
 import torch
 import torch.distributed as dist
 
-from mftlab import sharding
-from mftlab.planning import PlanConfig, make_plan
-from mftlab.presets import build_preset
+from mftlab.training import sharding
+from mftlab.plan.planner import PlanConfig, make_plan
+from mftlab.models.presets import build_preset
 
 
 def _unsharded(module) -> bool:

@@ -1,0 +1,202 @@
+"""Attaching masked wrappers to a model, choosing the mask from the scores, exporting it.
+
+- `attach_masks(model, targets, ...)` swaps every targeted Linear / Conv1D for a `MaskedLinear`
+  (no weights are copied) with seeded initial scores; `detach_masks` puts the originals back.
+- `SelectionConfig` + `compute_keep` turn scores into exact keep-masks with the shared
+  selection functions (`mftlab.mft.selection`): top-k per tensor / per output row / global, or a
+  threshold with a per-tensor floor. `refresh_masks` stores them in the wrappers; the trainer
+  calls it once per optimizer step.
+- `export_mask` builds the v1 `Mask` (names and layout of the base model's parameters).
+
+Score initialisation (`score_init`):
+- `random`: N(0, std²) per weight (the reference code's choice; the step-0 mask is a random prune);
+- `magnitude`: std · |W| / mean|W| (the step-0 mask is the magnitude, "L1", mask);
+- `uniform`: U(-std, std).
+Ranking (`rank_by`): `raw` ranks the scores themselves (default); `abs` ranks |scores| as the
+reference code does (a score pushed strongly negative is then kept again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from mftlab.errors import ConfigError
+from mftlab.mask.maskfile import Mask
+from mftlab.mft.masked_layer import SCORE_DTYPES, MaskedLinear
+from mftlab.mft.selection import GRANULARITIES, check_ratio, keep_tensor, keep_threshold, select_keep
+from mftlab.mft.targeting import Target, output_axis
+from mftlab.mft.warm_select import WarmSelector
+
+SCORE_INITS = ("random", "magnitude", "uniform")
+SELECTIONS = ("topk", "threshold")
+RANK_BY = ("raw", "abs")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How scores become a mask (DESIGN.md words)."""
+
+    mask_ratio: float = 0.1
+    selection: str = "topk"  # topk | threshold
+    granularity: str = "tensor"  # tensor | row | global (topk only)
+    threshold: float = -0.035  # threshold only: kept where score > threshold (the paper's T)
+    min_keep_ratio: float = 0.01  # threshold only: floor of kept weights per tensor
+    rank_by: str = "raw"  # raw | abs
+
+    def __post_init__(self):
+        if self.selection not in SELECTIONS:
+            raise ConfigError.for_option("selection", self.selection, f"is unknown; choose one of {', '.join(SELECTIONS)}",
+                                          quote=True)
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError.for_option("granularity", self.granularity,
+                                          f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True)
+        if self.rank_by not in RANK_BY:
+            raise ConfigError.for_option("rank_by", self.rank_by, f"is unknown; choose one of {', '.join(RANK_BY)}", quote=True)
+        if self.selection == "topk":
+            check_ratio(self.mask_ratio)
+        if not 0.0 < self.min_keep_ratio <= 1.0:
+            raise ConfigError.for_option("min_keep_ratio", self.min_keep_ratio, "is outside (0, 1]; use e.g. 0.01")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- scores -------------------------------------------------------------------------------------
+def score_generator(seed: int, name: str) -> torch.Generator:
+    """A CPU generator seeded from (seed, parameter name), so each tensor's scores are reproducible alone."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def check_score_init(method: str, std: float) -> None:
+    if method not in SCORE_INITS:
+        raise ConfigError.for_option("score_init", method, f"is unknown; choose one of {', '.join(SCORE_INITS)}", quote=True)
+    if not std > 0:
+        raise ConfigError.for_option("score_std", std, "must be positive; the reference code uses 0.02")
+
+
+def init_scores(weight: torch.Tensor, method: str, std: float, generator: torch.Generator,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Initial scores with the weight's shape (drawn on the CPU in fp32, then cast)."""
+    check_score_init(method, std)
+    shape = tuple(weight.shape)
+    if method == "random":
+        scores = torch.randn(shape, generator=generator) * std
+    elif method == "uniform":
+        scores = (torch.rand(shape, generator=generator) * 2 - 1) * std
+    else:
+        magnitude = weight.detach().float().abs().cpu()
+        scores = magnitude * (std / magnitude.mean().clamp_min(1e-12))
+    return scores.to(dtype)
+
+
+# -- attach / detach ----------------------------------------------------------------------------
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def attach_masks(model: nn.Module, targets: list[Target], score_init: str = "random", score_std: float = 0.02,
+                 score_dtype: str = "fp32", seed: int = 0) -> dict[str, MaskedLinear]:
+    """Replace each targeted module by a MaskedLinear; returns param_name -> wrapper (module order).
+
+    Every base parameter of the model is frozen; only `mask_scores` are trainable.
+    """
+    if score_dtype not in SCORE_DTYPES:
+        raise ConfigError.for_option("score_dtype", score_dtype, f"is unknown; choose one of {', '.join(SCORE_DTYPES)}",
+                                      quote=True)
+    check_score_init(score_init, score_std)  # before any module is swapped
+    for p in model.parameters():
+        p.requires_grad_(False)
+    layers = {}
+    for t in targets:
+        parent_name, _, child = t.module_name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        base = getattr(parent, child)
+        if isinstance(base, MaskedLinear):
+            raise ConfigError(f"module '{t.module_name}' already carries a mask; detach it first")
+        scores = init_scores(base.weight, score_init, score_std, score_generator(seed, t.param_name),
+                             SCORE_DTYPES[score_dtype])
+        wrapper = MaskedLinear(base, t.kind, scores, t.param_name)
+        setattr(parent, child, wrapper)
+        layers[t.param_name] = wrapper
+    return layers
+
+
+def masked_layers(model: nn.Module) -> dict[str, MaskedLinear]:
+    """param_name -> wrapper for every MaskedLinear in `model` (found by type)."""
+    return {m.param_name: m for m in _unwrap(model).modules() if isinstance(m, MaskedLinear)}
+
+
+def detach_masks(model: nn.Module) -> None:
+    """Put the original modules back (their weights were never touched)."""
+    model = _unwrap(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, MaskedLinear):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.base)
+
+
+# -- selection ----------------------------------------------------------------------------------
+def _ranking(layer: MaskedLinear, selection: SelectionConfig) -> torch.Tensor:
+    scores = layer.mask_scores.detach()
+    return scores.abs() if selection.rank_by == "abs" else scores
+
+
+def compute_keep(layers: dict[str, MaskedLinear], selection: SelectionConfig,
+                 warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
+    """Keep-masks (bool, on each layer's device) chosen from the current scores.
+
+    With `warm` (one per training run), per-tensor and global top-k start from the previous
+    step's cut-off: same masks, far less work (see mftlab.mft.warm_select).
+    """
+    with torch.no_grad():
+        if selection.selection == "threshold":
+            return {n: keep_threshold(_ranking(m, selection), selection.threshold, selection.min_keep_ratio)
+                    for n, m in layers.items()}
+        if selection.granularity == "tensor":  # one tensor at a time: no extra copy of all scores
+            if warm is not None:
+                return {n: warm.keep_tensor(n, _ranking(m, selection), selection.mask_ratio) for n, m in layers.items()}
+            return {n: keep_tensor(_ranking(m, selection), selection.mask_ratio) for n, m in layers.items()}
+        values = {n: _ranking(m, selection) for n, m in layers.items()}
+        if selection.granularity == "global" and warm is not None:
+            return warm.keep_global_group(values, selection.mask_ratio)
+        out_axes = {n: output_axis(m.kind) for n, m in layers.items()}
+        return select_keep(values, selection.mask_ratio, selection.granularity, out_axes)
+
+
+def refresh_masks(layers: dict[str, MaskedLinear], selection: SelectionConfig,
+                  warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
+    """Recompute every keep-mask from the scores and store it in its wrapper."""
+    keep = compute_keep(layers, selection, warm)
+    for name, layer in layers.items():
+        layer.set_keep(keep[name])
+    return keep
+
+
+def current_keep(layers: dict[str, MaskedLinear]) -> dict[str, torch.Tensor]:
+    """The keep-masks the wrappers use now."""
+    return {n: m.keep for n, m in layers.items()}
+
+
+def mask_stats(keep: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(masked, total) weight counts."""
+    total = sum(k.numel() for k in keep.values())
+    kept = sum(int(k.sum()) for k in keep.values())
+    return total - kept, total
+
+
+def count_flips(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> int:
+    """Number of weights whose keep bit differs between two masks."""
+    return sum(int((a[n] != b[n]).sum()) for n in a)
+
+
+def export_mask(layers: dict[str, MaskedLinear], base_name: str, method: dict) -> Mask:
+    """The v1 mask of the current keep-masks, fingerprinted against the frozen base weights."""
+    keep = {n: m.keep.cpu() for n, m in layers.items()}
+    weights = {n: m.base.weight.detach() for n, m in layers.items()}
+    return Mask.from_keep(keep, weights, base_name, method)

@@ -1,0 +1,241 @@
+"""The one evaluation function: token-weighted loss over answer tokens, perplexity, token
+accuracy, and generation exact-match. Training, `mftlab eval`, sweeps and landscapes all use it.
+
+The loss is the mean over *label tokens* of the whole data (sum of token losses / number of
+label tokens), never a mean of per-batch means, accumulated in float64 on the host.
+With `distributed=True` (every process of a launch calls it) the batches are dealt out over the
+processes and the sums are added up: the same numbers as one process, in 1/world of the time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mftlab.training.data import IGNORE_INDEX, Example
+from mftlab.models.tokenizer import padding_id
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor  # (B, T) int64, right-padded
+    attention_mask: torch.Tensor  # (B, T)
+    labels: torch.Tensor  # (B, T), IGNORE_INDEX on prompt and padding
+
+    def to(self, device) -> "TokenBatch":
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+
+    @property
+    def num_label_tokens(self) -> int:
+        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def collate(examples: list[Example], pad_id: int) -> TokenBatch:
+    """Right-pad a list of examples into one batch."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        attention[row, :n] = 1
+    return TokenBatch(ids, attention, labels)
+
+
+def make_batches(examples: list[Example], batch_size: int, pad_id: int, device="cpu") -> list[TokenBatch]:
+    """Tokenised data as fixed batches, moved to `device` once (kept there for repeated passes).
+
+    Examples are grouped by length (stable order) so padding stays small; the result does not
+    depend on the grouping because the loss is token-weighted.
+    """
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    return [
+        collate([examples[i] for i in order[start:start + batch_size]], pad_id).to(device)
+        for start in range(0, len(order), batch_size)
+    ]
+
+
+@dataclass
+class LossSums:
+    """Additive loss statistics, so partial results (processes, grid shards) can be summed."""
+
+    nll: float = 0.0  # sum of token negative log-likelihoods (nats)
+    tokens: int = 0  # number of label tokens
+    correct: int = 0  # label tokens predicted exactly by argmax
+    answers: int = 0  # examples with at least one label token
+    answers_correct: int = 0  # examples whose every label token is the argmax (see answer_accuracy)
+
+    def __add__(self, other: "LossSums") -> "LossSums":
+        return LossSums(self.nll + other.nll, self.tokens + other.tokens, self.correct + other.correct,
+                        self.answers + other.answers, self.answers_correct + other.answers_correct)
+
+    @property
+    def loss(self) -> float:
+        return self.nll / self.tokens if self.tokens else float("nan")
+
+    @property
+    def answer_accuracy(self) -> float:
+        """Fraction of answers reproduced exactly under teacher forcing.
+
+        For answers that end with the end-of-text token this equals greedy-decoding exact match:
+        greedy decoding emits the reference iff every reference token is the argmax given the
+        reference prefix, which is what teacher forcing checks, at the cost of one forward pass.
+        """
+        return self.answers_correct / self.answers if self.answers else float("nan")
+
+
+def _batch_stats(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, int, int, int, int]:
+    """(summed fp32 NLL tensor, label tokens, argmax-correct tokens, answers, fully correct answers)."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
+    shift_logits = logits[:, :-1, :].float()  # fp32 for the log-softmax even under bf16
+    shift_labels = batch.labels[:, 1:]
+    nll = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX, reduction="sum",
+    )
+    valid = shift_labels != IGNORE_INDEX  # (B, T-1)
+    hit = (shift_logits.argmax(-1) == shift_labels) & valid
+    has_answer = valid.any(dim=1)  # (B,)
+    answer_right = (hit | ~valid).all(dim=1) & has_answer
+    return nll, int(valid.sum()), int(hit.sum()), int(has_answer.sum()), int(answer_right.sum())
+
+
+def batch_loss_sums(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, int, int]:
+    """(summed fp32 NLL as a tensor, label-token count, correct count) for one batch."""
+    nll, tokens, correct, _, _ = _batch_stats(model, batch)
+    return nll, tokens, correct
+
+
+@torch.no_grad()
+def loss_sums(model: torch.nn.Module, batches: list[TokenBatch]) -> LossSums:
+    """Token-weighted loss statistics of `model` over `batches` (model put in eval mode)."""
+    was_training = model.training
+    model.eval()
+    total = LossSums()
+    for batch in batches:
+        nll, tokens, correct, answers, answers_correct = _batch_stats(model, batch)
+        total = total + LossSums(float(nll.double()), tokens, correct, answers, answers_correct)
+    model.train(was_training)
+    return total
+
+
+# -- generation exact-match -------------------------------------------------------------------
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def normalize_answer(text: str, reference: str | None = None) -> str:
+    """Canonical form for exact-match: first line, trimmed, spaces collapsed, no trailing period.
+
+    When the reference is a number, the last number in the prediction's first line is used
+    (so "The answer is 42." matches "42").
+    """
+    line = text.strip().split("\n", 1)[0] if text.strip() else ""
+    line = re.sub(r"\s+", " ", line).strip().rstrip(".").strip()
+    if reference is not None and _NUMBER.fullmatch(reference.strip()):
+        numbers = _NUMBER.findall(line)
+        return numbers[-1] if numbers else line
+    return line
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, examples: list[Example], batch_size: int = 16, max_new_tokens: int = 32,
+                     device="cpu") -> list[str]:
+    """Greedy completions of each example's prompt (left-padded batches), decoded without specials."""
+    pad_id = padding_id(tokenizer)
+    outputs = []
+    model.eval()
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        width = max(len(e.prompt_ids) for e in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, e in enumerate(chunk):
+            ids[row, width - len(e.prompt_ids):] = torch.tensor(e.prompt_ids, dtype=torch.long)
+            attention[row, width - len(e.prompt_ids):] = 1
+        generated = model.generate(
+            input_ids=ids.to(device), attention_mask=attention.to(device), max_new_tokens=max_new_tokens,
+            do_sample=False, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+        )
+        for row in generated[:, width:]:
+            outputs.append(tokenizer.decode(row, skip_special_tokens=True))
+    return outputs
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    perplexity: float
+    token_accuracy: float
+    tokens: int
+    examples: int
+    exact_match: float | None = None  # generation exact-match in [0, 1], when references exist
+    answer_accuracy: float | None = None  # teacher-forced whole-answer accuracy (see LossSums)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _process() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _shared_loss_sums(model, batches: list[TokenBatch], device) -> LossSums:
+    """Each process evaluates every world-th batch; all run the same number of forward passes
+    (a sharded model gathers its weights in each), then the sums are added up."""
+    import torch.distributed as dist
+
+    rank, world = _process()
+    mine = batches[rank::world]
+    sums = loss_sums(model, [b.to(device) for b in mine])
+    for _ in range(-(-len(batches) // world) - len(mine)):  # a discarded pass keeps the processes in step
+        loss_sums(model, [batches[0].to(device)])
+    total = torch.tensor([sums.nll, sums.tokens, sums.correct, sums.answers, sums.answers_correct],
+                         dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(total)
+    nll, tokens, correct, answers, answers_correct = total.tolist()
+    return LossSums(nll, int(tokens), int(correct), int(answers), int(answers_correct))
+
+
+def evaluate(model, tokenizer, examples: list[Example], batch_size: int = 16, generate: bool = True,
+             max_new_tokens: int = 32, device="cpu", distributed: bool = False) -> EvalResult:
+    """Loss, perplexity, token accuracy and (when references exist and `generate`) exact-match.
+
+    `distributed`: every process of the launch calls this with the same examples; each does its
+    share (generation must not be combined with a sharded model: its passes differ per process).
+    """
+    pad_id = padding_id(tokenizer)
+    rank, world = _process() if distributed else (0, 1)
+    if world > 1:
+        sums = _shared_loss_sums(model, make_batches(examples, batch_size, pad_id), device)
+    else:
+        sums = loss_sums(model, make_batches(examples, batch_size, pad_id, device))
+    exact = None
+    with_ref = [e for e in examples if e.reference is not None and e.prompt_ids]
+    if generate and with_ref:
+        mine = with_ref[rank::world]
+        predictions = generate_answers(model, tokenizer, mine, batch_size, max_new_tokens, device)
+        hits = torch.tensor([float(sum(normalize_answer(p, e.reference) == normalize_answer(e.reference, e.reference)
+                                       for p, e in zip(predictions, mine)))], dtype=torch.float64, device=device)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(hits)
+        exact = float(hits) / len(with_ref)
+    return EvalResult(
+        loss=sums.loss,
+        perplexity=math.exp(min(sums.loss, 700.0)),
+        token_accuracy=sums.correct / sums.tokens if sums.tokens else float("nan"),
+        tokens=sums.tokens,
+        examples=len(examples),
+        exact_match=exact,
+        answer_accuracy=sums.answer_accuracy,
+    )

@@ -1,0 +1,466 @@
+"""The one training loop, on accelerate, for MFT (`mask`), full fine-tuning (`fft`) and LoRA (`lora`).
+
+    train(TrainConfig(model=..., data=..., out=...), progress=callback) -> TrainResult
+
+Per optimizer step: `batch_size` examples (a seeded permutation per epoch, so the order depends
+only on (seed, step)) are split over the processes and into `grad_accum` micro-batches; the loss
+is the token-weighted mean over the answer tokens of the whole step; then clipping, AdamW, the
+linear warm-up/decay schedule, and (method mask) one recomputation of every keep-mask from the
+scores. Only the main process writes files; the library never prints (progress goes to the
+callback as `TrainProgress` events).
+
+Scale: `--sharding fsdp` shards the model with FSDP2 instead of DDP (mftlab.training.sharding, with
+sharded checkpoints in mftlab.training.sharded_checkpoint); 16-bit trainable weights are stepped as fp32
+master copies (mftlab.training.master_weights) unless `--pure-bf16`; `--gradient-checkpointing`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from mftlab.training import checkpoint as ckpt
+from mftlab.training import sharded_checkpoint as sckpt
+from mftlab.training import sharding
+from mftlab.training.data import IGNORE_INDEX, DataReport, Example, load_examples
+from mftlab.training.dist_faults import distributed_faults, process_group_timeout
+from mftlab.errors import ConfigError, TrainingError
+from mftlab.training.evaluation import EvalResult, batch_loss_sums, collate, evaluate
+from mftlab.files.folder_lock import hold_folder
+from mftlab.mask.maskfile import save_mask
+from mftlab.mft.masking import attach_masks, count_flips, detach_masks, export_mask, mask_stats, refresh_masks
+from mftlab.training.master_weights import MasterWeights
+from mftlab.models.loading import LoadedModel, load_model
+from mftlab.training.run_outputs import MetricsLog, check_out_dir, replace_dir, start_out_dir
+from mftlab.training.step0 import evaluate_step0
+from mftlab.mft.targeting import resolve_targets
+from mftlab.models.tokenizer import padding_id
+from mftlab.training.trackers import RunTrackers, check_report_to
+from mftlab.training.config import TrainConfig
+from mftlab.mft.warm_select import WarmSelector
+
+
+@dataclass
+class TrainProgress:
+    """One progress event: `start`, `log`, `eval`, `checkpoint`, `best`, `info`, `warning` or `done`."""
+
+    event: str
+    step: int
+    total_steps: int
+    metrics: dict = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    out_dir: str
+    method: str
+    steps: int
+    final_loss: float | None
+    output_path: str  # OUT/mask.safetensors, OUT/model or OUT/adapter
+    mask_ratio: float | None = None  # realised, method mask
+    best_step: int | None = None
+    best_eval_loss: float | None = None
+    eval: EvalResult | None = None  # last evaluation, when --eval-data is given
+    data: DataReport | None = None
+
+
+# -- data order ---------------------------------------------------------------------------------
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_examples / batch_size))
+
+
+def step_indices(n_examples: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Example indices of optimizer step `step` (0-based): a pure function of (seed, step).
+
+    Each epoch is a seeded permutation; the last batch of an epoch is topped up from its start,
+    so every step sees exactly `batch_size` examples.
+    """
+    per_epoch = steps_per_epoch(n_examples, batch_size)
+    epoch, offset = divmod(step, per_epoch)
+    order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    chosen = order[offset * batch_size:(offset + 1) * batch_size]
+    while len(chosen) < batch_size:
+        chosen += order[:batch_size - len(chosen)]
+    return chosen
+
+
+def _label_tokens(example: Example) -> int:
+    return sum(1 for label in example.labels[1:] if label != IGNORE_INDEX)
+
+
+# -- model set-up -------------------------------------------------------------------------------
+def _precision(config: TrainConfig) -> str:
+    bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if config.precision == "bf16" and not bf16_ok:
+        raise ConfigError("--precision bf16 needs a CUDA device with bf16 support; use --precision fp32 here")
+    return "bf16" if config.precision == "bf16" or (config.precision == "auto" and bf16_ok) else "no"
+
+
+def _attach_lora(model, targets, config: TrainConfig):
+    try:
+        import peft
+    except ImportError:
+        raise ConfigError("--method lora needs the peft library; install it with `pip install 'mftlab[lora]'`") from None
+    lora = peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                           target_modules=[t.module_name for t in targets], task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, lora)
+
+
+def _enable_gradient_checkpointing(model) -> None:
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"--gradient-checkpointing: {type(model).__name__} does not support gradient "
+                          "checkpointing; drop the flag for this model")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _disable_gradient_checkpointing(model) -> None:
+    off = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+    off()
+
+
+def _prepare_model(config: TrainConfig, loaded: LoadedModel | None):
+    """(model, tokenizer, masked layers or None) with exactly the right parameters trainable."""
+    loaded = loaded or load_model(config.model, config.dtype, config.gguf_file, config.trust_remote_code)
+    model = loaded.model
+    if config.gradient_checkpointing:
+        _enable_gradient_checkpointing(model)
+    layers = None
+    if config.method == "mask":
+        targets = resolve_targets(model, config.target_spec())
+        layers = attach_masks(model, targets, config.score_init, config.score_std, config.score_dtype, config.seed)
+    elif config.method == "lora":
+        model = _attach_lora(model, resolve_targets(model, config.target_spec()), config)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return model, loaded.tokenizer, layers
+
+
+def _trainable(model) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _accumulate_gradients(model, accelerator, examples: list[Example], ids: list[int], micro: int, accum: int,
+                          pad_id: int, sharded: bool = False) -> torch.Tensor:
+    """Forward and backward over this process's share of one step; returns global (nll, label tokens, tokens).
+
+    The loss is the token-weighted mean over the answer tokens of the whole step (all processes,
+    all micro-batches), so the gradient does not depend on how the step is split.
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    step_tokens = sum(_label_tokens(examples[i]) for i in ids)
+    mine = ids[rank * micro * accum:(rank + 1) * micro * accum]
+    stats = torch.zeros(3, dtype=torch.float64)
+    for m in range(accum):
+        batch = collate([examples[i] for i in mine[m * micro:(m + 1) * micro]], pad_id).to(accelerator.device)
+        sync = contextlib.nullcontext() if m == accum - 1 else (
+            sharding.no_sync(model) if sharded else accelerator.no_sync(model))
+        with sync:
+            with accelerator.autocast():
+                nll, tokens, _ = batch_loss_sums(model, batch)
+            accelerator.backward(nll * (world / max(step_tokens, 1)))  # x world: DDP and FSDP average gradients
+        stats += torch.tensor([float(nll.detach()), tokens, float(batch.attention_mask.sum())], dtype=torch.float64)
+    return accelerator.reduce(stats.to(accelerator.device), "sum").cpu() if world > 1 else stats
+
+
+# -- outputs ------------------------------------------------------------------------------------
+def _method_meta(config: TrainConfig, step: int) -> dict:
+    return {"name": "mft", "mask_ratio": config.mask_ratio, "selection": config.selection,
+            "granularity": config.granularity, "rank_by": config.rank_by, "seed": config.seed,
+            "steps": step, "config": config.to_dict()}
+
+
+def _save_hf(model, tokenizer, folder: str) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+@dataclass
+class _Outputs:
+    """Writes the method's artifact (final or best), sharded or not; every process calls `write`."""
+
+    config: TrainConfig
+    tokenizer: object
+    layers: dict | None
+    load_dtype: torch.dtype
+    main: bool
+    sharded: bool
+    model: object = None
+    fingerprints: dict | None = None  # of the frozen base weights, taken before sharding
+
+    def mask(self, step: int):
+        meta = _method_meta(self.config, step)
+        if self.sharded:
+            return sharding.export_sharded_mask(self.layers, self.fingerprints, self.config.model, meta)
+        return export_mask(self.layers, self.config.model, meta)
+
+    def write(self, folder_or_file: str, step: int) -> None:
+        """The final (or best) artifact of the method, written atomically."""
+        if self.config.method == "mask":
+            if self.main:
+                save_mask(self.mask(step), folder_or_file)
+        elif self.sharded:  # every process takes part in gathering each tensor
+            gathered = lambda tmp: sharding.save_gathered_hf(self.model, self.tokenizer, tmp, self.load_dtype)
+            if self.main:
+                replace_dir(folder_or_file, gathered)
+            else:
+                gathered(None)
+        elif self.main:
+            replace_dir(folder_or_file, lambda tmp: _save_hf(self.model, self.tokenizer, tmp))
+
+
+# -- the loop -----------------------------------------------------------------------------------
+def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None = None,
+          loaded: LoadedModel | None = None) -> TrainResult:
+    """Train as `config` says and write the run folder; see the module docstring.
+
+    `loaded` (optional) is an already loaded model; with method mask its modules are wrapped
+    during training and restored afterwards, its weights untouched (with `--sharding fsdp` the
+    model is sharded in place and is not usable afterwards).
+
+    Example:
+        >>> result = mftlab.train(mftlab.TrainConfig(model="tiny-llama", data="train.jsonl", out="run",
+        ...                                          mask_ratio=0.1, max_steps=50))  # doctest: +SKIP
+        >>> mftlab.Mask.load(result.output_path).mask_ratio  # doctest: +SKIP
+        0.1
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    sharding.refuse_accelerate_sharding()
+    # cpu=True on a machine without a GPU: otherwise accelerate ignores torchrun's process group.
+    timeout = InitProcessGroupKwargs(timeout=process_group_timeout(config.dist_timeout))
+    with distributed_faults(config.dist_timeout):  # a process that never arrives fails like one that stops later
+        accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
+                                  kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False), timeout])
+    # The main process owns OUT from before its first check to the end; the others wait for it.
+    with distributed_faults(config.dist_timeout), hold_folder(config.out):
+        return _train_in_folder(config, accelerator, progress, loaded)
+
+
+def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+    check_out_dir(config)
+    check_report_to(config.report_to)  # a missing tracker package fails before any work
+    accelerator.wait_for_everyone()  # every process has checked OUT before the main one writes to it
+    # Dropout and other global draws follow the seed (a checkpoint's RNG states replace this on resume).
+    torch.manual_seed(config.seed * 1_000 + rank)
+    micro, rem = divmod(config.batch_size, world * config.grad_accum)
+    if rem or micro == 0:
+        raise ConfigError(f"--batch-size {config.batch_size} is not a multiple of processes ({world}) x "
+                          f"--grad-accum ({config.grad_accum}); choose sizes that divide evenly")
+    notify = (progress if (progress and main) else (lambda event: None))
+
+    model, tokenizer, layers = _prepare_model(config, loaded)
+    started = config.sharding == "fsdp" and sharding.ensure_process_group(accelerator.device)
+    try:
+        return _run(config, accelerator, model, tokenizer, layers, micro, notify)
+    finally:
+        if layers is not None:
+            detach_masks(model)
+        if config.gradient_checkpointing:
+            _disable_gradient_checkpointing(model)
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainResult:
+    main, world = accelerator.is_main_process, accelerator.num_processes
+    examples, report = load_examples(config.data, tokenizer, config.max_seq_len, config.data_fraction,
+                                     config.seed, config.skip_bad)
+    eval_examples = None
+    if config.eval_data:
+        eval_examples, _ = load_examples(config.eval_data, tokenizer, config.max_seq_len, 1.0, config.seed,
+                                         config.skip_bad)
+    pad_id = padding_id(tokenizer)
+    for problem in report.skipped[:5]:
+        notify(TrainProgress("info", 0, 0, message=f"skipped: {problem}"))
+
+    per_epoch = steps_per_epoch(len(examples), config.batch_size)
+    total = config.max_steps or math.ceil(config.epochs * per_epoch)
+    selection = config.selection_config()
+    keep0 = refresh_masks(layers, selection) if layers is not None else None
+
+    warn = lambda message: notify(TrainProgress("warning", 0, 0, message=message))  # noqa: E731
+    sharded = config.sharding == "fsdp"
+    resume, sharded_resume = None, None
+    if config.resume and sharded:
+        sharded_resume = sckpt.latest_sharded_info(config.out, warn)  # loaded once the model is sharded
+    elif config.resume:
+        resume = ckpt.latest_checkpoint(config.out, warn)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in resume.trainable.items():
+                params[name].copy_(tensor)
+    if main:
+        start_out_dir(config)
+        ckpt.remove_partial(config.out)
+    accelerator.wait_for_everyone()
+
+    load_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    if config.pure_bf16 and sharding.needs_master([p for p in model.parameters() if p.requires_grad], False):
+        notify(TrainProgress("info", 0, 0, message="warning: --pure-bf16: 16-bit weights are stepped without fp32 "
+                                                   "master copies; updates below the bf16 spacing are lost"))
+    out = _Outputs(config, tokenizer, layers, load_dtype, main, sharded)
+    if sharded:
+        out.fingerprints = sharding.base_fingerprints(layers) if layers is not None else None
+        model = unwrapped = sharding.shard_model(model, accelerator.device, config.pure_bf16)
+    else:
+        with warnings.catch_warnings():  # accelerate's note on broadcast_buffers; `keep` is never rank-local
+            warnings.simplefilter("ignore", FutureWarning)
+            model = accelerator.prepare(model)
+        unwrapped = accelerator.unwrap_model(model)
+    out.model = unwrapped
+    trainable = _trainable(unwrapped)
+    master = None
+    if not sharded and sharding.needs_master(trainable.values(), config.pure_bf16):
+        master = MasterWeights(trainable, resume.trainable if resume is not None else None)
+    stepped = master.master if master is not None else trainable  # what AdamW steps (and checkpoints hold)
+    lr = config.score_lr if config.method == "mask" else config.lr
+    optimizer = torch.optim.AdamW(list(stepped.values()), lr=lr, weight_decay=config.weight_decay)
+    warmup = math.ceil(config.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total))
+    step, best_loss, best_step = 0, None, None
+    if sharded_resume is not None:
+        resume = sckpt.load_sharded_checkpoint(*sharded_resume, model, optimizer)
+    if resume is not None:
+        if not sharded:
+            optimizer.load_state_dict(resume.state["optimizer"])
+        scheduler.load_state_dict(resume.state["scheduler"])
+        ckpt.restore_rng(resume.state["rng"])
+        step, best_loss, best_step = resume.step, resume.info.get("best_eval_loss"), resume.info.get("best_step")
+    warm = WarmSelector()
+    masks = sharding.ShardedMasks(layers) if sharded and layers is not None else None
+    refresh = (lambda: masks.refresh(selection)) if masks is not None else (lambda: refresh_masks(layers, selection, warm))
+    keep = refresh() if layers is not None else None
+    last_keep = keep
+    if keep0 is not None:  # made on the CPU before `prepare` moved the model
+        keep0 = {n: k.to(keep[n].device) for n, k in keep0.items()}
+    metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
+    trackers = RunTrackers(config.report_to, config.out, config.to_dict()) if main else None
+    if layers is not None and eval_examples is not None and resume is None:  # the initial mask, once
+        row0, masked0, warning = evaluate_step0(unwrapped, tokenizer, layers, eval_examples, config.eval_batch_size,
+                                                config.score_init, accelerator.device, distributed=world > 1)
+        if main:
+            metrics.write(row0)
+            trackers.log(row0)
+        notify(TrainProgress("eval", 0, 0, masked0.to_dict()))
+        notify(TrainProgress("log", 0, 0, row0))
+        if warning:
+            notify(TrainProgress("warning", 0, 0, {k: row0[k] for k in ("eval_loss", "eval_loss_unmasked")}, warning))
+    notify(TrainProgress("start", step, total, {"examples": len(examples), "steps_per_epoch": per_epoch,
+                                                 "processes": world, "trainable": sum(p.numel() for p in trainable.values())}))
+
+    model.train()
+    window = torch.zeros(3, dtype=torch.float64)  # nll, label tokens, input tokens since the last log
+    window_start, last_loss, last_eval = time.perf_counter(), None, None
+    try:
+        while step < total:
+            ids = step_indices(len(examples), config.batch_size, config.seed, step)
+            stats = _accumulate_gradients(model, accelerator, examples, ids, micro, config.grad_accum, pad_id, sharded)
+            step_loss = float(stats[0] / max(stats[1], 1))
+            if not math.isfinite(step_loss):
+                saved = ckpt.list_checkpoints(config.out)
+                where = f"the last good checkpoint is {saved[-1][1]}" if saved else "no checkpoint was written"
+                raise TrainingError(f"the loss became {step_loss} at step {step + 1}; {where}. Lower the learning "
+                                    "rate (--score-lr / --lr) or use --precision fp32")
+            if master is not None:
+                master.grads_to_master()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(list(stepped.values()), config.max_grad_norm)
+            current_lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            if master is not None:
+                master.master_to_model()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window += stats
+            if layers is not None:
+                keep = refresh()  # once per optimizer step
+
+            row = None
+            if step % config.log_every == 0 or step == total:
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                last_loss = float(window[0] / max(window[1], 1))
+                row = {"step": step, "epoch": round(step / per_epoch, 4), "loss": last_loss, "lr": current_lr,
+                       "tokens_per_s": float(window[2]) / elapsed}
+                if layers is not None:
+                    masked, n = mask_stats(keep)
+                    row.update(mask_ratio=masked / n, flips=count_flips(keep, last_keep),
+                               flips_since_start=count_flips(keep, keep0))
+                    last_keep = keep
+                window.zero_()
+                window_start = time.perf_counter()
+            if eval_examples is not None and config.eval_every and (step % config.eval_every == 0 or step == total):
+                last_eval = evaluate(unwrapped, tokenizer, eval_examples, config.eval_batch_size, generate=False,
+                                     device=accelerator.device, distributed=world > 1)
+                row = dict(row or {"step": step}, eval_loss=last_eval.loss, eval_token_accuracy=last_eval.token_accuracy)
+                if best_loss is None or last_eval.loss < best_loss:
+                    best_loss, best_step = last_eval.loss, step
+                    target = os.path.join(config.out, "best")
+                    if config.method == "mask":
+                        os.makedirs(target, exist_ok=True)
+                        target = os.path.join(target, "mask.safetensors")
+                    out.write(target, step)
+                    notify(TrainProgress("best", step, total, {"eval_loss": best_loss}))
+                notify(TrainProgress("eval", step, total, last_eval.to_dict()))
+            if row is not None:
+                if main:
+                    metrics.write(row)
+                    trackers.log(row)
+                notify(TrainProgress("log", step, total, row))
+            if config.save_every and step % config.save_every == 0 and step < total:
+                _save(config, accelerator, out, stepped, optimizer, scheduler, step,
+                      {"best_eval_loss": best_loss, "best_step": best_step, "epoch": step / per_epoch})
+                notify(TrainProgress("checkpoint", step, total, {"path": ckpt.checkpoint_dir(config.out, step)}))
+            notify(TrainProgress("step", step, total, {"loss": step_loss}))
+    finally:
+        if metrics is not None:
+            metrics.close()
+            trackers.finish()
+
+    out_name = {"mask": "mask.safetensors", "fft": "model", "lora": "adapter"}[config.method]
+    output = os.path.join(config.out, out_name)
+    out.write(output, step)
+    accelerator.wait_for_everyone()
+    ratio = mask_stats(keep)[0] / mask_stats(keep)[1] if keep is not None else None
+    result = TrainResult(config.out, config.method, step, last_loss, output, ratio, best_step, best_loss,
+                         last_eval, report)
+    notify(TrainProgress("done", step, total, {"output": output, "loss": last_loss}))
+    return result
+
+
+def _save(config, accelerator, out, trainable, optimizer, scheduler, step, info) -> None:
+    mask = out.mask(step) if out.layers is not None and accelerator.is_main_process else None
+    if out.sharded:
+        sckpt.save_sharded_checkpoint(config.out, step, out.model, optimizer, scheduler, info, mask,
+                                      config.keep_checkpoints)
+    elif accelerator.is_main_process:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": ckpt.capture_rng()}
+        info = dict(info, sharding="none", world_size=accelerator.num_processes)  # any count can resume it
+        ckpt.save_checkpoint(config.out, step, trainable, state, info, mask, config.keep_checkpoints)
+    accelerator.wait_for_everyone()

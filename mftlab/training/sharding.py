@@ -1,0 +1,217 @@
+"""`--sharding fsdp`: PyTorch FSDP2 (`fully_shard`) for the trainer, on CPU (gloo) and GPU (nccl).
+
+- `shard_model`: one FSDP unit per decoder layer (found generically: the largest ModuleList of
+  identical blocks), then the root (embeddings, final norm, head). Trainable parameters loaded
+  in 16 bits become fp32 sharded master parameters and compute in the load dtype
+  (`MixedPrecisionPolicy(param_dtype=load dtype, reduce_dtype=fp32)`), unless `pure_bf16`.
+- `ShardedMasks`: MFT's keep-masks chosen from the row shards of the scores with the exact
+  distributed selection of `mftlab.mft.sharded_selection`; the masks stay replicated (bool per weight).
+- `export_sharded_mask`, `save_gathered_hf`: the run's outputs, the same files as without
+  sharding. The HF folder is written one tensor at a time (gathered, cast to the load dtype, on
+  the main process), in safetensors shards of at most `max_shard_bytes`.
+- `refuse_accelerate_sharding`: an accelerate FSDP / DeepSpeed config is refused with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mftlab.errors import ConfigError
+from mftlab.mask.fingerprint import tensor_fingerprint
+from mftlab.mask.maskfile import Mask
+from mftlab.mft.masking import SelectionConfig
+from mftlab.mft.sharded_selection import ShardedValues, gather_keep, row_counts, sharded_keep, sharded_threshold
+from mftlab.mft.targeting import output_axis
+
+_TRUE = ("1", "true", "yes")
+
+
+def refuse_accelerate_sharding() -> None:
+    """ConfigError when `accelerate launch` runs with an FSDP or DeepSpeed config (read from its env)."""
+    for var, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(var, "").lower() in _TRUE:
+            raise ConfigError(f"accelerate's {what} config is not supported ({var} is set); launch with a plain "
+                              "multi-GPU accelerate config (or torchrun) and pass --sharding fsdp")
+
+
+def ensure_process_group(device: torch.device) -> bool:
+    """Start a one-process group when no launcher started one; True when this call started it."""
+    if dist.is_initialized():
+        return False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    return True
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of a transformer: the ModuleList of one block type holding most parameters."""
+    best, best_size = [], 0
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(m) for m in module}) == 1:
+            size = sum(p.numel() for p in module.parameters())
+            if size > best_size:
+                best, best_size = list(module), size
+    if not best:
+        raise ConfigError(f"--sharding fsdp found no decoder layers in {type(model).__name__}; "
+                          "use --sharding none for this model")
+    return best
+
+
+def _sixteen_bit(p) -> bool:
+    return p.dtype in (torch.bfloat16, torch.float16)
+
+
+def needs_master(params, pure_bf16: bool) -> bool:
+    """True when some trainable parameter is 16-bit and fp32 master weights are wanted."""
+    return not pure_bf16 and any(_sixteen_bit(p) for p in params)
+
+
+def shard_model(model: nn.Module, device: torch.device, pure_bf16: bool) -> nn.Module:
+    """Apply FSDP2 in place (see the module docstring); returns the same module.
+
+    Unit by unit, so only one decoder layer at a time is cast to fp32 and moved to `device`
+    unsharded (fully_shard moves its unit's parameters to the mesh's device, then shards them).
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    compute = next((p.dtype for p in model.parameters() if p.requires_grad and _sixteen_bit(p)), None)
+    policy = MixedPrecisionPolicy()
+    if compute is not None and not pure_bf16:
+        policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+
+    def shard(unit: nn.Module) -> None:
+        if compute is not None and not pure_bf16:
+            for p in unit.parameters():
+                if p.requires_grad and _sixteen_bit(p):
+                    p.data = p.data.float()  # the fp32 master, sharded below
+        fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=True)
+
+    for layer in decoder_layers(model):
+        shard(layer)
+    shard(model)
+    return model
+
+
+@contextlib.contextmanager
+def no_sync(model: nn.Module):
+    """Skip the gradient reduce-scatter (for all but the last micro-batch of a step)."""
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+# -- MFT: masks from sharded scores ---------------------------------------------------------------
+class ShardedMasks:
+    """Exact keep-masks of MaskedLinear layers whose scores are row-sharded (see the module doc)."""
+
+    def __init__(self, layers: dict):
+        self.layers = layers
+        self.rows = row_counts(self._values(SelectionConfig()))
+
+    def _values(self, selection: SelectionConfig) -> dict[str, ShardedValues]:
+        out = {}
+        for name, layer in self.layers.items():
+            local = _local(layer.mask_scores.detach())
+            out[name] = ShardedValues(local.abs() if selection.rank_by == "abs" else local,
+                                      tuple(layer.mask_scores.shape))
+        return out
+
+    def refresh(self, selection: SelectionConfig) -> dict[str, torch.Tensor]:
+        """Recompute every keep-mask (replicated on all processes) and store it in its wrapper."""
+        with torch.no_grad():
+            values = self._values(selection)
+            if selection.selection == "threshold":
+                local = sharded_threshold(values, selection.threshold, selection.min_keep_ratio)
+            else:
+                axes = {n: output_axis(m.kind) for n, m in self.layers.items()}
+                local = sharded_keep(values, selection.mask_ratio, selection.granularity, axes)
+            keep = gather_keep(local, values, self.rows)
+        for name, layer in self.layers.items():
+            layer.set_keep(keep[name])
+        return keep
+
+
+def base_fingerprints(layers: dict) -> dict[str, str]:
+    """Fingerprints of the frozen base weights, taken once before sharding (they never change)."""
+    return {n: tensor_fingerprint(m.base.weight) for n, m in layers.items()}
+
+
+def export_sharded_mask(layers: dict, fingerprints: dict[str, str], base_name: str, method: dict) -> Mask:
+    """The v1 mask of the replicated keep-masks, with the fingerprints taken before sharding."""
+    from mftlab.mask.fingerprint import combined_fingerprint
+
+    mask = Mask.from_keep({n: m.keep.cpu() for n, m in layers.items()}, None, base_name, method)
+    mask.fingerprints = dict(fingerprints)
+    mask.base_model["fingerprint"] = combined_fingerprint(fingerprints)
+    return mask
+
+
+# -- FFT: gathered Hugging Face folder ----------------------------------------------------------
+def _plan_files(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
+    files, current, used = [], [], 0
+    for name, size in sizes:
+        if current and used + size > max_bytes:
+            files.append(current)
+            current, used = [], 0
+        current.append(name)
+        used += size
+    return files + [current] if current else files
+
+
+def save_gathered_hf(model: nn.Module, tokenizer, folder: str | None, dtype: torch.dtype,
+                     max_shard_bytes: int = 5 * 2**30) -> None:
+    """Write `model` as an HF safetensors folder; every process calls it, `folder` is given on the main one.
+
+    Tensors are gathered one at a time and cast to `dtype`; the main process holds at most one
+    file's tensors. Tied parameters are written once (under their first name).
+    """
+    from safetensors.torch import save_file
+
+    state, seen = {}, set()
+    for name, t in model.state_dict(keep_vars=True).items():
+        if id(t) not in seen:
+            seen.add(id(t))
+            state[name] = t
+    size = {n: t.numel() * (dtype.itemsize if t.is_floating_point() else t.element_size()) for n, t in state.items()}
+    files = _plan_files([(n, size[n]) for n in state], max_shard_bytes)
+    names = ["model.safetensors"] if len(files) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i in range(len(files))]
+    weight_map = {}
+    for file_name, members in zip(names, files):
+        tensors = {}
+        for n in members:
+            t = state[n].detach()
+            full = t.full_tensor() if hasattr(t, "full_tensor") else t
+            if folder is not None:
+                tensors[n] = (full.to(dtype) if full.is_floating_point() else full).cpu().contiguous()
+            del full
+            weight_map[n] = file_name
+        if folder is not None:
+            save_file(tensors, os.path.join(folder, file_name), metadata={"format": "pt"})
+        del tensors
+    if folder is None:
+        return
+    if len(files) > 1:
+        index = {"metadata": {"total_size": sum(size.values())}, "weight_map": weight_map}
+        with open(os.path.join(folder, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2)
+    model.config.dtype = dtype
+    model.config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None and model.can_generate():
+        model.generation_config.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
