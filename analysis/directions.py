@@ -24,26 +24,20 @@ embeddings are perturbed once.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
 
 from mftlab.errors import ConfigError, TargetError
+from mftlab.seeding import name_generator
 from mftlab.mft.targeting import TargetSpec, resolve_targets
 
 NORMALIZATIONS = ("filter", "tensor")
 
 
-def stable_seed(seed: int, axis: int, name: str) -> int:
-    """A 63-bit generator seed from (seed, axis, parameter name), identical across runs and hosts."""
-    digest = hashlib.blake2b(f"{int(seed)}:{int(axis)}:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
 def gaussian(shape: tuple[int, ...], seed: int, axis: int, name: str, device="cpu") -> torch.Tensor:
     """N(0, 1) float32 tensor on `device` for (seed, axis, name)."""
-    generator = torch.Generator(device=device).manual_seed(stable_seed(seed, axis, name))
+    generator = name_generator(seed, int(axis), name, device=device)
     return torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
 
 

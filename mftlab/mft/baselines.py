@@ -10,11 +10,11 @@ K and tie-breaking follow mftlab.mft.selection (round half up, ties by index).
 
 from __future__ import annotations
 
-import hashlib
 
 import torch
 
 from mftlab.mft.calibration import Calibration
+from mftlab.seeding import name_generator
 from mftlab.errors import ConfigError
 from mftlab.mask.maskfile import Mask
 from mftlab.mft.selection import GRANULARITIES, check_ratio, select_keep
@@ -33,18 +33,12 @@ SCORE_FORMULAS = {"wanda": "|W_ij| * ||X_j||_2 over non-padding calibration toke
                   "snip": "|W_ij * dL/dW_ij|, L = token-weighted answer-token loss over the calibration batches"}
 
 
-def name_seed(seed: int, name: str) -> int:
-    """A 63-bit seed for one parameter, stable across runs, processes and tensor order."""
-    digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
 def ranking_values(kind: str, name: str, weight: torch.Tensor, seed: int) -> torch.Tensor:
     """Lower value = masked first."""
     if kind == "magnitude":
         return weight.detach().float().abs()
     if kind == "random":
-        generator = torch.Generator().manual_seed(name_seed(seed, name))
+        generator = name_generator(seed, name)
         return torch.rand(weight.shape, generator=generator)
     raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(KINDS)}", quote=True)
 

@@ -18,12 +18,12 @@ reference code does (a score pushed strongly negative is then kept again).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from mftlab.seeding import name_generator
 from mftlab.errors import ConfigError
 from mftlab.mask.maskfile import Mask
 from mftlab.mft.masked_layer import SCORE_DTYPES, MaskedLinear
@@ -68,8 +68,7 @@ class SelectionConfig:
 # -- scores -------------------------------------------------------------------------------------
 def score_generator(seed: int, name: str) -> torch.Generator:
     """A CPU generator seeded from (seed, parameter name), so each tensor's scores are reproducible alone."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return name_generator(seed, name)
 
 
 def check_score_init(method: str, std: float) -> None:
