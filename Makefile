@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE = 1
 export HF_DATASETS_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: demo test test-all bench reliability clean
+.PHONY: demo test test-all lint format bench reliability clean
 
 $(STAMP): requirements.txt requirements-dev.txt setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ demo: $(STAMP)  ## the main job: the paper's protocol on the built-in tiny bench
 
 test: $(STAMP)  ## the default test suite (fast; no network)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)  ## ruff: lint rules and the one format (pyproject.toml); CI fails on either
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)  ## apply the format and the safe lint fixes (import order)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-all: $(STAMP)  ## including slow tests
 	$(BIN)/python -m pytest -q -m "slow or not slow"
