@@ -136,7 +136,7 @@ def main() -> None:
     mem = packed["peak_mib"] / unpacked["peak_mib"]
     mem_own = (packed["peak_mib"] - packed["imports_mib"]) / max(unpacked["peak_mib"] - unpacked["imports_mib"], 1e-9)
     body = f"""
-Command: `{COMMAND}`  
+Command: `{COMMAND}`
 Machine: {machine()}; revision {git_revision()}
 
 {N_MASKS} masks of {numel / 1e6:.1f}M weights each ({LAYERS} Llama-style layers, hidden {HIDDEN}, intermediate {INTER},

@@ -164,7 +164,7 @@ def main():
     command = (f".venv/bin/python bench/bench_pruning.py --hidden {args.hidden} --layers {args.layers} --tokens "
                f"{args.tokens} --seq-len {args.seq_len} --batch-size {args.batch_size} --rounds {args.rounds} "
                f"--threads {args.threads} --device {args.device}")
-    body = f"""Command: `{command}`  
+    body = f"""Command: `{command}`
 Machine: {machine()}; device {args.device}, fp32; git {git_revision()}
 
 Llama-shaped model, hidden {args.hidden}, {args.layers} layers ({timing['params'] / 1e6:.2f}M parameters), `all-linear`

@@ -231,7 +231,7 @@ def report(r: dict, device: str, bf16: bool, args) -> str:
         for name, v in (("fft (all weights)", fft), ("mft (ours)", mft), ("reference: full sort per forward", ref))
     )
     flags = f" --steps {args.steps} --warmup {args.warmup} --threads {args.threads}" + ("" if device == "cuda" or not _has_cuda() else " --device cpu")
-    return f"""Command: `{COMMAND}{flags}`  
+    return f"""Command: `{COMMAND}{flags}`
 Machine: {machine()}; device {device}, {'bf16 autocast' if bf16 else 'fp32'}; git {git_revision()}; load average
 {os.getloadavg()[0]:.1f} at the end (the machine is shared, so single steps vary; ratios of interleaved steps are the robust numbers)
 

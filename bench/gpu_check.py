@@ -134,7 +134,7 @@ def time_steps(variant: str, size: dict, device: str, dtype) -> dict:
         result["scores"] = {n: layer.mask_scores.detach() for n, layer in list(layers.items())[:4]}
         result["keep_ratio"] = sum(int(k.sum()) for k in current_keep(layers).values()) / max(
             sum(k.numel() for k in current_keep(layers).values()), 1)
-    del model, optimizer, layers
+    model = optimizer = layers = None  # free the device memory before the next stage (step() holds them)
     return result
 
 

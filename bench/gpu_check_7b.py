@@ -120,7 +120,7 @@ def mft_steps(model, size: dict, device: str, checkpointing: bool) -> dict:
     times = timed_steps(step, size, device)
     result = {"step_s": statistics.median(times), "peak_bytes": _peak(device),
               "scores": sum(s.numel() for s in scores), "gradient_checkpointing": checkpointing}
-    del optimizer, scores
+    optimizer = scores = None  # free the optimizer state before the next stage (step() holds it)
     detach_masks(model)
     if checkpointing:
         (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()

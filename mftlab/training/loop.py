@@ -222,7 +222,9 @@ class _Outputs:
             if self.main:
                 save_mask(self.mask(step), folder_or_file)
         elif self.sharded:  # every process takes part in gathering each tensor
-            gathered = lambda tmp: sharding.save_gathered_hf(self.model, self.tokenizer, tmp, self.load_dtype)
+            def gathered(tmp):
+                return sharding.save_gathered_hf(self.model, self.tokenizer, tmp, self.load_dtype)
+
             if self.main:
                 replace_dir(folder_or_file, gathered)
             else:

@@ -114,7 +114,7 @@ def test_three_model_plane_reproduces_each_model(data, tmp_path):
     for marker, loss in zip(result.markers, expected):
         assert marker["train_loss"] == pytest.approx(loss, rel=1e-5)
     assert [m["label"] for m in result.markers] == ["FFT", "cont", "MFT"]
-    xs, ys = result.xs, result.ys
+    xs = result.xs
     coords = [(m["x"], m["y"]) for m in result.markers]
     span = max(x for x, _ in coords) - min(x for x, _ in coords)
     assert xs[0] == pytest.approx(min(x for x, _ in coords) - 0.2 * span)
