@@ -21,11 +21,11 @@ import numpy as np
 
 from mftlab.analysis.groups import OVERALL, sorted_layers, tensor_groups
 from mftlab.analysis.packed_counts import count
-from mftlab.analysis.results import finite, header
+from mftlab.analysis.results import finite
 from mftlab.errors import MaskMismatchError, MftlabError
+from mftlab.files.results import header, write_result
 from mftlab.mask.maskfile import Mask, load_mask
 
-KIND = "mftlab.dynamics"
 _STEP_RE = re.compile(r"(\d+)$")
 
 
@@ -92,7 +92,7 @@ class DynamicsResult:
 
     def to_dict(self) -> dict:
         return {
-            **header(KIND),
+            **header("dynamics"),
             "labels": self.labels, "steps": self.steps, "sources": self.sources,
             "layers": self.layers, "notes": self.notes,
             "definitions": {
@@ -117,6 +117,10 @@ class DynamicsResult:
                     "hamming_to_first": self.to_first[group][i], "hamming_to_final": self.to_final[group][i],
                 })
         return rows
+
+    def save(self, folder: str | os.PathLike) -> list[str]:
+        """Write dynamics.json and dynamics.csv into `folder` (made if needed); `mftlab plot` draws them."""
+        return write_result(folder, "dynamics", self.to_dict(), rows=self.csv_rows())
 
 
 def _xor_by_group(a: Mask, b: Mask, names, group_of) -> dict[str, int]:

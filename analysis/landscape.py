@@ -29,8 +29,7 @@ from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.landscape_store import PointStore
 from mftlab.analysis.planes import ExplicitPlane, ModelLine, ModelPlane, Plane, RandomPlane, linspace, margin_ranges
 
-from mftlab import __version__
-from mftlab.files.atomic import atomic_path, write_text_atomic
+from mftlab.files.results import header, read_arrays, read_result, result_files, result_path, write_result
 from mftlab.training.data import IGNORE_INDEX, Example
 from mftlab.errors import ConfigError, MaskMismatchError
 from mftlab.training.evaluation import LossSums, TokenBatch, loss_sums, make_batches
@@ -179,15 +178,11 @@ class LandscapeResult:
         return self.train_loss if split == "train" else self.test_loss
 
     def save(self, folder: str | os.PathLike) -> list[str]:
-        """Copy landscape.npz and landscape.json (written to `out_dir` as points finish) into `folder`."""
-        import shutil
-
-        os.makedirs(folder, exist_ok=True)
-        names = ("landscape.npz", "landscape.json")
-        if os.path.abspath(folder) != os.path.abspath(self.out_dir):
-            for name in names:
-                shutil.copyfile(os.path.join(self.out_dir, name), os.path.join(folder, name))
-        return [os.path.join(folder, name) for name in names]
+        """Write landscape.json and landscape.npz (the ones in `out_dir`, read back kind-checked) into `folder`."""
+        if os.path.abspath(folder) == os.path.abspath(self.out_dir):
+            return [result_path(folder, "landscape"), result_path(folder, "landscape", "arrays")]
+        return write_result(folder, "landscape", read_result(self.out_dir, "landscape"),
+                            arrays=read_arrays(self.out_dir, "landscape"))
 
 
 def _sums_record(s: LossSums) -> list:
@@ -237,23 +232,18 @@ def _assemble(records: dict[int, dict], xs, ys, markers: list[dict], out_dir: st
 
 
 def _write_final(result: LandscapeResult, arrays: dict, run: dict) -> None:
-    import json
-
-    with atomic_path(os.path.join(result.out_dir, "landscape.npz")) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(
-                f, xs=result.xs, ys=result.ys, layout=np.array(LAYOUT),
-                marker_xy=np.array([[m["x"], m["y"]] for m in result.markers], dtype=np.float64).reshape(-1, 2),
-                marker_train_loss=np.array([m["train_loss"] if m["train_loss"] is not None else np.nan for m in result.markers]),
-                marker_test_loss=np.array([m["test_loss"] if m["test_loss"] is not None else np.nan for m in result.markers]),
-                **arrays,
-            )
+    saved = dict(
+        xs=result.xs, ys=result.ys, layout=np.array(LAYOUT),
+        marker_xy=np.array([[m["x"], m["y"]] for m in result.markers], dtype=np.float64).reshape(-1, 2),
+        marker_train_loss=np.array([m["train_loss"] if m["train_loss"] is not None else np.nan for m in result.markers]),
+        marker_test_loss=np.array([m["test_loss"] if m["test_loss"] is not None else np.nan for m in result.markers]),
+        **arrays,
+    )
     finite = {s: arrays[f"{s}_loss"][np.isfinite(arrays[f"{s}_loss"])] for s in ("train", "test")}
     doc = {
-        "kind": "landscape",
-        "mftlab_version": __version__,
+        **header("landscape"),
         "layout": LAYOUT,
-        "files": {"arrays": "landscape.npz"},
+        "files": {"arrays": result_files("landscape").arrays},
         **{k: v for k, v in run.items() if k != "check"},
         **run["check"],
         "markers": result.markers,
@@ -263,7 +253,7 @@ def _write_final(result: LandscapeResult, arrays: dict, run: dict) -> None:
         },
         "seconds_per_point": result.seconds_per_point,
     }
-    write_text_atomic(os.path.join(result.out_dir, "landscape.json"), json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    write_result(result.out_dir, "landscape", doc, arrays=saved)
 
 
 def compute_landscape(model: torch.nn.Module, plane: Plane, train: EvalData, test: EvalData, xs, ys,

@@ -18,10 +18,11 @@ import os
 
 from mftlab.files.atomic import append_line, write_text_atomic
 from mftlab.errors import ConfigError, MftlabError
+from mftlab.files.results import result_files
 
 RUN_FILE = "landscape.run.json"
 POINTS_PATTERN = "landscape.points-*.jsonl"
-FINAL_FILES = ("landscape.json", "landscape.npz")
+FINAL_FILES = (result_files("landscape").json, result_files("landscape").arrays)
 
 
 def _read_lines(path: str) -> tuple[list[dict], bool]:

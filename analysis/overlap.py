@@ -33,11 +33,11 @@ import numpy as np
 
 from mftlab.analysis.groups import OVERALL, group_keys, projection_order, sorted_layers, tensor_groups
 from mftlab.analysis.packed_counts import count, counter_add, counter_equal, counter_planes, masked_bits
-from mftlab.analysis.results import ensure_dir, finite, header, write_csv, write_json
+from mftlab.analysis.results import finite
 from mftlab.errors import MaskMismatchError
+from mftlab.files.results import header, write_result
 from mftlab.mask.maskfile import Mask, load_mask
 
-KIND = "mftlab.overlap"
 _TINY = 1e-300  # below this, p-values are reported through log10_p
 LEVELS = ("tensor", "layer", "projection", "overall")
 
@@ -228,7 +228,7 @@ class OverlapResult:
 
     def to_dict(self) -> dict:
         return {
-            **header(KIND),
+            **header("overlap"),
             "labels": self.labels,
             "sources": self.sources,
             "mask_ratios": [finite(r) for r in self.mask_ratios],
@@ -253,9 +253,7 @@ class OverlapResult:
 
     def save(self, folder: str | os.PathLike) -> list[str]:
         """Write overlap.json and overlap.csv into `folder` (made if needed); `mftlab plot` draws them."""
-        ensure_dir(folder)
-        return [write_json(os.path.join(folder, "overlap.json"), self.to_dict()),
-                write_csv(os.path.join(folder, "overlap.csv"), self.csv_rows())]
+        return write_result(folder, "overlap", self.to_dict(), rows=self.csv_rows())
 
     def overall(self, a: str, b: str) -> dict:
         """The overall row of one pair (by label)."""

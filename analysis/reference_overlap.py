@@ -11,16 +11,17 @@ scores and the other mask's criterion scores.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from mftlab.analysis.criteria import mask_criterion_scores, run_scores, spearman
 from mftlab.analysis.groups import OVERALL, group_keys, projection_order, sorted_layers, tensor_groups
 from mftlab.analysis.overlap import PairCounts, _load, default_labels, pair_counts, shared_tensors
 from mftlab.analysis.packed_counts import count
-from mftlab.analysis.results import finite, header
+from mftlab.analysis.results import finite
 from mftlab.errors import MaskMismatchError
+from mftlab.files.results import header, write_result
 
-KIND = "mftlab.reference_overlap"
 CORRELATION_NOTE = "Spearman's rho per tensor (average ranks); groups: mean over tensors weighted by weights"
 
 
@@ -42,7 +43,7 @@ class ReferenceResult:
 
     def to_dict(self) -> dict:
         return {
-            **header(KIND),
+            **header("reference_overlap"),
             "reference": self.reference, "reference_source": self.reference_source,
             "reference_method": self.reference_method,
             "labels": self.labels, "sources": self.sources, "methods": self.methods,
@@ -61,6 +62,10 @@ class ReferenceResult:
 
     def csv_rows(self) -> list[dict]:
         return self.rows
+
+    def save(self, folder: str | os.PathLike) -> list[str]:
+        """Write reference_overlap.json and .csv into `folder` (made if needed); `mftlab plot` draws them."""
+        return write_result(folder, "reference_overlap", self.to_dict(), rows=self.csv_rows())
 
     def row(self, label: str, level: str = "overall", group: str = OVERALL) -> dict:
         return next(r for r in self.rows if r["mask"] == label and r["level"] == level and r["group"] == group)

@@ -23,16 +23,16 @@ from mftlab.analysis.concentration import lorenz, summarize_units
 from mftlab.analysis.groups import OVERALL, group_keys, projection_order, sorted_layers, tensor_groups
 from mftlab.analysis.overlap import PairCounts, pair_counts
 from mftlab.analysis.packed_counts import col_kept, count, row_kept
-from mftlab.analysis.results import ensure_dir, finite, header, write_csv, write_json
+from mftlab.analysis.results import finite
 from mftlab.analysis.weight_stats import histogram, histogram_quantile, log_bins, split_stats
 from mftlab.errors import MaskMismatchError
+from mftlab.files.results import header, write_result
 from mftlab.mask.maskfile import Mask
 from mftlab.models.loading import named_weights
 from mftlab.mask.packing import pack_bits
 from mftlab.mft.selection import keep_tensor
 from mftlab.mft.targeting import output_axes
 
-KIND = "mftlab.stats"
 _OVERLAP_KEYS = ("shared_masked", "expected_shared", "jaccard", "lift", "z", "log10_p")
 
 
@@ -85,7 +85,7 @@ class StatsResult:
 
     def to_dict(self) -> dict:
         return {
-            **header(KIND),
+            **header("stats"),
             "source": self.source,
             "mask_ratio": finite(self.mask_ratio),
             "numel": self.numel,
@@ -113,9 +113,7 @@ class StatsResult:
 
     def save(self, folder: str | os.PathLike) -> list[str]:
         """Write stats.json and stats.csv into `folder` (made if needed); `mftlab plot` draws them."""
-        ensure_dir(folder)
-        return [write_json(os.path.join(folder, "stats.json"), self.to_dict()),
-                write_csv(os.path.join(folder, "stats.csv"), self.csv_rows())]
+        return write_result(folder, "stats", self.to_dict(), rows=self.csv_rows())
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

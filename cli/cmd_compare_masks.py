@@ -80,7 +80,6 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
 def _compare_to_reference(reference, mask_paths, names, out, force, no_figures, scores_run, model, data, model_kw):
     from mftlab.analysis.criteria import run_scores
     from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
-    from mftlab.analysis.results import ensure_dir, write_csv, write_json
 
     if data and not model:
         raise MftlabError("--data (calibration data) needs --model too, to recompute the criteria's scores")
@@ -91,9 +90,7 @@ def _compare_to_reference(reference, mask_paths, names, out, force, no_figures, 
         loaded = load_model_from(model, **model_kw) if model else None
         correlate_with_run(result, mask_paths, scores_run, loaded, data, force)
 
-    ensure_dir(out)
-    written = [write_json(os.path.join(out, "reference_overlap.json"), result.to_dict()),
-               write_csv(os.path.join(out, "reference_overlap.csv"), result.csv_rows())]
+    written = result.save(out)
     if not no_figures:
         from mftlab.figures import criteria_figures
 

@@ -173,7 +173,7 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
                            world, barrier, _progress(rank))
     if rank != 0:
         return
-    written = [os.path.join(out, "landscape.npz"), os.path.join(out, "landscape.json")]
+    written = result.save(out)  # already there: only their paths
     if not no_figures:
         from mftlab.figures.landscape_figures import render
 

@@ -28,7 +28,6 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
       mftlab stats --run runs/mft-math --out results/dynamics
     """
     from mftlab.analysis.dynamics import mask_dynamics, run_masks
-    from mftlab.analysis.results import write_csv, write_json
     from mftlab.analysis.stats import mask_stats
     from mftlab.files.folder_lock import hold_folder
     from mftlab.mask.maskfile import load_mask
@@ -52,8 +51,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
 
     written = result.save(out)
     if dynamics is not None:
-        written += [write_json(os.path.join(out, "dynamics.json"), dynamics.to_dict()),
-                    write_csv(os.path.join(out, "dynamics.csv"), dynamics.csv_rows())]
+        written += dynamics.save(out)
     if not no_figures:
         from mftlab.figures import stats_figures
 

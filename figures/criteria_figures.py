@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mftlab.figures.overlap_figures import _lift_norm, _nan_to_none
-from mftlab.figures.result_io import load_result, out_base
-from mftlab.figures.style import DIVERGING_CMAP, PALETTE, RC, new_figure, save_figure, save_html
+from mftlab.figures.style import DIVERGING_CMAP, PALETTE, RC, new_figure, out_base, save_figure, save_html
+from mftlab.files.results import read_result
 
-RESULT_FILE = "reference_overlap.json"
+RESULT = "reference_overlap"  # the kind of result drawn here (see mftlab.files.results)
 JUST_PRUNING = 0.5  # a criterion masking half of MFT's masked set would make MFT "largely pruning"
 
 
@@ -159,4 +159,4 @@ def heatmaps(result: dict, result_dir) -> list[str]:
 
 def render(result_dir) -> list[str]:
     """Redraw the figures of RESULT_DIR/reference_overlap.json; returns the written paths."""
-    return heatmaps(load_result(result_dir, RESULT_FILE), result_dir)
+    return heatmaps(read_result(result_dir, RESULT), result_dir)

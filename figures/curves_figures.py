@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from mftlab.figures.result_io import load_result
 from mftlab.figures.style import PALETTE, new_figure, save_figure, save_html
+from mftlab.files.results import read_result
 
 STYLE = {"fft": (PALETTE[0], "-"), "continued_fft": (PALETTE[1], "--"), "mft": (PALETTE[2], "-"),
          "lora": (PALETTE[3], ":")}
@@ -48,7 +48,7 @@ def reference_losses(demo: dict, domain: str) -> dict[str, float]:
 
 
 def render(result_dir) -> list[str]:
-    demo = load_result(result_dir, "demo.json")
+    demo = read_result(result_dir, "demo")
     domains, names = demo["domains"], demo["method_names"]
     fig, axes = new_figure(ncols=len(domains), width=4.4, height=3.4, squeeze=False)
     import plotly.graph_objects as go

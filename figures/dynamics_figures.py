@@ -8,10 +8,10 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 
-from mftlab.figures.result_io import load_result, out_base
-from mftlab.figures.style import PALETTE, SEQUENTIAL_CMAP, new_figure, save_figure, save_html
+from mftlab.figures.style import PALETTE, SEQUENTIAL_CMAP, new_figure, out_base, save_figure, save_html
+from mftlab.files.results import read_result
 
-RESULT_FILE = "dynamics.json"
+RESULT = "dynamics"  # the kind of result drawn here (see mftlab.files.results)
 _MAX_LEGEND_LAYERS = 8  # more layers: colour by layer with a colour bar
 
 
@@ -23,7 +23,7 @@ def _x_axis(result: dict) -> tuple[list, str]:
 
 def render(result_dir) -> list[str]:
     """Redraw the dynamics figure from RESULT_DIR/dynamics.json; returns the written paths."""
-    result = load_result(result_dir, RESULT_FILE)
+    result = read_result(result_dir, RESULT)
     x, x_label = _x_axis(result)
     numel, layers = result["numel"], result["layers"]
     pct = {g: 100 * np.array(v, dtype=float) / numel[g] for g, v in result["flips"].items()}

@@ -11,15 +11,14 @@ Arrays follow the stored layout: loss[j, i] is the loss at (xs[i], ys[j]) (matpl
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-from mftlab.errors import MftlabError
 from mftlab.figures.style import PALETTE, SEQUENTIAL_CMAP, new_figure, save_figure, save_html
+from mftlab.files.results import read_arrays, read_result
 
-RESULT_FILE = "landscape.json"
+RESULT = "landscape"  # the kind of result drawn here (see mftlab.files.results)
 MARKERS = ["*", "s", "^", "o", "D", "v", "P", "X"]
 PLOTLY_MARKERS = ["star", "square", "triangle-up", "circle", "diamond", "triangle-down", "cross", "x"]
 PLOTLY_MARKERS_3D = ["diamond", "square", "cross", "circle", "x", "circle-open", "square-open", "diamond-open"]
@@ -29,19 +28,8 @@ SPLITS = (("train", "train loss"), ("test", "test loss"))
 
 
 def load_results(result_dir: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
-    """(landscape.json as a dict, arrays of landscape.npz)."""
-    json_path = os.path.join(result_dir, RESULT_FILE)
-    npz_path = os.path.join(result_dir, "landscape.npz")
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            doc = json.load(f)
-        with np.load(npz_path) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError as exc:
-        raise MftlabError(f"'{exc.filename}' is missing; rerun `mftlab landscape` with --resume in that folder") from None
-    if doc.get("kind") != "landscape":
-        raise MftlabError(f"'{json_path}' holds {doc.get('kind')!r} results, not a landscape")
-    return doc, arrays
+    """(landscape.json as a dict, arrays of landscape.npz), both kind-checked."""
+    return read_result(result_dir, RESULT), read_arrays(result_dir, RESULT)
 
 
 def axis_labels(doc: dict) -> tuple[str, str]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.colors import LogNorm
 
-from mftlab.figures.result_io import load_result, out_base
-from mftlab.figures.style import DIVERGING_CMAP, PALETTE, SEQUENTIAL_CMAP, new_figure, save_figure, save_html
+from mftlab.figures.style import DIVERGING_CMAP, PALETTE, SEQUENTIAL_CMAP, new_figure, out_base, save_figure, save_html
+from mftlab.files.results import read_result
 
-RESULT_FILE = "overlap.json"
+RESULT = "overlap"  # the kind of result drawn here (see mftlab.files.results)
 
 
 def _matrix(result: dict, metric: str, diagonal: float) -> np.ndarray:
@@ -172,5 +172,5 @@ def consensus(result: dict, result_dir) -> list[str]:
 
 def render(result_dir) -> list[str]:
     """Redraw every overlap figure from RESULT_DIR/overlap.json; returns the written paths."""
-    result = load_result(result_dir, RESULT_FILE)
+    result = read_result(result_dir, RESULT)
     return matrices(result, result_dir) + layer_curves(result, result_dir) + consensus(result, result_dir)

@@ -1,8 +1,8 @@
 """Re-render every figure of a results folder from its saved results (no model is loaded).
 
 Each figures module that can redraw a kind of result defines:
-    RESULT_FILE = "stats.json"            # the file that marks such results in a folder
-    def render(result_dir) -> list[str]   # writes the figures next to it, returns their paths
+    RESULT = "stats"                      # the kind (mftlab.files.results): its JSON marks such results in a folder
+    def render(result_dir) -> list[str]   # reads it kind-checked, writes the figures next to it, returns their paths
 and is discovered here (a module that also sets OWNS_SUBFOLDERS = True redraws its subfolders itself), so adding a figure kind never edits this file.
 """
 
@@ -12,15 +12,17 @@ import importlib
 import os
 import pkgutil
 
+from mftlab.files.results import result_files
+
 
 def renderers() -> dict[str, object]:
-    """RESULT_FILE -> module, for every figures module that defines both names."""
+    """Result JSON file name -> module, for every figures module that defines RESULT and render."""
     package = importlib.import_module("mftlab.figures")
     found = {}
     for info in pkgutil.iter_modules(package.__path__):
         module = importlib.import_module(f"mftlab.figures.{info.name}")
-        if hasattr(module, "RESULT_FILE") and hasattr(module, "render"):
-            found[module.RESULT_FILE] = module
+        if hasattr(module, "RESULT") and hasattr(module, "render"):
+            found[result_files(module.RESULT).json] = module
     return found
 
 

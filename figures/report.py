@@ -15,9 +15,9 @@ import statistics
 from mftlab.files.atomic import write_text_atomic
 from mftlab.figures import (criteria_figures, curves_figures, dynamics_figures, landscape_figures, overlap_figures,
                             stats_figures)
-from mftlab.figures.result_io import load_result
+from mftlab.files.results import read_result
 
-RESULT_FILE = "demo.json"
+RESULT = "demo"
 OWNS_SUBFOLDERS = True  # `mftlab plot` redraws the demo's sub-results through this module only
 
 CAPTIONS = {
@@ -181,8 +181,8 @@ def verdicts(demo: dict) -> list[str]:
 def pruning_sentences(result_dir: str, demo: dict) -> list[str]:
     """One sentence per domain, from the numbers: is the MFT mask just a pruning criterion's mask?"""
     folders = demo["analysis"].get("criteria", {})
-    return [f"{domain}: " + criteria_figures.criteria_sentence(load_result(os.path.join(result_dir, folder),
-                                                                           criteria_figures.RESULT_FILE))
+    return [f"{domain}: " + criteria_figures.criteria_sentence(read_result(os.path.join(result_dir, folder),
+                                                                           criteria_figures.RESULT))
             for domain, folder in folders.items()]
 
 
@@ -226,7 +226,7 @@ def _redraw(result_dir: str, demo: dict) -> list[tuple[str, str, list[str]]]:
 
 def render(result_dir) -> list[str]:
     result_dir = os.fspath(result_dir)
-    demo = load_result(result_dir, RESULT_FILE)
+    demo = read_result(result_dir, RESULT)
     sections = _redraw(result_dir, demo)
     cfg = demo["config"]
     intro = (f"Tiny benchmark, {len(demo['seeds'])} seed(s) {demo['seeds']}, MFT on layers {cfg['layers']} at mask ratio "

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mftlab.figures.result_io import load_result, out_base, percent
-from mftlab.figures.style import PALETTE, SEQUENTIAL_CMAP, new_figure, save_figure, save_html
+from mftlab.figures.style import PALETTE, SEQUENTIAL_CMAP, new_figure, out_base, percent, save_figure, save_html
+from mftlab.files.results import read_result
 
-RESULT_FILE = "stats.json"
+RESULT = "stats"  # the kind of result drawn here (see mftlab.files.results)
 
 
 def _annotate(ax, grid: np.ndarray, fmt: str, limit: int = 160) -> None:
@@ -135,5 +135,5 @@ def magnitudes(stats: dict, result_dir) -> list[str]:
 
 def render(result_dir) -> list[str]:
     """Redraw every stats figure from RESULT_DIR/stats.json; returns the written paths."""
-    stats = load_result(result_dir, RESULT_FILE)
+    stats = read_result(result_dir, RESULT)
     return heatmap(stats, result_dir) + concentration(stats, result_dir) + magnitudes(stats, result_dir)

@@ -44,6 +44,16 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float
         return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kwargs)
 
 
+def out_base(result_dir: str | os.PathLike, name: str) -> str:
+    """Path without extension for a figure next to its results."""
+    return os.path.join(os.fspath(result_dir), name)
+
+
+def percent(x: float | None) -> float:
+    """Fraction -> percent, None -> NaN (drawn as a gap)."""
+    return float("nan") if x is None else 100.0 * x
+
+
 def save_figure(fig, out_base: str | os.PathLike) -> list[str]:
     """Write `fig` as out_base.png and out_base.pdf (atomically); close it; return the paths."""
     paths = []

@@ -4,10 +4,10 @@ point (best validation loss) ringed."""
 
 from __future__ import annotations
 
-from mftlab.figures.result_io import load_result, out_base, percent
-from mftlab.figures.style import PALETTE, new_figure, save_figure, save_html
+from mftlab.figures.style import PALETTE, new_figure, out_base, percent, save_figure, save_html
+from mftlab.files.results import read_result
 
-RESULT_FILE = "sweep.json"
+RESULT = "sweep"  # the kind of result drawn here (see mftlab.files.results)
 XLABELS = {"layers": "MFT layer group (consecutive layers, shallow to deep)", "ratio": "mask ratio (fraction masked)",
            "data": "fraction of MFT training data", "score-lr": "score learning rate (--score-lr)",
            "score-init": "score initialisation (--score-init)"}
@@ -17,7 +17,7 @@ CATEGORICAL = ("layers", "score-init")
 
 
 def render(result_dir) -> list[str]:
-    doc = load_result(result_dir, RESULT_FILE)
+    doc = read_result(result_dir, RESULT)
     points, ref, axis = doc["points"], doc["reference"], doc["axis"]
     labels = [p["label"] for p in points]
     xs = list(range(len(points))) if axis in CATEGORICAL else [p["value"] for p in points]
