@@ -24,13 +24,14 @@ embeddings are perturbed once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from mftlab.errors import ConfigError, TargetError
 from mftlab.seeding import name_generator
 from mftlab.mft.targeting import TargetSpec, resolve_targets
+from mftlab.options_meta import doc
 
 NORMALIZATIONS = ("filter", "tensor")
 
@@ -84,9 +85,10 @@ class DirectionSpec:
     """How random directions are drawn. Serialised into every landscape result."""
 
     seed: int = 0
-    normalization: str = "filter"  # "filter" (Li et al.) or "tensor"
-    include_1d: bool = False  # also perturb biases and norm gains
-    orthogonalize: bool = False
+    normalization: str = field(default="filter", metadata=doc(
+        "Scale random directions row by row (Li et al.) or per tensor to the weights.", choices=NORMALIZATIONS))
+    include_1d: bool = field(default=False, metadata=doc("Also perturb 1-D parameters (biases, norm gains)."))
+    orthogonalize: bool = field(default=False, metadata=doc("Make the second random direction orthogonal to the first."))
     targets: TargetSpec | None = None  # None: every parameter with >= 2 dimensions
 
     def __post_init__(self):

@@ -34,6 +34,7 @@ from mftlab.training.data import IGNORE_INDEX, Example
 from mftlab.errors import ConfigError, MaskMismatchError
 from mftlab.training.evaluation import LossSums, TokenBatch, loss_sums, make_batches
 from mftlab.mask.fingerprint import combined_fingerprint, tensor_fingerprint
+from mftlab.options_meta import doc
 
 PLANES = ("random", "models", "line")
 LAYOUT = "losses[j, i] is the loss at (xs[i], ys[j]); shape (len(ys), len(xs)); point k = j * len(xs) + i"
@@ -65,12 +66,20 @@ def parse_range(text: str | None) -> tuple[tuple[float, float], tuple[float, flo
 class LandscapeConfig:
     """What a landscape run computes. Serialised into landscape.json; `--resume` must match it."""
 
-    plane: str = "random"  # random | models | line
-    grid: tuple[int, int] = (21, 21)  # (nx, ny); ny == 1 is a line
-    ranges: tuple[tuple[float, float], tuple[float, float]] | None = None  # None: plane default
+    plane: str = field(default="random", metadata=doc(
+        "random directions around the first model, the plane through three models, or the line through two.",
+        choices=PLANES))
+    grid: tuple[int, int] = field(default=(21, 21), metadata=doc(  # (nx, ny); ny == 1 is a line
+        "Points per axis NXxNY (non-square allowed); N alone is a 1-D line.", text="21x21"))
+    ranges: tuple[tuple[float, float], tuple[float, float]] | None = field(default=None, metadata=doc(
+        "LO:HI for both axes or LO:HI,LO:HI for x,y. Default: -1:1 (random), models plus --margin (models, line).",
+        flag="--range"))
     directions: DirectionSpec = field(default_factory=DirectionSpec)
-    margin: float = 0.2  # around the models of a models / line plane, as a fraction of their extent
-    cache_directions: bool | None = None  # keep directions (True), regenerate per point (False), auto (None)
+    margin: float = field(default=0.2, metadata=doc("Margin around the models, as a fraction of their extent."))
+    cache_directions: bool | None = field(default=None, metadata=doc(  # True: keep, False: regenerate, None: auto
+        "Keep random directions in memory (2 float32 copies) or regenerate them per point. "
+        "Default: cache up to 134M perturbed weights (1 GiB), regenerate beyond.",
+        flag="--cache-directions/--regenerate-directions"))
 
     def __post_init__(self):
         if self.plane not in PLANES:

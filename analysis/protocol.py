@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from mftlab import __version__
@@ -26,9 +26,10 @@ from mftlab.analysis import protocol_recipe as recipe
 from mftlab.analysis import protocol_steps as steps
 from mftlab.analysis.results import write_json
 from mftlab.errors import ConfigError
-from mftlab.mft.masking import SCORE_INITS
+from mftlab.mft.masking import SCORE_INITS, SelectionConfig
 from mftlab.mft.selection import check_ratio
 from mftlab.mft.targeting import parse_layers
+from mftlab.options_meta import doc, like
 from mftlab.recipes.tinybench import DOMAINS, SplitSizes, pretraining_records, write_benchmark, write_jsonl
 from mftlab.training.config import TrainConfig
 
@@ -40,16 +41,22 @@ METHOD_NAMES = {"backbone": "Backbone (lower bound)", "fft": "FFT best (upper bo
 
 @dataclass(frozen=True)
 class DemoConfig:
-    out: str
-    seed: int = 0
-    seeds: int = 1
-    quick: bool = False
-    layers: str = "2-3"  # the local layer group MFT trains (the backbone has 4 layers)
-    mask_ratio: float = 0.1
+    out: str = field(metadata=doc(
+        "Folder for every run, result, figure and the report (re-running reuses finished steps)."))
+    seed: int = field(default=0, metadata=doc("First seed."))
+    seeds: int = field(default=1, metadata=doc("Number of seeds (mean ± std in the tables)."))
+    quick: bool = field(default=False, metadata=doc(
+        "Smaller data, fewer steps and a coarser landscape (about a minute)."))
+    layers: str = field(default="2-3", metadata=doc(  # the backbone has 4 layers
+        "The local layer group MFT trains."))
+    mask_ratio: float = like(SelectionConfig, "mask_ratio")
     domains: tuple[str, ...] = DOMAINS
-    mft_inits: tuple[str, ...] = ("random", "magnitude")  # MFT's grid, chosen on validation
-    mft_score_lrs: tuple[float, ...] = (1e-3, 1e-2)
-    random_seeds: int = 3  # draws of the random-mask baseline per domain and seed
+    mft_inits: tuple[str, ...] = field(default=("random", "magnitude"), metadata=doc(  # MFT's grid, chosen on validation
+        "MFT variants: score initialisations (x --mft-score-lrs); the best on validation is MFT."))
+    mft_score_lrs: tuple[float, ...] = field(default=(1e-3, 1e-2), metadata=doc(
+        "MFT variants: score learning rates (x --mft-inits)."))
+    random_seeds: int = field(default=3, metadata=doc(
+        "Draws of the random-mask baseline per domain and seed (mean ± std in the tables)."))
     mftlab_version: str = __version__
 
     def __post_init__(self):

@@ -20,7 +20,7 @@ table that marks the selected point).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from mftlab import __version__
@@ -34,6 +34,7 @@ from mftlab.training.evaluation import evaluate
 from mftlab.mft.masking import SCORE_INITS
 from mftlab.models.loading import load_model
 from mftlab.mft.selection import check_ratio
+from mftlab.options_meta import doc
 from mftlab.training.config import TrainConfig
 
 AXES = ("layers", "ratio", "data", "score-lr", "score-init")
@@ -47,13 +48,15 @@ DEFAULT_SCORE_INITS = ("random", "magnitude")
 class SweepConfig:
     axis: str
     train: TrainConfig  # the MFT run every point starts from (model = the fine-tuned model)
-    eval_data: str
-    group_size: int = 4
-    ratios: tuple[float, ...] = DEFAULT_RATIOS
-    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
-    score_lrs: tuple[float, ...] = DEFAULT_SCORE_LRS
-    score_inits: tuple[str, ...] = DEFAULT_SCORE_INITS
-    test_data: str | None = None  # scored and reported beside each point; never used to select
+    eval_data: str = field(metadata=doc("Validation data every point is scored on (and selected on)."))
+    group_size: int = field(default=4, metadata=doc("layers: consecutive layers per group."))
+    ratios: tuple[float, ...] = field(default=DEFAULT_RATIOS, metadata=doc("ratio: mask ratios to try."))
+    fractions: tuple[float, ...] = field(default=DEFAULT_FRACTIONS, metadata=doc("data: data fractions to try."))
+    score_lrs: tuple[float, ...] = field(default=DEFAULT_SCORE_LRS, metadata=doc("score-lr: score learning rates to try."))
+    score_inits: tuple[str, ...] = field(default=DEFAULT_SCORE_INITS, metadata=doc(
+        "score-init: initialisations to try (random, magnitude, uniform)."))
+    test_data: str | None = field(default=None, metadata=doc(
+        "Test data, scored and reported beside each point; never used to select."))
     mftlab_version: str = __version__
 
     def __post_init__(self):

@@ -4,34 +4,33 @@ import statistics
 
 import click
 
-from mftlab.cli.options import echo_targets, load_model_from, model_options, seed_option, target_options, target_spec_from
-from mftlab.mask.codecs import CODECS
+from mftlab.cli.options import (codec_option, echo_targets, load_model_from, mask_ratio_option, model_options,
+                                option_for, seed_option, target_options, target_spec_from)
 from mftlab.errors import ConfigError
+from mftlab.mft.baselines import KINDS
+from mftlab.mft.calibration import CalibrationConfig
 from mftlab.mft.selection import GRANULARITIES
 
 
 @click.command("baseline")
 @click.argument("model")
-@click.option("--kind", type=click.Choice(["random", "magnitude", "wanda", "snip"]), required=True,
+@click.option("--kind", type=click.Choice(list(KINDS)), required=True,
               help="random: seeded uniform choice; magnitude: smallest |w| (the paper's L1 mask); wanda: smallest "
                    "|w| * input-feature norm; snip: smallest |w * dL/dw| (wanda and snip need --data).")
-@click.option("--mask-ratio", type=float, default=0.1, show_default=True, help="Fraction of targeted weights to mask.")
+@mask_ratio_option
 @click.option("--granularity", type=click.Choice(list(GRANULARITIES)), default=None,
               help="Comparison group: each tensor, each output row, or all targeted tensors together "
                    "[default: row for wanda (the paper's), tensor otherwise].")
-@click.option("--data", default=None, help="Calibration data for wanda / snip (.jsonl/.json/.parquet/.csv, e.g. the training data).")
-@click.option("--max-tokens", type=int, default=16384, show_default=True,
-              help="Calibration tokens to use (examples in file order; the last one is cut to fit).")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Calibration examples per batch.")
+@option_for(CalibrationConfig, "data")
+@option_for(CalibrationConfig, "max_tokens")
+@option_for(CalibrationConfig, "batch_size")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Mask file to write (.safetensors).")
-@click.option("--codec", type=click.Choice(list(CODECS)), default="packbits", show_default=True,
-              help="packbits: 1 bit/weight; zstd: entropy-coded (~0.49 bit/weight at 10%).")
+@codec_option
 @click.option("--seeds", "n_seeds", type=int, default=None,
               help="random: number of draws, seeds --seed, --seed+1, ... [default: 3]; the first goes to --out, the "
                    "others beside it as <stem>.seed<S>.safetensors. magnitude, wanda and snip masks do not depend on a seed.")
 @click.option("--eval-data", default=None, help="Score every draw on this (validation) data: loss mean ± std.")
-@click.option("--max-seq-len", type=int, default=512, show_default=True,
-              help="Tokens per example of --data (calibration) and --eval-data.")
+@option_for(CalibrationConfig, "max_seq_len", note="Also of --eval-data.")
 @click.option("--dry-run", is_flag=True, help="List the matched parameters and exit.")
 @target_options
 @model_options

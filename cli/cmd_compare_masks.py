@@ -5,7 +5,7 @@ import os
 
 import click
 
-from mftlab.cli.options import load_model_from, model_options
+from mftlab.cli.options import load_model_from, model_options, no_figures_option
 from mftlab.errors import MftlabError
 
 
@@ -15,7 +15,7 @@ from mftlab.errors import MftlabError
 @click.option("--out", required=True, type=click.Path(), help="Folder for overlap.json, overlap.csv and the figures.")
 @click.option("--force", is_flag=True, default=False,
               help="Compare masks over different tensors or bases anyway (only the shared tensors).")
-@click.option("--no-figures", is_flag=True, default=False, help="Write JSON and CSV only (redraw later with mftlab plot).")
+@no_figures_option
 @click.option("--reference", default=None,
               help="One-vs-many: overlap of this mask (e.g. MFT's) with each MASK, per layer and projection, with lift over chance.")
 @click.option("--scores", "scores_run", default=None,

@@ -2,8 +2,7 @@
 
 import click
 
-from mftlab.cli.options import load_model_from, model_options
-from mftlab.mask.codecs import CODECS
+from mftlab.cli.options import codec_option, load_model_from, model_options
 from mftlab.errors import ConfigError
 
 
@@ -11,7 +10,7 @@ from mftlab.errors import ConfigError
 @click.argument("legacy_path", metavar="LEGACY.pt")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="v1 mask file to write.")
 @click.option("--model", default=None, help="Base model: resolves names and records fingerprints (recommended).")
-@click.option("--codec", type=click.Choice(list(CODECS)), default="packbits", show_default=True)
+@codec_option
 @model_options
 def command(legacy_path, out_path, model, codec, **model_kw):
     """Convert a .pt file of dense 0/1 tensors (keyed by module or parameter name; 1 = kept), as

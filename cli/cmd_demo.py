@@ -5,21 +5,13 @@ import time
 
 import click
 
+from mftlab.analysis.protocol import DemoConfig
+from mftlab.cli.options import floats, option_for, options_for
+
 
 @click.command("demo")
-@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for every run, result, figure and the report (re-running reuses finished steps).")
-@click.option("--seed", type=int, default=0, show_default=True, help="First seed.")
-@click.option("--seeds", type=int, default=1, show_default=True, help="Number of seeds (mean ± std in the tables).")
-@click.option("--quick", is_flag=True, help="Smaller data, fewer steps and a coarser landscape (about a minute).")
-@click.option("--layers", default="2-3", show_default=True, help="The local layer group MFT trains.")
-@click.option("--mask-ratio", type=float, default=0.1, show_default=True, help="Fraction of targeted weights masked.")
-@click.option("--mft-inits", default="random,magnitude", show_default=True,
-              help="MFT variants: score initialisations (x --mft-score-lrs); the best on validation is MFT.")
-@click.option("--mft-score-lrs", default="1e-3,1e-2", show_default=True,
-              help="MFT variants: score learning rates (x --mft-inits).")
-@click.option("--random-seeds", type=int, default=3, show_default=True,
-              help="Draws of the random-mask baseline per domain and seed (mean ± std in the tables).")
+@option_for(DemoConfig, "out", default="demo-out", type=click.Path(file_okay=False))
+@options_for(DemoConfig, "seed", "seeds", "quick", "layers", "mask_ratio", "mft_inits", "mft_score_lrs", "random_seeds")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="CPU threads for torch. The demo's models are so small that one thread is fastest; more "
                    "threads only help bigger models and hurt badly when other processes share the cores.")
@@ -37,15 +29,13 @@ def command(out, seed, seeds, quick, layers, mask_ratio, mft_inits, mft_score_lr
     """
     import torch
 
-    from mftlab.analysis.protocol import DemoConfig, run_protocol
+    from mftlab.analysis.protocol import run_protocol
     from mftlab.figures.report import render as render_report
     from mftlab.files.folder_lock import hold_folder
 
-    from mftlab.cli.cmd_sweep import _floats
-
     inits = tuple(x.strip() for x in mft_inits.split(",") if x.strip())
     config = DemoConfig(out=out, seed=seed, seeds=seeds, quick=quick, layers=layers, mask_ratio=mask_ratio,
-                        mft_inits=inits, mft_score_lrs=_floats(mft_score_lrs, "mft-score-lrs"), random_seeds=random_seeds)
+                        mft_inits=inits, mft_score_lrs=floats(mft_score_lrs, "mft-score-lrs"), random_seeds=random_seeds)
     click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the report
     if threads < 1:
         raise click.BadParameter(f"{threads} must be at least 1", param_hint="--threads")

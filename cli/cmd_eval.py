@@ -7,7 +7,8 @@ import os
 
 import click
 
-from mftlab.cli.options import force_option, load_model_from, model_options, seed_option
+from mftlab.cli.options import force_option, load_model_from, model_options, option_for, seed_option
+from mftlab.training.config import TrainConfig
 
 
 def _launched() -> bool:
@@ -29,11 +30,11 @@ def _is_main() -> bool:
 @click.option("--mask", "mask_path", default=None, help="Apply this mask (mask.safetensors) before evaluating.")
 @click.option("--data", required=True, help="Data to evaluate on (.jsonl/.json/.parquet/.csv, folder or hub id).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Examples per batch.")
-@click.option("--max-seq-len", type=int, default=512, show_default=True, help="Tokens per example.")
+@option_for(TrainConfig, "max_seq_len")
 @click.option("--data-fraction", type=float, default=1.0, show_default=True, help="Evaluate on this seeded fraction.")
 @click.option("--max-new-tokens", type=int, default=32, show_default=True, help="Generation length for exact-match.")
 @click.option("--no-generate", is_flag=True, default=False, help="Skip generation exact-match (loss metrics only).")
-@click.option("--skip-bad", is_flag=True, default=False, help="Skip malformed records instead of stopping.")
+@option_for(TrainConfig, "skip_bad")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the result as JSON.")
 @model_options
 @force_option

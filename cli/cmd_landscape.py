@@ -6,9 +6,12 @@ import os
 
 import click
 
-from mftlab.cli.options import model_options, seed_option
+from mftlab.analysis.directions import DirectionSpec
+from mftlab.analysis.landscape import LandscapeConfig
+from mftlab.cli.options import force_option, model_options, no_figures_option, option_for, seed_option
 from mftlab.errors import ConfigError
 from mftlab.models.tokenizer import padding_id
+from mftlab.training.config import TrainConfig
 
 MASK_SEPARATOR = "::"
 
@@ -86,35 +89,29 @@ def _progress(rank: int):
 @click.option("--model", "models", multiple=True, required=True,
               help="Model (preset, folder or hub id), or FOLDER::MASK_FILE for a model with a mask applied. "
                    "random: the centre, then models to project; models: three; line: two.")
-@click.option("--plane", type=click.Choice(["random", "models", "line"]), default="random", show_default=True,
-              help="random directions around the first model, the plane through three models, or the line through two.")
-@click.option("--grid", default="21x21", show_default=True, help="Points per axis NXxNY (non-square allowed); N alone is a 1-D line.")
-@click.option("--range", "range_", default=None,
-              help="LO:HI for both axes or LO:HI,LO:HI for x,y. Default: -1:1 (random), models plus --margin (models, line).")
-@click.option("--margin", type=float, default=0.2, show_default=True, help="Margin around the models, as a fraction of their extent.")
+@option_for(LandscapeConfig, "plane")
+@option_for(LandscapeConfig, "grid")
+@option_for(LandscapeConfig, "ranges", dest="range_")
+@option_for(LandscapeConfig, "margin")
 @click.option("--data", required=True, help="Training data (file or folder); its first --max-tokens label tokens give the train loss.")
 @click.option("--eval-data", required=True, help="Test data; its first --max-tokens label tokens give the test loss.")
 @click.option("--max-tokens", type=int, default=4096, show_default=True, help="Label tokens per subset (whole examples).")
-@click.option("--max-seq-len", type=int, default=512, show_default=True)
+@option_for(TrainConfig, "max_seq_len")
 @click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--normalization", type=click.Choice(["filter", "tensor"]), default="filter", show_default=True,
-              help="Scale random directions row by row (Li et al.) or per tensor to the weights.")
-@click.option("--include-1d", is_flag=True, help="Also perturb 1-D parameters (biases, norm gains).")
-@click.option("--orthogonalize", is_flag=True, help="Make the second random direction orthogonal to the first.")
+@option_for(DirectionSpec, "normalization")
+@option_for(DirectionSpec, "include_1d")
+@option_for(DirectionSpec, "orthogonalize")
 @click.option("--targets", default=None, help="Perturb only these modules (names, re:<regex>, all-linear). Default: every weight matrix.")
 @click.option("--layers", default=None, help="Layer ranges for --targets, e.g. 4-7.")
 @click.option("--exclude", default=None, help="Modules to leave unperturbed (same syntax as --targets).")
 @click.option("--mask-directions", default=None, help="Mask file: random directions are zero on the weights it masks, so no masked weight is revived.")
 @click.option("--labels", default=None, help="Comma-separated marker labels, one per --model (e.g. 'FFT,continued FFT,MFT').")
-@click.option("--cache-directions/--regenerate-directions", default=None,
-              help="Keep random directions in memory (2 float32 copies) or regenerate them per point. "
-                   "Default: cache up to 134M perturbed weights (1 GiB), regenerate beyond.")
+@option_for(LandscapeConfig, "cache_directions")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out, computing only its missing points.")
-@click.option("--no-figures", is_flag=True, help="Write results only (draw later with `mftlab plot`).")
-@click.option("--force", is_flag=True, help="Use a mask although the model's weights differ from its base.")
-@click.option("--dist-timeout", type=float, default=1800.0, show_default=True,
-              help="Seconds a process waits for the others (multi-process) before the run fails.")
+@no_figures_option
+@force_option
+@option_for(TrainConfig, "dist_timeout")
 @seed_option
 @model_options
 def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, max_seq_len, batch_size, normalization,
@@ -130,8 +127,7 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
           --data train.jsonl --eval-data test.jsonl --out runs/ls3
       torchrun --nproc_per_node 2 -m mftlab.cli.main landscape ...   (several processes split the grid)
     """
-    from mftlab.analysis.directions import DirectionSpec
-    from mftlab.analysis.landscape import LandscapeConfig, landscape, parse_range, prepare_data
+    from mftlab.analysis.landscape import landscape, parse_range, prepare_data
     from mftlab.training.data import load_examples
     from mftlab.grid import parse_grid
     from mftlab.mask.maskfile import load_mask

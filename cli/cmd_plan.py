@@ -4,7 +4,8 @@ import json
 
 import click
 
-from mftlab.cli.options import target_options
+from mftlab.cli.options import options_for, target_options
+from mftlab.plan.planner import PlanConfig
 
 
 def _value(term) -> str:
@@ -27,43 +28,13 @@ def _table(title: str, terms) -> None:
 
 @click.command("plan")
 @click.argument("model", metavar="MODEL_OR_CONFIG")
-@click.option("--task", type=click.Choice(["train", "landscape"]), default="train", show_default=True)
-@click.option("--method", type=click.Choice(["mask", "fft", "lora"]), default="mask", show_default=True,
-              help="mask = MFT, fft = full fine-tuning, lora (train only).")
+@options_for(PlanConfig, "task", "method")
 @target_options
-@click.option("--score-dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True, help="Weight dtype; auto = the config's dtype (float32 if it names none).")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="Activations: auto = bf16 autocast, as `mftlab train` uses on these GPUs.")
-@click.option("--batch-size", type=int, default=8, show_default=True,
-              help="train: examples per optimizer step over all GPUs (as `mftlab train`); landscape: per GPU.")
-@click.option("--grad-accum", type=int, default=1, show_default=True)
-@click.option("--seq-len", type=int, default=512, show_default=True, help="Tokens per example.")
-@click.option("--gpus", type=int, default=1, show_default=True)
-@click.option("--sharding", type=click.Choice(["none", "fsdp"]), default="none", show_default=True,
-              help="As `mftlab train --sharding`: fsdp = FSDP2, one unit per decoder layer (fp32 sharded "
-                   "trainable values, bf16 compute).")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", "gradient_checkpointing", default=False,
-              show_default=True, help="Activation checkpointing, as `mftlab train --gradient-checkpointing`.")
+@options_for(PlanConfig, "score_dtype", "dtype", "precision", "batch_size", "grad_accum", "seq_len", "gpus", "sharding",
+             "gradient_checkpointing")
 @click.option("--checkpointing/--no-checkpointing", "checkpointing_alias", default=None, hidden=True)
-@click.option("--pure-bf16", is_flag=True, help="No fp32 master weights for 16-bit trainable values "
-                                                "(as `mftlab train --pure-bf16`).")
-@click.option("--plane", type=click.Choice(["random", "models", "line"]), default="random", show_default=True,
-              help="Landscape: random directions around one model, the plane through three models, or the "
-                   "line through two.")
-@click.option("--attention", type=click.Choice(["sdpa", "eager"]), default="sdpa", show_default=True,
-              help="sdpa/flash attention stores no S x S scores; eager does.")
-@click.option("--gpu", type=click.Choice(["h100", "h200", "a100", "cpu"]), default="h100", show_default=True,
-              help="The card, or cpu: one CPU process (host memory, no CUDA context, fp32 activations).")
-@click.option("--mfu", type=float, default=0.4, show_default=True, help="Model FLOPs utilisation assumed.")
-@click.option("--tokens", type=int, default=None, help="Training tokens per epoch.")
-@click.option("--examples", type=int, default=None, help="Or training examples per epoch (each --seq-len tokens).")
-@click.option("--epochs", type=float, default=2.0, show_default=True)
-@click.option("--lora-r", type=int, default=16, show_default=True)
-@click.option("--grid", default="21x21", show_default=True, help="Landscape points NXxNY (N alone: a line).")
-@click.option("--landscape-tokens", type=int, default=4096, show_default=True,
-              help="Landscape label tokens per subset (train and test each), as `landscape --max-tokens`.")
+@options_for(PlanConfig, "pure_bf16", "plane", "attention", "gpu", "mfu", "tokens", "examples", "epochs", "lora_r", "grid",
+             "landscape_tokens")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def command(model, as_json, checkpointing_alias, **options):
     """Estimate GPU memory per GPU and run time from MODEL_OR_CONFIG's config alone (no weights).
@@ -78,7 +49,7 @@ def command(model, as_json, checkpointing_alias, **options):
           --gradient-checkpointing
       mftlab plan llama3.1-8b --task landscape --plane models --grid 21x21 --landscape-tokens 4096
     """
-    from mftlab.plan.planner import PlanConfig, fmt_bytes, fmt_count, fmt_seconds, make_plan
+    from mftlab.plan.planner import fmt_bytes, fmt_count, fmt_seconds, make_plan
 
     if checkpointing_alias is not None:  # the old spelling, kept working
         options["gradient_checkpointing"] = options["gradient_checkpointing"] or checkpointing_alias

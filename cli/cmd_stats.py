@@ -4,7 +4,7 @@ import os
 
 import click
 
-from mftlab.cli.options import force_option, load_model_from, model_options
+from mftlab.cli.options import force_option, load_model_from, model_options, no_figures_option
 from mftlab.errors import MftlabError
 
 
@@ -14,7 +14,7 @@ from mftlab.errors import MftlabError
 @click.option("--base", "pretrained", default=None, help="The pre-trained model before fine-tuning (needs --model): adds |w_model - w_base|.")
 @click.option("--run", "run_dir", default=None, help="A training run folder: adds flips and Hamming distances over its checkpoint masks.")
 @click.option("--out", required=True, type=click.Path(), help="Folder for stats.json, stats.csv and the figures.")
-@click.option("--no-figures", is_flag=True, default=False, help="Write JSON and CSV only (redraw later with mftlab plot).")
+@no_figures_option
 @force_option
 @model_options
 def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **model_kw):

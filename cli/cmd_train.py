@@ -3,85 +3,16 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 
 import click
 from click.core import ParameterSource
 
-from mftlab.training.config import METHODS, PRECISIONS, SHARDINGS, TrainConfig, load_config_file, merge_config
+from mftlab.cli.options import options_for
+from mftlab.training.config import TrainConfig, load_config_file, merge_config
 
-D = TrainConfig.__dataclass_fields__  # defaults come from the config class, never repeated here
-
-
-def _default(name):
-    return D[name].default
-
-
-def _opt(name, *args, **kwargs):
-    flag = "--" + name.replace("_", "-")
-    kwargs.setdefault("default", _default(name))
-    kwargs.setdefault("show_default", True)
-    return click.option(flag, name, *args, **kwargs)
-
-
-_OPTIONS = [
-    _opt("data", default=None, help="Training data: .jsonl/.json/.parquet/.csv, a save_to_disk folder, or a hub id."),
-    _opt("out", default=None, help="Output folder (mask.safetensors, config.json, metrics.jsonl, checkpoints/)."),
-    _opt("method", type=click.Choice(METHODS), help="mask = MFT; fft = full fine-tuning; lora = LoRA (needs peft)."),
-    _opt("dtype", help="Weight dtype to load the model in (auto, float32, bfloat16, float16)."),
-    _opt("gguf_file", help="Load this GGUF file (in the model folder) through transformers."),
-    _opt("trust_remote_code", is_flag=True, help="Allow custom model code from the model folder."),
-    _opt("targets", help="Modules to mask: names/suffixes, re:<regex>, or all-linear (no output head)."),
-    _opt("layers", help="Layer ranges, e.g. 4-7 or 0-3,20-23 (the paper's local MFT)."),
-    _opt("exclude", help="Modules to leave out (same syntax as --targets)."),
-    _opt("mask_ratio", type=float, help="Fraction of targeted weights masked (0.1 = the paper's 10%)."),
-    _opt("selection", type=click.Choice(["topk", "threshold"]), help="topk: exact K lowest scores masked; threshold: kept where score > T."),
-    _opt("granularity", type=click.Choice(["tensor", "row", "global"]), help="topk comparison group: per tensor, per output row, or global."),
-    _opt("threshold", type=float, help="T for --selection threshold (the paper's global MFT uses -0.035)."),
-    _opt("min_keep_ratio", type=float, help="threshold: fraction of each tensor that always stays kept."),
-    _opt("rank_by", type=click.Choice(["raw", "abs"]), help="Rank raw scores (default) or |scores| (the reference code)."),
-    _opt("score_init", type=click.Choice(["random", "magnitude", "uniform"]),
-         help="random N(0,std^2) (step-0 mask is a random prune), magnitude (step-0 mask = magnitude mask), uniform U(-std,std)."),
-    _opt("score_std", type=float, help="Scale of the initial scores."),
-    _opt("score_dtype", type=click.Choice(["fp32", "bf16"]), help="Score dtype (bf16 halves their memory)."),
-    _opt("score_lr", type=float, help="Learning rate of the mask scores (method mask)."),
-    _opt("lr", type=float, help="Learning rate of the weights (methods fft and lora)."),
-    _opt("weight_decay", type=float, help="AdamW weight decay."),
-    _opt("warmup_ratio", type=float, help="Fraction of steps of linear warm-up (then linear decay to 0)."),
-    _opt("max_grad_norm", type=float, help="Gradient clipping norm (0 = off)."),
-    _opt("epochs", type=float, help="Passes over the data (ignored with --max-steps)."),
-    _opt("max_steps", type=int, help="Optimizer steps to run (overrides --epochs)."),
-    _opt("batch_size", type=int, help="Examples per optimizer step, over all processes."),
-    _opt("grad_accum", type=int, help="Micro-batches per optimizer step on each process."),
-    _opt("precision", type=click.Choice(PRECISIONS), help="auto = bf16 autocast where the GPU supports it, else fp32."),
-    _opt("seed", type=int, help="Seed of score init, data order and data subset."),
-    _opt("sharding", type=click.Choice(SHARDINGS),
-         help="fsdp: shard weights, grads and optimizer state over the processes (FSDP2; mask and fft)."),
-    _opt("gradient_checkpointing", is_flag=True, help="Recompute each layer in the backward pass (less memory)."),
-    _opt("pure_bf16", is_flag=True, help="Train 16-bit weights without fp32 master copies (small updates are lost)."),
-    _opt("max_seq_len", type=int, help="Tokens per example (longer ones are truncated)."),
-    _opt("data_fraction", type=float, help="Use this seeded fraction of the data (data-ratio ablation)."),
-    _opt("skip_bad", is_flag=True, help="Skip malformed records (reported with file:line) instead of stopping."),
-    _opt("eval_data", help="Validation data, evaluated every --eval-every steps; the best result goes to OUT/best."),
-    _opt("eval_every", type=int, help="Evaluate every N steps (0 = never)."),
-    _opt("eval_batch_size", type=int, help="Batch size of evaluation."),
-    _opt("lora_r", type=int, help="LoRA rank."),
-    _opt("lora_alpha", type=int, help="LoRA alpha."),
-    _opt("lora_dropout", type=float, help="LoRA dropout."),
-    _opt("log_every", type=int, help="Write a metrics line every N steps."),
-    _opt("save_every", type=int, help="Write a checkpoint every N steps (0 = never)."),
-    _opt("keep_checkpoints", type=int, help="How many recent checkpoints to keep."),
-    _opt("resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
-    _opt("force", is_flag=True, help="Start over in an --out folder that already holds a run."),
-    _opt("report_to", help="Also send the metrics rows to tensorboard, wandb and/or mlflow (comma-separated; "
-                           "needs the package, e.g. pip install 'mftlab[tensorboard]'). TensorBoard logs go to OUT/logs."),
-    _opt("dist_timeout", type=float, help="Seconds a process waits for the others (multi-process) before the run fails."),
-]
-
-
-def _options(func):
-    for option in reversed(_OPTIONS):
-        func = option(func)
-    return func
+# Every field but the MODEL argument is an option; help, choices and defaults come from the fields.
+_options = options_for(TrainConfig, *(f.name for f in fields(TrainConfig) if f.name not in ("model", "mftlab_version")))
 
 
 class _Reporter:

@@ -61,3 +61,20 @@ def test_bad_ratio_and_granularity():
         select_keep({"a": torch.randn(4)}, 1.0)
     with pytest.raises(ConfigError, match="granularity"):
         select_keep({"a": torch.randn(4)}, 0.5, "diagonal")
+
+
+def test_a_new_granularity_is_one_function_and_one_table_entry(monkeypatch):
+    from mftlab.mft import selection
+    from mftlab.mft.masking import SelectionConfig
+
+    def keep_per_column(values, mask_ratio, out_axes=None):
+        return {n: keep_rows(v, mask_ratio, out_axis=1) for n, v in values.items()}
+
+    monkeypatch.setitem(selection.GRANULARITY_RULES, "column", keep_per_column)
+    a = torch.randn(6, 10, generator=torch.Generator().manual_seed(1))
+    keep = select_keep({"a": a}, 0.5, "column")["a"]
+    assert (~keep).sum(dim=0).tolist() == [num_masked(6, 0.5)] * 10
+    assert set(selection.GRANULARITY_RULES) >= {"tensor", "row", "global", "column"}
+    with pytest.raises(ConfigError, match="choose one of tensor, row, global"):
+        select_keep({"a": a}, 0.5, "diagonal")
+    assert SelectionConfig.__dataclass_fields__["granularity"].metadata  # choices live with the field

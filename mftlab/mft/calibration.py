@@ -10,7 +10,7 @@ the sha256 of every example's token ids and labels, so a mask records exactly wh
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -18,16 +18,19 @@ from mftlab.training.data import IGNORE_INDEX, Example, load_examples
 from mftlab.errors import ConfigError, DataError
 from mftlab.training.evaluation import TokenBatch, make_batches
 from mftlab.models.tokenizer import padding_id
+from mftlab.options_meta import doc
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
     """Where the calibration tokens come from and how many (resolved values go into mask metadata)."""
 
-    data: str
-    max_tokens: int = 16384
-    batch_size: int = 8
-    max_seq_len: int = 512
+    data: str = field(metadata=doc(
+        "Calibration data for wanda / snip (.jsonl/.json/.parquet/.csv, e.g. the training data)."))
+    max_tokens: int = field(default=16384, metadata=doc(
+        "Calibration tokens to use (examples in file order; the last one is cut to fit)."))
+    batch_size: int = field(default=8, metadata=doc("Calibration examples per batch."))
+    max_seq_len: int = field(default=512, metadata=doc("Tokens per example of --data (calibration)."))
 
     def __post_init__(self):
         if not self.data:

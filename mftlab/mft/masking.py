@@ -2,9 +2,9 @@
 
 - `attach_masks(model, targets, ...)` swaps every targeted Linear / Conv1D for a `MaskedLinear`
   (no weights are copied) with seeded initial scores; `detach_masks` puts the originals back.
-- `SelectionConfig` + `compute_keep` turn scores into exact keep-masks with the shared
-  selection functions (`mftlab.mft.selection`): top-k per tensor / per output row / global, or a
-  threshold with a per-tensor floor. `refresh_masks` stores them in the wrappers; the trainer
+- `SelectionConfig` + `compute_keep` turn scores into exact keep-masks with the rule the config
+  names in `SELECTION_RULES` (built on `mftlab.mft.selection`): top-k per tensor / per output row /
+  global, or a threshold with a per-tensor floor. `refresh_masks` stores them in the wrappers; the trainer
   calls it once per optimizer step.
 - `export_mask` builds the v1 `Mask` (names and layout of the base model's parameters).
 
@@ -18,7 +18,7 @@ reference code does (a score pushed strongly negative is then kept again).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -30,22 +30,60 @@ from mftlab.mft.masked_layer import SCORE_DTYPES, MaskedLinear
 from mftlab.mft.selection import GRANULARITIES, check_ratio, keep_tensor, keep_threshold, select_keep
 from mftlab.mft.targeting import Target, output_axis
 from mftlab.mft.warm_select import WarmSelector
+from mftlab.options_meta import doc
 
 SCORE_INITS = ("random", "magnitude", "uniform")
-SELECTIONS = ("topk", "threshold")
 RANK_BY = ("raw", "abs")
+
+
+# -- selection rules: name -> function(layers, selection, warm) -> keep-masks -------------------------
+def _ranking(layer: MaskedLinear, selection: SelectionConfig) -> torch.Tensor:
+    scores = layer.mask_scores.detach()
+    return scores.abs() if selection.rank_by == "abs" else scores
+
+
+def keep_topk(layers: dict[str, MaskedLinear], selection: SelectionConfig,
+              warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
+    """Rule `topk`: exactly K lowest scores masked per comparison group (`selection.granularity`)."""
+    if selection.granularity == "tensor":  # one tensor at a time: no extra copy of all scores
+        if warm is not None:
+            return {n: warm.keep_tensor(n, _ranking(m, selection), selection.mask_ratio) for n, m in layers.items()}
+        return {n: keep_tensor(_ranking(m, selection), selection.mask_ratio) for n, m in layers.items()}
+    values = {n: _ranking(m, selection) for n, m in layers.items()}
+    if selection.granularity == "global" and warm is not None:
+        return warm.keep_global_group(values, selection.mask_ratio)
+    out_axes = {n: output_axis(m.kind) for n, m in layers.items()}
+    return select_keep(values, selection.mask_ratio, selection.granularity, out_axes)
+
+
+def keep_above_threshold(layers: dict[str, MaskedLinear], selection: SelectionConfig,
+                         warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
+    """Rule `threshold`: kept where score > T, with a per-tensor floor of kept weights."""
+    return {n: keep_threshold(_ranking(m, selection), selection.threshold, selection.min_keep_ratio)
+            for n, m in layers.items()}
+
+
+# A new rule is one function above and one entry here (`--selection` offers the keys; a rule the
+# FSDP path lacks is refused there, see mftlab.training.sharding).
+SELECTION_RULES = {"topk": keep_topk, "threshold": keep_above_threshold}
+SELECTIONS = tuple(SELECTION_RULES)
 
 
 @dataclass(frozen=True)
 class SelectionConfig:
     """How scores become a mask (DESIGN.md words)."""
 
-    mask_ratio: float = 0.1
-    selection: str = "topk"  # topk | threshold
-    granularity: str = "tensor"  # tensor | row | global (topk only)
-    threshold: float = -0.035  # threshold only: kept where score > threshold (the paper's T)
-    min_keep_ratio: float = 0.01  # threshold only: floor of kept weights per tensor
-    rank_by: str = "raw"  # raw | abs
+    mask_ratio: float = field(default=0.1, metadata=doc("Fraction of targeted weights masked (0.1 = the paper's 10%)."))
+    selection: str = field(default="topk", metadata=doc(
+        "topk: exact K lowest scores masked; threshold: kept where score > T.", choices=SELECTIONS))
+    granularity: str = field(default="tensor", metadata=doc(
+        "topk comparison group: per tensor, per output row, or global.", choices=GRANULARITIES))
+    threshold: float = field(default=-0.035, metadata=doc(
+        "T for --selection threshold (the paper's global MFT uses -0.035)."))
+    min_keep_ratio: float = field(default=0.01, metadata=doc(
+        "threshold: fraction of each tensor that always stays kept."))
+    rank_by: str = field(default="raw", metadata=doc(
+        "Rank raw scores (default) or |scores| (the reference code).", choices=RANK_BY))
 
     def __post_init__(self):
         if self.selection not in SELECTIONS:
@@ -141,31 +179,15 @@ def detach_masks(model: nn.Module) -> None:
 
 
 # -- selection ----------------------------------------------------------------------------------
-def _ranking(layer: MaskedLinear, selection: SelectionConfig) -> torch.Tensor:
-    scores = layer.mask_scores.detach()
-    return scores.abs() if selection.rank_by == "abs" else scores
-
-
 def compute_keep(layers: dict[str, MaskedLinear], selection: SelectionConfig,
                  warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
-    """Keep-masks (bool, on each layer's device) chosen from the current scores.
+    """Keep-masks (bool, on each layer's device) chosen from the current scores by `selection`'s rule.
 
     With `warm` (one per training run), per-tensor and global top-k start from the previous
     step's cut-off: same masks, far less work (see mftlab.mft.warm_select).
     """
     with torch.no_grad():
-        if selection.selection == "threshold":
-            return {n: keep_threshold(_ranking(m, selection), selection.threshold, selection.min_keep_ratio)
-                    for n, m in layers.items()}
-        if selection.granularity == "tensor":  # one tensor at a time: no extra copy of all scores
-            if warm is not None:
-                return {n: warm.keep_tensor(n, _ranking(m, selection), selection.mask_ratio) for n, m in layers.items()}
-            return {n: keep_tensor(_ranking(m, selection), selection.mask_ratio) for n, m in layers.items()}
-        values = {n: _ranking(m, selection) for n, m in layers.items()}
-        if selection.granularity == "global" and warm is not None:
-            return warm.keep_global_group(values, selection.mask_ratio)
-        out_axes = {n: output_axis(m.kind) for n, m in layers.items()}
-        return select_keep(values, selection.mask_ratio, selection.granularity, out_axes)
+        return SELECTION_RULES[selection.selection](layers, selection, warm)
 
 
 def refresh_masks(layers: dict[str, MaskedLinear], selection: SelectionConfig,

@@ -9,9 +9,12 @@ Conventions, shared by MFT training and the baseline masks:
   first. So masks are exact, deterministic and identical on every run and device.
 - Selection uses `kthvalue` (a partial selection), never a full sort.
 
-Granularities: `tensor` (one group per tensor, the paper's "local" ratio mode), `row` (one
-group per output unit), `global` (one group over all tensors, found without concatenating
-them), and `threshold` (kept where value > T, with a per-tensor floor).
+Granularities (`GRANULARITY_RULES`, a name-to-function table): `tensor` (one group per tensor,
+the paper's "local" ratio mode), `row` (one group per output unit), `global` (one group over all
+tensors, found without concatenating them). A new granularity is one function with the signature
+`(values, mask_ratio, out_axes) -> keep-masks` and one entry in the table; `--granularity`
+offers the table's keys. `keep_threshold` (kept where value > T, with a per-tensor floor) serves
+the `threshold` selection rule (`mftlab.mft.masking.SELECTION_RULES`).
 """
 
 from __future__ import annotations
@@ -21,9 +24,6 @@ import math
 import torch
 
 from mftlab.errors import ConfigError
-
-GRANULARITIES = ("tensor", "row", "global")
-
 
 def num_masked(n: int, mask_ratio: float) -> int:
     """K for a group of n weights: round-half-up of mask_ratio * n, at most n - 1."""
@@ -139,19 +139,40 @@ def keep_threshold(values: torch.Tensor, threshold: float, min_keep_ratio: float
     return keep
 
 
+def keep_per_tensor(values: dict[str, torch.Tensor], mask_ratio: float,
+                    out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Granularity `tensor`: each tensor is one comparison group."""
+    return {n: keep_tensor(v, mask_ratio) for n, v in values.items()}
+
+
+def keep_per_row(values: dict[str, torch.Tensor], mask_ratio: float,
+                 out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Granularity `row`: each output unit (axis `out_axes[name]`, default 0) is one comparison group."""
+    axes = out_axes or {}
+    return {n: keep_rows(v, mask_ratio, axes.get(n, 0)) for n, v in values.items()}
+
+
+def keep_all_together(values: dict[str, torch.Tensor], mask_ratio: float,
+                      out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Granularity `global`: all tensors form one comparison group."""
+    return keep_global(values, mask_ratio)
+
+
+# Name -> rule; a new granularity is one function above and one entry here.
+GRANULARITY_RULES = {"tensor": keep_per_tensor, "row": keep_per_row, "global": keep_all_together}
+GRANULARITIES = tuple(GRANULARITY_RULES)
+
+
 def select_keep(
     values: dict[str, torch.Tensor],
     mask_ratio: float,
     granularity: str = "tensor",
     out_axes: dict[str, int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Keep-masks for every tensor at one granularity (`tensor`, `row` or `global`)."""
+    """Keep-masks for every tensor at one granularity (a key of `GRANULARITY_RULES`)."""
     check_ratio(mask_ratio)
-    if granularity == "global":
-        return keep_global(values, mask_ratio)
-    if granularity == "tensor":
-        return {n: keep_tensor(v, mask_ratio) for n, v in values.items()}
-    if granularity == "row":
-        axes = out_axes or {}
-        return {n: keep_rows(v, mask_ratio, axes.get(n, 0)) for n, v in values.items()}
-    raise ConfigError.for_option("granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True)
+    rule = GRANULARITY_RULES.get(granularity)
+    if rule is None:
+        raise ConfigError.for_option("granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}",
+                                     quote=True)
+    return rule(values, mask_ratio, out_axes)

@@ -131,33 +131,56 @@ def mask_lowest_groups(groups: list[list[ShardedValues]], ks: list[int]) -> list
     return out
 
 
+def _sharded_rows(values: dict[str, ShardedValues], mask_ratio: float,
+                  out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Granularity `row`: rows are whole on one process; a 1-D tensor is one group (as keep_rows)."""
+    names = list(values)
+    flat = [n for n in names if len(values[n].shape) == 1]
+    out = _sharded_tensor({n: values[n] for n in flat}, mask_ratio) if flat else {}
+    for n in names:
+        if n in out:
+            continue
+        if (out_axes or {}).get(n, 0) != 0:
+            raise ConfigError(f"--granularity row with --sharding fsdp needs [out, in] weights; '{n}' is a "
+                              "Conv1D ([in, out]); use --granularity tensor or global")
+        local = values[n].local
+        out[n] = keep_rows(local, mask_ratio) if local.numel() else torch.ones(local.shape, dtype=torch.bool,
+                                                                               device=local.device)
+    return {n: out[n] for n in names}
+
+
+def _sharded_tensor(values: dict[str, ShardedValues], mask_ratio: float,
+                    out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Granularity `tensor`: each tensor is one comparison group."""
+    names = list(values)
+    groups = [[values[n]] for n in names]
+    ks = [num_masked(values[n].numel, mask_ratio) for n in names]
+    return {n: ~m[0] for n, m in zip(names, mask_lowest_groups(groups, ks))}
+
+
+def _sharded_global(values: dict[str, ShardedValues], mask_ratio: float,
+                    out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Granularity `global`: all tensors form one comparison group."""
+    names = list(values)
+    k = num_masked(sum(values[n].numel for n in names), mask_ratio)
+    masked = mask_lowest_groups([[values[n] for n in names]], [k])[0]
+    return {n: ~m for n, m in zip(names, masked)}
+
+
+# The sharded counterparts of `mftlab.mft.selection.GRANULARITY_RULES` (same keys).
+SHARDED_GRANULARITY_RULES = {"tensor": _sharded_tensor, "row": _sharded_rows, "global": _sharded_global}
+
+
 def sharded_keep(values: dict[str, ShardedValues], mask_ratio: float, granularity: str = "tensor",
                  out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """Local keep-masks (True = kept), equal to `mftlab.mft.selection.select_keep` on the full tensors."""
     check_ratio(mask_ratio)
-    names = list(values)
-    if granularity == "row":  # rows are whole on one process; a 1-D tensor is one group (as keep_rows)
-        flat = [n for n in names if len(values[n].shape) == 1]
-        out = sharded_keep({n: values[n] for n in flat}, mask_ratio, "tensor") if flat else {}
-        for n in names:
-            if n in out:
-                continue
-            if (out_axes or {}).get(n, 0) != 0:
-                raise ConfigError(f"--granularity row with --sharding fsdp needs [out, in] weights; '{n}' is a "
-                                  "Conv1D ([in, out]); use --granularity tensor or global")
-            local = values[n].local
-            out[n] = keep_rows(local, mask_ratio) if local.numel() else torch.ones(local.shape, dtype=torch.bool,
-                                                                                   device=local.device)
-        return {n: out[n] for n in names}
-    if granularity == "tensor":
-        groups = [[values[n]] for n in names]
-        ks = [num_masked(values[n].numel, mask_ratio) for n in names]
-        return {n: ~m[0] for n, m in zip(names, mask_lowest_groups(groups, ks))}
-    if granularity == "global":
-        k = num_masked(sum(values[n].numel for n in names), mask_ratio)
-        masked = mask_lowest_groups([[values[n] for n in names]], [k])[0]
-        return {n: ~m for n, m in zip(names, masked)}
-    raise ConfigError(f"--granularity '{granularity}' is unknown; choose one of tensor, row, global")
+    rule = SHARDED_GRANULARITY_RULES.get(granularity)
+    if rule is None:
+        known = ", ".join(SHARDED_GRANULARITY_RULES)
+        raise ConfigError(f"--granularity '{granularity}' is unknown or not available with --sharding fsdp; "
+                          f"choose one of {known}")
+    return rule(values, mask_ratio, out_axes)
 
 
 def sharded_threshold(values: dict[str, ShardedValues], threshold: float,

@@ -76,6 +76,7 @@ from mftlab.plan.terms import (DTYPE_BYTES, GIB, GPU, GPUS, SCORE_BYTES, Term, f
                                    fmt_seconds)
 from mftlab.plan.timing import landscape_time, train_time
 from mftlab.mft.targeting import Target, TargetSpec
+from mftlab.options_meta import doc
 
 TASKS = ("train", "landscape")
 METHODS = ("mask", "fft", "lora")
@@ -90,31 +91,48 @@ class PlanConfig:
     """What to plan; the options mirror `mftlab train` and `mftlab landscape`."""
 
     model: str
-    task: str = "train"
-    method: str = "mask"
-    targets: str = "all-linear"
+    task: str = field(default="train", metadata=doc("What to plan: a `mftlab train` or a `mftlab landscape` run.",
+                                                    choices=TASKS))
+    method: str = field(default="mask", metadata=doc("mask = MFT, fft = full fine-tuning, lora (train only).",
+                                                     choices=METHODS))
+    targets: str = "all-linear"  # the options of `mftlab train` (mftlab.cli.options.target_options)
     layers: str | None = None
     exclude: str | None = None
-    score_dtype: str = "fp32"
-    dtype: str = "auto"  # auto = the config's dtype (float32 when it names none), as `--dtype auto` loads
-    precision: str = "auto"  # auto = bf16 autocast, as the trainer picks on every GPU in the table
-    batch_size: int = 8  # train: examples per optimizer step over all GPUs (as `mftlab train`); landscape: per process
-    grad_accum: int = 1
-    seq_len: int = 512
-    gpus: int = 1
-    sharding: str = "none"  # none | fsdp, as `mftlab train --sharding`
-    gradient_checkpointing: bool = False
-    pure_bf16: bool = False  # no fp32 master weights for 16-bit trainable values
-    plane: str = "random"  # landscape: random | models | line
-    attention: str = "sdpa"
-    gpu: str = "h100"
-    mfu: float = 0.4
-    tokens: int | None = None  # training tokens per epoch
-    examples: int | None = None  # or examples per epoch, each counted as seq_len tokens
-    epochs: float = 2.0
-    lora_r: int = 16
-    grid: str = "21x21"
-    landscape_tokens: int = 4096  # label tokens per subset (train and test), as `mftlab landscape --max-tokens`
+    score_dtype: str = field(default="fp32", metadata=doc("Score dtype, as `mftlab train --score-dtype`.",
+                                                          choices=tuple(SCORE_BYTES)))
+    dtype: str = field(default="auto", metadata=doc(  # as `--dtype auto` loads
+        "Weight dtype; auto = the config's dtype (float32 if it names none).", choices=("auto",) + tuple(DTYPE_BYTES)))
+    precision: str = field(default="auto", metadata=doc(  # as the trainer picks on every GPU in the table
+        "Activations: auto = bf16 autocast, as `mftlab train` uses on these GPUs.", choices=PRECISIONS))
+    batch_size: int = field(default=8, metadata=doc(
+        "train: examples per optimizer step over all GPUs (as `mftlab train`); landscape: per GPU."))
+    grad_accum: int = field(default=1, metadata=doc("Micro-batches per optimizer step on each GPU (as `mftlab train`)."))
+    seq_len: int = field(default=512, metadata=doc("Tokens per example."))
+    gpus: int = field(default=1, metadata=doc("Number of GPUs (one process each)."))
+    sharding: str = field(default="none", metadata=doc(
+        "As `mftlab train --sharding`: fsdp = FSDP2, one unit per decoder layer (fp32 sharded trainable values, "
+        "bf16 compute).", choices=SHARDINGS))
+    gradient_checkpointing: bool = field(default=False, metadata=doc(
+        "Activation checkpointing, as `mftlab train --gradient-checkpointing`.",
+        flag="--gradient-checkpointing/--no-gradient-checkpointing"))
+    pure_bf16: bool = field(default=False, metadata=doc(
+        "No fp32 master weights for 16-bit trainable values (as `mftlab train --pure-bf16`)."))
+    plane: str = field(default="random", metadata=doc(
+        "Landscape: random directions around one model, the plane through three models, or the line through two.",
+        choices=PLANES))
+    attention: str = field(default="sdpa", metadata=doc("sdpa/flash attention stores no S x S scores; eager does.",
+                                                        choices=ATTENTIONS))
+    gpu: str = field(default="h100", metadata=doc(
+        "The card, or cpu: one CPU process (host memory, no CUDA context, fp32 activations).", choices=tuple(GPUS)))
+    mfu: float = field(default=0.4, metadata=doc("Model FLOPs utilisation assumed."))
+    tokens: int | None = field(default=None, metadata=doc("Training tokens per epoch.", type=int))
+    examples: int | None = field(default=None, metadata=doc(
+        "Or training examples per epoch (each --seq-len tokens).", type=int))
+    epochs: float = field(default=2.0, metadata=doc("Passes over the data (train)."))
+    lora_r: int = field(default=16, metadata=doc("LoRA rank (method lora)."))
+    grid: str = field(default="21x21", metadata=doc("Landscape points NXxNY (N alone: a line)."))
+    landscape_tokens: int = field(default=4096, metadata=doc(
+        "Landscape label tokens per subset (train and test each), as `landscape --max-tokens`."))
     overhead: float = 0.10
     context_gib: float = 0.5
     mftlab_version: str = field(default=__version__)

@@ -17,6 +17,8 @@ from mftlab.errors import ConfigError
 from mftlab.mft.masked_layer import SCORE_DTYPES
 from mftlab.mft.masking import SCORE_INITS, SelectionConfig
 from mftlab.mft.targeting import TargetSpec
+from mftlab.models.loading import DTYPES
+from mftlab.options_meta import doc, like
 from mftlab.training.trackers import parse_report_to
 
 METHODS = ("mask", "fft", "lora")
@@ -29,7 +31,8 @@ RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_ev
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything `mftlab train` needs; see `mftlab train --help` for each option.
+    """Everything `mftlab train` needs. Each field's help and choices are in its metadata (`doc`);
+    `mftlab train` makes its options from them (`mftlab train --help`).
 
     Example:
         >>> config = mftlab.TrainConfig(model="tiny-llama", data="train.jsonl", out="run", max_steps=50)
@@ -38,62 +41,78 @@ class TrainConfig:
     """
 
     model: str
-    data: str
-    out: str
-    method: str = "mask"  # mask (MFT) | fft (full fine-tuning) | lora (needs peft)
-    # model loading
-    dtype: str = "auto"
-    gguf_file: str | None = None
-    trust_remote_code: bool = False
-    # targeting (mask and lora)
-    targets: str = "all-linear"
-    layers: str | None = None
-    exclude: str | None = None
-    # mask selection and scores
-    mask_ratio: float = 0.1
-    selection: str = "topk"
-    granularity: str = "tensor"
-    threshold: float = -0.035
-    min_keep_ratio: float = 0.01
-    rank_by: str = "raw"
-    score_init: str = "random"
-    score_std: float = 0.02
-    score_dtype: str = "fp32"
-    score_lr: float = 2e-5
+    data: str = field(metadata=doc("Training data: .jsonl/.json/.parquet/.csv, a save_to_disk folder, or a hub id."))
+    out: str = field(metadata=doc("Output folder (mask.safetensors, config.json, metrics.jsonl, checkpoints/)."))
+    method: str = field(default="mask", metadata=doc(
+        "mask = MFT; fft = full fine-tuning; lora = LoRA (needs peft).", choices=METHODS))
+    # model loading (the one definition of every command's --dtype / --gguf-file / --trust-remote-code)
+    dtype: str = field(default="auto", metadata=doc("Weight dtype to load the model in.", choices=DTYPES))
+    gguf_file: str | None = field(default=None, metadata=doc(
+        "Load this GGUF file (in the model folder) through transformers."))
+    trust_remote_code: bool = field(default=False, metadata=doc(
+        "Allow custom model code from the model folder (off by default)."))
+    # targeting, mask and lora (the one definition of every command's --targets / --layers / --exclude)
+    targets: str = field(default="all-linear", metadata=doc(
+        "Modules to mask: names/suffixes (q_proj,v_proj), re:<regex>, or all-linear (no output head)."))
+    layers: str | None = field(default=None, metadata=doc(
+        "Layer ranges by the first numbered path segment, e.g. 4-7 or 0-3,20-23 (the paper's local MFT)."))
+    exclude: str | None = field(default=None, metadata=doc("Modules to leave out (same syntax as --targets)."))
+    # mask selection (SelectionConfig's options) and scores
+    mask_ratio: float = like(SelectionConfig, "mask_ratio")
+    selection: str = like(SelectionConfig, "selection")
+    granularity: str = like(SelectionConfig, "granularity")
+    threshold: float = like(SelectionConfig, "threshold")
+    min_keep_ratio: float = like(SelectionConfig, "min_keep_ratio")
+    rank_by: str = like(SelectionConfig, "rank_by")
+    score_init: str = field(default="random", metadata=doc(
+        "random N(0,std^2) (step-0 mask is a random prune), magnitude (step-0 mask = magnitude mask), "
+        "uniform U(-std,std).", choices=SCORE_INITS))
+    score_std: float = field(default=0.02, metadata=doc("Scale of the initial scores."))
+    score_dtype: str = field(default="fp32", metadata=doc("Score dtype (bf16 halves their memory).", choices=SCORE_DTYPES))
+    score_lr: float = field(default=2e-5, metadata=doc("Learning rate of the mask scores (method mask)."))
     # optimisation
-    lr: float = 2e-5  # fft and lora
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    max_grad_norm: float = 1.0
-    epochs: float = 2.0
-    max_steps: int | None = None
-    batch_size: int = 8  # examples per optimizer step, over all processes
-    grad_accum: int = 1  # micro-batches per optimizer step on each process
-    precision: str = "auto"  # auto = bf16 autocast where the device supports it, else fp32
-    seed: int = 0
+    lr: float = field(default=2e-5, metadata=doc("Learning rate of the weights (methods fft and lora)."))
+    weight_decay: float = field(default=0.0, metadata=doc("AdamW weight decay."))
+    warmup_ratio: float = field(default=0.03, metadata=doc("Fraction of steps of linear warm-up (then linear decay to 0)."))
+    max_grad_norm: float = field(default=1.0, metadata=doc("Gradient clipping norm (0 = off)."))
+    epochs: float = field(default=2.0, metadata=doc("Passes over the data (ignored with --max-steps)."))
+    max_steps: int | None = field(default=None, metadata=doc("Optimizer steps to run (overrides --epochs).", type=int))
+    batch_size: int = field(default=8, metadata=doc("Examples per optimizer step, over all processes."))
+    grad_accum: int = field(default=1, metadata=doc("Micro-batches per optimizer step on each process."))
+    precision: str = field(default="auto", metadata=doc(
+        "auto = bf16 autocast where the GPU supports it, else fp32.", choices=PRECISIONS))
+    seed: int = field(default=0, metadata=doc("Seed of score init, data order and data subset."))
     # scale (mftlab.training.sharding, mftlab.training.master_weights)
-    sharding: str = "none"  # none | fsdp (FSDP2, one unit per decoder layer)
-    gradient_checkpointing: bool = False  # recompute each decoder layer in the backward pass
-    pure_bf16: bool = False  # no fp32 master weights for 16-bit trainable parameters
+    sharding: str = field(default="none", metadata=doc(
+        "fsdp: shard weights, grads and optimizer state over the processes (FSDP2; mask and fft).", choices=SHARDINGS))
+    gradient_checkpointing: bool = field(default=False, metadata=doc(
+        "Recompute each layer in the backward pass (less memory)."))
+    pure_bf16: bool = field(default=False, metadata=doc(
+        "Train 16-bit weights without fp32 master copies (small updates are lost)."))
     # data
-    max_seq_len: int = 512
-    data_fraction: float = 1.0
-    skip_bad: bool = False
-    eval_data: str | None = None
-    eval_every: int = 0
-    eval_batch_size: int = 16
+    max_seq_len: int = field(default=512, metadata=doc("Tokens per example (longer ones are truncated)."))
+    data_fraction: float = field(default=1.0, metadata=doc("Use this seeded fraction of the data (data-ratio ablation)."))
+    skip_bad: bool = field(default=False, metadata=doc(
+        "Skip malformed records (reported with file:line) instead of stopping."))
+    eval_data: str | None = field(default=None, metadata=doc(
+        "Validation data, evaluated every --eval-every steps; the best result goes to OUT/best."))
+    eval_every: int = field(default=0, metadata=doc("Evaluate every N steps (0 = never)."))
+    eval_batch_size: int = field(default=16, metadata=doc("Batch size of evaluation."))
     # lora
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: int = field(default=16, metadata=doc("LoRA rank."))
+    lora_alpha: int = field(default=32, metadata=doc("LoRA alpha."))
+    lora_dropout: float = field(default=0.05, metadata=doc("LoRA dropout."))
     # outputs
-    log_every: int = 10
-    save_every: int = 0  # 0 = no intermediate checkpoints
-    keep_checkpoints: int = 2
-    resume: bool = False
-    force: bool = False
-    report_to: str = "none"  # tensorboard,wandb,mlflow (comma-separated) or none
-    dist_timeout: float = 1800.0  # seconds a process waits for the others before the run fails (multi-process)
+    log_every: int = field(default=10, metadata=doc("Write a metrics line every N steps."))
+    save_every: int = field(default=0, metadata=doc("Write a checkpoint every N steps (0 = never)."))
+    keep_checkpoints: int = field(default=2, metadata=doc("How many recent checkpoints to keep."))
+    resume: bool = field(default=False, metadata=doc("Continue the run in --out from its last checkpoint."))
+    force: bool = field(default=False, metadata=doc("Start over in an --out folder that already holds a run."))
+    report_to: str = field(default="none", metadata=doc(
+        "Also send the metrics rows to tensorboard, wandb and/or mlflow (comma-separated; needs the package, "
+        "e.g. pip install 'mftlab[tensorboard]'). TensorBoard logs go to OUT/logs."))
+    dist_timeout: float = field(default=1800.0, metadata=doc(
+        "Seconds a process waits for the others (multi-process) before the run fails."))
     mftlab_version: str = field(default=__version__)
 
     def __post_init__(self):
