@@ -37,7 +37,7 @@ def command(out, seed, seeds, quick, layers, mask_ratio, mft_inits, mft_score_lr
     """
     import torch
 
-    from mftlab.analysis.protocol import DemoConfig, run_protocol
+    from mftlab.recipes.protocol import DemoConfig, run_protocol
     from mftlab.figures.report import render as render_report
     from mftlab.files.folder_lock import hold_folder
 

@@ -68,7 +68,7 @@ def command(axis, model, eval_data, test_data, out, group_size, ratios, fraction
       mftlab sweep score-lr ./fft-model --data train.jsonl --eval-data val.jsonl --test-data test.jsonl \\
           --layers 4-7 --score-lrs 1e-4,1e-3,1e-2 --out sweep-score-lr
     """
-    from mftlab.analysis.sweeps import SweepConfig, run_sweep
+    from mftlab.recipes.sweeps import SweepConfig, run_sweep
     from mftlab.files.folder_lock import hold_folder
     from mftlab.training.config import TrainConfig
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from mftlab.analysis import protocol_steps as steps
+from mftlab.recipes import steps
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.dynamics import mask_dynamics, run_masks
 from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data

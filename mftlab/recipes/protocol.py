@@ -4,13 +4,13 @@ For each domain and seed: backbone (lower bound) -> full fine-tuning, best valid
 kept (upper bound) -> continued fine-tuning from that checkpoint, its length chosen on validation
 (best checkpoint) -> MFT from it (a local layer group, mask ratio 0.1) for every variant of a
 small grid (score init x score learning rate); the variant with the best validation loss is "MFT"
-(analysis.protocol_recipe) -> random masks (several draws), the magnitude mask and the pruning
+(recipes.variants) -> random masks (several draws), the magnitude mask and the pruning
 criteria Wanda and SNIP at the same ratio -> LoRA when peft is installed. Then every method is
 scored on every domain's test set, and the first seed's masks get stats, dynamics, overlap, a
 comparison with the pruning criteria and a loss landscape through FFT / continued FFT / MFT.
 
 Everything lands in `out/`; `out/demo.json` indexes it for the report (figures.report). Each
-step is cached (see protocol_steps), so re-running reuses finished steps.
+step is cached (see recipes.steps), so re-running reuses finished steps.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from mftlab import __version__
-from mftlab.analysis import protocol_recipe as recipe
-from mftlab.analysis import protocol_steps as steps
+from mftlab.recipes import variants as recipe
+from mftlab.recipes import steps
 from mftlab.analysis.results import write_json
 from mftlab.errors import ConfigError
 from mftlab.mft.masking import SCORE_INITS
@@ -220,7 +220,7 @@ def _backbone(config: DemoConfig, data: dict, say) -> str:
 
 def run_protocol(config: DemoConfig, progress: Callable[[DemoProgress], None] | None = None) -> dict:
     """Run (or resume) the whole protocol; returns the index written to `out/demo.json`."""
-    from mftlab.analysis import protocol_analysis
+    from mftlab.recipes import protocol_analysis
 
     os.makedirs(config.out, exist_ok=True)
     started = time.perf_counter()

@@ -11,7 +11,7 @@
 Every point is one MFT run from the same fine-tuned model, scored on `eval_data` with the one
 evaluation function (and on `test_data` when given); the model itself (the FFT line) is scored
 once for reference. The selected point is the one with the lowest *validation* loss
-(analysis.choose); test numbers are reported beside it and never used to choose. Each point is
+(recipes.choose); test numbers are reported beside it and never used to choose. Each point is
 cached in `out/points/<name>/` (its `result.json` is written last), so a killed or repeated sweep
 only runs the missing points. Results: `out/sweep.json`, `out/sweep.csv` and `out/sweep.md` (a
 table that marks the selected point).
@@ -25,8 +25,8 @@ from typing import Callable
 
 from mftlab import __version__
 from mftlab.files.atomic import write_text_atomic
-from mftlab.analysis import protocol_steps as steps
-from mftlab.analysis.choose import best_on_validation
+from mftlab.recipes import steps
+from mftlab.recipes.choose import best_on_validation
 from mftlab.analysis.results import write_csv, write_json
 from mftlab.training.data import load_examples
 from mftlab.errors import ConfigError
