@@ -3,7 +3,7 @@
 import pytest
 
 from mftlab.recipes.choose import best_on_validation
-from mftlab.recipes.protocol import DemoConfig
+from mftlab.recipes.demo import DemoConfig
 from mftlab.recipes.variants import choose_variant, combine_draws, draw_seeds, variant_name
 from mftlab.errors import ConfigError, MftlabError
 
