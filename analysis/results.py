@@ -1,15 +1,12 @@
 """Numbers for result files: JSON has no NaN or Infinity, so such values are saved as null.
 
 Result files themselves (names, header, kind-checked reading and writing) are the contract in
-`mftlab.files.results`. `write_json` / `write_csv` are imported here only for the demo, sweep and
-protocol modules until they move to `mftlab.recipes` and import the contract directly.
+`mftlab.files.results`.
 """
 
 from __future__ import annotations
 
 import math
-
-from mftlab.files.results import write_csv, write_json  # noqa: F401  (see above; removed with that move)
 
 
 def finite(x: float | None, digits: int = 12) -> float | None:

@@ -1,11 +1,8 @@
 """`mftlab demo`: the paper's protocol end to end on the built-in tiny benchmark, with a report."""
 
-import os
-import time
-
 import click
 
-from mftlab.analysis.protocol import DemoConfig
+from mftlab.recipes.demo import DemoConfig
 from mftlab.cli.options import floats, option_for, options_for
 
 
@@ -20,35 +17,18 @@ def command(out, seed, seeds, quick, layers, mask_ratio, mft_inits, mft_score_lr
     validation kept) -> random / magnitude / Wanda / SNIP masks (-> LoRA when peft is installed) on three
     tiny domains (math, code, instruct), then tables, mask statistics, overlap, MFT vs pruning criteria,
     dynamics, loss landscapes and training curves, summarised in
-    OUT/report.md and OUT/index.html. Offline; deterministic for a given seed.
+    OUT/report.md and OUT/index.html. Offline; deterministic for a given seed. The demo is `mftlab protocol`
+    with the built-in benchmark's config, written to OUT/protocol.yaml (copy it for your own model and data).
 
     \b
     Example:
       mftlab demo --out demo-out            # about 3-5 minutes on 2 CPU cores
       mftlab demo --out ci-demo --quick     # about a minute
     """
-    import torch
-
-    from mftlab.analysis.protocol import run_protocol
-    from mftlab.figures.report import render as render_report
-    from mftlab.files.folder_lock import hold_folder
+    from mftlab.cli.cmd_protocol import run_and_report
+    from mftlab.recipes.demo import run_demo
 
     inits = tuple(x.strip() for x in mft_inits.split(",") if x.strip())
     config = DemoConfig(out=out, seed=seed, seeds=seeds, quick=quick, layers=layers, mask_ratio=mask_ratio,
                         mft_inits=inits, mft_score_lrs=floats(mft_score_lrs, "mft-score-lrs"), random_seeds=random_seeds)
-    click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the report
-    if threads < 1:
-        raise click.BadParameter(f"{threads} must be at least 1", param_hint="--threads")
-    torch.set_num_threads(threads)
-    started = time.perf_counter()
-
-    def progress(event):
-        click.echo(f"[{time.perf_counter() - started:6.1f}s] ({event.step}/{event.total}) {event.message}")
-
-    with torch.random.fork_rng(devices=[]):
-        index = run_protocol(config, progress)
-    click.echo(f"[{time.perf_counter() - started:6.1f}s] drawing figures and writing the report")
-    written = render_report(out)
-    click.echo(f"done in {time.perf_counter() - started:.1f}s: {os.path.join(out, 'report.md')}, "
-               f"{os.path.join(out, 'index.html')} ({len(written)} files; {len(index['methods'])} methods x "
-               f"{len(index['domains'])} domains)")
+    run_and_report(lambda progress: run_demo(config, progress), out, threads)

@@ -3,7 +3,7 @@ method's own knobs, for any model and data; the selected point is the best on va
 
 import click
 
-from mftlab.analysis.sweeps import AXES, SweepConfig
+from mftlab.recipes.sweeps import AXES, SweepConfig
 from mftlab.cli.options import floats, model_options, no_figures_option, option_for, stack_options
 from mftlab.training.config import TrainConfig
 
@@ -54,7 +54,7 @@ def command(axis, model, eval_data, test_data, out, group_size, ratios, fraction
       mftlab sweep score-lr ./fft-model --data train.jsonl --eval-data val.jsonl --test-data test.jsonl \\
           --layers 4-7 --score-lrs 1e-4,1e-3,1e-2 --out sweep-score-lr
     """
-    from mftlab.analysis.sweeps import run_sweep
+    from mftlab.recipes.sweeps import run_sweep
     from mftlab.files.folder_lock import hold_folder
 
     if not train["data"]:

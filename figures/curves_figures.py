@@ -1,55 +1,64 @@
-"""Training curves like the paper's Figure 2, from a demo's `demo.json`.
+"""Training curves like the paper's Figure 2, from a protocol's `demo.json`.
 
 Validation loss against optimizer steps: FFT from the backbone, continued FFT and MFT both
 starting at the best FFT checkpoint (so their x-axis is offset by its step), LoRA from the
 backbone; the backbone, random-mask and magnitude-mask models as horizontal reference lines.
+Which runs are curves, their labels, which start at the upper bound's best checkpoint and which
+methods are reference lines all come from the results (`curve_names`, `curve_from`,
+`reference_lines`, `roles`); colours and line styles are the style module's, by position.
 """
 
 from __future__ import annotations
 
 import os
 
-from mftlab.figures.style import PALETTE, new_figure, save_figure, save_html
+from mftlab.figures.style import LINE_STYLES, PALETTE, REFERENCE_COLORS, new_figure, save_figure, save_html
 from mftlab.files.results import read_result
 
-STYLE = {"fft": (PALETTE[0], "-"), "continued_fft": (PALETTE[1], "--"), "mft": (PALETTE[2], "-"),
-         "lora": (PALETTE[3], ":")}
-REFERENCES = {"backbone": PALETTE[7], "random": PALETTE[4], "magnitude": PALETTE[5]}
-CURVE_NAMES = {"fft": "FFT (from the backbone)", "continued_fft": "Continued FFT (from FFT best)",
-               "mft": "MFT, chosen on validation (from FFT best)", "lora": "LoRA (from the backbone)"}
+
+def curve_styles(demo: dict) -> dict[str, tuple[str, str]]:
+    """method -> (colour, line style) of every curve, by its position in `curve_names`."""
+    return {m: (PALETTE[k % len(PALETTE)], LINE_STYLES[k % len(LINE_STYLES)]) for k, m in enumerate(demo["curve_names"])}
+
+
+def reference_colors(demo: dict) -> dict[str, str]:
+    return {m: REFERENCE_COLORS[k % len(REFERENCE_COLORS)] for k, m in enumerate(demo["reference_lines"])}
 
 
 def curve_points(demo: dict, domain: str, method: str) -> tuple[list[int], list[float]]:
-    """(steps, validation losses) of one run, with runs that start at the FFT best shifted there."""
-    runs = demo["curves"][domain]
+    """(steps, validation losses) of one run, with runs that start at the upper bound's best shifted there."""
+    runs, upper = demo["curves"][domain], demo["roles"]["upper_bound"]
     if method not in runs:
         return [], []
-    offset = runs["fft"]["best_step"] or 0 if method in ("continued_fft", "mft") else 0
+    offset = runs[upper]["best_step"] or 0 if method in demo["curve_from"] else 0
     points = runs[method]["curve"]
     # A run that logged its own step 0 (MFT: the step-0 mask) starts there, not at the FFT best.
     start = offset and not (points and points[0]["step"] == 0)
     xs = ([offset] if start else []) + [p["step"] + offset for p in points]
-    ys = ([runs["fft"]["best_eval_loss"]] if start else []) + [p["eval_loss"] for p in points]
+    ys = ([runs[upper]["best_eval_loss"]] if start else []) + [p["eval_loss"] for p in points]
     return xs, ys
 
 
 def step0_point(demo: dict, domain: str) -> tuple[int, float] | None:
-    """(x, validation loss) of MFT's step-0 mask, before any training, when the run logged it."""
+    """(x, validation loss) of the method's step-0 mask, before any training, when the run logged it."""
     runs = demo["curves"][domain]
-    curve = runs.get("mft", {}).get("curve", [])
+    curve = runs.get(demo["roles"]["method"], {}).get("curve", [])
     if not curve or curve[0]["step"] != 0:
         return None
-    return runs["fft"]["best_step"] or 0, curve[0]["eval_loss"]
+    return runs[demo["roles"]["upper_bound"]]["best_step"] or 0, curve[0]["eval_loss"]
 
 
 def reference_losses(demo: dict, domain: str) -> dict[str, float]:
     scores = demo["scores"][str(demo["seeds"][0])][domain]
-    return {m: scores[m]["validation_loss"] for m in REFERENCES if m in scores}
+    return {m: scores[m]["validation_loss"] for m in demo["reference_lines"] if m in scores}
 
 
 def render(result_dir) -> list[str]:
     demo = read_result(result_dir, "demo")
-    domains, names = demo["domains"], demo["method_names"]
+    domains, names, curve_names = demo["domains"], demo["method_names"], demo["curve_names"]
+    styles, references = curve_styles(demo), reference_colors(demo)
+    method, lower = demo["roles"]["method"], demo["roles"].get("lower_bound")
+    step0_label = f"{demo['method_short'][method]} step-0 mask"
     fig, axes = new_figure(ncols=len(domains), width=4.4, height=3.4, squeeze=False)
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -58,35 +67,35 @@ def render(result_dir) -> list[str]:
     for k, domain in enumerate(domains):
         ax = axes[0][k]
         shown = []
-        for method, (color, dash) in STYLE.items():
-            xs, ys = curve_points(demo, domain, method)
+        for run, (color, dash) in styles.items():
+            xs, ys = curve_points(demo, domain, run)
             if xs:
                 shown += ys
-                ax.plot(xs, ys, dash, color=color, label=CURVE_NAMES[method], lw=1.6)
-                web.add_trace(go.Scatter(x=xs, y=ys, name=CURVE_NAMES[method], line={"color": color}, legendgroup=method,
+                ax.plot(xs, ys, dash, color=color, label=curve_names[run], lw=1.6)
+                web.add_trace(go.Scatter(x=xs, y=ys, name=curve_names[run], line={"color": color}, legendgroup=run,
                                          showlegend=k == 0, hovertemplate="step %{x}<br>loss %{y:.4f}"), 1, k + 1)
         zero = step0_point(demo, domain)
         if zero is not None:
             shown.append(zero[1])
-            ax.plot([zero[0]], [zero[1]], "v", color=STYLE["mft"][0], ms=7, label="MFT step-0 mask (before training)")
-            web.add_trace(go.Scatter(x=[zero[0]], y=[zero[1]], mode="markers", name="MFT step-0 mask",
-                                     marker={"symbol": "triangle-down", "size": 10, "color": STYLE["mft"][0]},
+            ax.plot([zero[0]], [zero[1]], "v", color=styles[method][0], ms=7, label=f"{step0_label} (before training)")
+            web.add_trace(go.Scatter(x=[zero[0]], y=[zero[1]], mode="markers", name=step0_label,
+                                     marker={"symbol": "triangle-down", "size": 10, "color": styles[method][0]},
                                      legendgroup="step0", showlegend=k == 0,
                                      hovertemplate="step-0 mask<br>loss %{y:.4f}"), 1, k + 1)
-        for method, loss in reference_losses(demo, domain).items():
-            ax.axhline(loss, color=REFERENCES[method], lw=1, ls="-.", label=names[method])
-            web.add_hline(y=loss, line={"color": REFERENCES[method], "dash": "dashdot"}, row=1, col=k + 1,
-                          annotation_text=names[method], annotation_font_size=9)
+        for ref, loss in reference_losses(demo, domain).items():
+            ax.axhline(loss, color=references[ref], lw=1, ls="-.", label=names[ref])
+            web.add_hline(y=loss, line={"color": references[ref], "dash": "dashdot"}, row=1, col=k + 1,
+                          annotation_text=names[ref], annotation_font_size=9)
         # Zoom on the fine-tuned models; the backbone line is labelled when it lies above the view.
         refs = reference_losses(demo, domain)
-        low = min(shown + [v for m, v in refs.items() if m != "backbone"])
+        low = min(shown + [v for m, v in refs.items() if m != lower])
         high = max(y for y in shown[len(shown) // 4:]) if shown else low
         pad = 0.08 * (high - low or 1.0)
         ax.set_ylim(low - pad, high + 3 * pad)
-        if refs.get("backbone", low) > high + 3 * pad:
-            ax.annotate(f"backbone: {refs['backbone']:.2f} (above)", xy=(0.02, 0.97), xycoords="axes fraction",
-                        va="top", fontsize=8, color=REFERENCES["backbone"])
-        best = demo["curves"][domain]["fft"]["best_step"]
+        if lower in refs and refs[lower] > high + 3 * pad:
+            ax.annotate(f"{demo['method_short'][lower]}: {refs[lower]:.2f} (above)", xy=(0.02, 0.97),
+                        xycoords="axes fraction", va="top", fontsize=8, color=references[lower])
+        best = demo["curves"][domain][demo["roles"]["upper_bound"]]["best_step"]
         if best:
             ax.axvline(best, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{domain}")

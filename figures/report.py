@@ -122,10 +122,13 @@ def chosen_lines(demo: dict) -> list[str]:
 
 
 def random_spread(demo: dict) -> str:
-    """How far apart the random-mask draws land (in-domain exact match), one sentence."""
+    """How far apart the random-mask draws land (in-domain exact match), one sentence ("" without random masks)."""
+    drawn = demo["roles"].get("drawn")
+    if drawn not in demo["methods"]:
+        return ""
     parts, draws = [], 1
     for d in demo["domains"]:
-        values = score_values(demo, d, "random", d)
+        values = score_values(demo, d, drawn, d)
         draws = max(draws, len(values))
         mean, std = _mean_std(values)
         parts.append(f"{d} {100 * min(values):.1f}-{100 * max(values):.1f}% (std {100 * std:.1f} points)")
@@ -159,21 +162,23 @@ def cross_domain_tables(demo: dict) -> dict[str, list[list[str]]]:
 
 
 def verdicts(demo: dict) -> list[str]:
-    """One plain sentence per domain: did MFT beat the FFT upper bound, by how much, with what spread."""
+    """One plain sentence per domain: did the method (MFT) beat the upper bound (FFT), by how much, with what spread."""
     lines = []
+    method, upper = demo["roles"]["method"], demo["roles"]["upper_bound"]
+    name, upper_name = demo["method_short"][method], demo["method_short"][upper]
     for d in demo["domains"]:
-        diffs = [m - f for m, f in zip(score_values(demo, d, "mft", d), score_values(demo, d, "fft", d))]
+        diffs = [m - f for m, f in zip(score_values(demo, d, method, d), score_values(demo, d, upper, d))]
         mean, std = _mean_std(diffs)
         spread = f" (± {100 * std:.1f} over {len(diffs)} seeds)" if len(diffs) > 1 else " (one seed)"
-        fft_mean = 100 * _mean_std(score_values(demo, d, "fft", d))[0]
-        mft_mean = 100 * _mean_std(score_values(demo, d, "mft", d))[0]
+        fft_mean = 100 * _mean_std(score_values(demo, d, upper, d))[0]
+        mft_mean = 100 * _mean_std(score_values(demo, d, method, d))[0]
         if mean > 0:
             word = "beat"
         elif mean == 0:
             word = "tied with"
         else:
             word = "did not beat"
-        lines.append(f"**{d}**: MFT {word} the FFT upper bound: {mft_mean:.1f}% vs {fft_mean:.1f}% exact match, "
+        lines.append(f"**{d}**: {name} {word} the {upper_name} upper bound: {mft_mean:.1f}% vs {fft_mean:.1f}% exact match, "
                      f"a difference of {100 * mean:+.1f} points{spread}.")
     return lines
 
@@ -184,6 +189,14 @@ def pruning_sentences(result_dir: str, demo: dict) -> list[str]:
     return [f"{domain}: " + criteria_figures.criteria_sentence(read_result(os.path.join(result_dir, folder),
                                                                            criteria_figures.RESULT))
             for domain, folder in folders.items()]
+
+
+def _records(demo: dict) -> str:
+    """"200 training records per domain", or the count of each domain when they differ."""
+    counts = demo["train_records"]
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} training records per domain"
+    return "training records: " + ", ".join(f"{d} {n}" for d, n in counts.items())
 
 
 def _markdown_table(rows: list[list[str]]) -> str:
@@ -219,8 +232,9 @@ def _redraw(result_dir: str, demo: dict) -> list[tuple[str, str, list[str]]]:
     for domain, folder in analysis.get("criteria", {}).items():
         sections.append((f"MFT mask vs pruning criteria: {domain}", folder,
                          criteria_figures.render(os.path.join(result_dir, folder))))
-    sections.append(("Overlap of the domain masks", analysis["overlap"],
-                     overlap_figures.render(os.path.join(result_dir, analysis["overlap"]))))
+    if "overlap" in analysis:  # only with two or more domains
+        sections.append(("Overlap of the domain masks", analysis["overlap"],
+                         overlap_figures.render(os.path.join(result_dir, analysis["overlap"]))))
     return sections
 
 
@@ -229,10 +243,10 @@ def render(result_dir) -> list[str]:
     demo = read_result(result_dir, RESULT)
     sections = _redraw(result_dir, demo)
     cfg = demo["config"]
-    intro = (f"Tiny benchmark, {len(demo['seeds'])} seed(s) {demo['seeds']}, MFT on layers {cfg['layers']} at mask ratio "
-             f"{cfg['mask_ratio']}; {'quick' if cfg['quick'] else 'default'} sizes: {cfg['sizes']['train']} training "
-             f"records per domain; wall time {demo['wall_seconds']} s (training and analysis; figures not included).")
-    if not demo.get("lora"):
+    intro = (f"{cfg['title']}, {len(demo['seeds'])} seed(s) {demo['seeds']}, MFT on layers {cfg['layers']} at mask ratio "
+             f"{cfg['mask_ratio']}; {cfg['data_note'] + ': ' if cfg['data_note'] else ''}{_records(demo)}; wall time "
+             f"{demo['wall_seconds']} s (training and analysis; figures not included).")
+    if "lora" in cfg["methods"] and not demo.get("lora"):
         intro += " LoRA was skipped: install the `lora` extra (peft) to include it."
     has_variants = "mft_variants" in demo
     if has_variants:
@@ -240,7 +254,8 @@ def render(result_dir) -> list[str]:
                   f"variants (score init {', '.join(cfg['mft_inits'])} x score-lr "
                   f"{', '.join(f'{lr:g}' for lr in cfg['mft_score_lrs'])}); chosen: " + "; ".join(chosen_lines(demo)) + ".")
     spread = random_spread(demo)
-    md = ["# mftlab demo report", "", intro, "", "## Did MFT beat full fine-tuning?", ""] + [f"- {v}" for v in verdicts(demo)]
+    title = f"mftlab {demo.get('command', 'demo')} report"
+    md = [f"# {title}", "", intro, "", "## Did MFT beat full fine-tuning?", ""] + [f"- {v}" for v in verdicts(demo)]
     pruning = pruning_sentences(result_dir, demo)
     if pruning:
         md += ["", "## Is MFT just pruning?", "", PRUNING_NOTE, ""] + [f"- {p}" for p in pruning]
@@ -251,7 +266,7 @@ def render(result_dir) -> list[str]:
     md += [TABLE_NOTES["cross"], ""]
     for train, rows in cross_domain_tables(demo).items():
         md += [f"Trained on **{train}**, scored on every domain's test set.", "", _markdown_table(rows), ""]
-    page = [f"<h1>mftlab demo report</h1><p>{html.escape(intro)}</p><h2>Did MFT beat full fine-tuning?</h2><ul>"]
+    page = [f"<h1>{title}</h1><p>{html.escape(intro)}</p><h2>Did MFT beat full fine-tuning?</h2><ul>"]
     page += [f"<li>{html.escape(v).replace('**', '')}</li>" for v in verdicts(demo)] + ["</ul>"]
     if pruning:
         page += ["<h2>Is MFT just pruning?</h2>", f"<p>{html.escape(PRUNING_NOTE)}</p><ul>"]
@@ -284,7 +299,7 @@ def render(result_dir) -> list[str]:
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1.5em 0}"
              "figcaption{font-size:0.9em;color:#444}")
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mftlab demo report</title><style>{style}</style>"
+    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
            f"</head><body>{''.join(page)}</body></html>")
     write_text_atomic(os.path.join(result_dir, "report.md"), "\n".join(md) + "\n")
     write_text_atomic(os.path.join(result_dir, "index.html"), doc)

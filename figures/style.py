@@ -19,6 +19,10 @@ from mftlab.files.atomic import atomic_path  # noqa: E402
 
 # Colour-blind-safe palette (Okabe-Ito) in the order methods usually appear.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+# Curves of several runs in one axes take PALETTE and LINE_STYLES by position; horizontal
+# reference lines take REFERENCE_COLORS by position (black first, then colours the curves rarely use).
+LINE_STYLES = ["-", "--", "-", ":", "-.", "--", ":", "-"]
+REFERENCE_COLORS = [PALETTE[7], PALETTE[4], PALETTE[5], PALETTE[6], PALETTE[3], PALETTE[1]]
 SEQUENTIAL_CMAP = "viridis"
 DIVERGING_CMAP = "RdBu_r"
 

@@ -62,8 +62,8 @@ def test_bad_sweep_options(setup, extra, match, code):
 
 
 def test_selection_uses_validation_when_test_disagrees(tmp_path):
-    from mftlab.analysis.sweeps import markdown, select_point, sweep_table
-    from mftlab.analysis.results import write_json
+    from mftlab.recipes.sweeps import markdown, select_point, sweep_table
+    from mftlab.files.results import write_json
     from mftlab.figures import sweep_figures
 
     # The test winner (1e-4) is not the validation winner (1e-3): validation decides.

@@ -8,7 +8,7 @@ import torch
 
 from mftlab.analysis.dynamics import mask_dynamics
 from mftlab.analysis.overlap import compare_masks
-from mftlab.analysis.results import write_json
+from mftlab.files.results import write_json
 from mftlab.analysis.stats import mask_stats
 from mftlab.figures.render import render_all, renderers
 from mftlab.mask.maskfile import Mask

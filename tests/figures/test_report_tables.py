@@ -9,7 +9,8 @@ def _demo(fft=(0.50, 0.40), mft=(0.55, 0.47)):
         return {d: {name: {"test": {t: {"exact_match": v if t == d else 0.1, "loss": 1.0} for t in ("math", "code")},
                            "validation_loss": 1.0} for name, v in methods.items()} for d in ("math", "code")}
     return {"domains": ["math", "code"], "methods": ["fft", "mft"], "seeds": [0, 1],
-            "method_names": {"fft": "FFT best", "mft": "MFT"},
+            "method_names": {"fft": "FFT best", "mft": "MFT"}, "method_short": {"fft": "FFT", "mft": "MFT"},
+            "roles": {"method": "mft", "upper_bound": "fft"},
             "scores": {"0": scores(fft[0], mft[0]), "1": scores(fft[1], mft[1])}}
 
 
@@ -30,3 +31,11 @@ def test_verdicts_say_what_happened():
     assert "MFT did not beat" in worse[0] and "-10.0 points" in worse[0]
     tie = verdicts(_demo(fft=(0.5, 0.5), mft=(0.5, 0.5)))
     assert "MFT tied with" in tie[0]
+
+
+def test_verdicts_take_names_and_roles_from_the_results():
+    demo = _demo()
+    demo["method_short"] = {"fft": "full FT", "mft": "masking"}
+    assert verdicts(demo)[0].startswith("**math**: masking beat the full FT upper bound")
+    demo["roles"] = {"method": "fft", "upper_bound": "mft"}
+    assert verdicts(demo)[0].startswith("**math**: full FT did not beat the masking upper bound")

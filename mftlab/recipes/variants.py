@@ -5,7 +5,7 @@
   (`mft-<init>-lr<lr>`); each variant's mask is its best-on-validation checkpoint, as for FFT
   and continued FFT.
 - `choose_variant`: the variant with the lowest validation loss is "MFT" in the tables
-  (analysis.choose: test numbers are never read).
+  (recipes.choose: test numbers are never read).
 - `random_draws` / `combine_draws`: the random mask drawn with several seeds, scored one by one
   and summarised as the mean (the tables show mean ± std over the draws).
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import statistics
 
-from mftlab.analysis import protocol_steps as steps
-from mftlab.analysis.choose import best_on_validation
+from mftlab.recipes import steps
+from mftlab.recipes.choose import best_on_validation
 
 
 def variant_name(score_init: str, score_lr: float) -> str:

@@ -11,7 +11,7 @@
 Every point is one MFT run from the same fine-tuned model, scored on `eval_data` with the one
 evaluation function (and on `test_data` when given); the model itself (the FFT line) is scored
 once for reference. The selected point is the one with the lowest *validation* loss
-(analysis.choose); test numbers are reported beside it and never used to choose. Each point is
+(recipes.choose); test numbers are reported beside it and never used to choose. Each point is
 cached in `out/points/<name>/` (its `result.json` is written last), so a killed or repeated sweep
 only runs the missing points. Results: `out/sweep.json`, `out/sweep.csv` and `out/sweep.md` (a
 table that marks the selected point).
@@ -25,9 +25,9 @@ from typing import Callable
 
 from mftlab import __version__
 from mftlab.files.atomic import write_text_atomic
-from mftlab.analysis import protocol_steps as steps
-from mftlab.analysis.choose import best_on_validation
-from mftlab.analysis.results import write_csv, write_json
+from mftlab.recipes import steps
+from mftlab.recipes.choose import best_on_validation
+from mftlab.files.results import header, write_result
 from mftlab.training.data import load_examples
 from mftlab.errors import ConfigError
 from mftlab.training.evaluation import evaluate
@@ -201,14 +201,13 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
     chosen = select_point(rows)
     for i, row in enumerate(rows):
         row["selected"] = i == chosen
-    doc = {"kind": "sweep", "mftlab_version": __version__, "axis": config.axis, "points": rows, "reference": reference,
+    doc = {**header("sweep"), "axis": config.axis, "points": rows, "reference": reference,
            "selected": rows[chosen]["name"], "selected_on": "validation loss (test numbers are not used to choose)",
            "config": {"axis": config.axis, "group_size": config.group_size, "ratios": list(config.ratios),
                       "fractions": list(config.fractions), "score_lrs": list(config.score_lrs),
                       "score_inits": list(config.score_inits), "eval_data": config.eval_data,
                       "test_data": config.test_data, "train": config.train.to_dict()}}
-    write_json(os.path.join(out, "sweep.json"), doc)
-    write_csv(os.path.join(out, "sweep.csv"), rows)
+    write_result(out, "sweep", doc, rows=rows)
     note = "; test numbers are shown beside it and were not used to choose" if config.test_data else ""
     write_text_atomic(os.path.join(out, "sweep.md"), f"# Sweep: {config.axis}\n\nThe selected point has the lowest "
                       f"validation loss{note}.\n\n" + markdown(sweep_table(doc)))

@@ -2,9 +2,9 @@
 
 import pytest
 
-from mftlab.analysis.choose import best_on_validation
-from mftlab.analysis.protocol import DemoConfig
-from mftlab.analysis.protocol_recipe import choose_variant, combine_draws, draw_seeds, variant_name
+from mftlab.recipes.choose import best_on_validation
+from mftlab.recipes.demo import DemoConfig
+from mftlab.recipes.variants import choose_variant, combine_draws, draw_seeds, variant_name
 from mftlab.errors import ConfigError, MftlabError
 
 

@@ -1,7 +1,7 @@
 """The steps of the paper's protocol on one domain, each cached in its own folder.
 
 A step whose output exists (a `result.json` written last, atomically) is not run again, so a
-re-run of the demo or a sweep reuses every finished step and a killed run resumes at the step it
+re-run of the protocol or a sweep reuses every finished step and a killed run resumes at the step it
 was in. Every step is deterministic for its seed.
 """
 
@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
-
 import torch
 
-from mftlab.analysis.results import write_json
+from mftlab.files.results import read_json, write_json
 from mftlab.mft.apply import apply_mask_
 from mftlab.mft.baselines import baseline_mask
 from mftlab.training.data import load_examples
@@ -35,8 +33,7 @@ def cached(folder: str) -> dict | None:
     """The saved result of a finished step, or None (then any partial folder is cleared)."""
     path = os.path.join(folder, DONE)
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return read_json(path)
     return None
 
 
@@ -51,21 +48,6 @@ def fresh(folder: str) -> str:
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     return folder
-
-
-@dataclass(frozen=True)
-class TrainingBudget:
-    """Hyper-parameters of the tiny protocol (the paper's recipe, scaled to a tiny model)."""
-
-    fft_epochs: float = 12.0  # long enough that validation loss peaks and then rises (overfitting)
-    fft_lr: float = 1e-3
-    mft_epochs: float = 3.0  # continued FFT gets the same number of steps
-    score_lr: float = 1e-2  # unused by the demo since its MFT recipe is chosen on validation (DemoConfig.mft_score_lrs)
-    lora_epochs: float = 6.0
-    lora_lr: float = 3e-3
-    batch_size: int = 16
-    eval_every: int = 10
-    max_seq_len: int = 128
 
 
 def run_training(folder: str, config: TrainConfig, progress=None) -> dict:
@@ -100,7 +82,7 @@ def make_baseline_mask(folder: str, model_dir: str, kind: str, mask_ratio: float
 
 
 def make_pruning_mask(folder: str, model_dir: str, kind: str, mask_ratio: float, layers: str, calibration_file: str,
-                      max_seq_len: int) -> str:
+                      max_seq_len: int, calibration_tokens: int = CALIBRATION_TOKENS) -> str:
     """A Wanda or SNIP mask of the FFT model, calibrated on `calibration_file` (cached)."""
     from mftlab.mft.calibration import CalibrationConfig, load_calibration
 
@@ -108,7 +90,7 @@ def make_pruning_mask(folder: str, model_dir: str, kind: str, mask_ratio: float,
     if not os.path.exists(path):
         os.makedirs(folder, exist_ok=True)
         loaded = load_model(model_dir)
-        calibration = load_calibration(CalibrationConfig(calibration_file, CALIBRATION_TOKENS, 16, max_seq_len),
+        calibration = load_calibration(CalibrationConfig(calibration_file, calibration_tokens, 16, max_seq_len),
                                        loaded.tokenizer)
         mask, _ = baseline_mask(loaded.model, kind, mask_ratio, TargetSpec.parse("all-linear", layers),
                                 base_name=model_dir, calibration=calibration)
@@ -141,8 +123,7 @@ def evaluate_method(folder: str, name: str, load, test_files: dict[str, str], va
     """
     path = os.path.join(folder, f"eval-{name}.json")
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return read_json(path)
     model, tokenizer = load()
     scores = {}
     for domain, test in test_files.items():

@@ -1,6 +1,6 @@
 """The analysis half of the demo: stats, dynamics and overlap of the MFT masks, the MFT mask against
 the pruning criteria, and the loss landscape through FFT best / continued FFT / MFT for every
-domain (first seed only).
+domain (first seed only; each analysis runs when its methods and domains are in the config).
 
 Results are written as the analysis commands write them (`stats.json`, `dynamics.json`,
 `overlap.json`, `reference_overlap.json`, `landscape.json`/`.npz`), so `mftlab plot` redraws
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 
-from mftlab.analysis import protocol_steps as steps
+from mftlab.recipes import steps
+from mftlab.recipes.methods import NAMES
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.dynamics import mask_dynamics, run_masks
 from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
 from mftlab.analysis.overlap import compare_masks
 from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
-from mftlab.analysis.results import write_csv, write_json
 from mftlab.analysis.stats import mask_stats
 from mftlab.training.data import load_examples
 from mftlab.mask.maskfile import load_mask
@@ -25,7 +25,6 @@ from mftlab.models.loading import load_model
 from mftlab.models.tokenizer import padding_id
 
 CRITERIA = {"wanda": "Wanda", "snip": "SNIP", "magnitude": "magnitude", "random": "random"}  # source -> label
-LANDSCAPE_TOKENS = 300  # label tokens per split and point (math answers are ~2 tokens: ~150 examples)
 
 
 def _stats(folder: str, mask_path: str, fft_dir: str, backbone: str, run_dir: str) -> str:
@@ -33,12 +32,10 @@ def _stats(folder: str, mask_path: str, fft_dir: str, backbone: str, run_dir: st
         steps.fresh(folder)
         mask = load_mask(mask_path)
         result = mask_stats(mask, load_model(fft_dir).model, load_model(backbone).model, source=mask_path)
-        write_json(os.path.join(folder, "stats.json"), result.to_dict())
-        write_csv(os.path.join(folder, "stats.csv"), result.csv_rows())
+        result.save(folder)
         paths, step_list, labels = run_masks(run_dir)
         dynamics = mask_dynamics(paths, step_list, labels)
-        write_json(os.path.join(folder, "dynamics.json"), dynamics.to_dict())
-        write_csv(os.path.join(folder, "dynamics.csv"), dynamics.csv_rows())
+        dynamics.save(folder)
         steps.finish(folder, {"stats": "stats.json", "dynamics": "dynamics.json"})
     return folder
 
@@ -48,8 +45,7 @@ def _overlap(folder: str, masks: dict[str, str]) -> str:
         steps.fresh(folder)
         # Each domain's mask is bound to its own FFT model: compare the shared tensor names.
         result = compare_masks(list(masks.values()), list(masks), force=True)
-        write_json(os.path.join(folder, "overlap.json"), result.to_dict())
-        write_csv(os.path.join(folder, "overlap.csv"), result.csv_rows())
+        result.save(folder)
         steps.finish(folder, {"overlap": "overlap.json"})
     return folder
 
@@ -62,57 +58,62 @@ def _criteria(folder: str, mft_mask: str, run_dir: str, sources: dict, fft_dir: 
         paths = [sources[kind][1] for kind in CRITERIA if kind in sources]
         result = reference_overlap(mft_mask, paths, labels)
         correlate_with_run(result, paths, run_dir, load_model(fft_dir), calibration_file)
-        write_json(os.path.join(folder, "reference_overlap.json"), result.to_dict())
-        write_csv(os.path.join(folder, "reference_overlap.csv"), result.csv_rows())
+        result.save(folder)
         steps.finish(folder, {"criteria": "reference_overlap.json"})
     return folder
 
 
-def _eval_data(path: str, tokenizer, max_seq_len: int):
+def _eval_data(path: str, tokenizer, max_seq_len: int, tokens: int):
     examples, _ = load_examples(path, tokenizer, max_seq_len)
     pad = padding_id(tokenizer)
-    return prepare_data(examples, pad, batch_size=64, max_tokens=LANDSCAPE_TOKENS)
+    return prepare_data(examples, pad, batch_size=64, max_tokens=tokens)
 
 
-def _landscape(folder: str, fft_dir: str, continued_dir: str, mask_path: str, files: dict, grid, max_seq_len: int) -> str:
+def _landscape(folder: str, fft_dir: str, continued_dir: str, mask_path: str, files, settings, max_seq_len: int) -> str:
     if steps.cached(folder) is None:
         steps.fresh(folder)
         live = load_model(fft_dir)
-        train = _eval_data(files["train"], live.tokenizer, max_seq_len)
-        test = _eval_data(files["test"], live.tokenizer, max_seq_len)
-        config = LandscapeConfig(plane="models", grid=tuple(grid), directions=DirectionSpec(seed=0), margin=0.25)
+        train = _eval_data(files.train, live.tokenizer, max_seq_len, settings.tokens)
+        test = _eval_data(files.test, live.tokenizer, max_seq_len, settings.tokens)
+        config = LandscapeConfig(plane="models", grid=tuple(settings.grid), directions=DirectionSpec(seed=0),
+                                 margin=settings.margin)
         models = [live.model, lambda: load_model(continued_dir).model,
                   lambda: steps.load_method_model(fft_dir, mask_path)[0]]
-        landscape(models, train, test, config, folder, labels=["FFT best (upper bound)", "Continued FFT", "MFT"])
+        landscape(models, train, test, config, folder, labels=[NAMES[m] for m in ("fft", "continued_fft", "mft")])
         steps.finish(folder, {"landscape": "landscape.json"})
     return folder
 
 
-def analyse(config, runs: dict, data: dict, backbone: str, say) -> dict:
-    """Run every analysis of the first seed; returns folder paths relative to `config.out`."""
-    root = os.path.join(config.out, "analysis")
-    out = {"stats": {}, "landscape": {}, "criteria": {}}
+def analyse(config, out: str, runs: dict, backbone: str, say) -> dict:
+    """Run every analysis of the first seed; returns folder paths relative to `out`."""
+    root = os.path.join(out, "analysis")
+    result = {"stats": {}, "landscape": {}, "criteria": {}}
     masks = {}
     for domain, info in runs.items():
         fft_dir, _ = info["sources"]["fft"]
         _, mask_path = info["sources"]["mft"]  # the variant chosen on validation, its best checkpoint
         masks[domain] = mask_path
         say(f"{domain}: mask statistics and training dynamics")
-        out["stats"][domain] = os.path.relpath(
+        result["stats"][domain] = os.path.relpath(
             _stats(os.path.join(root, f"stats-{domain}"), mask_path, fft_dir, backbone, info["runs"]["mft"]["folder"]),
-            config.out)
+            out)
     for domain, info in runs.items():
         say(f"{domain}: MFT mask vs pruning criteria (Wanda, SNIP, magnitude)")
-        out["criteria"][domain] = os.path.relpath(_criteria(
+        if not any(kind in info["sources"] for kind in CRITERIA):
+            continue
+        result["criteria"][domain] = os.path.relpath(_criteria(
             os.path.join(root, f"criteria-{domain}"), info["sources"]["mft"][1],  # the chosen variant's mask
             info["runs"]["mft"]["folder"],  # its run folder holds the checkpoints (scores)
-            info["sources"], info["sources"]["fft"][0], data[domain]["train"]), config.out)
-    say("overlap of the domain masks")
-    out["overlap"] = os.path.relpath(_overlap(os.path.join(root, "overlap"), masks), config.out)
+            info["sources"], info["sources"]["fft"][0], config.domains[domain].train), out)
+    if len(masks) > 1:
+        say("overlap of the domain masks")
+        result["overlap"] = os.path.relpath(_overlap(os.path.join(root, "overlap"), masks), out)
     for domain, info in runs.items():
+        if "continued_fft" not in info["sources"]:
+            break
         say(f"{domain}: loss landscape through FFT best, continued FFT and MFT")
         fft_dir, _ = info["sources"]["fft"]
-        out["landscape"][domain] = os.path.relpath(_landscape(
+        result["landscape"][domain] = os.path.relpath(_landscape(
             os.path.join(root, f"landscape-{domain}"), fft_dir, info["sources"]["continued_fft"][0],
-            info["sources"]["mft"][1], data[domain], config.landscape_grid, config.budget.max_seq_len), config.out)
-    return out
+            info["sources"]["mft"][1], config.domains[domain], config.landscape, config.training.max_seq_len), out)
+    return result

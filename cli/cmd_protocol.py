@@ -1,0 +1,60 @@
+"""`mftlab protocol CONFIG.yaml`: the paper's protocol on any backbone and data, with a report."""
+
+import os
+import time
+
+import click
+
+
+def run_and_report(run, out: str, threads: int) -> dict:
+    """Hold `out`, run `run(progress)` (the protocol, or the demo that runs it) on `threads` CPU threads,
+    then draw every figure and write the report. Shared by `mftlab protocol` and `mftlab demo`."""
+    import torch
+
+    from mftlab.figures.report import render as render_report
+    from mftlab.files.folder_lock import hold_folder
+
+    click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the report
+    if threads < 1:
+        raise click.BadParameter(f"{threads} must be at least 1", param_hint="--threads")
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+
+    def progress(event):
+        click.echo(f"[{time.perf_counter() - started:6.1f}s] ({event.step}/{event.total}) {event.message}")
+
+    with torch.random.fork_rng(devices=[]):
+        index = run(progress)
+    click.echo(f"[{time.perf_counter() - started:6.1f}s] drawing figures and writing the report")
+    written = render_report(out)
+    click.echo(f"done in {time.perf_counter() - started:.1f}s: {os.path.join(out, 'report.md')}, "
+               f"{os.path.join(out, 'index.html')} ({len(written)} files; {len(index['methods'])} methods x "
+               f"{len(index['domains'])} domains)")
+    return index
+
+
+@click.command("protocol")
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--out", default="protocol-out", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for every run, result, figure and the report (re-running reuses finished steps).")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="CPU threads for torch (more help bigger models; fewer when other processes share the cores).")
+def command(config_file, out, threads):
+    """Run the paper's protocol as CONFIG (YAML or JSON) describes it: a backbone (model folder, hub id
+    or preset, optionally pre-trained first), domains each with train / validation / test files, the
+    methods (backbone, fft, continued_fft, mft, random, magnitude, wanda, snip, lora), the layers and
+    mask ratio MFT trains, seeds, MFT's grid (the best variant on validation is MFT), random-mask
+    draws, training lengths and rates, and the landscape. Writes OUT/report.md and OUT/index.html
+    with the same tables and figures as `mftlab demo`; relative paths in CONFIG are read from its
+    folder. `mftlab demo` writes its own config to OUT/protocol.yaml: a complete example.
+
+    \b
+    Example:
+      mftlab protocol my-protocol.yaml --out my-protocol-out
+      mftlab protocol demo-out/protocol.yaml --out rerun   # the demo's tables, bit for bit
+    """
+    from mftlab.recipes.protocol import run_protocol
+    from mftlab.recipes.protocol_config import load_protocol_config
+
+    config = load_protocol_config(config_file)
+    run_and_report(lambda progress: run_protocol(config, out, progress), out, threads)
