@@ -30,8 +30,7 @@ def _model(source, **load) -> LoadedModel:
     return load_model(os.fspath(source), **load)
 
 
-def mask_stats(mask: Mask | str | os.PathLike, model=None, base=None, *, force: bool = False,
-               **load) -> StatsResult:
+def mask_stats(mask: Mask | str | os.PathLike, model=None, base=None, *, force: bool = False, **load) -> StatsResult:
     """Masked fraction per tensor, layer, projection and overall, with row / column concentration.
 
     `model` (the base the mask was learned on: a model or a name) adds |w| of masked versus kept
@@ -75,13 +74,34 @@ def compare_masks(masks: list, labels: list[str] | None = None, *, force: bool =
     return _compare(list(masks), labels, force=force)
 
 
-def landscape(model, data: str, eval_data: str, *, others: list = (), plane: str = "random", grid: str = "21x21",
-              range: str | None = None, margin: float = 0.2, labels: list[str] | None = None,
-              normalization: str = "filter", include_1d: bool = False, orthogonalize: bool = False,
-              targets: str | None = None, layers: str | None = None, exclude: str | None = None,
-              mask_directions: Mask | str | None = None, max_tokens: int = 4096, max_seq_len: int = 512,
-              batch_size: int = 8, seed: int = 0, out: str | os.PathLike | None = None, resume: bool = False,
-              force: bool = False, tokenizer=None, **load) -> LandscapeResult:
+def landscape(
+    model,
+    data: str,
+    eval_data: str,
+    *,
+    others: list = (),
+    plane: str = "random",
+    grid: str = "21x21",
+    range: str | None = None,
+    margin: float = 0.2,
+    labels: list[str] | None = None,
+    normalization: str = "filter",
+    include_1d: bool = False,
+    orthogonalize: bool = False,
+    targets: str | None = None,
+    layers: str | None = None,
+    exclude: str | None = None,
+    mask_directions: Mask | str | None = None,
+    max_tokens: int = 4096,
+    max_seq_len: int = 512,
+    batch_size: int = 8,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    force: bool = False,
+    tokenizer=None,
+    **load,
+) -> LandscapeResult:
     """Train and test loss on a grid over a plane (or line) in weight space, as `mftlab landscape` computes it.
 
     `model` is the centre (random plane) or first model: a name / folder / GGUF path, a
@@ -98,23 +118,35 @@ def landscape(model, data: str, eval_data: str, *, others: list = (), plane: str
     from mftlab.analysis.directions import DirectionSpec
     from mftlab.analysis.landscape import LandscapeConfig, parse_range, prepare_data
     from mftlab.analysis.landscape import landscape as _landscape
-    from mftlab.training.data import load_examples
     from mftlab.grid import parse_grid
     from mftlab.mft.targeting import TargetSpec
+    from mftlab.training.data import load_examples
 
     first = _model(model, **load)
     tokenizer = tokenizer if tokenizer is not None else first.tokenizer
-    spec = DirectionSpec(seed, normalization, include_1d, orthogonalize,
-                         TargetSpec.parse(targets, layers, exclude) if (targets or layers or exclude) else None)
+    spec = DirectionSpec(
+        seed,
+        normalization,
+        include_1d,
+        orthogonalize,
+        TargetSpec.parse(targets, layers, exclude) if (targets or layers or exclude) else None,
+    )
     config = LandscapeConfig(plane, parse_grid(grid), parse_range(range), spec, margin)
     device = next(first.model.parameters()).device
     pad_id = padding_id(tokenizer)
-    sets = [prepare_data(load_examples(source, tokenizer, max_seq_len)[0], pad_id, batch_size, max_tokens, device)
-            for source in (data, eval_data)]
+    sets = [
+        prepare_data(load_examples(source, tokenizer, max_seq_len)[0], pad_id, batch_size, max_tokens, device)
+        for source in (data, eval_data)
+    ]
     if isinstance(mask_directions, (str, os.PathLike)):
         mask_directions = load_mask(mask_directions)
     sources = [first.model] + [(lambda o=o: _model(o, **load).model) for o in others]
     out = os.fspath(out) if out is not None else tempfile.mkdtemp(prefix="mftlab-landscape-")
-    info = {"sources": [first.source] + [str(o) for o in others], "data_sources": {"train": data, "test": eval_data},
-            "max_tokens": max_tokens, "max_seq_len": max_seq_len, "batch_size": batch_size}
+    info = {
+        "sources": [first.source] + [str(o) for o in others],
+        "data_sources": {"train": data, "test": eval_data},
+        "max_tokens": max_tokens,
+        "max_seq_len": max_seq_len,
+        "batch_size": batch_size,
+    }
     return _landscape(sources, sets[0], sets[1], config, out, labels, mask_directions, force, info, resume)

@@ -18,9 +18,9 @@ import os
 
 import numpy as np
 
-from mftlab.training.checkpoint import list_checkpoints
 from mftlab.errors import MftlabError
 from mftlab.mask.maskfile import Mask
+from mftlab.training.checkpoint import list_checkpoints
 
 SCORES_SUFFIX = ".mask_scores"
 
@@ -33,14 +33,17 @@ def run_scores(run_dir: str, rank_by: str = "raw") -> tuple[dict, int]:
         raise MftlabError(f"--scores '{run_dir}' is not a folder; pass the --out folder of an `mftlab train` run")
     found = list_checkpoints(run_dir)
     if not found:
-        raise MftlabError(f"--scores: run '{run_dir}' has no checkpoint to read scores from; train it with "
-                          "--save-every N (e.g. --save-every 50) so that checkpoints are written")
+        raise MftlabError(
+            f"--scores: run '{run_dir}' has no checkpoint to read scores from; train it with "
+            "--save-every N (e.g. --save-every 50) so that checkpoints are written"
+        )
     step, path = found[-1]
     try:
         trainable = load_file(os.path.join(path, "trainable.safetensors"))
     except (OSError, ValueError, RuntimeError) as exc:
-        raise MftlabError(f"checkpoint '{path}' cannot be read ({str(exc)[:120]}); pass a run with a complete "
-                          "checkpoint") from None
+        raise MftlabError(
+            f"checkpoint '{path}' cannot be read ({str(exc)[:120]}); pass a run with a complete checkpoint"
+        ) from None
     scores = {}
     for key, tensor in trainable.items():
         if key.endswith(SCORES_SUFFIX):
@@ -55,17 +58,24 @@ def _calibration_for(mask: Mask, label: str, tokenizer, data: str):
     from mftlab.mft.calibration import CalibrationConfig, load_calibration
 
     recorded = mask.method.get("calibration") or {}
-    config = CalibrationConfig(data, int(recorded.get("max_tokens", 16384)), int(recorded.get("batch_size", 8)),
-                               int(recorded.get("max_seq_len", 512)))
+    config = CalibrationConfig(
+        data,
+        int(recorded.get("max_tokens", 16384)),
+        int(recorded.get("batch_size", 8)),
+        int(recorded.get("max_seq_len", 512)),
+    )
     calibration = load_calibration(config, tokenizer)
     if recorded.get("fingerprint") and calibration.fingerprint != recorded["fingerprint"]:
-        raise MftlabError(f"--data '{data}' is not the calibration data of mask '{label}' (its token fingerprint "
-                          "differs); pass the file that `mftlab baseline --data` used, with the same model")
+        raise MftlabError(
+            f"--data '{data}' is not the calibration data of mask '{label}' (its token fingerprint "
+            "differs); pass the file that `mftlab baseline --data` used, with the same model"
+        )
     return calibration
 
 
-def mask_criterion_scores(mask: Mask, label: str, names: list[str], loaded, data: str | None,
-                          force: bool = False) -> tuple[dict | None, str | None]:
+def mask_criterion_scores(
+    mask: Mask, label: str, names: list[str], loaded, data: str | None, force: bool = False
+) -> tuple[dict | None, str | None]:
     """(param_name -> scores, None) for a magnitude / wanda / snip mask, or (None, why not)."""
     from mftlab.mask.fingerprint import tensor_fingerprint
     from mftlab.mft.pruning_scores import CRITERIA, NEEDS_DATA, criterion_scores
@@ -81,13 +91,17 @@ def mask_criterion_scores(mask: Mask, label: str, names: list[str], loaded, data
     for name in names:
         target = every.get(name)
         if target is None or target.shape != tuple(mask.shapes[name]):
-            raise MftlabError(f"tensor '{name}' of mask '{label}' is not a Linear / Conv1D weight of that shape in "
-                              "--model; pass the model the masks were made on")
+            raise MftlabError(
+                f"tensor '{name}' of mask '{label}' is not a Linear / Conv1D weight of that shape in "
+                "--model; pass the model the masks were made on"
+            )
         expected = mask.fingerprints.get(name)
         weight = loaded.model.get_submodule(target.module_name).weight
         if expected and not force and tensor_fingerprint(weight) != expected:
-            raise MftlabError(f"--model's '{name}' differs from the base of mask '{label}' (fingerprint); pass the "
-                              "model the mask was made on, or --force")
+            raise MftlabError(
+                f"--model's '{name}' differs from the base of mask '{label}' (fingerprint); pass the "
+                "model the mask was made on, or --force"
+            )
         targets.append(target)
     calibration = _calibration_for(mask, label, loaded.tokenizer, data) if kind in NEEDS_DATA else None
     return criterion_scores(kind, loaded.model, targets, calibration), None

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 import torch
 
 from mftlab.errors import ConfigError, TargetError
-from mftlab.seeding import name_generator
 from mftlab.mft.targeting import TargetSpec, resolve_targets
 from mftlab.options_meta import doc
+from mftlab.seeding import name_generator
 
 NORMALIZATIONS = ("filter", "tensor")
 
@@ -51,7 +51,7 @@ def _row_norms(t: torch.Tensor) -> torch.Tensor:
     if t.dtype == torch.float32:
         return t.norm(dim=1)
     step = max(1, ROWS_CHUNK // max(1, t.shape[1]))
-    return torch.cat([t[r:r + step].float().norm(dim=1) for r in range(0, t.shape[0], step)])
+    return torch.cat([t[r : r + step].float().norm(dim=1) for r in range(0, t.shape[0], step)])
 
 
 def _norm(t: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,7 @@ def _norm(t: torch.Tensor) -> torch.Tensor:
     flat = t.reshape(-1)
     total = torch.zeros((), dtype=torch.float64, device=t.device)
     for s in range(0, flat.numel(), ROWS_CHUNK):
-        total += flat[s:s + ROWS_CHUNK].float().norm().double().square()
+        total += flat[s : s + ROWS_CHUNK].float().norm().double().square()
     return total.sqrt().float()
 
 
@@ -85,10 +85,16 @@ class DirectionSpec:
     """How random directions are drawn. Serialised into every landscape result."""
 
     seed: int = 0
-    normalization: str = field(default="filter", metadata=doc(
-        "Scale random directions row by row (Li et al.) or per tensor to the weights.", choices=NORMALIZATIONS))
+    normalization: str = field(
+        default="filter",
+        metadata=doc(
+            "Scale random directions row by row (Li et al.) or per tensor to the weights.", choices=NORMALIZATIONS
+        ),
+    )
     include_1d: bool = field(default=False, metadata=doc("Also perturb 1-D parameters (biases, norm gains)."))
-    orthogonalize: bool = field(default=False, metadata=doc("Make the second random direction orthogonal to the first."))
+    orthogonalize: bool = field(
+        default=False, metadata=doc("Make the second random direction orthogonal to the first.")
+    )
     targets: TargetSpec | None = None  # None: every parameter with >= 2 dimensions
 
     def __post_init__(self):
@@ -131,8 +137,14 @@ class RandomDirections:
     point (one `randn` per tensor and axis per point).
     """
 
-    def __init__(self, spec: DirectionSpec, theta0: dict[str, torch.Tensor], out_axes: dict[str, int] | None = None,
-                 keep: dict[str, torch.Tensor] | None = None, cache: bool = False):
+    def __init__(
+        self,
+        spec: DirectionSpec,
+        theta0: dict[str, torch.Tensor],
+        out_axes: dict[str, int] | None = None,
+        keep: dict[str, torch.Tensor] | None = None,
+        cache: bool = False,
+    ):
         self.spec = spec
         self.theta0 = theta0
         self.out_axes = out_axes or {}

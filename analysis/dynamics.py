@@ -93,15 +93,22 @@ class DynamicsResult:
     def to_dict(self) -> dict:
         return {
             **header("dynamics"),
-            "labels": self.labels, "steps": self.steps, "sources": self.sources,
-            "layers": self.layers, "notes": self.notes,
+            "labels": self.labels,
+            "steps": self.steps,
+            "sources": self.sources,
+            "layers": self.layers,
+            "notes": self.notes,
             "definitions": {
                 "flips": "flips[g][i]: weights whose bit differs between snapshot i and i+1 (popcount of XOR)",
-                "to_first": "Hamming distance of each snapshot to the first", "to_final": "... to the last",
+                "to_first": "Hamming distance of each snapshot to the first",
+                "to_final": "... to the last",
                 "groups": "'all' is every tensor; other keys are layer numbers",
             },
-            "numel": self.numel, "masked_fraction": self.masked_fraction,
-            "flips": self.flips, "to_first": self.to_first, "to_final": self.to_final,
+            "numel": self.numel,
+            "masked_fraction": self.masked_fraction,
+            "flips": self.flips,
+            "to_first": self.to_first,
+            "to_final": self.to_final,
         }
 
     def csv_rows(self) -> list[dict]:
@@ -109,13 +116,19 @@ class DynamicsResult:
         for group in [OVERALL] + self.layers:
             n = self.numel[group]
             for i, (label, step) in enumerate(zip(self.labels, self.steps)):
-                rows.append({
-                    "group": group, "snapshot": i, "label": label, "step": step,
-                    "masked_fraction": self.masked_fraction[group][i],
-                    "flips_from_previous": self.flips[group][i - 1] if i else None,
-                    "flip_fraction": finite(self.flips[group][i - 1] / n) if i else None,
-                    "hamming_to_first": self.to_first[group][i], "hamming_to_final": self.to_final[group][i],
-                })
+                rows.append(
+                    {
+                        "group": group,
+                        "snapshot": i,
+                        "label": label,
+                        "step": step,
+                        "masked_fraction": self.masked_fraction[group][i],
+                        "flips_from_previous": self.flips[group][i - 1] if i else None,
+                        "flip_fraction": finite(self.flips[group][i - 1] / n) if i else None,
+                        "hamming_to_first": self.to_first[group][i],
+                        "hamming_to_final": self.to_final[group][i],
+                    }
+                )
         return rows
 
     def save(self, folder: str | os.PathLike) -> list[str]:
@@ -142,11 +155,14 @@ def _check_same(reference: Mask, mask: Mask, label: str, first_label: str) -> No
         )
     for name, shape in reference.shapes.items():
         if mask.shapes[name] != shape:
-            raise MaskMismatchError(f"tensor '{name}' has shape {list(mask.shapes[name])} in '{label}' but {list(shape)} in '{first_label}'")
+            raise MaskMismatchError(
+                f"tensor '{name}' has shape {list(mask.shapes[name])} in '{label}' but {list(shape)} in '{first_label}'"
+            )
 
 
-def mask_dynamics(masks: list, steps: list[int | None] | None = None, labels: list[str] | None = None,
-                  progress=None) -> DynamicsResult:
+def mask_dynamics(
+    masks: list, steps: list[int | None] | None = None, labels: list[str] | None = None, progress=None
+) -> DynamicsResult:
     """Flips and Hamming distances over an ordered list of masks (Mask objects or file paths).
 
     `steps` gives the training step of each snapshot (None where unknown); labels default to

@@ -25,16 +25,16 @@ from typing import Callable
 
 import numpy as np
 import torch
+
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.landscape_store import PointStore
 from mftlab.analysis.planes import ExplicitPlane, ModelLine, ModelPlane, Plane, RandomPlane, linspace, margin_ranges
-
-from mftlab.files.results import header, read_arrays, read_result, result_files, result_path, write_result
-from mftlab.training.data import IGNORE_INDEX, Example
 from mftlab.errors import ConfigError, MaskMismatchError
-from mftlab.training.evaluation import LossSums, TokenBatch, loss_sums, make_batches
+from mftlab.files.results import header, read_arrays, read_result, result_files, result_path, write_result
 from mftlab.mask.fingerprint import combined_fingerprint, tensor_fingerprint
 from mftlab.options_meta import doc
+from mftlab.training.data import IGNORE_INDEX, Example
+from mftlab.training.evaluation import LossSums, TokenBatch, loss_sums, make_batches
 
 PLANES = ("random", "models", "line")
 LAYOUT = "losses[j, i] is the loss at (xs[i], ys[j]); shape (len(ys), len(xs)); point k = j * len(xs) + i"
@@ -66,20 +66,36 @@ def parse_range(text: str | None) -> tuple[tuple[float, float], tuple[float, flo
 class LandscapeConfig:
     """What a landscape run computes. Serialised into landscape.json; `--resume` must match it."""
 
-    plane: str = field(default="random", metadata=doc(
-        "random directions around the first model, the plane through three models, or the line through two.",
-        choices=PLANES))
-    grid: tuple[int, int] = field(default=(21, 21), metadata=doc(  # (nx, ny); ny == 1 is a line
-        "Points per axis NXxNY (non-square allowed); N alone is a 1-D line.", text="21x21"))
-    ranges: tuple[tuple[float, float], tuple[float, float]] | None = field(default=None, metadata=doc(
-        "LO:HI for both axes or LO:HI,LO:HI for x,y. Default: -1:1 (random), models plus --margin (models, line).",
-        flag="--range"))
+    plane: str = field(
+        default="random",
+        metadata=doc(
+            "random directions around the first model, the plane through three models, or the line through two.",
+            choices=PLANES,
+        ),
+    )
+    grid: tuple[int, int] = field(
+        default=(21, 21),
+        metadata=doc(  # (nx, ny); ny == 1 is a line
+            "Points per axis NXxNY (non-square allowed); N alone is a 1-D line.", text="21x21"
+        ),
+    )
+    ranges: tuple[tuple[float, float], tuple[float, float]] | None = field(
+        default=None,
+        metadata=doc(
+            "LO:HI for both axes or LO:HI,LO:HI for x,y. Default: -1:1 (random), models plus --margin (models, line).",
+            flag="--range",
+        ),
+    )
     directions: DirectionSpec = field(default_factory=DirectionSpec)
     margin: float = field(default=0.2, metadata=doc("Margin around the models, as a fraction of their extent."))
-    cache_directions: bool | None = field(default=None, metadata=doc(  # True: keep, False: regenerate, None: auto
-        "Keep random directions in memory (2 float32 copies) or regenerate them per point. "
-        "Default: cache up to 134M perturbed weights (1 GiB), regenerate beyond.",
-        flag="--cache-directions/--regenerate-directions"))
+    cache_directions: bool | None = field(
+        default=None,
+        metadata=doc(  # True: keep, False: regenerate, None: auto
+            "Keep random directions in memory (2 float32 copies) or regenerate them per point. "
+            "Default: cache up to 134M perturbed weights (1 GiB), regenerate beyond.",
+            flag="--cache-directions/--regenerate-directions",
+        ),
+    )
 
     def __post_init__(self):
         if self.plane not in PLANES:
@@ -97,8 +113,13 @@ class LandscapeConfig:
         return 1 if self.grid[1] == 1 else 2
 
     def to_dict(self) -> dict:
-        return {"plane": self.plane, "grid": list(self.grid), "ranges": [list(r) for r in self.ranges] if self.ranges else None,
-                "directions": self.directions.to_dict(), "margin": self.margin}
+        return {
+            "plane": self.plane,
+            "grid": list(self.grid),
+            "ranges": [list(r) for r in self.ranges] if self.ranges else None,
+            "directions": self.directions.to_dict(),
+            "margin": self.margin,
+        }
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -134,8 +155,9 @@ class EvalData:
         return {"tokens": self.tokens, "examples": self.examples, "hash": self.hash}
 
 
-def prepare_data(examples: list[Example], pad_id: int, batch_size: int = 8, max_tokens: int | None = None,
-                 device="cpu") -> EvalData:
+def prepare_data(
+    examples: list[Example], pad_id: int, batch_size: int = 8, max_tokens: int | None = None, device="cpu"
+) -> EvalData:
     """Select `max_tokens` label tokens, batch them on `device`, and hash what will be evaluated."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size} must be positive; use e.g. 8")
@@ -190,8 +212,9 @@ class LandscapeResult:
         """Write landscape.json and landscape.npz (the ones in `out_dir`, read back kind-checked) into `folder`."""
         if os.path.abspath(folder) == os.path.abspath(self.out_dir):
             return [result_path(folder, "landscape"), result_path(folder, "landscape", "arrays")]
-        return write_result(folder, "landscape", read_result(self.out_dir, "landscape"),
-                            arrays=read_arrays(self.out_dir, "landscape"))
+        return write_result(
+            folder, "landscape", read_result(self.out_dir, "landscape"), arrays=read_arrays(self.out_dir, "landscape")
+        )
 
 
 def _sums_record(s: LossSums) -> list:
@@ -203,8 +226,15 @@ def _evaluate(model, params, plane, point, train: EvalData, test: EvalData) -> d
     started = time.perf_counter()
     norm = set_point_(params, plane, a, b)
     tr, te = loss_sums(model, train.batches), loss_sums(model, test.batches)
-    return {"i": i, "x": a, "y": b, "train": _sums_record(tr), "test": _sums_record(te), "norm": norm,
-            "seconds": time.perf_counter() - started}
+    return {
+        "i": i,
+        "x": a,
+        "y": b,
+        "train": _sums_record(tr),
+        "test": _sums_record(te),
+        "norm": norm,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _finite(x: float) -> float | None:
@@ -217,8 +247,10 @@ def _assemble(records: dict[int, dict], xs, ys, markers: list[dict], out_dir: st
     missing = [k for k in range(total) if k not in records]
     if missing:
         raise ConfigError(f"{len(missing)} of {total} landscape points are missing in '{out_dir}'; rerun with --resume")
-    arrays = {k: np.full((ny, nx), np.nan) for k in ("train_loss", "test_loss", "train_token_accuracy",
-                                                     "test_token_accuracy", "perturbation_norm")}
+    arrays = {
+        k: np.full((ny, nx), np.nan)
+        for k in ("train_loss", "test_loss", "train_token_accuracy", "test_token_accuracy", "perturbation_norm")
+    }
     for k in range(nx * ny):
         r = records[k]
         j, i = divmod(k, nx)
@@ -234,17 +266,29 @@ def _assemble(records: dict[int, dict], xs, ys, markers: list[dict], out_dir: st
         marker["perturbation_norm"] = r["norm"]
     seconds = [r["seconds"] for r in records.values() if "seconds" in r]
     spp = float(np.median(seconds)) if seconds else None
-    result = LandscapeResult(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64),
-                             arrays["train_loss"], arrays["test_loss"], markers, out_dir, spp, 0)
+    result = LandscapeResult(
+        np.asarray(xs, dtype=np.float64),
+        np.asarray(ys, dtype=np.float64),
+        arrays["train_loss"],
+        arrays["test_loss"],
+        markers,
+        out_dir,
+        spp,
+        0,
+    )
     _write_final(result, arrays, run)
     return result
 
 
 def _write_final(result: LandscapeResult, arrays: dict, run: dict) -> None:
     saved = dict(
-        xs=result.xs, ys=result.ys, layout=np.array(LAYOUT),
+        xs=result.xs,
+        ys=result.ys,
+        layout=np.array(LAYOUT),
         marker_xy=np.array([[m["x"], m["y"]] for m in result.markers], dtype=np.float64).reshape(-1, 2),
-        marker_train_loss=np.array([m["train_loss"] if m["train_loss"] is not None else np.nan for m in result.markers]),
+        marker_train_loss=np.array(
+            [m["train_loss"] if m["train_loss"] is not None else np.nan for m in result.markers]
+        ),
         marker_test_loss=np.array([m["test_loss"] if m["test_loss"] is not None else np.nan for m in result.markers]),
         **arrays,
     )
@@ -258,17 +302,31 @@ def _write_final(result: LandscapeResult, arrays: dict, run: dict) -> None:
         "markers": result.markers,
         "summary": {
             f"{s}_loss_{what}": _finite(float(fn(finite[s]))) if finite[s].size else None
-            for s in ("train", "test") for what, fn in (("min", np.min), ("max", np.max))
+            for s in ("train", "test")
+            for what, fn in (("min", np.min), ("max", np.max))
         },
         "seconds_per_point": result.seconds_per_point,
     }
     write_result(result.out_dir, "landscape", doc, arrays=saved)
 
 
-def compute_landscape(model: torch.nn.Module, plane: Plane, train: EvalData, test: EvalData, xs, ys,
-                      out_dir: str | os.PathLike, markers: list[dict] | None = None, check: dict | None = None,
-                      info: dict | None = None, resume: bool = False, rank: int = 0, world_size: int = 1,
-                      barrier: Callable[[], None] | None = None, progress: Progress | None = None) -> LandscapeResult | None:
+def compute_landscape(
+    model: torch.nn.Module,
+    plane: Plane,
+    train: EvalData,
+    test: EvalData,
+    xs,
+    ys,
+    out_dir: str | os.PathLike,
+    markers: list[dict] | None = None,
+    check: dict | None = None,
+    info: dict | None = None,
+    resume: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] | None = None,
+    progress: Progress | None = None,
+) -> LandscapeResult | None:
     """Evaluate `plane` on the grid xs x ys (plus one point per marker) and write the results.
 
     `markers`: [{"label", "x", "y", ...}] points evaluated besides the grid (the models).
@@ -282,9 +340,14 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, train: EvalData, tes
     nx = len(xs)
     points = [(k, float(xs[k % nx]), float(ys[k // nx])) for k in range(nx * len(ys))]
     points += [(nx * len(ys) + m, float(mk["x"]), float(mk["y"])) for m, mk in enumerate(markers)]
-    run = {"check": {**(check or {}), "axes": {"xs": list(map(float, xs)), "ys": list(map(float, ys))},
-                     "markers": [[p[1], p[2]] for p in points[nx * len(ys):]]},
-           **(info or {})}
+    run = {
+        "check": {
+            **(check or {}),
+            "axes": {"xs": list(map(float, xs)), "ys": list(map(float, ys))},
+            "markers": [[p[1], p[2]] for p in points[nx * len(ys) :]],
+        },
+        **(info or {}),
+    }
 
     store = PointStore(out_dir, rank)
     store.check_run(run, resume)
@@ -295,8 +358,10 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, train: EvalData, tes
     barrier()
     done = store.done()
     mine = [p for p in points if p[0] % world_size == rank and p[0] not in done]
-    progress("start", {"points": len(points), "done": len(done), "todo_here": len(mine),
-                       "tokens": train.tokens + test.tokens})
+    progress(
+        "start",
+        {"points": len(points), "done": len(done), "todo_here": len(mine), "tokens": train.tokens + test.tokens},
+    )
 
     params = dict(model.named_parameters())
     computed = 0
@@ -307,9 +372,15 @@ def compute_landscape(model: torch.nn.Module, plane: Plane, train: EvalData, tes
             store.append(record)
             computed += 1
             if n == 0:
-                progress("estimate", {"seconds_per_point": record["seconds"], "points": len(mine),
-                                      "tokens_per_point": train.tokens + test.tokens,
-                                      "seconds": record["seconds"] * len(mine)})
+                progress(
+                    "estimate",
+                    {
+                        "seconds_per_point": record["seconds"],
+                        "points": len(mine),
+                        "tokens_per_point": train.tokens + test.tokens,
+                        "seconds": record["seconds"] * len(mine),
+                    },
+                )
             progress("point", {"done": n + 1, "total": len(mine), "x": point[1], "y": point[2]})
     finally:
         store.close()
@@ -367,10 +438,22 @@ def resolve_axes(config: LandscapeConfig, coords: list[tuple[float, float]]):
     return linspace(*xr, nx), ys
 
 
-def landscape(models: list, train: EvalData, test: EvalData, config: LandscapeConfig, out_dir: str | os.PathLike,
-              labels: list[str] | None = None, mask_directions=None, force: bool = False, info: dict | None = None,
-              resume: bool = False, rank: int = 0, world_size: int = 1, barrier=None,
-              progress: Progress | None = None) -> LandscapeResult | None:
+def landscape(
+    models: list,
+    train: EvalData,
+    test: EvalData,
+    config: LandscapeConfig,
+    out_dir: str | os.PathLike,
+    labels: list[str] | None = None,
+    mask_directions=None,
+    force: bool = False,
+    info: dict | None = None,
+    resume: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier=None,
+    progress: Progress | None = None,
+) -> LandscapeResult | None:
     """The landscape of `config.plane` around / through `models`, written to `out_dir`.
 
     `models[0]` is an in-memory model, the one evaluated (perturbed, then restored exactly). Later
@@ -382,13 +465,16 @@ def landscape(models: list, train: EvalData, test: EvalData, config: LandscapeCo
     """
     need = MODELS_NEEDED.get(config.plane)
     if need is not None and len(models) != need:
-        raise ConfigError(f"--plane {config.plane} needs exactly {need} models, got {len(models)}; give --model {need} times")
+        raise ConfigError(
+            f"--plane {config.plane} needs exactly {need} models, got {len(models)}; give --model {need} times"
+        )
     if config.plane == "models" and config.dims != 2:
         raise ConfigError(f"--plane models needs a 2-D --grid such as 21x21, got {config.grid[0]}x{config.grid[1]}")
     live = models[0]
     labels = list(labels or [])
-    labels += ["centre" if k == 0 and config.plane == "random" else f"model {k + 1}"
-               for k in range(len(labels), len(models))]
+    labels += [
+        "centre" if k == 0 and config.plane == "random" else f"model {k + 1}" for k in range(len(labels), len(models))
+    ]
     prints = [model_fingerprint(live)]
 
     def tracked(source):
@@ -396,6 +482,7 @@ def landscape(models: list, train: EvalData, test: EvalData, config: LandscapeCo
             m = _materialise(source)
             prints.append(model_fingerprint(m))
             return m
+
         return load
 
     extra_rows: list[dict] = [{} for _ in models]
@@ -426,14 +513,20 @@ def landscape(models: list, train: EvalData, test: EvalData, config: LandscapeCo
         "dtype": str(p0.dtype).replace("torch.", ""),
         "device": p0.device.type,
     }
-    info = {**(info or {}), "plane": {**plane.describe(), "model_coordinates": [list(c) for c in coords]},
-            "labels": labels, "world_size": world_size}
-    return compute_landscape(live, plane, train, test, xs, ys, out_dir, markers, check, info, resume, rank,
-                             world_size, barrier, progress)
+    info = {
+        **(info or {}),
+        "plane": {**plane.describe(), "model_coordinates": [list(c) for c in coords]},
+        "labels": labels,
+        "world_size": world_size,
+    }
+    return compute_landscape(
+        live, plane, train, test, xs, ys, out_dir, markers, check, info, resume, rank, world_size, barrier, progress
+    )
 
 
-def explicit_landscape(model: torch.nn.Module, u: dict, v: dict | None, train: EvalData, test: EvalData, xs, ys,
-                       out_dir, **kwargs) -> LandscapeResult | None:
+def explicit_landscape(
+    model: torch.nn.Module, u: dict, v: dict | None, train: EvalData, test: EvalData, xs, ys, out_dir, **kwargs
+) -> LandscapeResult | None:
     """Landscape along caller-given directions (name -> tensor), e.g. to test orientation."""
     plane = ExplicitPlane(model, u, v)
     ys = ys if v is not None else (0.0,)

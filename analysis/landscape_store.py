@@ -16,8 +16,8 @@ import glob
 import json
 import os
 
-from mftlab.files.atomic import append_line, write_text_atomic
 from mftlab.errors import ConfigError, MftlabError
+from mftlab.files.atomic import append_line, write_text_atomic
 from mftlab.files.results import result_files
 
 RUN_FILE = "landscape.run.json"

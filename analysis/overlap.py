@@ -128,8 +128,9 @@ class PairCounts:
         }
 
 
-def pair_counts(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...],
-                kept_a: int | None = None, kept_b: int | None = None) -> PairCounts:
+def pair_counts(
+    a: np.ndarray, b: np.ndarray, shape: tuple[int, ...], kept_a: int | None = None, kept_b: int | None = None
+) -> PairCounts:
     """Counts of two packed keep-masks of one tensor (shape = logical shape; kept counts if known)."""
     numel = math.prod(shape) if shape else 1
     masked_a = numel - (count(a) if kept_a is None else kept_a)
@@ -175,7 +176,11 @@ def shared_tensors(masks: list[Mask], labels: list[str], force: bool = False) ->
         extra = [n for n in mask.packed if n not in first.packed]
         missing = [n for n in first.packed if n not in mask.packed]
         if (extra or missing) and not force:
-            which = f"has '{extra[0]}' that '{labels[0]}' lacks" if extra else f"lacks '{missing[0]}' that '{labels[0]}' has"
+            which = (
+                f"has '{extra[0]}' that '{labels[0]}' lacks"
+                if extra
+                else f"lacks '{missing[0]}' that '{labels[0]}' has"
+            )
             raise MaskMismatchError(
                 f"mask '{label}' {which} ({len(extra) + len(missing)} tensors differ); compare masks over the "
                 "same tensors, or pass --force to compare only the shared ones"
@@ -201,13 +206,16 @@ def shared_tensors(masks: list[Mask], labels: list[str], force: bool = False) ->
 
 def _check_same_base(a: Mask, b: Mask, label_a: str, label_b: str, names: list[str], force: bool, notes: list[str]):
     fa, fb = a.base_model.get("fingerprint"), b.base_model.get("fingerprint")
-    differing = [n for n in names if a.fingerprints.get(n) and b.fingerprints.get(n)
-                 and a.fingerprints[n] != b.fingerprints[n]]
+    differing = [
+        n for n in names if a.fingerprints.get(n) and b.fingerprints.get(n) and a.fingerprints[n] != b.fingerprints[n]
+    ]
     if not differing and not (fa and fb and fa != fb):
         return
     what = f"tensor '{differing[0]}'" if differing else "base fingerprint"
-    msg = (f"masks '{label_a}' and '{label_b}' were learned on different bases ({what} differs: "
-           f"'{a.base_model.get('name_or_path', '?')}' vs '{b.base_model.get('name_or_path', '?')}')")
+    msg = (
+        f"masks '{label_a}' and '{label_b}' were learned on different bases ({what} differs: "
+        f"'{a.base_model.get('name_or_path', '?')}' vs '{b.base_model.get('name_or_path', '?')}')"
+    )
     if not force:
         raise MaskMismatchError(msg + "; compare masks of the same base, or pass --force")
     notes.append(msg + "; compared anyway (--force)")
@@ -238,9 +246,14 @@ class OverlapResult:
             "notes": self.notes,
             "definitions": {
                 "masked": "bit 0 of the mask file; every count is of masked weights",
-                "expected_shared": "sum over tensors of masked_a * masked_b / numel (independent masks at their own per-tensor ratios)",
+                "expected_shared": (
+                    "sum over tensors of masked_a * masked_b / numel (independent masks at their own per-tensor ratios)"
+                ),
                 "lift": "shared_masked / expected_shared",
-                "p_value": "one-sided P(shared >= observed): exact hypergeometric per tensor, normal approximation for groups; log10_p keeps values below float range",
+                "p_value": (
+                    "one-sided P(shared >= observed): exact hypergeometric per tensor, normal approximation"
+                    " for groups; log10_p keeps values below float range"
+                ),
                 "exactly": "exactly[k] = weights masked by exactly k of the masks",
                 "only": "weights masked by this mask and kept by all others",
             },
@@ -322,8 +335,9 @@ def compare_masks(masks: list, labels: list[str] | None = None, force: bool = Fa
             row = {"level": level, "group": group, "a": labels[i], "b": labels[j]}
             result.pairs.append(row | pair_totals[(level, group, i, j)].metrics())
         numel, exactly, only = cons_totals[(level, group)]
-        result.consensus.append({"level": level, "group": group, "numel": numel, "exactly": exactly,
-                                 "only": dict(zip(labels, only))})
+        result.consensus.append(
+            {"level": level, "group": group, "numel": numel, "exactly": exactly, "only": dict(zip(labels, only))}
+        )
     return result
 
 
@@ -335,5 +349,9 @@ def _ratio(mask: Mask, names: list[str]) -> float:
 def _key_order(names: list[str], groups) -> list[tuple[str, str]]:
     layers = sorted_layers({str(g.layer) for g in groups.values() if g.layer is not None})
     projections = projection_order([groups[n].projection for n in names])
-    return ([("tensor", n) for n in names] + [("layer", x) for x in layers]
-            + [("projection", p) for p in projections] + [("overall", OVERALL)])
+    return (
+        [("tensor", n) for n in names]
+        + [("layer", x) for x in layers]
+        + [("projection", p) for p in projections]
+        + [("overall", OVERALL)]
+    )

@@ -91,7 +91,9 @@ def _differs(x: torch.Tensor, y: torch.Tensor) -> bool:
     if x.dtype == y.dtype:
         return not torch.equal(x, y)
     fx, fy = x.reshape(-1), y.reshape(-1)
-    return any(bool((fx[s:e].float() != fy[s:e].float()).any()) for s, e in _spans(fx.numel(), chunk_elements(x.device)))
+    return any(
+        bool((fx[s:e].float() != fy[s:e].float()).any()) for s, e in _spans(fx.numel(), chunk_elements(x.device))
+    )
 
 
 def check_same_architecture(reference: dict[str, torch.Tensor], other: dict[str, torch.Tensor], label: str) -> None:
@@ -148,8 +150,14 @@ class RandomPlane(Plane):
 
     kind = "random"
 
-    def __init__(self, model: torch.nn.Module, spec: DirectionSpec, keep: dict[str, torch.Tensor] | None = None,
-                 cache: bool | None = None, dims: int = 2):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        spec: DirectionSpec,
+        keep: dict[str, torch.Tensor] | None = None,
+        cache: bool | None = None,
+        dims: int = 2,
+    ):
         super().__init__()
         params = dict(model.named_parameters())
         self.names = perturbed_names(model, spec)
@@ -198,8 +206,12 @@ class RandomPlane(Plane):
             delta2 += _dot(delta, delta)
             if d2 is not None:
                 g12, g22, r2 = g12 + _dot(d1, d2), g22 + _dot(d2, d2), r2 + _dot(d2, delta)
-        outside2 = sum(_dot(d, d) for n, p in ref.items() if n not in moved
-                       for d in [theirs[n].detach().float() - p.detach().float()])
+        outside2 = sum(
+            _dot(d, d)
+            for n, p in ref.items()
+            if n not in moved
+            for d in [theirs[n].detach().float() - p.detach().float()]
+        )
         if self.dims == 1:
             x, y = r1 / g11, 0.0
             in_plane2 = x * x * g11
@@ -210,9 +222,10 @@ class RandomPlane(Plane):
         residual2 = max(delta2 - in_plane2, 0.0) + outside2
         total2 = delta2 + outside2
         return {
-            "x": x, "y": y,
-            "distance": total2 ** 0.5,
-            "off_plane_distance": residual2 ** 0.5,
+            "x": x,
+            "y": y,
+            "distance": total2**0.5,
+            "off_plane_distance": residual2**0.5,
             "off_plane_relative": (residual2 / total2) ** 0.5 if total2 > 0 else 0.0,
         }
 
@@ -244,6 +257,7 @@ class ModelPlane(Plane):
         if n1 == 0.0:
             raise ConfigError("models 1 and 2 have identical weights; a plane needs three different models")
         proj = float(n21) / n1  # <C - A, u>
+
         # Gram-Schmidt residual |C - A - <C - A, u> u|^2, chunk by chunk (never a whole fp32 copy).
         def residual(e1, e2):
             r = e2.sub_(e1.div_(n1), alpha=proj)  # as before: u = e1 / n1, then e2 - proj u
@@ -330,8 +344,11 @@ class ExplicitPlane(Plane):
         self.theta0 = {n: _pristine(params[n]) for n in self.names}
         zero = {n: torch.zeros(self.theta0[n].shape, device=self.theta0[n].device) for n in self.names}
         self.u = {n: u[n].float().to(self.theta0[n].device) if n in u else zero[n] for n in self.names}
-        self.v = None if v is None else {n: v[n].float().to(self.theta0[n].device) if n in v else zero[n]
-                                         for n in self.names}
+        self.v = (
+            None
+            if v is None
+            else {n: v[n].float().to(self.theta0[n].device) if n in v else zero[n] for n in self.names}
+        )
         self.model_coords = [(0.0, 0.0)]
 
     def set_(self, name, param, a, b):

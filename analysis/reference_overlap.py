@@ -44,11 +44,17 @@ class ReferenceResult:
     def to_dict(self) -> dict:
         return {
             **header("reference_overlap"),
-            "reference": self.reference, "reference_source": self.reference_source,
+            "reference": self.reference,
+            "reference_source": self.reference_source,
             "reference_method": self.reference_method,
-            "labels": self.labels, "sources": self.sources, "methods": self.methods,
-            "tensors": self.tensors, "layers": self.layers, "projections": self.projections,
-            "notes": self.notes, "scores": self.scores,
+            "labels": self.labels,
+            "sources": self.sources,
+            "methods": self.methods,
+            "tensors": self.tensors,
+            "layers": self.layers,
+            "projections": self.projections,
+            "notes": self.notes,
+            "scores": self.scores,
             "definitions": {
                 "shared_masked": "weights masked by both the reference and this mask",
                 "expected_shared": "sum over tensors of masked_a * masked_b / numel (independent masks)",
@@ -104,13 +110,25 @@ def reference_overlap(reference, others: list, labels: list[str] | None = None, 
             counts = pair_counts(ref.packed[name], mask.packed[name], shape, kept_ref, count(mask.packed[name]))
             for key in keys[name]:
                 totals.setdefault(key + (i,), PairCounts()).add(counts)
-    result = ReferenceResult(ref_label, ref_source, ref.method.get("name", ""), labels, sources,
-                             [m.method.get("name", "") for m in masks], names, notes=notes)
+    result = ReferenceResult(
+        ref_label,
+        ref_source,
+        ref.method.get("name", ""),
+        labels,
+        sources,
+        [m.method.get("name", "") for m in masks],
+        names,
+        notes=notes,
+    )
     result.reference_meta = {"rank_by": ref.method.get("rank_by", "raw"), "steps": ref.method.get("steps")}
     result.layers = sorted_layers({str(g.layer) for g in groups.values() if g.layer is not None})
     result.projections = projection_order([groups[n].projection for n in names])
-    order = ([("tensor", n) for n in names] + [("layer", x) for x in result.layers]
-             + [("projection", p) for p in result.projections] + [("overall", OVERALL)])
+    order = (
+        [("tensor", n) for n in names]
+        + [("layer", x) for x in result.layers]
+        + [("projection", p) for p in result.projections]
+        + [("overall", OVERALL)]
+    )
     for level, group in order:
         for i, label in enumerate(labels):
             row = {"level": level, "group": group, "mask": label, "method": result.methods[i]}
@@ -131,8 +149,10 @@ def add_rank_correlations(result: ReferenceResult, label: str, reference_scores:
         if name not in reference_scores or name not in criterion:
             continue
         if tuple(reference_scores[name].shape) != tuple(criterion[name].shape):
-            raise MaskMismatchError(f"scores of '{name}' have shape {list(reference_scores[name].shape)} in the run but "
-                                    f"{list(criterion[name].shape)} in --model; pass the run of this mask's model")
+            raise MaskMismatchError(
+                f"scores of '{name}' have shape {list(reference_scores[name].shape)} in the run but "
+                f"{list(criterion[name].shape)} in --model; pass the run of this mask's model"
+            )
         rho = spearman(reference_scores[name], criterion[name])
         if rho is None:
             continue
@@ -149,8 +169,9 @@ def add_rank_correlations(result: ReferenceResult, label: str, reference_scores:
     return done
 
 
-def correlate_with_run(result: ReferenceResult, masks: list, run_dir: str, loaded=None, data: str | None = None,
-                       force: bool = False) -> None:
+def correlate_with_run(
+    result: ReferenceResult, masks: list, run_dir: str, loaded=None, data: str | None = None, force: bool = False
+) -> None:
     """Spearman of the run's latest checkpoint scores with each criterion mask's recomputed scores.
 
     `masks` are the compared masks (paths or Masks, in `result.labels` order); `loaded` is the base

@@ -28,10 +28,10 @@ from mftlab.analysis.weight_stats import histogram, histogram_quantile, log_bins
 from mftlab.errors import MaskMismatchError
 from mftlab.files.results import header, write_result
 from mftlab.mask.maskfile import Mask
-from mftlab.models.loading import named_weights
 from mftlab.mask.packing import pack_bits
 from mftlab.mft.selection import keep_tensor
 from mftlab.mft.targeting import output_axes
+from mftlab.models.loading import named_weights
 
 _OVERLAP_KEYS = ("shared_masked", "expected_shared", "jaccard", "lift", "z", "log10_p")
 
@@ -94,11 +94,20 @@ class StatsResult:
             "notes": self.notes,
             "definitions": {
                 "masked_fraction": "masked weights (bit 0) / weights, in that group",
-                "output/input": "per output unit (row of Linear, column of Conv1D) and per input unit: masked fractions; gini over units",
+                "output/input": (
+                    "per output unit (row of Linear, column of Conv1D) and per input unit: masked fractions;"
+                    " gini over units"
+                ),
                 "weight": "|w| of the base model, masked versus kept",
-                "magnitude_overlap": "overlap with the magnitude mask at the same per-tensor ratio (the K smallest |w|); lift vs independent",
+                "magnitude_overlap": (
+                    "overlap with the magnitude mask at the same per-tensor ratio (the K smallest |w|);"
+                    " lift vs independent"
+                ),
                 "delta": "|w_base - w_pretrained|, masked versus kept",
-                "delta_overlap": "overlap with the K most-changed weights per tensor; lift > 1 means the mask removes what fine-tuning changed most",
+                "delta_overlap": (
+                    "overlap with the K most-changed weights per tensor; lift > 1 means the mask removes what"
+                    " fine-tuning changed most"
+                ),
             },
             "tensors": self.tensors,
             "groups": self.groups,
@@ -128,8 +137,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 # -- main -------------------------------------------------------------------------------------
-def mask_stats(mask: Mask, model: torch.nn.Module | None = None, pretrained: torch.nn.Module | None = None,
-               force: bool = False, source: str = "", progress=None) -> StatsResult:
+def mask_stats(
+    mask: Mask,
+    model: torch.nn.Module | None = None,
+    pretrained: torch.nn.Module | None = None,
+    force: bool = False,
+    source: str = "",
+    progress=None,
+) -> StatsResult:
     """Statistics of `mask`; `model` is its base (fine-tuned) model, `pretrained` the model before fine-tuning.
 
     Raises MaskMismatchError when the mask does not fit `model` (fingerprints: unless `force`)
@@ -144,7 +159,10 @@ def mask_stats(mask: Mask, model: torch.nn.Module | None = None, pretrained: tor
     if weights is not None:
         differing = mask.check_fits(weights, force=force)
         if differing:
-            notes.append(f"{len(differing)} tensors differ from the mask's base (fingerprints); statistics use the given model (--force)")
+            notes.append(
+                f"{len(differing)} tensors differ from the mask's base (fingerprints); "
+                "statistics use the given model (--force)"
+            )
     if before is not None:
         _check_base(mask, before)
     all_axes = output_axes(model) if model is not None else {}
@@ -165,10 +183,18 @@ def mask_stats(mask: Mask, model: torch.nn.Module | None = None, pretrained: tor
         numel = math.prod(shape) if shape else 1
         masked = numel - count(packed)
         out_units, in_units = _unit_fractions(packed, shape, axes[name])
-        rec = {"name": name, "layer": groups[name].layer, "projection": groups[name].projection,
-               "shape": list(shape), "out_axis": axes[name], "numel": numel, "masked": masked,
-               "masked_fraction": finite(masked / numel), "output": summarize_units(out_units),
-               "input": summarize_units(in_units)}
+        rec = {
+            "name": name,
+            "layer": groups[name].layer,
+            "projection": groups[name].projection,
+            "shape": list(shape),
+            "out_axis": axes[name],
+            "numel": numel,
+            "masked": masked,
+            "masked_fraction": finite(masked / numel),
+            "output": summarize_units(out_units),
+            "input": summarize_units(in_units),
+        }
         mag = delta_ov = None
         if weights is not None:
             keep = mask.keep(name).reshape(-1).numpy()
@@ -189,8 +215,18 @@ def mask_stats(mask: Mask, model: torch.nn.Module | None = None, pretrained: tor
                 rec["delta_overlap"] = _overlap_summary(delta_ov)
         tensors.append(rec)
         for key in keys[name][1:]:
-            tot = totals.setdefault(key, {"numel": 0, "masked": 0, "tensors": 0, "out": [], "in": [],
-                                          "mag": PairCounts(), "delta": PairCounts()})
+            tot = totals.setdefault(
+                key,
+                {
+                    "numel": 0,
+                    "masked": 0,
+                    "tensors": 0,
+                    "out": [],
+                    "in": [],
+                    "mag": PairCounts(),
+                    "delta": PairCounts(),
+                },
+            )
             tot["numel"] += numel
             tot["masked"] += masked
             tot["tensors"] += 1
@@ -206,11 +242,20 @@ def mask_stats(mask: Mask, model: torch.nn.Module | None = None, pretrained: tor
     result = StatsResult(source, mask.mask_ratio, mask.total, weights is not None, before is not None, notes, tensors)
     layers = sorted_layers({str(g.layer) for g in groups.values() if g.layer is not None})
     projections = projection_order([groups[n].projection for n in names])
-    for level, group in [("layer", x) for x in layers] + [("projection", p) for p in projections] + [("overall", OVERALL)]:
+    for level, group in (
+        [("layer", x) for x in layers] + [("projection", p) for p in projections] + [("overall", OVERALL)]
+    ):
         tot = totals[(level, group)]
-        row = {"level": level, "group": group, "tensors": tot["tensors"], "numel": tot["numel"],
-               "masked": tot["masked"], "masked_fraction": finite(tot["masked"] / tot["numel"]),
-               "output": summarize_units(np.concatenate(tot["out"])), "input": summarize_units(np.concatenate(tot["in"]))}
+        row = {
+            "level": level,
+            "group": group,
+            "tensors": tot["tensors"],
+            "numel": tot["numel"],
+            "masked": tot["masked"],
+            "masked_fraction": finite(tot["masked"] / tot["numel"]),
+            "output": summarize_units(np.concatenate(tot["out"])),
+            "input": summarize_units(np.concatenate(tot["in"])),
+        }
         if weights is not None:
             row["magnitude_overlap"] = _overlap_summary(tot["mag"])
         if before is not None:
@@ -218,8 +263,13 @@ def mask_stats(mask: Mask, model: torch.nn.Module | None = None, pretrained: tor
         result.groups.append(row)
     result.heatmap = _heatmap(tensors, layers, projections)
     result.concentration = {
-        axis: {p: {"lorenz": lorenz(np.concatenate(totals[("projection", p)][key])),
-                   "gini": _find(result.groups, "projection", p)[axis].get("gini")} for p in projections}
+        axis: {
+            p: {
+                "lorenz": lorenz(np.concatenate(totals[("projection", p)][key])),
+                "gini": _find(result.groups, "projection", p)[axis].get("gini"),
+            }
+            for p in projections
+        }
         for axis, key in (("output", "out"), ("input", "in"))
     }
     for kind, edges in (("weight", w_edges), ("delta", d_edges)):
@@ -227,7 +277,8 @@ def mask_stats(mask: Mask, model: torch.nn.Module | None = None, pretrained: tor
             h = hist[kind]
             result.histograms[kind] = {
                 "log10_edges": [finite(e, 6) for e in edges],
-                "masked": [int(c) for c in h["masked"]], "kept": [int(c) for c in h["kept"]],
+                "masked": [int(c) for c in h["masked"]],
+                "kept": [int(c) for c in h["kept"]],
                 "median_masked": histogram_quantile(h["masked"], edges, 0.5),
                 "median_kept": histogram_quantile(h["kept"], edges, 0.5),
             }
@@ -247,7 +298,13 @@ def _heatmap(tensors: list[dict], layers: list[str], projections: list[str]) -> 
         c = cells.setdefault((str(t["layer"]), t["projection"]), [0, 0])
         c[0] += t["masked"]
         c[1] += t["numel"]
-    grid = [[finite(cells[(l, p)][0] / cells[(l, p)][1]) if (l, p) in cells else None for p in projections] for l in layers]
+    grid = [
+        [finite(cells[(layer, p)][0] / cells[(layer, p)][1]) if (layer, p) in cells else None for p in projections]
+        for layer in layers
+    ]
     used = [j for j, p in enumerate(projections) if any(row[j] is not None for row in grid)]
-    return {"layers": [int(x) for x in layers], "projections": [projections[j] for j in used],
-            "masked_fraction": [[row[j] for j in used] for row in grid]}
+    return {
+        "layers": [int(x) for x in layers],
+        "projections": [projections[j] for j in used],
+        "masked_fraction": [[row[j] for j in used] for row in grid],
+    }

@@ -48,7 +48,9 @@ def quantiles(values: np.ndarray) -> dict:
     if values.size == 0:
         return {f"p{round(q * 100)}": None for q in QUANTILES} | {"mean": None}
     qs = np.quantile(values, QUANTILES)
-    return {f"p{round(q * 100)}": finite(v, 6) for q, v in zip(QUANTILES, qs)} | {"mean": finite(values.mean(dtype=np.float64), 6)}
+    return {f"p{round(q * 100)}": finite(v, 6) for q, v in zip(QUANTILES, qs)} | {
+        "mean": finite(values.mean(dtype=np.float64), 6)
+    }
 
 
 def split_stats(values: np.ndarray, keep: np.ndarray) -> dict:

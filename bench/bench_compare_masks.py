@@ -32,10 +32,15 @@ def shapes() -> dict[str, tuple[int, int]]:
     out = {}
     for i in range(LAYERS):
         p = f"model.layers.{i}"
-        out |= {f"{p}.self_attn.q_proj.weight": (HIDDEN, HIDDEN), f"{p}.self_attn.k_proj.weight": (KV, HIDDEN),
-                f"{p}.self_attn.v_proj.weight": (KV, HIDDEN), f"{p}.self_attn.o_proj.weight": (HIDDEN, HIDDEN),
-                f"{p}.mlp.gate_proj.weight": (INTER, HIDDEN), f"{p}.mlp.up_proj.weight": (INTER, HIDDEN),
-                f"{p}.mlp.down_proj.weight": (HIDDEN, INTER)}
+        out |= {
+            f"{p}.self_attn.q_proj.weight": (HIDDEN, HIDDEN),
+            f"{p}.self_attn.k_proj.weight": (KV, HIDDEN),
+            f"{p}.self_attn.v_proj.weight": (KV, HIDDEN),
+            f"{p}.self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+            f"{p}.mlp.gate_proj.weight": (INTER, HIDDEN),
+            f"{p}.mlp.up_proj.weight": (INTER, HIDDEN),
+            f"{p}.mlp.down_proj.weight": (HIDDEN, INTER),
+        }
     return out
 
 
@@ -64,7 +69,11 @@ def run_packed(paths: list[str]) -> dict:
 
     result = compare_masks(paths)
     shared = {f"{r['a']}|{r['b']}": r["shared_masked"] for r in result.pairs if r["level"] == "overall"}
-    return {"shared": shared, "exactly": result.consensus[-1]["exactly"], "only": list(result.consensus[-1]["only"].values())}
+    return {
+        "shared": shared,
+        "exactly": result.consensus[-1]["exactly"],
+        "only": list(result.consensus[-1]["only"].values()),
+    }
 
 
 def run_unpacked(paths: list[str]) -> dict:
@@ -111,12 +120,15 @@ def child(variant: str, paths: list[str]) -> None:
     counts = run_packed(paths) if variant == "packed" else run_unpacked(paths)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "peak_mib": peak / 1024, "imports_mib": after_imports / 1024, "counts": counts}))
+    print(
+        json.dumps({"seconds": seconds, "peak_mib": peak / 1024, "imports_mib": after_imports / 1024, "counts": counts})
+    )
 
 
 def measure(variant: str, paths: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--variant", variant, *paths], check=True,
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, __file__, "--variant", variant, *paths], check=True, capture_output=True, text=True, cwd=ROOT
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -148,8 +160,8 @@ time = load + compare inside the child (perf_counter); peak memory = the child's
 
 | variant | time s | peak RSS MiB | after imports MiB | peak above imports MiB |
 |---|---|---|---|---|
-| packed bytes (`mftlab.analysis.overlap.compare_masks`) | {packed['seconds']:.2f} | {packed['peak_mib']:.0f} | {packed['imports_mib']:.0f} | {packed['peak_mib'] - packed['imports_mib']:.0f} |
-| baseline: unpack to bool + numpy | {unpacked['seconds']:.2f} | {unpacked['peak_mib']:.0f} | {unpacked['imports_mib']:.0f} | {unpacked['peak_mib'] - unpacked['imports_mib']:.0f} |
+| packed bytes (`mftlab.analysis.overlap.compare_masks`) | {packed["seconds"]:.2f} | {packed["peak_mib"]:.0f} | {packed["imports_mib"]:.0f} | {packed["peak_mib"] - packed["imports_mib"]:.0f} |
+| baseline: unpack to bool + numpy | {unpacked["seconds"]:.2f} | {unpacked["peak_mib"]:.0f} | {unpacked["imports_mib"]:.0f} | {unpacked["peak_mib"] - unpacked["imports_mib"]:.0f} |
 
 Packed is **{speed:.1f}x faster** (goal >= 4x) and uses **{mem:.2f}x** the baseline's peak RSS
 ({mem_own:.3f}x counting only memory above the imports; goal <= 0.25x).

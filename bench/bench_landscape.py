@@ -31,9 +31,9 @@ import torch
 
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
+from mftlab.models.loading import load_model
 from mftlab.training.data import load_examples
 from mftlab.training.evaluation import loss_sums
-from mftlab.models.loading import load_model
 
 SECTION = "## Loss landscape"
 
@@ -42,8 +42,15 @@ def _write_data(folder: str, n: int, offset: int) -> str:
     path = os.path.join(folder, f"data{offset}.jsonl")
     with open(path, "w") as f:
         for i in range(n):
-            f.write(json.dumps({"prompt": f"Q: what is {i} times {offset + 3}?\nA: ",
-                                "completion": f"{i} times {offset + 3} is {i * (offset + 3)}."}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "prompt": f"Q: what is {i} times {offset + 3}?\nA: ",
+                        "completion": f"{i} times {offset + 3} is {i * (offset + 3)}.",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -90,8 +97,9 @@ def _loss_landscapes(model, train, test, steps: int) -> float | str:
             return loss_sums(module, train.batches).loss + loss_sums(module, test.batches).loss
 
     started = time.perf_counter()
-    loss_landscapes.random_plane(model, TokenLoss(), distance=1, steps=steps, normalization="filter",
-                                 deepcopy_model=True)
+    loss_landscapes.random_plane(
+        model, TokenLoss(), distance=1, steps=steps, normalization="filter", deepcopy_model=True
+    )
     return (time.perf_counter() - started) / steps**2
 
 
@@ -125,20 +133,33 @@ def main():
             sets.append(prepare_data(examples, tokenizer.pad_token_id, args.batch_size, args.tokens, args.device))
         train, test = sets
         _plain_eval(model, train, test, 2)  # warm-up
-        (regen, regen_inner), plain_regen = _bracketed(lambda: _mftlab(model, train, test, args.grid, False, folder),
-                                                       model, train, test)
-        (cached, cached_inner), plain_cached = _bracketed(lambda: _mftlab(model, train, test, args.grid, True, folder),
-                                                          model, train, test)
+        (regen, regen_inner), plain_regen = _bracketed(
+            lambda: _mftlab(model, train, test, args.grid, False, folder), model, train, test
+        )
+        (cached, cached_inner), plain_cached = _bracketed(
+            lambda: _mftlab(model, train, test, args.grid, True, folder), model, train, test
+        )
         theirs, plain_theirs = _bracketed(lambda: _loss_landscapes(model, train, test, args.grid), model, train, test)
 
     params = sum(p.numel() for p in model.parameters())
-    device = (torch.cuda.get_device_name() if args.device.startswith("cuda")
-              else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), shared host)")
+    device = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), shared host)"
+    )
     command = f"HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_landscape.py --model {args.model} --grid {args.grid} --tokens {args.tokens} --batch-size {args.batch_size} --device {args.device} --threads {args.threads}"
-    their_row = (f"| loss-landscapes {_version()} `random_plane` (filter) | {theirs:.4f} | | {plain_theirs:.4f} | "
-                 f"{theirs / plain_theirs:.2f} |" if isinstance(theirs, float) else f"| loss-landscapes | {theirs} | | | |")
-    side_by_side = (f"Side by side (wall time per point): mftlab / loss-landscapes = {regen / theirs:.2f} (directions "
-                    f"regenerated), {cached / theirs:.2f} (cached)." if isinstance(theirs, float) else "")
+    their_row = (
+        f"| loss-landscapes {_version()} `random_plane` (filter) | {theirs:.4f} | | {plain_theirs:.4f} | "
+        f"{theirs / plain_theirs:.2f} |"
+        if isinstance(theirs, float)
+        else f"| loss-landscapes | {theirs} | | | |"
+    )
+    side_by_side = (
+        f"Side by side (wall time per point): mftlab / loss-landscapes = {regen / theirs:.2f} (directions "
+        f"regenerated), {cached / theirs:.2f} (cached)."
+        if isinstance(theirs, float)
+        else ""
+    )
     body = f"""
 Command (one run): `{command}`
 

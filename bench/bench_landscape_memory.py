@@ -36,9 +36,15 @@ def build(seed: int, shift: float = 0.0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=SHAPE["vocab"], hidden_size=SHAPE["hidden"], intermediate_size=SHAPE["intermediate"],
-                         num_hidden_layers=SHAPE["layers"], num_attention_heads=SHAPE["heads"],
-                         num_key_value_heads=SHAPE["heads"], max_position_embeddings=512)
+    config = LlamaConfig(
+        vocab_size=SHAPE["vocab"],
+        hidden_size=SHAPE["hidden"],
+        intermediate_size=SHAPE["intermediate"],
+        num_hidden_layers=SHAPE["layers"],
+        num_attention_heads=SHAPE["heads"],
+        num_key_value_heads=SHAPE["heads"],
+        max_position_embeddings=512,
+    )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # initialise in bf16: no transient fp32 model
     try:
@@ -64,8 +70,8 @@ def data(seed: int, n: int = 16, length: int = 128):
     examples = []
     for _ in range(n):
         ids = torch.randint(3, SHAPE["vocab"], (length,), generator=g).tolist()
-        labels = [IGNORE_INDEX] * (length // 2) + ids[length // 2:]
-        examples.append(Example(ids, labels, ids[:length // 2]))
+        labels = [IGNORE_INDEX] * (length // 2) + ids[length // 2 :]
+        examples.append(Example(ids, labels, ids[: length // 2]))
     return prepare_data(examples, 0, batch_size=8)
 
 
@@ -92,24 +98,35 @@ def case(kind: str) -> dict:
                 config = LandscapeConfig("models", (2, 2))
                 landscape([model, lambda: build(1, 0.01), lambda: build(2, 0.02)], train, test, config, out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    return {"kind": kind, "peak": peak, "eval_peak": eval_peak, "model_bytes": model_bytes,
-            "params": sum(p.numel() for p in model.parameters())}
+    return {
+        "kind": kind,
+        "peak": peak,
+        "eval_peak": eval_peak,
+        "model_bytes": model_bytes,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def run_case(kind: str) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", kind], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--case", kind], env=env, check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def _table(rows: dict) -> str:
-    lines = ["| code | plane | peak RSS, GiB | eval peak RSS, GiB | extra / model bytes | goal |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| code | plane | peak RSS, GiB | eval peak RSS, GiB | extra / model bytes | goal |",
+        "|---|---|---|---|---|---|",
+    ]
     for tag, r in rows.items():
         for kind, goal in (("random", "<= 1.2"), ("models", "<= 3.2")):
             base = r.get(f"{kind}_eval", r.get("eval"))
-            lines.append(f"| {tag} | {kind} | {r[kind] / 2**30:.3f} | {base / 2**30:.3f} | "
-                         f"{(r[kind] - base) / r['model_bytes']:.2f} | {goal} |")
+            lines.append(
+                f"| {tag} | {kind} | {r[kind] / 2**30:.3f} | {base / 2**30:.3f} | "
+                f"{(r[kind] - base) / r['model_bytes']:.2f} | {goal} |"
+            )
     return "\n".join(lines)
 
 

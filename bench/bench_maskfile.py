@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import torch
-
 from report import machine, write_section  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from mftlab.mask.maskfile import Mask, file_bits_per_param, load_mask, save_mask  # noqa: E402
@@ -40,7 +39,9 @@ def bits_table(folder: str) -> str:
             path = os.path.join(folder, f"{codec}-{p}.safetensors")
             save_mask(mask, path, codec=codec)
             got[codec] = file_bits_per_param(path, mask)
-        rows.append(f"| {p} | {entropy(p):.3f} | {got['packbits']:.4f} | {got['zstd']:.4f} | {got['zstd'] / entropy(p):.3f} |")
+        rows.append(
+            f"| {p} | {entropy(p):.3f} | {got['packbits']:.4f} | {got['zstd']:.4f} | {got['zstd'] / entropy(p):.3f} |"
+        )
     return "\n".join(rows)
 
 
@@ -48,7 +49,10 @@ def speed_table(folder: str) -> str:
     shapes = [(4096, 4096)] * 6  # 100.7M targeted weights
     mask = iid_mask(shapes, 0.1)
     n = mask.total
-    rows = ["| codec | save s | load (validated) s | save M weights/s | load M weights/s | file MB |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| codec | save s | load (validated) s | save M weights/s | load M weights/s | file MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for codec in ("packbits", "zstd"):
         path = os.path.join(folder, f"speed-{codec}.safetensors")
         t0 = time.perf_counter()
@@ -57,8 +61,10 @@ def speed_table(folder: str) -> str:
         loaded = load_mask(path)
         t2 = time.perf_counter()
         assert all(np.array_equal(loaded.packed[k], mask.packed[k]) for k in mask.names)
-        rows.append(f"| {codec} | {t1 - t0:.2f} | {t2 - t1:.2f} | {n / 1e6 / (t1 - t0):.0f} | {n / 1e6 / (t2 - t1):.0f} | "
-                    f"{os.path.getsize(path) / 1e6:.1f} |")
+        rows.append(
+            f"| {codec} | {t1 - t0:.2f} | {t2 - t1:.2f} | {n / 1e6 / (t1 - t0):.0f} | {n / 1e6 / (t2 - t1):.0f} | "
+            f"{os.path.getsize(path) / 1e6:.1f} |"
+        )
     return f"{n / 1e6:.1f}M targeted weights, 10% masked i.i.d.\n\n" + "\n".join(rows)
 
 

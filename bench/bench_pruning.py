@@ -39,13 +39,20 @@ def _setup(args):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from mftlab.mft.calibration import CalibrationConfig, calibration_from_examples
-    from mftlab.training.data import IGNORE_INDEX, Example
     from mftlab.mft.targeting import TargetSpec, resolve_targets
+    from mftlab.training.data import IGNORE_INDEX, Example
 
     torch.set_num_threads(args.threads)
-    config = LlamaConfig(vocab_size=256, hidden_size=args.hidden, intermediate_size=args.hidden * 11 // 4,
-                         num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=args.seq_len, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=256,
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 11 // 4,
+        num_hidden_layers=args.layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=args.seq_len,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval().to(args.device)
     g = torch.Generator().manual_seed(1)
@@ -54,8 +61,9 @@ def _setup(args):
         ids = torch.randint(3, 256, (args.seq_len,), generator=g).tolist()
         half = args.seq_len // 2  # prompt, then answer: SNIP's loss covers the second half
         examples.append(Example(ids, [IGNORE_INDEX] * half + ids[half:], ids[:half]))
-    calibration = calibration_from_examples(CalibrationConfig("bench", args.tokens, args.batch_size, args.seq_len),
-                                            examples, pad_id=0, device=args.device)
+    calibration = calibration_from_examples(
+        CalibrationConfig("bench", args.tokens, args.batch_size, args.seq_len), examples, pad_id=0, device=args.device
+    )
     targets = resolve_targets(model, TargetSpec.parse("all-linear"))
     return model, targets, calibration
 
@@ -65,8 +73,8 @@ def _upper(targets, layers):
 
 
 def _run(variant, model, targets, calibration):
-    from mftlab.training.evaluation import loss_sums
     from mftlab.mft.pruning_scores import snip_scores, wanda_scores
+    from mftlab.training.evaluation import loss_sums
 
     if variant == "snip_upper":
         return snip_scores(model, _upper(targets, model.config.num_hidden_layers), calibration)
@@ -111,18 +119,42 @@ def child_timing(args) -> dict:
             _run(v, model, targets, calibration)
             _sync(args.device)
             times[v].append(time.perf_counter() - started)
-    return {"median_s": {v: statistics.median(t) for v, t in times.items()},
-            "targeted": sum(t.numel for t in targets),
-            "targeted_upper": sum(t.numel for t in _upper(targets, args.layers)), "tokens": calibration.tokens,
-            "label_tokens": calibration.label_tokens, "batches": len(calibration.batches),
-            "params": sum(p.numel() for p in model.parameters())}
+    return {
+        "median_s": {v: statistics.median(t) for v, t in times.items()},
+        "targeted": sum(t.numel for t in targets),
+        "targeted_upper": sum(t.numel for t in _upper(targets, args.layers)),
+        "tokens": calibration.tokens,
+        "label_tokens": calibration.label_tokens,
+        "batches": len(calibration.batches),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def _child(args, mode: str, variant: str = "eval") -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--variant", variant, "--hidden", str(args.hidden),
-           "--layers", str(args.layers), "--tokens", str(args.tokens), "--seq-len", str(args.seq_len),
-           "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--rounds", str(args.rounds),
-           "--device", args.device]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--variant",
+        variant,
+        "--hidden",
+        str(args.hidden),
+        "--layers",
+        str(args.layers),
+        "--tokens",
+        str(args.tokens),
+        "--seq-len",
+        str(args.seq_len),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+        "--rounds",
+        str(args.rounds),
+        "--device",
+        args.device,
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -152,30 +184,39 @@ def main():
     t = timing["median_s"]
     per_m = {v: t[v] / (timing["targeted_upper" if v == "snip_upper" else "targeted"] / 1e6) for v in VARIANTS}
     unit = "GPU memory (max_memory_allocated)" if args.device.startswith("cuda") else "peak RSS"
-    rows = ["| pass | s (median) | s per M targeted weights | ratio to eval | " + unit + " above setup, MiB |",
-            "|---|---|---|---|---|"]
-    names = {"eval": "plain eval pass (`loss_sums`)", "wanda": "Wanda (`wanda_scores`: hooks, no_grad)",
-             "snip": "SNIP (`snip_scores`: one backward per batch)",
-             "snip_upper": f"SNIP, targets in layers {args.layers // 2}-{args.layers - 1} only (MFT's local layer group)"}
+    rows = [
+        "| pass | s (median) | s per M targeted weights | ratio to eval | " + unit + " above setup, MiB |",
+        "|---|---|---|---|---|",
+    ]
+    names = {
+        "eval": "plain eval pass (`loss_sums`)",
+        "wanda": "Wanda (`wanda_scores`: hooks, no_grad)",
+        "snip": "SNIP (`snip_scores`: one backward per batch)",
+        "snip_upper": f"SNIP, targets in layers {args.layers // 2}-{args.layers - 1} only (MFT's local layer group)",
+    }
     for v in VARIANTS:
-        rows.append(f"| {names[v]} | {t[v]:.3f} | {per_m[v]:.3f} | {t[v] / t['eval']:.2f}x | "
-                    f"{memory[v]['peak_above_setup_mib']:.1f} |")
+        rows.append(
+            f"| {names[v]} | {t[v]:.3f} | {per_m[v]:.3f} | {t[v] / t['eval']:.2f}x | "
+            f"{memory[v]['peak_above_setup_mib']:.1f} |"
+        )
     targeted_mib = timing["targeted"] * 4 / 2**20
-    command = (f".venv/bin/python bench/bench_pruning.py --hidden {args.hidden} --layers {args.layers} --tokens "
-               f"{args.tokens} --seq-len {args.seq_len} --batch-size {args.batch_size} --rounds {args.rounds} "
-               f"--threads {args.threads} --device {args.device}")
+    command = (
+        f".venv/bin/python bench/bench_pruning.py --hidden {args.hidden} --layers {args.layers} --tokens "
+        f"{args.tokens} --seq-len {args.seq_len} --batch-size {args.batch_size} --rounds {args.rounds} "
+        f"--threads {args.threads} --device {args.device}"
+    )
     body = f"""Command: `{command}`
 Machine: {machine()}; device {args.device}, fp32; git {git_revision()}
 
-Llama-shaped model, hidden {args.hidden}, {args.layers} layers ({timing['params'] / 1e6:.2f}M parameters), `all-linear`
-targets = {timing['targeted'] / 1e6:.2f}M weights; {timing['tokens']} calibration tokens ({timing['label_tokens']} answer
-tokens) in {timing['batches']} batches of {args.batch_size} x {args.seq_len}. Times: medians of {args.rounds} interleaved
+Llama-shaped model, hidden {args.hidden}, {args.layers} layers ({timing["params"] / 1e6:.2f}M parameters), `all-linear`
+targets = {timing["targeted"] / 1e6:.2f}M weights; {timing["tokens"]} calibration tokens ({timing["label_tokens"]} answer
+tokens) in {timing["batches"]} batches of {args.batch_size} x {args.seq_len}. Times: medians of {args.rounds} interleaved
 rounds in one process; memory: each pass once in a fresh process, peak above the reading after set-up.
 
 {chr(10).join(rows)}
 
-Wanda / eval = **{t['wanda'] / t['eval']:.2f}x** (goal <= 1.2x); SNIP / eval = **{t['snip'] / t['eval']:.2f}x** (goal <= 2.5x),
-**{t['snip_upper'] / t['eval']:.2f}x** with targets in the upper half of the layers.
+Wanda / eval = **{t["wanda"] / t["eval"]:.2f}x** (goal <= 1.2x); SNIP / eval = **{t["snip"] / t["eval"]:.2f}x** (goal <= 2.5x),
+**{t["snip_upper"] / t["eval"]:.2f}x** with targets in the upper half of the layers.
 A backward pass costs about two forward passes (the inputs' and the weights' gradients), so SNIP over `all-linear`
 cannot go below about 3x an eval pass with exact gradients; the 2.5x goal holds when the targets leave the lower
 layers out (as MFT's local layer groups do): autograd then stops at the first targeted layer.

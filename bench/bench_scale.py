@@ -55,10 +55,19 @@ def _peak() -> int:
 def llama_config():
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=SHAPE["vocab"], hidden_size=SHAPE["hidden"], intermediate_size=SHAPE["intermediate"],
-                       num_hidden_layers=SHAPE["layers"], num_attention_heads=SHAPE["heads"],
-                       num_key_value_heads=SHAPE["heads"], max_position_embeddings=4096, pad_token_id=0,
-                       bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16")
+    return LlamaConfig(
+        vocab_size=SHAPE["vocab"],
+        hidden_size=SHAPE["hidden"],
+        intermediate_size=SHAPE["intermediate"],
+        num_hidden_layers=SHAPE["layers"],
+        num_attention_heads=SHAPE["heads"],
+        num_key_value_heads=SHAPE["heads"],
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        torch_dtype="bfloat16",
+    )
 
 
 def build(seed: int = 0, shift: float = 0.0):
@@ -88,7 +97,9 @@ def write_data(folder: str, n: int = 8) -> str:
     path = os.path.join(folder, "data.jsonl")
     with open(path, "w") as f:
         for i in range(n):
-            f.write(json.dumps({"prompt": ("q%d " % i).ljust(SEQ // 2, "x"), "completion": "y" * (SEQ // 2 - 2)}) + "\n")
+            f.write(
+                json.dumps({"prompt": ("q%d " % i).ljust(SEQ // 2, "x"), "completion": "y" * (SEQ // 2 - 2)}) + "\n"
+            )
     return path
 
 
@@ -105,9 +116,20 @@ def train_config(kind: str, folder: str):
     if kind == "fft-fsdp":
         extra["sharding"] = "fsdp"
     method = "mask" if kind == "mft" else "fft"
-    return TrainConfig(model="bench-7b-shapes", data=write_data(folder), out=os.path.join(folder, "out"), method=method,
-                       layers="1" if method == "mask" else None, dtype="bfloat16", batch_size=2 if kind == "fft-fsdp" else 1,
-                       max_steps=2, max_seq_len=SEQ + 8, log_every=1, lr=1e-5, **extra)
+    return TrainConfig(
+        model="bench-7b-shapes",
+        data=write_data(folder),
+        out=os.path.join(folder, "out"),
+        method=method,
+        layers="1" if method == "mask" else None,
+        dtype="bfloat16",
+        batch_size=2 if kind == "fft-fsdp" else 1,
+        max_steps=2,
+        max_seq_len=SEQ + 8,
+        log_every=1,
+        lr=1e-5,
+        **extra,
+    )
 
 
 def plan_config(kind: str, config_dir: str):
@@ -126,8 +148,8 @@ def plan_config(kind: str, config_dir: str):
 # -- one case, in this process ------------------------------------------------------------------
 def _baseline(folder: str) -> dict:
     from mftlab.analysis.landscape import prepare_data  # noqa: F401 - the same imports as the cases
-    from mftlab.training.data import load_examples
     from mftlab.models.tokenizer import build_char_tokenizer
+    from mftlab.training.data import load_examples
     from mftlab.training.loop import train  # noqa: F401
 
     tok = build_char_tokenizer()
@@ -154,8 +176,8 @@ def _train(kind: str, folder: str) -> dict:
 
 def _landscape(kind: str, folder: str) -> dict:
     from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
-    from mftlab.training.data import load_examples
     from mftlab.models.tokenizer import build_char_tokenizer
+    from mftlab.training.data import load_examples
 
     tok = build_char_tokenizer()
     examples, _ = load_examples(write_data(folder, 2), tok, SEQ + 8)
@@ -182,8 +204,7 @@ def run_case(kind: str) -> dict:
 
 
 # -- the driver ---------------------------------------------------------------------------------
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-           OMP_NUM_THREADS="2")
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="2")
 
 
 def _subprocess(kind: str) -> dict:
@@ -191,8 +212,18 @@ def _subprocess(kind: str) -> dict:
         result = os.path.join(folder, "result.json")
         if kind == "fft-fsdp":
             torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-            cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29517", __file__, "--case", kind,
-                   "--result", result]
+            cmd = [
+                torchrun,
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                "29517",
+                __file__,
+                "--case",
+                kind,
+                "--result",
+                result,
+            ]
         else:
             cmd = [sys.executable, __file__, "--case", kind, "--result", result]
         proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
@@ -256,8 +287,10 @@ def table(rows: dict) -> str:
         if "peak" in r:
             measured = (r["peak"] - base) / GIB
             ratio = measured / plan
-            lines.append(f"| {DESCRIPTIONS[kind]} | {plan:.2f} | {measured:.2f} | {ratio:.2f} | "
-                         f"{'yes' if abs(ratio - 1) <= 0.2 else 'NO'} |")
+            lines.append(
+                f"| {DESCRIPTIONS[kind]} | {plan:.2f} | {measured:.2f} | {ratio:.2f} | "
+                f"{'yes' if abs(ratio - 1) <= 0.2 else 'NO'} |"
+            )
         else:
             lines.append(f"| {DESCRIPTIONS[kind]} | {plan:.2f} | {r.get('pending') or 'failed: ' + r['error']} | | |")
     return "\n".join(lines)
@@ -267,8 +300,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=("baseline",) + CASES)
     parser.add_argument("--result", help="where a --case run writes its JSON")
-    parser.add_argument("--only", help="comma-separated cases to measure again; the others keep the rows "
-                                       "already in BENCHMARKS.md (e.g. --only fft-fsdp after merging the fsdp branch)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated cases to measure again; the others keep the rows "
+        "already in BENCHMARKS.md (e.g. --only fft-fsdp after merging the fsdp branch)",
+    )
     args = parser.parse_args()
     if args.case:
         out = run_case(args.case)
@@ -287,15 +323,22 @@ def write(rows: dict) -> None:
     """The BENCHMARKS.md section from measured `rows` (the rows are stored in it, for --only)."""
     from report import machine, write_section
 
-    params = sum(v for v in [SHAPE["vocab"] * SHAPE["hidden"] * 2 + SHAPE["layers"] * (
-        4 * SHAPE["hidden"] ** 2 + 3 * SHAPE["hidden"] * SHAPE["intermediate"] + 2 * SHAPE["hidden"]) + SHAPE["hidden"]])
+    params = sum(
+        v
+        for v in [
+            SHAPE["vocab"] * SHAPE["hidden"] * 2
+            + SHAPE["layers"]
+            * (4 * SHAPE["hidden"] ** 2 + 3 * SHAPE["hidden"] * SHAPE["intermediate"] + 2 * SHAPE["hidden"])
+            + SHAPE["hidden"]
+        ]
+    )
     body = f"""Command: `HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_scale.py` (part of `make bench`)
 Machine: {machine()}
 
 LLaMA-2-7B's layer shapes (hidden 4096, intermediate 11008, 32 heads, vocab 32000) with 2 decoder
 layers: {params:,} parameters, bf16, random weights built from the config. Each case runs in its own
 process; measured = peak RSS of the case - peak RSS of a baseline process with the same imports and
-data but no model ({rows['baseline'].get('peak', 0) / GIB:.2f} GiB). For training the peak is read at
+data but no model ({rows["baseline"].get("peak", 0) / GIB:.2f} GiB). For training the peak is read at
 the end of the second optimizer step (fsdp: on rank 0). Plan = `make_plan` with the same settings and
 `--gpu cpu`.
 

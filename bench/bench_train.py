@@ -45,8 +45,15 @@ def build(device):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=100, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
-                         num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=SEQ)
+    config = LlamaConfig(
+        vocab_size=100,
+        hidden_size=HIDDEN,
+        intermediate_size=INTER,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=SEQ,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = LlamaForCausalLM(config).to(device)
@@ -172,8 +179,10 @@ def peak_memory(variant: str, device: str, bf16: bool, steps: int = 2) -> dict:
         info["memory_method"] = "torch.cuda.max_memory_allocated above the model and batch"
     else:
         info["peak_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
-        info["memory_method"] = ("peak RSS (getrusage ru_maxrss) of a process running only that variant, "
-                                 "above its RSS after building the model and batch")
+        info["memory_method"] = (
+            "peak RSS (getrusage ru_maxrss) of a process running only that variant, "
+            "above its RSS after building the model and batch"
+        )
     return info
 
 
@@ -189,9 +198,13 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads on the CPU (default 1: on a shared machine a descheduled OpenMP thread "
-                             "stalls every parallel op, which penalises the variant with more small ops)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads on the CPU (default 1: on a shared machine a descheduled OpenMP thread "
+        "stalls every parallel op, which penalises the variant with more small ops)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     import torch
@@ -230,25 +243,27 @@ def report(r: dict, device: str, bf16: bool, args) -> str:
         f"| {name} | {v['trainable'] / 1e6:.1f}M | {v['median_s'] * 1000:.0f} | {v['min_s'] * 1000:.0f} | {v['peak_mb']:.0f} |"
         for name, v in (("fft (all weights)", fft), ("mft (ours)", mft), ("reference: full sort per forward", ref))
     )
-    flags = f" --steps {args.steps} --warmup {args.warmup} --threads {args.threads}" + ("" if device == "cuda" or not _has_cuda() else " --device cpu")
+    flags = f" --steps {args.steps} --warmup {args.warmup} --threads {args.threads}" + (
+        "" if device == "cuda" or not _has_cuda() else " --device cpu"
+    )
     return f"""Command: `{COMMAND}{flags}`
-Machine: {machine()}; device {device}, {'bf16 autocast' if bf16 else 'fp32'}; git {git_revision()}; load average
+Machine: {machine()}; device {device}, {"bf16 autocast" if bf16 else "fp32"}; git {git_revision()}; load average
 {os.getloadavg()[0]:.1f} at the end (the machine is shared, so single steps vary; ratios of interleaved steps are the robust numbers)
 
 Llama-shaped model, hidden {HIDDEN}, intermediate {INTER}, {LAYERS} layers, `all-linear` targets =
-{mft['targeted'] / 1e6:.1f}M targeted weights, mask ratio 0.1 per tensor; one fixed batch of {BATCH} x {SEQ}
+{mft["targeted"] / 1e6:.1f}M targeted weights, mask ratio 0.1 per tensor; one fixed batch of {BATCH} x {SEQ}
 tokens for every variant; {args.warmup} warm-up steps, then the median of {args.steps} optimizer steps
 (forward, backward, AdamW, and for MFT one mask refresh). Step times: the three variants live in one
 process and their steps are interleaved, so a change in machine load affects all three alike.
-Peak memory: {mft['memory_method']}.
+Peak memory: {mft["memory_method"]}.
 
 | variant | trainable | step ms (median) | step ms (best) | peak training memory MB |
 |---|---|---|---|---|
 {rows}
 
-- MFT step / FFT step = **{mft['median_s'] / fft['median_s']:.2f}** by medians, {mft['min_s'] / fft['min_s']:.2f} by best steps, {_paired(mft, fft):.2f} as the median of the per-round ratios (goal at most 1.15)
-- reference step / MFT step = **{ref['median_s'] / mft['median_s']:.2f}x** by medians, {ref['min_s'] / mft['min_s']:.2f}x by best steps, {_paired(ref, mft):.2f}x as the median of the per-round ratios (goal at least 1.5x)
-- MFT peak memory / FFT peak memory = **{mft['peak_mb'] / max(fft['peak_mb'], 1e-9):.2f}**
+- MFT step / FFT step = **{mft["median_s"] / fft["median_s"]:.2f}** by medians, {mft["min_s"] / fft["min_s"]:.2f} by best steps, {_paired(mft, fft):.2f} as the median of the per-round ratios (goal at most 1.15)
+- reference step / MFT step = **{ref["median_s"] / mft["median_s"]:.2f}x** by medians, {ref["min_s"] / mft["min_s"]:.2f}x by best steps, {_paired(ref, mft):.2f}x as the median of the per-round ratios (goal at least 1.5x)
+- MFT peak memory / FFT peak memory = **{mft["peak_mb"] / max(fft["peak_mb"], 1e-9):.2f}**
 """
 
 

@@ -40,10 +40,34 @@ from report import ROOT, git_revision, machine, write_section  # noqa: E402
 
 TITLE = "GPU check"
 COMMAND = "bash bench/gpu_check.sh"
-GPU_SIZE = dict(hidden=1024, layers=24, inter=2816, vocab=32000, heads=16, kv=8, batch=8, seq=512, steps=10, warmup=3,
-                grid=3, eval_tokens=4096)
-CPU_SIZE = dict(hidden=128, layers=2, inter=352, vocab=1000, heads=4, kv=2, batch=2, seq=64, steps=3, warmup=1,
-                grid=2, eval_tokens=256)
+GPU_SIZE = dict(
+    hidden=1024,
+    layers=24,
+    inter=2816,
+    vocab=32000,
+    heads=16,
+    kv=8,
+    batch=8,
+    seq=512,
+    steps=10,
+    warmup=3,
+    grid=3,
+    eval_tokens=4096,
+)
+CPU_SIZE = dict(
+    hidden=128,
+    layers=2,
+    inter=352,
+    vocab=1000,
+    heads=4,
+    kv=2,
+    batch=2,
+    seq=64,
+    steps=3,
+    warmup=1,
+    grid=2,
+    eval_tokens=256,
+)
 
 
 def _sync(device: str) -> None:
@@ -58,9 +82,16 @@ def build(size: dict, device: str, dtype):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=size["vocab"], hidden_size=size["hidden"], intermediate_size=size["inter"],
-                         num_hidden_layers=size["layers"], num_attention_heads=size["heads"],
-                         num_key_value_heads=size["kv"], max_position_embeddings=size["seq"], pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=size["vocab"],
+        hidden_size=size["hidden"],
+        intermediate_size=size["inter"],
+        num_hidden_layers=size["layers"],
+        num_attention_heads=size["heads"],
+        num_key_value_heads=size["kv"],
+        max_position_embeddings=size["seq"],
+        pad_token_id=0,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         with torch.device(device):
@@ -111,7 +142,9 @@ def time_steps(variant: str, size: dict, device: str, dtype) -> dict:
     _, model, ids = build(size, device, dtype)
     layers, selection, warm = None, SelectionConfig(mask_ratio=0.1), WarmSelector()
     if variant == "mft":
-        layers = attach_masks(model, resolve_targets(model, TargetSpec.parse("all-linear")), "random", 0.02, "fp32", seed=0)
+        layers = attach_masks(
+            model, resolve_targets(model, TargetSpec.parse("all-linear")), "random", 0.02, "fp32", seed=0
+        )
         refresh_masks(layers, selection, warm)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
@@ -128,12 +161,17 @@ def time_steps(variant: str, size: dict, device: str, dtype) -> dict:
         return float(loss.detach())  # a device sync, like the trainer's loss read-out
 
     times = timed_steps(step, size, device)
-    result = {"step_s": statistics.median(times), "steps": len(times), "peak_bytes": _peak(device),
-              "trainable": sum(p.numel() for p in params)}
+    result = {
+        "step_s": statistics.median(times),
+        "steps": len(times),
+        "peak_bytes": _peak(device),
+        "trainable": sum(p.numel() for p in params),
+    }
     if layers is not None:
         result["scores"] = {n: layer.mask_scores.detach() for n, layer in list(layers.items())[:4]}
         result["keep_ratio"] = sum(int(k.sum()) for k in current_keep(layers).values()) / max(
-            sum(k.numel() for k in current_keep(layers).values()), 1)
+            sum(k.numel() for k in current_keep(layers).values()), 1
+        )
     model = optimizer = layers = None  # free the device memory before the next stage (step() holds them)
     return result
 
@@ -154,8 +192,12 @@ def masks_equal_cpu_gpu(scores: dict, device: str) -> dict:
             for name in values:
                 checked += 1
                 equal &= bool(torch.equal(on_cpu[name], on_dev[name].cpu()))
-    return {"equal": equal, "comparisons": checked, "weights": sum(v.numel() for v in values.values()),
-            "device": device}
+    return {
+        "equal": equal,
+        "comparisons": checked,
+        "weights": sum(v.numel() for v in values.values()),
+        "device": device,
+    }
 
 
 def landscape_vs_eval(size: dict, device: str, dtype) -> dict:
@@ -203,8 +245,13 @@ def landscape_vs_eval(size: dict, device: str, dtype) -> dict:
             inner = statistics.median(json.loads(line)["seconds"] for line in f)
     points = n * n + 1  # the grid plus the centre marker
     del model
-    return {"eval_pass_s": eval_s, "point_wall_s": wall / points, "point_inner_s": inner, "points": points,
-            "label_tokens": train.tokens + test.tokens}
+    return {
+        "eval_pass_s": eval_s,
+        "point_wall_s": wall / points,
+        "point_inner_s": inner,
+        "points": points,
+        "label_tokens": train.tokens + test.tokens,
+    }
 
 
 def plan_estimates(config, size: dict, gpu_name: str) -> dict:
@@ -216,8 +263,17 @@ def plan_estimates(config, size: dict, gpu_name: str) -> dict:
         config.save_pretrained(folder)
         out = {}
         for method in ("mask", "fft"):
-            p = make_plan(PlanConfig(model=folder, method=method, dtype="bfloat16", precision="bf16",
-                                     batch_size=size["batch"], seq_len=size["seq"], gpu=gpu))
+            p = make_plan(
+                PlanConfig(
+                    model=folder,
+                    method=method,
+                    dtype="bfloat16",
+                    precision="bf16",
+                    batch_size=size["batch"],
+                    seq_len=size["seq"],
+                    gpu=gpu,
+                )
+            )
             out[method] = {"memory_bytes": p.memory_per_gpu, "step_s": p.step_seconds}
     return out
 
@@ -248,9 +304,13 @@ def run(force_cpu: bool = False) -> dict:
         "device": gpu_name or "cpu",
         "machine": machine(),
         "revision": git_revision(),
-        "model": {"params": params, **{k: size[k] for k in ("hidden", "layers", "inter", "vocab", "batch", "seq")},
-                  "dtype": str(dtype).replace("torch.", "")},
-        "fft": fft, "mft": mft,
+        "model": {
+            "params": params,
+            **{k: size[k] for k in ("hidden", "layers", "inter", "vocab", "batch", "seq")},
+            "dtype": str(dtype).replace("torch.", ""),
+        },
+        "fft": fft,
+        "mft": mft,
         "mft_over_fft_step": mft["step_s"] / fft["step_s"],
         "masks_cpu_gpu": equal,
         "landscape": land,
@@ -259,9 +319,10 @@ def run(force_cpu: bool = False) -> dict:
     if cuda:
         plan = plan_estimates(config, size, gpu_name)
         result["plan"] = plan
-        result["plan_rel_error"] = {m: {"memory": _rel(r["peak_bytes"], plan[k]["memory_bytes"]),
-                                        "step": _rel(r["step_s"], plan[k]["step_s"])}
-                                    for m, r, k in (("mft", mft, "mask"), ("fft", fft, "fft"))}
+        result["plan_rel_error"] = {
+            m: {"memory": _rel(r["peak_bytes"], plan[k]["memory_bytes"]), "step": _rel(r["step_s"], plan[k]["step_s"])}
+            for m, r, k in (("mft", mft, "mask"), ("fft", fft, "fft"))
+        }
     result["stage_7b"] = stage_7b(gpu_name) if cuda else {"pending": "pending: no GPU was available"}
     result["seconds"] = time.perf_counter() - started
     return result
@@ -288,32 +349,45 @@ def section(r: dict) -> str:
     m = r["model"]
     head = [f"Command: `{COMMAND}`  ", f"Machine: {r['machine']}; revision {r['revision']}", ""]
     if r["mode"] != "gpu":
-        head += ["**GPU rows pending: no GPU was available.** The numbers below are the script's CPU fallback "
-                 f"(a {m['params'] / 1e6:.1f}M-parameter model, a few steps) and only show that it runs end to end; "
-                 "rerun `bash bench/gpu_check.sh` on one H100 / H200 to fill in the GPU rows.", ""]
+        head += [
+            "**GPU rows pending: no GPU was available.** The numbers below are the script's CPU fallback "
+            f"(a {m['params'] / 1e6:.1f}M-parameter model, a few steps) and only show that it runs end to end; "
+            "rerun `bash bench/gpu_check.sh` on one H100 / H200 to fill in the GPU rows.",
+            "",
+        ]
     else:
-        head += [f"GPU: **{r['device']}**. Llama-shaped model, {m['params'] / 1e6:.0f}M parameters "
-                 f"(hidden {m['hidden']}, {m['layers']} layers, intermediate {m['inter']}, vocab {m['vocab']}) in "
-                 f"{m['dtype']}, batch {m['batch']} x {m['seq']} tokens.", ""]
-    rows = ["| check | figure | baseline | ratio |", "|---|---|---|---|",
-            f"| MFT step / FFT step | {r['mft']['step_s']:.3f} s | {r['fft']['step_s']:.3f} s | "
-            f"{r['mft_over_fft_step']:.2f}x |",
-            f"| peak memory MFT / FFT (GiB) | {_gib(r['mft']['peak_bytes'])} | {_gib(r['fft']['peak_bytes'])} | "
-            + (f"{r['mft']['peak_bytes'] / r['fft']['peak_bytes']:.2f}x |" if r["mft"]["peak_bytes"] else "n/a |"),
-            f"| landscape point / eval pass | {r['landscape']['point_wall_s']:.3f} s | "
-            f"{r['landscape']['eval_pass_s']:.3f} s | {r['point_over_eval']:.2f}x |",
-            f"| masks CPU vs {r['masks_cpu_gpu']['device']} (same scores) | "
-            f"{'identical' if r['masks_cpu_gpu']['equal'] else 'DIFFERENT'} in "
-            f"{r['masks_cpu_gpu']['comparisons']} comparisons | | |"]
+        head += [
+            f"GPU: **{r['device']}**. Llama-shaped model, {m['params'] / 1e6:.0f}M parameters "
+            f"(hidden {m['hidden']}, {m['layers']} layers, intermediate {m['inter']}, vocab {m['vocab']}) in "
+            f"{m['dtype']}, batch {m['batch']} x {m['seq']} tokens.",
+            "",
+        ]
+    rows = [
+        "| check | figure | baseline | ratio |",
+        "|---|---|---|---|",
+        f"| MFT step / FFT step | {r['mft']['step_s']:.3f} s | {r['fft']['step_s']:.3f} s | "
+        f"{r['mft_over_fft_step']:.2f}x |",
+        f"| peak memory MFT / FFT (GiB) | {_gib(r['mft']['peak_bytes'])} | {_gib(r['fft']['peak_bytes'])} | "
+        + (f"{r['mft']['peak_bytes'] / r['fft']['peak_bytes']:.2f}x |" if r["mft"]["peak_bytes"] else "n/a |"),
+        f"| landscape point / eval pass | {r['landscape']['point_wall_s']:.3f} s | "
+        f"{r['landscape']['eval_pass_s']:.3f} s | {r['point_over_eval']:.2f}x |",
+        f"| masks CPU vs {r['masks_cpu_gpu']['device']} (same scores) | "
+        f"{'identical' if r['masks_cpu_gpu']['equal'] else 'DIFFERENT'} in "
+        f"{r['masks_cpu_gpu']['comparisons']} comparisons | | |",
+    ]
     if "plan" in r:
         for method, key in (("mft", "mask"), ("fft", "fft")):
             est = r["plan"][key]
             rel = r["plan_rel_error"][method]
-            rows.append(f"| `mftlab plan` {method} memory (GiB) | {_gib(est['memory_bytes'])} estimated | "
-                        f"{_gib(r[method]['peak_bytes'])} measured | error {_pct(rel['memory'])} |")
+            rows.append(
+                f"| `mftlab plan` {method} memory (GiB) | {_gib(est['memory_bytes'])} estimated | "
+                f"{_gib(r[method]['peak_bytes'])} measured | error {_pct(rel['memory'])} |"
+            )
             if est["step_s"] is not None:
-                rows.append(f"| `mftlab plan` {method} step | {est['step_s']:.3f} s estimated | "
-                            f"{r[method]['step_s']:.3f} s measured | error {_pct(rel['step'])} |")
+                rows.append(
+                    f"| `mftlab plan` {method} step | {est['step_s']:.3f} s estimated | "
+                    f"{r[method]['step_s']:.3f} s measured | error {_pct(rel['step'])} |"
+                )
     from gpu_check_7b import rows as rows_7b
 
     rows += rows_7b(r.get("stage_7b"))

@@ -25,8 +25,21 @@ import sys
 import tempfile
 import time
 
-SEVEN_B = dict(hidden=4096, inter=11008, layers=32, heads=32, kv=32, vocab=32000, batch=2, seq=1024,
-               mft_layers="4-7", steps=4, warmup=2, eval_tokens=4096, landscape_batch=4)
+SEVEN_B = dict(
+    hidden=4096,
+    inter=11008,
+    layers=32,
+    heads=32,
+    kv=32,
+    vocab=32000,
+    batch=2,
+    seq=1024,
+    mft_layers="4-7",
+    steps=4,
+    warmup=2,
+    eval_tokens=4096,
+    landscape_batch=4,
+)
 PENDING_FSDP = "pending: --sharding fsdp not available"
 
 from gpu_check import _peak, _sync, timed_steps  # noqa: E402 - the GPU check's own timing and memory helpers
@@ -36,10 +49,17 @@ from gpu_check import _peak_reset as _reset  # noqa: E402
 def llama_config(size: dict):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=size["vocab"], hidden_size=size["hidden"], intermediate_size=size["inter"],
-                       num_hidden_layers=size["layers"], num_attention_heads=size["heads"],
-                       num_key_value_heads=size["kv"], max_position_embeddings=max(4096, size["seq"]),
-                       pad_token_id=0, torch_dtype="bfloat16")
+    return LlamaConfig(
+        vocab_size=size["vocab"],
+        hidden_size=size["hidden"],
+        intermediate_size=size["inter"],
+        num_hidden_layers=size["layers"],
+        num_attention_heads=size["heads"],
+        num_key_value_heads=size["kv"],
+        max_position_embeddings=max(4096, size["seq"]),
+        pad_token_id=0,
+        torch_dtype="bfloat16",
+    )
 
 
 def build(size: dict, device: str, seed: int = 0):
@@ -97,8 +117,14 @@ def mft_steps(model, size: dict, device: str, checkpointing: bool) -> dict:
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     _reset(device)
-    layers = attach_masks(model, resolve_targets(model, TargetSpec.parse("all-linear", size["mft_layers"])),
-                          "random", 0.02, "fp32", seed=0)
+    layers = attach_masks(
+        model,
+        resolve_targets(model, TargetSpec.parse("all-linear", size["mft_layers"])),
+        "random",
+        0.02,
+        "fp32",
+        seed=0,
+    )
     selection, warm = SelectionConfig(mask_ratio=0.1), WarmSelector()
     refresh_masks(layers, selection, warm)
     scores = [layer.mask_scores for layer in layers.values()]
@@ -118,8 +144,12 @@ def mft_steps(model, size: dict, device: str, checkpointing: bool) -> dict:
         return float(loss.detach())
 
     times = timed_steps(step, size, device)
-    result = {"step_s": statistics.median(times), "peak_bytes": _peak(device),
-              "scores": sum(s.numel() for s in scores), "gradient_checkpointing": checkpointing}
+    result = {
+        "step_s": statistics.median(times),
+        "peak_bytes": _peak(device),
+        "scores": sum(s.numel() for s in scores),
+        "gradient_checkpointing": checkpointing,
+    }
     optimizer = scores = None  # free the optimizer state before the next stage (step() holds it)
     detach_masks(model)
     if checkpointing:
@@ -163,15 +193,27 @@ def models_plane_point(model, size: dict, device: str) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         config = LandscapeConfig("models", (1, 2))
         started = time.perf_counter()
-        landscape([model, lambda: perturbed(model, 1e-3, 1), lambda: perturbed(model, 2e-3, 2)], train, test,
-                  config, os.path.join(folder, "ls"))
+        landscape(
+            [model, lambda: perturbed(model, 1e-3, 1), lambda: perturbed(model, 2e-3, 2)],
+            train,
+            test,
+            config,
+            os.path.join(folder, "ls"),
+        )
         _sync(device)
         wall = time.perf_counter() - started
         with open(os.path.join(folder, "ls", "landscape.points-0.jsonl")) as f:
             inner = statistics.median(json.loads(line)["seconds"] for line in f)
-    return {"eval_pass_s": statistics.median(times), "point_inner_s": inner, "wall_s": wall, "points": 5,
-            "peak_bytes": _peak(device), "eval_peak_bytes": eval_peak, "label_tokens": train.tokens + test.tokens,
-            "point_over_eval": inner / statistics.median(times)}
+    return {
+        "eval_pass_s": statistics.median(times),
+        "point_inner_s": inner,
+        "wall_s": wall,
+        "points": 5,
+        "peak_bytes": _peak(device),
+        "eval_peak_bytes": eval_peak,
+        "label_tokens": train.tokens + test.tokens,
+        "point_over_eval": inner / statistics.median(times),
+    }
 
 
 def fsdp_smoke(device: str, timeout: int = 180) -> dict:
@@ -185,17 +227,37 @@ def fsdp_smoke(device: str, timeout: int = 180) -> dict:
         data = os.path.join(folder, "d.jsonl")
         with open(data, "w") as f:
             f.writelines(json.dumps({"prompt": f"{i}+1=", "completion": str(i + 1)}) + "\n" for i in range(16))
-        cmd = [os.path.join(bindir, "torchrun"), "--nproc_per_node", "1", os.path.join(bindir, "mftlab"), "train",
-               "tiny-llama", "--data", data, "--out", os.path.join(folder, "out"), "--method", "fft",
-               "--sharding", "fsdp", "--max-steps", "3", "--batch-size", "4"]
+        cmd = [
+            os.path.join(bindir, "torchrun"),
+            "--nproc_per_node",
+            "1",
+            os.path.join(bindir, "mftlab"),
+            "train",
+            "tiny-llama",
+            "--data",
+            data,
+            "--out",
+            os.path.join(folder, "out"),
+            "--method",
+            "fft",
+            "--sharding",
+            "fsdp",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "4",
+        ]
         started = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return {"status": f"timed out after {timeout} s"}
         ok = proc.returncode == 0 and os.path.isdir(os.path.join(folder, "out", "model"))
-        return {"status": "ok" if ok else f"FAILED (exit {proc.returncode}): {proc.stderr.strip()[-300:]}",
-                "seconds": time.perf_counter() - started, "device": device}
+        return {
+            "status": "ok" if ok else f"FAILED (exit {proc.returncode}): {proc.stderr.strip()[-300:]}",
+            "seconds": time.perf_counter() - started,
+            "device": device,
+        }
 
 
 def run_7b(size: dict, device: str, gpu: str = "h100") -> dict:
@@ -203,16 +265,36 @@ def run_7b(size: dict, device: str, gpu: str = "h100") -> dict:
     started = time.perf_counter()
     model = build(size, device)
     params = sum(p.numel() for p in model.parameters())
-    out = {"model": {"params": params, **{k: size[k] for k in ("hidden", "layers", "inter", "vocab", "batch", "seq")},
-                     "mft_layers": size["mft_layers"], "dtype": "bfloat16"}}
+    out = {
+        "model": {
+            "params": params,
+            **{k: size[k] for k in ("hidden", "layers", "inter", "vocab", "batch", "seq")},
+            "mft_layers": size["mft_layers"],
+            "dtype": "bfloat16",
+        }
+    }
     for key, ckpt in (("mft", False), ("mft_checkpointing", True)):
         out[key] = mft_steps(model, size, device, ckpt)
-        out[key]["plan"] = _plan(size, gpu, method="mask", layers=size["mft_layers"], batch_size=size["batch"],
-                                 seq_len=size["seq"], gradient_checkpointing=ckpt)
+        out[key]["plan"] = _plan(
+            size,
+            gpu,
+            method="mask",
+            layers=size["mft_layers"],
+            batch_size=size["batch"],
+            seq_len=size["seq"],
+            gradient_checkpointing=ckpt,
+        )
     out["models_plane"] = models_plane_point(model, size, device)
-    out["models_plane"]["plan"] = _plan(size, gpu, task="landscape", plane="models", grid="1x2",
-                                        batch_size=size["landscape_batch"], seq_len=size["seq"],
-                                        landscape_tokens=size["eval_tokens"])
+    out["models_plane"]["plan"] = _plan(
+        size,
+        gpu,
+        task="landscape",
+        plane="models",
+        grid="1x2",
+        batch_size=size["landscape_batch"],
+        seq_len=size["seq"],
+        landscape_tokens=size["eval_tokens"],
+    )
     del model
     out["fsdp_smoke"] = fsdp_smoke(device)
     out["seconds"] = time.perf_counter() - started
@@ -227,22 +309,33 @@ def rows(r: dict | None) -> list[str]:
     """Markdown rows of the 7B stage for the GPU check's table (pending when it did not run)."""
     if not r or "pending" in r:
         why = (r or {}).get("pending", "pending: no GPU was available")
-        return [f"| 7B: MFT layers 4-7 step, peak memory vs plan | {why} | | |",
-                f"| 7B: same with gradient checkpointing | {why} | | |",
-                f"| 7B: models-plane point / eval pass, peak memory vs plan | {why} | | |",
-                f"| 7B: `train --sharding fsdp` smoke (1 process) | {why} | | |"]
+        return [
+            f"| 7B: MFT layers 4-7 step, peak memory vs plan | {why} | | |",
+            f"| 7B: same with gradient checkpointing | {why} | | |",
+            f"| 7B: models-plane point / eval pass, peak memory vs plan | {why} | | |",
+            f"| 7B: `train --sharding fsdp` smoke (1 process) | {why} | | |",
+        ]
     lines = []
-    for key, label in (("mft", "7B: MFT layers 4-7 step"), ("mft_checkpointing", "7B: MFT layers 4-7 step, checkpointing")):
+    for key, label in (
+        ("mft", "7B: MFT layers 4-7 step"),
+        ("mft_checkpointing", "7B: MFT layers 4-7 step, checkpointing"),
+    ):
         m = r[key]
-        lines.append(f"| {label} ({r['model']['batch']} x {r['model']['seq']}) | {m['step_s']:.3f} s, "
-                     f"{_gib(m['peak_bytes'])} GiB measured | plan {m['plan']['step_s']:.3f} s, "
-                     f"{_gib(m['plan']['memory_bytes'])} GiB | memory {_ratio(m['peak_bytes'], m['plan']['memory_bytes'])} |")
+        lines.append(
+            f"| {label} ({r['model']['batch']} x {r['model']['seq']}) | {m['step_s']:.3f} s, "
+            f"{_gib(m['peak_bytes'])} GiB measured | plan {m['plan']['step_s']:.3f} s, "
+            f"{_gib(m['plan']['memory_bytes'])} GiB | memory {_ratio(m['peak_bytes'], m['plan']['memory_bytes'])} |"
+        )
     p = r["models_plane"]
-    lines.append(f"| 7B: models-plane point / eval pass | {p['point_inner_s']:.3f} s / {p['eval_pass_s']:.3f} s | "
-                 f"{p['label_tokens']} label tokens | {p['point_over_eval']:.2f}x |")
-    lines.append(f"| 7B: models-plane peak memory | {_gib(p['peak_bytes'])} GiB measured (eval alone "
-                 f"{_gib(p['eval_peak_bytes'])}) | plan {_gib(p['plan']['memory_bytes'])} GiB | "
-                 f"{_ratio(p['peak_bytes'], p['plan']['memory_bytes'])} |")
+    lines.append(
+        f"| 7B: models-plane point / eval pass | {p['point_inner_s']:.3f} s / {p['eval_pass_s']:.3f} s | "
+        f"{p['label_tokens']} label tokens | {p['point_over_eval']:.2f}x |"
+    )
+    lines.append(
+        f"| 7B: models-plane peak memory | {_gib(p['peak_bytes'])} GiB measured (eval alone "
+        f"{_gib(p['eval_peak_bytes'])}) | plan {_gib(p['plan']['memory_bytes'])} GiB | "
+        f"{_ratio(p['peak_bytes'], p['plan']['memory_bytes'])} |"
+    )
     lines.append(f"| 7B: `train --sharding fsdp` smoke (1 process) | {r['fsdp_smoke']['status']} | | |")
     return lines
 

@@ -8,7 +8,9 @@ from mftlab.cli.options import force_option, model_options
 @click.command("apply")
 @click.argument("model")
 @click.argument("mask_path", metavar="[MASK]", required=False)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="New folder for the merged model.")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="New folder for the merged model."
+)
 @force_option
 @model_options
 def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_code):
@@ -23,17 +25,22 @@ def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_cod
       mftlab apply ./fft-model mask.safetensors --out ./mft-model
       mftlab apply ./gguf-folder --gguf-file model.gguf --out ./model
     """
-    from mftlab.mft.apply import write_merged
     from mftlab.files.folder_lock import hold_output
     from mftlab.mask.maskfile import load_mask
+    from mftlab.mft.apply import write_merged
 
     click.get_current_context().with_resource(hold_output(out_dir))  # two applies to one --out: one is refused
     mask = load_mask(mask_path) if mask_path is not None else None
-    mismatched = write_merged(model, mask, out_dir, force=force, dtype=dtype, gguf_file=gguf_file,
-                              trust_remote_code=trust_remote_code)
+    mismatched = write_merged(
+        model, mask, out_dir, force=force, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code
+    )
     if mismatched:
-        click.echo(f"warning: {len(mismatched)} tensors differ from the mask's base; applied anyway (--force)", err=True)
+        click.echo(
+            f"warning: {len(mismatched)} tensors differ from the mask's base; applied anyway (--force)", err=True
+        )
     if mask is None:
         click.echo(f"wrote {out_dir}: {model} as an ordinary safetensors model folder")
         return
-    click.echo(f"wrote {out_dir}: {model} with {mask.total - mask.total_kept:,} of {mask.total:,} targeted weights masked")
+    click.echo(
+        f"wrote {out_dir}: {model} with {mask.total - mask.total_kept:,} of {mask.total:,} targeted weights masked"
+    )

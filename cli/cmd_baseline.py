@@ -4,8 +4,17 @@ import statistics
 
 import click
 
-from mftlab.cli.options import (codec_option, echo_targets, load_model_from, mask_ratio_option, model_options,
-                                option_for, seed_option, target_options, target_spec_from)
+from mftlab.cli.options import (
+    codec_option,
+    echo_targets,
+    load_model_from,
+    mask_ratio_option,
+    model_options,
+    option_for,
+    seed_option,
+    target_options,
+    target_spec_from,
+)
 from mftlab.errors import ConfigError
 from mftlab.mft.baselines import KINDS
 from mftlab.mft.calibration import CalibrationConfig
@@ -14,29 +23,60 @@ from mftlab.mft.selection import GRANULARITIES
 
 @click.command("baseline")
 @click.argument("model")
-@click.option("--kind", type=click.Choice(list(KINDS)), required=True,
-              help="random: seeded uniform choice; magnitude: smallest |w| (the paper's L1 mask); wanda: smallest "
-                   "|w| * input-feature norm; snip: smallest |w * dL/dw| (wanda and snip need --data).")
+@click.option(
+    "--kind",
+    type=click.Choice(list(KINDS)),
+    required=True,
+    help="random: seeded uniform choice; magnitude: smallest |w| (the paper's L1 mask); wanda: smallest "
+    "|w| * input-feature norm; snip: smallest |w * dL/dw| (wanda and snip need --data).",
+)
 @mask_ratio_option
-@click.option("--granularity", type=click.Choice(list(GRANULARITIES)), default=None,
-              help="Comparison group: each tensor, each output row, or all targeted tensors together "
-                   "[default: row for wanda (the paper's), tensor otherwise].")
+@click.option(
+    "--granularity",
+    type=click.Choice(list(GRANULARITIES)),
+    default=None,
+    help="Comparison group: each tensor, each output row, or all targeted tensors together "
+    "[default: row for wanda (the paper's), tensor otherwise].",
+)
 @option_for(CalibrationConfig, "data")
 @option_for(CalibrationConfig, "max_tokens")
 @option_for(CalibrationConfig, "batch_size")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Mask file to write (.safetensors).")
 @codec_option
-@click.option("--seeds", "n_seeds", type=int, default=None,
-              help="random: number of draws, seeds --seed, --seed+1, ... [default: 3]; the first goes to --out, the "
-                   "others beside it as <stem>.seed<S>.safetensors. magnitude, wanda and snip masks do not depend on a seed.")
+@click.option(
+    "--seeds",
+    "n_seeds",
+    type=int,
+    default=None,
+    help="random: number of draws, seeds --seed, --seed+1, ... [default: 3]; the first goes to --out, the "
+    "others beside it as <stem>.seed<S>.safetensors. magnitude, wanda and snip masks do not depend on a seed.",
+)
 @click.option("--eval-data", default=None, help="Score every draw on this (validation) data: loss mean ± std.")
 @option_for(CalibrationConfig, "max_seq_len", note="Also of --eval-data.")
 @click.option("--dry-run", is_flag=True, help="List the matched parameters and exit.")
 @target_options
 @model_options
 @seed_option
-def command(model, kind, mask_ratio, granularity, data, max_tokens, batch_size, out_path, codec, n_seeds, eval_data,
-            max_seq_len, dry_run, targets, layers, exclude, seed, **model_kw):
+def command(
+    model,
+    kind,
+    mask_ratio,
+    granularity,
+    data,
+    max_tokens,
+    batch_size,
+    out_path,
+    codec,
+    n_seeds,
+    eval_data,
+    max_seq_len,
+    dry_run,
+    targets,
+    layers,
+    exclude,
+    seed,
+    **model_kw,
+):
     """Make a random, magnitude, Wanda or SNIP mask for MODEL (a folder, hub id or preset such as tiny-llama).
 
     K = round-half-up(mask_ratio * n) weights are masked per comparison group (at most n - 1);
@@ -53,9 +93,9 @@ def command(model, kind, mask_ratio, granularity, data, max_tokens, batch_size, 
       mftlab baseline ft/best --kind random --seeds 3 --layers 4-7 --eval-data val.jsonl --out random.safetensors
       mftlab baseline ./fft-model --kind wanda --data train.jsonl --max-tokens 8192 --out wanda.safetensors
     """
+    from mftlab.mask.maskfile import file_bits_per_param, save_mask
     from mftlab.mft.baselines import DATA_KINDS, baseline_mask, draw_paths, evaluate_draws, shared_masked_fraction
     from mftlab.mft.calibration import CalibrationConfig, load_calibration
-    from mftlab.mask.maskfile import file_bits_per_param, save_mask
     from mftlab.mft.selection import check_ratio
     from mftlab.mft.targeting import resolve_targets
 
@@ -66,8 +106,10 @@ def command(model, kind, mask_ratio, granularity, data, max_tokens, batch_size, 
     if not 1 <= n_seeds <= 100:
         raise ConfigError(f"--seeds {n_seeds} is outside 1..100; use e.g. 3 for a mean and a spread")
     if kind in DATA_KINDS and not data:
-        raise ConfigError(f"--kind {kind} needs calibration data: pass --data FILE (e.g. the training data) "
-                          "and optionally --max-tokens N")
+        raise ConfigError(
+            f"--kind {kind} needs calibration data: pass --data FILE (e.g. the training data) "
+            "and optionally --max-tokens N"
+        )
     calib_config = CalibrationConfig(data, max_tokens, batch_size, max_seq_len) if kind in DATA_KINDS else None
     spec = target_spec_from(targets, layers, exclude)
     if not dry_run and not out_path:
@@ -81,27 +123,36 @@ def command(model, kind, mask_ratio, granularity, data, max_tokens, batch_size, 
     resolve_targets(loaded.model, spec)  # a targeting mistake is reported before calibration runs
     calibration = load_calibration(calib_config, loaded.tokenizer) if calib_config else None
     if calibration is not None:
-        click.echo(f"calibrated on {calibration.tokens:,} tokens ({calibration.label_tokens:,} answer tokens) "
-                   f"in {calibration.examples} examples, {len(calibration.batches)} batches")
+        click.echo(
+            f"calibrated on {calibration.tokens:,} tokens ({calibration.label_tokens:,} answer tokens) "
+            f"in {calibration.examples} examples, {len(calibration.batches)} batches"
+        )
     seeds = list(range(seed, seed + n_seeds))
     masks = []
     for s, path in zip(seeds, draw_paths(out_path, seeds)):
-        mask, found = baseline_mask(loaded.model, kind, mask_ratio, spec, granularity, s, base_name=model,
-                                    calibration=calibration)
+        mask, found = baseline_mask(
+            loaded.model, kind, mask_ratio, spec, granularity, s, base_name=model, calibration=calibration
+        )
         save_mask(mask, path, codec=codec)
         masks.append(mask)
-        click.echo(f"wrote {path}: {kind} mask{f' (seed {s})' if n_seeds > 1 else ''} over {len(found)} tensors, "
-                   f"{mask.total:,} weights, {mask.total - mask.total_kept:,} masked ({mask.mask_ratio:.4%}), "
-                   f"{file_bits_per_param(path, mask):.3f} bits/weight")
+        click.echo(
+            f"wrote {path}: {kind} mask{f' (seed {s})' if n_seeds > 1 else ''} over {len(found)} tensors, "
+            f"{mask.total:,} weights, {mask.total - mask.total_kept:,} masked ({mask.mask_ratio:.4%}), "
+            f"{file_bits_per_param(path, mask):.3f} bits/weight"
+        )
     if n_seeds > 1:
-        shared = [shared_masked_fraction(a, b) for i, a in enumerate(masks) for b in masks[i + 1:]]
-        click.echo(f"{n_seeds} draws (seeds {seeds[0]}-{seeds[-1]}): two draws share {statistics.fmean(shared):.1%} of "
-                   f"their masked weights on average (independent draws: about {mask_ratio:.0%})")
+        shared = [shared_masked_fraction(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :]]
+        click.echo(
+            f"{n_seeds} draws (seeds {seeds[0]}-{seeds[-1]}): two draws share {statistics.fmean(shared):.1%} of "
+            f"their masked weights on average (independent draws: about {mask_ratio:.0%})"
+        )
     if eval_data:
         from mftlab.training.data import load_examples
 
         examples, _ = load_examples(eval_data, loaded.tokenizer, max_seq_len)
         losses = evaluate_draws(loaded.model, loaded.tokenizer, masks, examples)
         spread = statistics.stdev(losses) if len(losses) > 1 else 0.0
-        click.echo(f"loss on {eval_data}: {statistics.fmean(losses):.4f} ± {spread:.4f} over {len(losses)} draw(s) "
-                   f"(min {min(losses):.4f}, max {max(losses):.4f})")
+        click.echo(
+            f"loss on {eval_data}: {statistics.fmean(losses):.4f} ± {spread:.4f} over {len(losses)} draw(s) "
+            f"(min {min(losses):.4f}, max {max(losses):.4f})"
+        )

@@ -13,17 +13,34 @@ from mftlab.errors import MftlabError
 @click.argument("mask_paths", metavar="MASK...", nargs=-1, required=True)
 @click.option("--labels", default=None, help="Comma-separated names for the masks, in order (default: file names).")
 @click.option("--out", required=True, type=click.Path(), help="Folder for overlap.json, overlap.csv and the figures.")
-@click.option("--force", is_flag=True, default=False,
-              help="Compare masks over different tensors or bases anyway (only the shared tensors).")
+@click.option(
+    "--force",
+    is_flag=True,
+    default=False,
+    help="Compare masks over different tensors or bases anyway (only the shared tensors).",
+)
 @no_figures_option
-@click.option("--reference", default=None,
-              help="One-vs-many: overlap of this mask (e.g. MFT's) with each MASK, per layer and projection, with lift over chance.")
-@click.option("--scores", "scores_run", default=None,
-              help="With --reference: an MFT training run folder; its latest checkpoint's scores are rank-correlated "
-                   "(Spearman) with each criterion's scores.")
-@click.option("--model", default=None,
-              help="With --scores: the base model, to recompute the scores of magnitude, wanda and snip masks.")
-@click.option("--data", default=None, help="With --scores: the calibration data of wanda / snip masks (checked by fingerprint).")
+@click.option(
+    "--reference",
+    default=None,
+    help="One-vs-many: overlap of this mask (e.g. MFT's) with each MASK, per layer and projection, "
+    "with lift over chance.",
+)
+@click.option(
+    "--scores",
+    "scores_run",
+    default=None,
+    help="With --reference: an MFT training run folder; its latest checkpoint's scores are rank-correlated "
+    "(Spearman) with each criterion's scores.",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="With --scores: the base model, to recompute the scores of magnitude, wanda and snip masks.",
+)
+@click.option(
+    "--data", default=None, help="With --scores: the calibration data of wanda / snip masks (checked by fingerprint)."
+)
 @model_options
 def command(mask_paths, labels, out, force, no_figures, reference, scores_run, model, data, **model_kw):
     """Jaccard, Dice, Hamming, shared masked weights, lift over independent masks and a
@@ -53,8 +70,9 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
     if reference is None and (scores_run or model or data):
         raise click.UsageError("--scores, --model and --data go with --reference")
     if reference is not None:
-        return _compare_to_reference(reference, list(mask_paths), names, out, force, no_figures, scores_run, model,
-                                     data, model_kw)
+        return _compare_to_reference(
+            reference, list(mask_paths), names, out, force, no_figures, scores_run, model, data, model_kw
+        )
     result = compare_masks(list(mask_paths), names, force=force)
 
     written = result.save(out)
@@ -70,8 +88,10 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
     for row in result.pairs:
         if row["level"] == "overall":
             lift = f"{row['lift']:.3f}" if row["lift"] is not None else "n/a"
-            click.echo(f"{row['a']:<{width}}  {row['b']:<{width}}  {row['jaccard']:>8.4f}  {lift:>7}  "
-                       f"{row['z']:>9.1f}  {row['shared_masked']:>14,}")
+            click.echo(
+                f"{row['a']:<{width}}  {row['b']:<{width}}  {row['jaccard']:>8.4f}  {lift:>7}  "
+                f"{row['z']:>9.1f}  {row['shared_masked']:>14,}"
+            )
     exactly = result.consensus[-1]["exactly"]
     click.echo("masked by exactly k masks: " + ", ".join(f"k={k}: {c:,}" for k, c in enumerate(exactly) if k))
     click.echo(f"wrote {len(written)} files to {out}")
@@ -103,6 +123,8 @@ def _compare_to_reference(reference, mask_paths, names, out, force, no_figures, 
     for label in result.labels:
         row = result.row(label)
         fmt = lambda x, f: "n/a" if x is None else format(x, f)  # noqa: E731
-        click.echo(f"{label:<{width}}  {fmt(row['fraction_of_reference'], '8.2%')}  {fmt(row['chance_fraction'], '8.2%')}"
-                   f"  {fmt(row['lift'], '7.3f')}  {fmt(row['spearman'], '8.3f')}")
+        click.echo(
+            f"{label:<{width}}  {fmt(row['fraction_of_reference'], '8.2%')}  {fmt(row['chance_fraction'], '8.2%')}"
+            f"  {fmt(row['lift'], '7.3f')}  {fmt(row['spearman'], '8.3f')}"
+        )
     click.echo(f"wrote {len(written)} files to {out}")

@@ -2,16 +2,21 @@
 
 import click
 
-from mftlab.recipes.demo import DemoConfig
 from mftlab.cli.options import floats, option_for, options_for
+from mftlab.recipes.demo import DemoConfig
 
 
 @click.command("demo")
 @option_for(DemoConfig, "out", default="demo-out", type=click.Path(file_okay=False))
 @options_for(DemoConfig, "seed", "seeds", "quick", "layers", "mask_ratio", "mft_inits", "mft_score_lrs", "random_seeds")
-@click.option("--threads", type=int, default=1, show_default=True,
-              help="CPU threads for torch. The demo's models are so small that one thread is fastest; more "
-                   "threads only help bigger models and hurt badly when other processes share the cores.")
+@click.option(
+    "--threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="CPU threads for torch. The demo's models are so small that one thread is fastest; more "
+    "threads only help bigger models and hurt badly when other processes share the cores.",
+)
 def command(out, seed, seeds, quick, layers, mask_ratio, mft_inits, mft_score_lrs, random_seeds, threads):
     """Run backbone -> FFT (upper bound) -> continued FFT -> MFT (a small grid of variants, the best on
     validation kept) -> random / magnitude / Wanda / SNIP masks (-> LoRA when peft is installed) on three
@@ -29,6 +34,15 @@ def command(out, seed, seeds, quick, layers, mask_ratio, mft_inits, mft_score_lr
     from mftlab.recipes.demo import run_demo
 
     inits = tuple(x.strip() for x in mft_inits.split(",") if x.strip())
-    config = DemoConfig(out=out, seed=seed, seeds=seeds, quick=quick, layers=layers, mask_ratio=mask_ratio,
-                        mft_inits=inits, mft_score_lrs=floats(mft_score_lrs, "mft-score-lrs"), random_seeds=random_seeds)
+    config = DemoConfig(
+        out=out,
+        seed=seed,
+        seeds=seeds,
+        quick=quick,
+        layers=layers,
+        mask_ratio=mask_ratio,
+        mft_inits=inits,
+        mft_score_lrs=floats(mft_score_lrs, "mft-score-lrs"),
+        random_seeds=random_seeds,
+    )
     run_and_report(lambda progress: run_demo(config, progress), out, threads)

@@ -39,8 +39,21 @@ def _is_main() -> bool:
 @model_options
 @force_option
 @seed_option
-def command(model, mask_path, data, batch_size, max_seq_len, data_fraction, max_new_tokens, no_generate, skip_bad,
-            as_json, force, seed, **model_kwargs):
+def command(
+    model,
+    mask_path,
+    data,
+    batch_size,
+    max_seq_len,
+    data_fraction,
+    max_new_tokens,
+    no_generate,
+    skip_bad,
+    as_json,
+    force,
+    seed,
+    **model_kwargs,
+):
     """Evaluate MODEL (optionally with a mask applied) on answer tokens of DATA.
 
     Reports the token-weighted loss over answer tokens, perplexity, token accuracy and, when
@@ -52,11 +65,11 @@ def command(model, mask_path, data, batch_size, max_seq_len, data_fraction, max_
       mftlab eval ./fft-model --mask run/mask.safetensors --data test.jsonl --json
       torchrun --nproc_per_node 2 -m mftlab.cli.main eval MODEL --data test.jsonl  (examples split)
     """
-    from mftlab.training.data import load_examples
     from mftlab.errors import ConfigError
-    from mftlab.training.evaluation import evaluate
-    from mftlab.mft.apply import apply_mask_
     from mftlab.mask.maskfile import load_mask
+    from mftlab.mft.apply import apply_mask_
+    from mftlab.training.data import load_examples
+    from mftlab.training.evaluation import evaluate
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
@@ -68,8 +81,15 @@ def command(model, mask_path, data, batch_size, max_seq_len, data_fraction, max_
     examples, report = load_examples(data, loaded.tokenizer, max_seq_len, data_fraction, seed, skip_bad)
     for problem in report.skipped[:5]:
         click.echo(f"skipped: {problem}", err=True)
-    result = evaluate(loaded.model, loaded.tokenizer, examples, batch_size, generate=not no_generate,
-                      max_new_tokens=max_new_tokens, distributed=_launched())
+    result = evaluate(
+        loaded.model,
+        loaded.tokenizer,
+        examples,
+        batch_size,
+        generate=not no_generate,
+        max_new_tokens=max_new_tokens,
+        distributed=_launched(),
+    )
     if not _is_main():
         return
     values = dict(result.to_dict(), model=model, mask=mask_path, data=data)

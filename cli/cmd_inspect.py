@@ -33,16 +33,24 @@ def command(mask_path, as_json, model, force, **model_kw):
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
         return
-    click.echo(f"{mask_path}: mftlab mask v{summary.format_version}, codec {summary.codec}, "
-               f"written by mftlab {summary.mftlab_version}")
-    click.echo(f"base model: {summary.base_model.get('name_or_path', '?')}  "
-               f"fingerprint {summary.base_model.get('fingerprint', 'none')}")
+    click.echo(
+        f"{mask_path}: mftlab mask v{summary.format_version}, codec {summary.codec}, "
+        f"written by mftlab {summary.mftlab_version}"
+    )
+    click.echo(
+        f"base model: {summary.base_model.get('name_or_path', '?')}  "
+        f"fingerprint {summary.base_model.get('fingerprint', 'none')}"
+    )
     method = summary.method
-    click.echo("method: " + ", ".join(f"{k}={method[k]}" for k in ("name", "mask_ratio", "selection", "seed") if k in method))
+    click.echo(
+        "method: " + ", ".join(f"{k}={method[k]}" for k in ("name", "mask_ratio", "selection", "seed") if k in method)
+    )
     width = max(len(t.name) for t in summary.tensors)
     for t in summary.tensors:
         click.echo(f"  {t.name:<{width}}  {str(t.shape):>14}  masked {t.masked_fraction:7.3%}")
-    click.echo(f"total: {len(summary.tensors)} tensors, {summary.total:,} weights, {summary.masked:,} masked "
-               f"({summary.mask_ratio:.4%}); {summary.file_bytes:,} bytes = {summary.bits_per_param:.3f} bits/weight")
+    click.echo(
+        f"total: {len(summary.tensors)} tensors, {summary.total:,} weights, {summary.masked:,} masked "
+        f"({summary.mask_ratio:.4%}); {summary.file_bytes:,} bytes = {summary.bits_per_param:.3f} bits/weight"
+    )
     if summary.fingerprint_check:
         click.echo(f"fingerprints vs {model}: {summary.fingerprint_check}")

@@ -32,8 +32,9 @@ def _distributed(timeout_s: float):
             torch.cuda.set_device(local)
         from mftlab.training.dist_faults import process_group_timeout
 
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
-                                timeout=process_group_timeout(timeout_s))
+        dist.init_process_group(
+            "nccl" if device.startswith("cuda") else "gloo", timeout=process_group_timeout(timeout_s)
+        )
     return dist.get_rank(), dist.get_world_size(), dist.barrier, device
 
 
@@ -48,17 +49,19 @@ def _split_model(text: str) -> tuple[str, str | None]:
 
 def _loader(text: str, dtype: str, trust_remote_code: bool, device: str, force: bool, gguf_file: str | None = None):
     def load():
-        from mftlab.mft.apply import apply_mask_
         from mftlab.mask.maskfile import load_mask
+        from mftlab.mft.apply import apply_mask_
         from mftlab.models.loading import load_model
 
         source, mask_path = _split_model(text)
         mask = load_mask(mask_path) if mask_path else None  # fail on a bad mask before loading weights
-        loaded = load_model(source, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
-                            device=device)
+        loaded = load_model(
+            source, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code, device=device
+        )
         if mask is not None:
             apply_mask_(loaded.model, mask, force=force)
         return loaded
+
     return load
 
 
@@ -69,12 +72,16 @@ def _progress(rank: int):
         if rank != 0:
             return
         if kind == "start":
-            click.echo(f"{data['points']} points ({data['done']} already done), "
-                       f"{data['tokens']:,} label tokens per point (train + test)")
+            click.echo(
+                f"{data['points']} points ({data['done']} already done), "
+                f"{data['tokens']:,} label tokens per point (train + test)"
+            )
         elif kind == "estimate":
             minutes = data["seconds"] / 60
-            click.echo(f"estimate: {data['points']} points x {data['tokens_per_point']:,} tokens; first point took "
-                       f"{data['seconds_per_point']:.2f} s -> about {minutes:.1f} min for this process")
+            click.echo(
+                f"estimate: {data['points']} points x {data['tokens_per_point']:,} tokens; first point took "
+                f"{data['seconds_per_point']:.2f} s -> about {minutes:.1f} min for this process"
+            )
             from tqdm import tqdm
 
             state["bar"] = tqdm(total=data["points"], initial=0, unit="pt", desc="landscape")
@@ -82,30 +89,52 @@ def _progress(rank: int):
             state["bar"].update(1)
             if data["done"] == data["total"]:
                 state["bar"].close()
+
     return report
 
 
 @click.command("landscape")
-@click.option("--model", "models", multiple=True, required=True,
-              help="Model (preset, folder or hub id), or FOLDER::MASK_FILE for a model with a mask applied. "
-                   "random: the centre, then models to project; models: three; line: two.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Model (preset, folder or hub id), or FOLDER::MASK_FILE for a model with a mask applied. "
+    "random: the centre, then models to project; models: three; line: two.",
+)
 @option_for(LandscapeConfig, "plane")
 @option_for(LandscapeConfig, "grid")
 @option_for(LandscapeConfig, "ranges", dest="range_")
 @option_for(LandscapeConfig, "margin")
-@click.option("--data", required=True, help="Training data (file or folder); its first --max-tokens label tokens give the train loss.")
+@click.option(
+    "--data",
+    required=True,
+    help="Training data (file or folder); its first --max-tokens label tokens give the train loss.",
+)
 @click.option("--eval-data", required=True, help="Test data; its first --max-tokens label tokens give the test loss.")
-@click.option("--max-tokens", type=int, default=4096, show_default=True, help="Label tokens per subset (whole examples).")
+@click.option(
+    "--max-tokens", type=int, default=4096, show_default=True, help="Label tokens per subset (whole examples)."
+)
 @option_for(TrainConfig, "max_seq_len")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @option_for(DirectionSpec, "normalization")
 @option_for(DirectionSpec, "include_1d")
 @option_for(DirectionSpec, "orthogonalize")
-@click.option("--targets", default=None, help="Perturb only these modules (names, re:<regex>, all-linear). Default: every weight matrix.")
+@click.option(
+    "--targets",
+    default=None,
+    help="Perturb only these modules (names, re:<regex>, all-linear). Default: every weight matrix.",
+)
 @click.option("--layers", default=None, help="Layer ranges for --targets, e.g. 4-7.")
 @click.option("--exclude", default=None, help="Modules to leave unperturbed (same syntax as --targets).")
-@click.option("--mask-directions", default=None, help="Mask file: random directions are zero on the weights it masks, so no masked weight is revived.")
-@click.option("--labels", default=None, help="Comma-separated marker labels, one per --model (e.g. 'FFT,continued FFT,MFT').")
+@click.option(
+    "--mask-directions",
+    default=None,
+    help="Mask file: random directions are zero on the weights it masks, so no masked weight is revived.",
+)
+@click.option(
+    "--labels", default=None, help="Comma-separated marker labels, one per --model (e.g. 'FFT,continued FFT,MFT')."
+)
 @option_for(LandscapeConfig, "cache_directions")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out, computing only its missing points.")
@@ -114,9 +143,36 @@ def _progress(rank: int):
 @option_for(TrainConfig, "dist_timeout")
 @seed_option
 @model_options
-def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, max_seq_len, batch_size, normalization,
-            include_1d, orthogonalize, targets, layers, exclude, mask_directions, labels, cache_directions, out, resume,
-            no_figures, force, dist_timeout, seed, dtype, gguf_file, trust_remote_code):
+def command(
+    models,
+    plane,
+    grid,
+    range_,
+    margin,
+    data,
+    eval_data,
+    max_tokens,
+    max_seq_len,
+    batch_size,
+    normalization,
+    include_1d,
+    orthogonalize,
+    targets,
+    layers,
+    exclude,
+    mask_directions,
+    labels,
+    cache_directions,
+    out,
+    resume,
+    no_figures,
+    force,
+    dist_timeout,
+    seed,
+    dtype,
+    gguf_file,
+    trust_remote_code,
+):
     """Loss landscape (train and test loss) on a grid over a plane or line in weight space.
 
     \b
@@ -128,13 +184,18 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
       torchrun --nproc_per_node 2 -m mftlab.cli.main landscape ...   (several processes split the grid)
     """
     from mftlab.analysis.landscape import landscape, parse_range, prepare_data
-    from mftlab.training.data import load_examples
     from mftlab.grid import parse_grid
     from mftlab.mask.maskfile import load_mask
     from mftlab.mft.targeting import TargetSpec
+    from mftlab.training.data import load_examples
 
-    spec = DirectionSpec(seed, normalization, include_1d, orthogonalize,
-                         TargetSpec.parse(targets, layers, exclude) if (targets or layers or exclude) else None)
+    spec = DirectionSpec(
+        seed,
+        normalization,
+        include_1d,
+        orthogonalize,
+        TargetSpec.parse(targets, layers, exclude) if (targets or layers or exclude) else None,
+    )
     config = LandscapeConfig(plane, parse_grid(grid), parse_range(range_), spec, margin, cache_directions)
     label_list = [s.strip() for s in labels.split(",")] if labels else None
     if label_list is not None and len(label_list) != len(models):
@@ -146,8 +207,8 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
 
     if not dist_timeout > 0:
         raise ConfigError(f"--dist-timeout {dist_timeout} must be positive seconds (default 1800 = 30 minutes)")
-    from mftlab.training.dist_faults import distributed_faults
     from mftlab.files.folder_lock import hold_folder
+    from mftlab.training.dist_faults import distributed_faults
 
     rank, world, barrier, device = _distributed(dist_timeout)
     # Process 0 owns --out from here (before any check of it) to the end of the command; the others wait.
@@ -161,12 +222,31 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
         examples, _ = load_examples(source, tokenizer, max_seq_len)
         sets.append(prepare_data(examples, pad_id, batch_size, max_tokens, device))
     sources = [first.model] + [(lambda load=load: load().model) for load in loaders[1:]]
-    info = {"sources": list(models), "mask_directions_file": mask_directions,
-            "data_sources": {"train": data, "test": eval_data}, "max_tokens": max_tokens,
-            "max_seq_len": max_seq_len, "batch_size": batch_size}
+    info = {
+        "sources": list(models),
+        "mask_directions_file": mask_directions,
+        "data_sources": {"train": data, "test": eval_data},
+        "max_tokens": max_tokens,
+        "max_seq_len": max_seq_len,
+        "batch_size": batch_size,
+    }
     with distributed_faults(dist_timeout):
-        result = landscape(sources, sets[0], sets[1], config, out, label_list, mask, force, info, resume, rank,
-                           world, barrier, _progress(rank))
+        result = landscape(
+            sources,
+            sets[0],
+            sets[1],
+            config,
+            out,
+            label_list,
+            mask,
+            force,
+            info,
+            resume,
+            rank,
+            world,
+            barrier,
+            _progress(rank),
+        )
     if rank != 0:
         return
     written = result.save(out)  # already there: only their paths
@@ -176,7 +256,9 @@ def command(models, plane, grid, range_, margin, data, eval_data, max_tokens, ma
         written += render(out)
     for m in result.markers:
         extra = f", off-plane {m['off_plane_relative']:.1%}" if "off_plane_relative" in m else ""
-        click.echo(f"{m['label']}: ({m['x']:.4g}, {m['y']:.4g}) train {m['train_loss']:.4f} test {m['test_loss']:.4f}{extra}")
+        click.echo(
+            f"{m['label']}: ({m['x']:.4g}, {m['y']:.4g}) train {m['train_loss']:.4f} test {m['test_loss']:.4f}{extra}"
+        )
     click.echo(f"computed {result.computed} points here; {result.seconds_per_point:.3f} s per point")
     for path in written:
         click.echo(path)

@@ -30,11 +30,33 @@ def _table(title: str, terms) -> None:
 @click.argument("model", metavar="MODEL_OR_CONFIG")
 @options_for(PlanConfig, "task", "method")
 @target_options
-@options_for(PlanConfig, "score_dtype", "dtype", "precision", "batch_size", "grad_accum", "seq_len", "gpus", "sharding",
-             "gradient_checkpointing")
+@options_for(
+    PlanConfig,
+    "score_dtype",
+    "dtype",
+    "precision",
+    "batch_size",
+    "grad_accum",
+    "seq_len",
+    "gpus",
+    "sharding",
+    "gradient_checkpointing",
+)
 @click.option("--checkpointing/--no-checkpointing", "checkpointing_alias", default=None, hidden=True)
-@options_for(PlanConfig, "pure_bf16", "plane", "attention", "gpu", "mfu", "tokens", "examples", "epochs", "lora_r", "grid",
-             "landscape_tokens")
+@options_for(
+    PlanConfig,
+    "pure_bf16",
+    "plane",
+    "attention",
+    "gpu",
+    "mfu",
+    "tokens",
+    "examples",
+    "epochs",
+    "lora_r",
+    "grid",
+    "landscape_tokens",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def command(model, as_json, checkpointing_alias, **options):
     """Estimate GPU memory per GPU and run time from MODEL_OR_CONFIG's config alone (no weights).
@@ -60,13 +82,18 @@ def command(model, as_json, checkpointing_alias, **options):
         return
     m = result.model
     what = f"{config.task} --method {config.method}" if config.task == "train" else f"landscape --plane {config.plane}"
-    click.echo(f"{m['name']} ({m['model_type']}): {fmt_count(m['params'])} params, {m['layers']} layers, "
-               f"hidden {m['hidden']}, vocab {m['vocab']}, {m['dtype']}; {what}")
+    click.echo(
+        f"{m['name']} ({m['model_type']}): {fmt_count(m['params'])} params, {m['layers']} layers, "
+        f"hidden {m['hidden']}, vocab {m['vocab']}, {m['dtype']}; {what}"
+    )
     if result.targeted_weights:
         first = f", backward from layer {result.first_layer}" if result.first_layer is not None else ""
         click.echo(f"targeted weights T = {result.targeted_weights:,}{first}")
-    setup = (f"sharding {config.sharding}, checkpointing {'on' if config.gradient_checkpointing else 'off'}"
-             if config.task == "train" else f"batch {config.batch_size}, seq {config.seq_len}")
+    setup = (
+        f"sharding {config.sharding}, checkpointing {'on' if config.gradient_checkpointing else 'off'}"
+        if config.task == "train"
+        else f"batch {config.batch_size}, seq {config.seq_len}"
+    )
     _table(f"memory per GPU ({config.gpus} x {config.gpu}, {setup}):", result.memory)
     verdict = "fits" if result.fits else "does NOT fit"
     click.echo(f"  total per GPU = {fmt_bytes(result.memory_per_gpu)} of {fmt_bytes(result.gpu_memory)}: {verdict}")
@@ -75,7 +102,9 @@ def command(model, as_json, checkpointing_alias, **options):
         click.echo(f"  per optimizer step = {fmt_seconds(result.step_seconds)}")
     if result.total_seconds is not None:
         hours = result.total_seconds / 3600
-        click.echo(f"  total = {fmt_seconds(result.total_seconds)} wall = {hours:.3g} h x {config.gpus} GPUs = "
-                   f"{hours * config.gpus:.3g} GPU-hours")
+        click.echo(
+            f"  total = {fmt_seconds(result.total_seconds)} wall = {hours:.3g} h x {config.gpus} GPUs = "
+            f"{hours * config.gpus:.3g} GPU-hours"
+        )
     for note in result.notes:
         click.echo(f"note: {note}")

@@ -27,18 +27,30 @@ def run_and_report(run, out: str, threads: int) -> dict:
         index = run(progress)
     click.echo(f"[{time.perf_counter() - started:6.1f}s] drawing figures and writing the report")
     written = render_report(out)
-    click.echo(f"done in {time.perf_counter() - started:.1f}s: {os.path.join(out, 'report.md')}, "
-               f"{os.path.join(out, 'index.html')} ({len(written)} files; {len(index['methods'])} methods x "
-               f"{len(index['domains'])} domains)")
+    click.echo(
+        f"done in {time.perf_counter() - started:.1f}s: {os.path.join(out, 'report.md')}, "
+        f"{os.path.join(out, 'index.html')} ({len(written)} files; {len(index['methods'])} methods x "
+        f"{len(index['domains'])} domains)"
+    )
     return index
 
 
 @click.command("protocol")
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
-@click.option("--out", default="protocol-out", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for every run, result, figure and the report (re-running reuses finished steps).")
-@click.option("--threads", type=int, default=1, show_default=True,
-              help="CPU threads for torch (more help bigger models; fewer when other processes share the cores).")
+@click.option(
+    "--out",
+    default="protocol-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for every run, result, figure and the report (re-running reuses finished steps).",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="CPU threads for torch (more help bigger models; fewer when other processes share the cores).",
+)
 def command(config_file, out, threads):
     """Run the paper's protocol as CONFIG (YAML or JSON) describes it: a backbone (model folder, hub id
     or preset, optionally pre-trained first), domains each with train / validation / test files, the

@@ -10,9 +10,23 @@ from mftlab.errors import MftlabError
 
 @click.command("stats")
 @click.argument("mask_path", metavar="[MASK]", required=False)
-@click.option("--model", default=None, help="The base the mask was learned on: adds |w| of masked vs kept weights and the magnitude-mask overlap.")
-@click.option("--base", "pretrained", default=None, help="The pre-trained model before fine-tuning (needs --model): adds |w_model - w_base|.")
-@click.option("--run", "run_dir", default=None, help="A training run folder: adds flips and Hamming distances over its checkpoint masks.")
+@click.option(
+    "--model",
+    default=None,
+    help="The base the mask was learned on: adds |w| of masked vs kept weights and the magnitude-mask overlap.",
+)
+@click.option(
+    "--base",
+    "pretrained",
+    default=None,
+    help="The pre-trained model before fine-tuning (needs --model): adds |w_model - w_base|.",
+)
+@click.option(
+    "--run",
+    "run_dir",
+    default=None,
+    help="A training run folder: adds flips and Hamming distances over its checkpoint masks.",
+)
 @click.option("--out", required=True, type=click.Path(), help="Folder for stats.json, stats.csv and the figures.")
 @no_figures_option
 @force_option
@@ -64,14 +78,22 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
     for note in result.notes + (dynamics.notes if dynamics else []):
         click.echo(f"note: {note}")
     overall = result.groups[-1]
-    click.echo(f"{mask_path}: {overall['masked']:,} of {overall['numel']:,} weights masked ({overall['masked_fraction']:.4%}) "
-               f"in {len(result.tensors)} tensors; row Gini {_num(overall['output'].get('gini'), '.3f')}")
+    click.echo(
+        f"{mask_path}: {overall['masked']:,} of {overall['numel']:,} weights masked ({overall['masked_fraction']:.4%}) "
+        f"in {len(result.tensors)} tensors; row Gini {_num(overall['output'].get('gini'), '.3f')}"
+    )
     if "magnitude_overlap" in overall:
         mag = overall["magnitude_overlap"]
-        click.echo(f"overlap with the magnitude mask: {_num(mag['fraction_of_masked'], '.2%')} of masked weights (lift {_num(mag['lift'])})")
+        click.echo(
+            f"overlap with the magnitude mask: {_num(mag['fraction_of_masked'], '.2%')} of masked weights "
+            f"(lift {_num(mag['lift'])})"
+        )
     if "delta_overlap" in overall:
         d = overall["delta_overlap"]
-        click.echo(f"overlap with the most-changed weights: {_num(d['fraction_of_masked'], '.2%')} of masked weights (lift {_num(d['lift'])})")
+        click.echo(
+            f"overlap with the most-changed weights: {_num(d['fraction_of_masked'], '.2%')} of masked weights "
+            f"(lift {_num(d['lift'])})"
+        )
     if dynamics is not None:
         click.echo(f"dynamics: {len(dynamics.labels)} snapshots, {sum(dynamics.flips['all']):,} flips in total")
     click.echo(f"wrote {len(written)} files to {out}")

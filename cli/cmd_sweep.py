@@ -3,8 +3,8 @@ method's own knobs, for any model and data; the selected point is the best on va
 
 import click
 
-from mftlab.recipes.sweeps import AXES, SweepConfig
 from mftlab.cli.options import floats, model_options, no_figures_option, option_for, stack_options
+from mftlab.recipes.sweeps import AXES, SweepConfig
 from mftlab.training.config import TrainConfig
 
 # The MFT run every point starts from: TrainConfig's own options; a sweep axis overrides its own field.
@@ -39,8 +39,9 @@ _train_options = stack_options(
 @option_for(SweepConfig, "score_inits")
 @no_figures_option
 @_train_options
-def command(axis, model, eval_data, test_data, out, group_size, ratios, fractions, score_lrs, score_inits, no_figures,
-            **train):
+def command(
+    axis, model, eval_data, test_data, out, group_size, ratios, fractions, score_lrs, score_inits, no_figures, **train
+):
     """MFT from MODEL (the fine-tuned model) at every point of one sweep, scored on --eval-data
     against MODEL itself (the FFT line): `layers` tries groups of --group-size consecutive layers
     shallow to deep, `ratio` mask ratios, `data` data fractions, `score-lr` score learning rates,
@@ -54,15 +55,23 @@ def command(axis, model, eval_data, test_data, out, group_size, ratios, fraction
       mftlab sweep score-lr ./fft-model --data train.jsonl --eval-data val.jsonl --test-data test.jsonl \\
           --layers 4-7 --score-lrs 1e-4,1e-3,1e-2 --out sweep-score-lr
     """
-    from mftlab.recipes.sweeps import run_sweep
     from mftlab.files.folder_lock import hold_folder
+    from mftlab.recipes.sweeps import run_sweep
 
     if not train["data"]:
         raise click.UsageError("--data is required")
     inits = tuple(x.strip() for x in score_inits.split(",") if x.strip())
-    config = SweepConfig(axis, TrainConfig(model=model, out=out, method="mask", **train), eval_data, group_size,
-                         floats(ratios, "ratios"), floats(fractions, "fractions"), floats(score_lrs, "score-lrs"),
-                         inits, test_data)
+    config = SweepConfig(
+        axis,
+        TrainConfig(model=model, out=out, method="mask", **train),
+        eval_data,
+        group_size,
+        floats(ratios, "ratios"),
+        floats(fractions, "fractions"),
+        floats(score_lrs, "score-lrs"),
+        inits,
+        test_data,
+    )
     click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the last figure
     doc = run_sweep(config, out, lambda done, total, message: click.echo(f"[{done}/{total}] {message}"))
     if not no_figures:

@@ -25,8 +25,11 @@ class _Reporter:
     def __call__(self, event):
         if event.event == "start":
             m = event.metrics
-            click.echo(f"training {m['trainable']:,} parameters on {m['examples']} examples, "
-                       f"{event.total_steps} steps, {m['processes']} process(es)", err=True)
+            click.echo(
+                f"training {m['trainable']:,} parameters on {m['examples']} examples, "
+                f"{event.total_steps} steps, {m['processes']} process(es)",
+                err=True,
+            )
             if self.tty:
                 from tqdm import tqdm
 
@@ -66,7 +69,8 @@ def command(ctx, model, config_file, dry_run, **flags):
       mftlab train tiny-llama --data train.jsonl --out run --resume
       accelerate launch --multi_gpu --num_processes 2 -m mftlab.cli.main train MODEL --data d.jsonl --out run
       torchrun --nproc_per_node 2 -m mftlab.cli.main train MODEL --data d.jsonl --out run
-      torchrun --nproc_per_node 8 -m mftlab.cli.main train MODEL --method fft --sharding fsdp --dtype bfloat16 --data d.jsonl --out run
+      torchrun --nproc_per_node 8 -m mftlab.cli.main train MODEL --method fft --sharding fsdp \\
+          --dtype bfloat16 --data d.jsonl --out run
 
     Several processes: both launchers above start two gloo processes on a CPU-only machine too;
     `accelerate launch --cpu --num_processes 2` starts only one there (it needs MPI for more).
@@ -86,14 +90,17 @@ def command(ctx, model, config_file, dry_run, **flags):
         source = values.get("model")
         if source is None:
             raise click.UsageError("missing MODEL (give it here or in --config)")
-        loaded = load_model_from(source, values.get("dtype", "auto"), values.get("gguf_file"),
-                                 bool(values.get("trust_remote_code")))
+        loaded = load_model_from(
+            source, values.get("dtype", "auto"), values.get("gguf_file"), bool(values.get("trust_remote_code"))
+        )
         spec = TargetSpec.parse(values.get("targets", "all-linear"), values.get("layers"), values.get("exclude"))
         echo_targets(resolve_targets(loaded.model, spec))
         return
     for name in ("model", "data", "out"):
         if flags.get(name) is None and name not in file_values:
-            raise click.UsageError(f"missing {'MODEL' if name == 'model' else '--' + name} (give it here or in --config)")
+            raise click.UsageError(
+                f"missing {'MODEL' if name == 'model' else '--' + name} (give it here or in --config)"
+            )
     config = merge_config(file_values, flags, given)
 
     from mftlab.cli.options import own_folder

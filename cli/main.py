@@ -22,7 +22,7 @@ _PREFIX = "cmd_"
 def _command_modules() -> dict[str, str]:
     package = importlib.import_module("mftlab.cli")
     return {
-        info.name[len(_PREFIX):].replace("_", "-"): f"mftlab.cli.{info.name}"
+        info.name[len(_PREFIX) :].replace("_", "-"): f"mftlab.cli.{info.name}"
         for info in pkgutil.iter_modules(package.__path__)
         if info.name.startswith(_PREFIX)
     }

@@ -25,6 +25,7 @@ from mftlab.training.config import TrainConfig
 
 def stack_options(*decorators):
     """One decorator applying `decorators` so that the options show in the order given."""
+
     def apply(func):
         for decorator in reversed(decorators):
             func = decorator(func)
@@ -87,16 +88,29 @@ target_options = options_for(TrainConfig, "targets", "layers", "exclude")
 
 mask_ratio_option = option_for(SelectionConfig, "mask_ratio")
 
-force_option = click.option("--force", is_flag=True, default=False,
-                            help="Proceed although the model's weights differ from the mask's base (fingerprints).")
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    default=False,
+    help="Proceed although the model's weights differ from the mask's base (fingerprints).",
+)
 
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
-codec_option = click.option("--codec", type=click.Choice(list(CODECS)), default="packbits", show_default=True,
-                            help="packbits: 1 bit/weight; zstd: entropy-coded (~0.49 bit/weight at 10%).")
+codec_option = click.option(
+    "--codec",
+    type=click.Choice(list(CODECS)),
+    default="packbits",
+    show_default=True,
+    help="packbits: 1 bit/weight; zstd: entropy-coded (~0.49 bit/weight at 10%).",
+)
 
-no_figures_option = click.option("--no-figures", is_flag=True, default=False,
-                                 help="Write the result files only, no figures (redraw later with mftlab plot).")
+no_figures_option = click.option(
+    "--no-figures",
+    is_flag=True,
+    default=False,
+    help="Write the result files only, no figures (redraw later with mftlab plot).",
+)
 
 
 def own_folder(folder: str, **kwargs):
@@ -126,5 +140,3 @@ def echo_targets(targets) -> None:
     for t in targets:
         click.echo(f"{t.param_name}\t{list(t.shape)}\t{t.numel}")
     click.echo(f"{len(targets)} tensors, {sum(t.numel for t in targets):,} weights")
-
-

@@ -56,8 +56,12 @@ def criteria_sentence(result: dict) -> str:
     controls = [lab for lab, m in zip(result["labels"], result["methods"]) if m == "random"]
     parts = []
     for i, label in enumerate(criteria):
-        by_layer = [next(r for r in result["rows"] if r["level"] == "layer" and r["group"] == layer
-                         and r["mask"] == label)["lift"] for layer in result["layers"]]
+        by_layer = [
+            next(r for r in result["rows"] if r["level"] == "layer" and r["group"] == layer and r["mask"] == label)[
+                "lift"
+            ]
+            for layer in result["layers"]
+        ]
         detail = ", ".join(f"layer {layer}: {_times(v)}" for layer, v in zip(result["layers"], by_layer))
         overall = _times(_overall(result, label)["lift"], " chance" if i == 0 else "")
         parts.append(f"{label}'s {overall}" + (f" ({detail})" if len(by_layer) > 1 else ""))
@@ -73,9 +77,13 @@ def criteria_sentence(result: dict) -> str:
             verdict = f"so {ref} leans towards what {top} prunes but is not just pruning"
         else:
             verdict = f"so {ref} is not just pruning"
-        text += (f"; at most {share:.0%} of {ref}'s masked weights are masked by a criterion too ({label}; chance "
-                 f"{chance:.0%}), {verdict}")
-    rhos = [(lab, _overall(result, lab)["spearman"]) for lab in criteria if _overall(result, lab)["spearman"] is not None]
+        text += (
+            f"; at most {share:.0%} of {ref}'s masked weights are masked by a criterion too ({label}; chance "
+            f"{chance:.0%}), {verdict}"
+        )
+    rhos = [
+        (lab, _overall(result, lab)["spearman"]) for lab in criteria if _overall(result, lab)["spearman"] is not None
+    ]
     if rhos:
         text += f" (Spearman of {ref}'s scores with " + ", ".join(f"{lab} {rho:+.2f}" for lab, rho in rhos) + ")"
     return text + "."
@@ -86,8 +94,15 @@ def _annotate(ax, lift: np.ndarray, share: np.ndarray) -> None:
         return
     for (i, j), v in np.ndenumerate(lift):
         if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}x\n{100 * share[i, j]:.0f}%", ha="center", va="center", fontsize=7,
-                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6})
+            ax.text(
+                j,
+                i,
+                f"{v:.2f}x\n{100 * share[i, j]:.0f}%",
+                ha="center",
+                va="center",
+                fontsize=7,
+                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6},
+            )
 
 
 def heatmaps(result: dict, result_dir) -> list[str]:
@@ -101,14 +116,21 @@ def heatmaps(result: dict, result_dir) -> list[str]:
     norm = _lift_norm(np.concatenate([g.ravel() for g in lifts.values()]))
     ncols = min(2, len(labels))
     nrows = -(-len(labels) // ncols)
-    fig, axes = new_figure(ncols=ncols, nrows=nrows + 1, width=1.4 + 0.62 * len(projections),
-                           height=1.2 + 0.4 * len(layers), squeeze=False, layout="constrained")
-    for extra in axes.ravel()[len(labels):]:
+    fig, axes = new_figure(
+        ncols=ncols,
+        nrows=nrows + 1,
+        width=1.4 + 0.62 * len(projections),
+        height=1.2 + 0.4 * len(layers),
+        squeeze=False,
+        layout="constrained",
+    )
+    for extra in axes.ravel()[len(labels) :]:
         extra.remove()
     image = None
     for ax, label in zip(axes.ravel(), labels):
-        image = ax.imshow(np.ma.masked_invalid(lifts[label]), cmap=DIVERGING_CMAP, norm=norm, aspect="auto",
-                          interpolation="nearest")
+        image = ax.imshow(
+            np.ma.masked_invalid(lifts[label]), cmap=DIVERGING_CMAP, norm=norm, aspect="auto", interpolation="nearest"
+        )
         ax.grid(False)
         ax.set_xticks(range(len(projections)), projections, rotation=30 if max(map(len, projections)) > 5 else 0)
         step = max(1, len(layers) // 24)
@@ -119,8 +141,9 @@ def heatmaps(result: dict, result_dir) -> list[str]:
         rho = f", Spearman {row['spearman']:+.2f}" if row["spearman"] is not None else ""
         ax.set_title(f"{ref} vs {label}: lift {_times(row['lift']).replace(' chance', '')} overall{rho}", fontsize=9)
         _annotate(ax, lifts[label], shares[label])
-    bar = fig.colorbar(image, ax=[a for a in axes[:nrows].ravel()[:len(labels)]], shrink=0.9,
-                       label="lift (log; 1 = chance)")
+    bar = fig.colorbar(
+        image, ax=[a for a in axes[:nrows].ravel()[: len(labels)]], shrink=0.9, label="lift (log; 1 = chance)"
+    )
     ticks = [t for t in (0.25, 0.5, 0.8, 1, 1.25, 2, 4, 8, 16) if norm.vmin <= t <= norm.vmax]
     bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
     bar.ax.minorticks_off()
@@ -138,8 +161,11 @@ def heatmaps(result: dict, result_dir) -> list[str]:
     for i, v in enumerate(share):
         ax.annotate(f"{v:.1f}%", (i + 0.27, v), ha="left", va="center", fontsize=7)
     ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"{ref} mask vs pruning criteria: lift (colour) and share of {ref}'s masked set (text) "
-                 "per layer and projection", fontsize=10)
+    fig.suptitle(
+        f"{ref} mask vs pruning criteria: lift (colour) and share of {ref}'s masked set (text) "
+        "per layer and projection",
+        fontsize=10,
+    )
     paths = save_figure(fig, out_base(result_dir, "criteria_overlap"))
 
     import plotly.graph_objects as go
@@ -147,10 +173,22 @@ def heatmaps(result: dict, result_dir) -> list[str]:
 
     pfig = make_subplots(rows=1, cols=len(labels), subplot_titles=[f"{ref} vs {lab}" for lab in labels])
     for k, label in enumerate(labels):
-        pfig.add_trace(go.Heatmap(z=_nan_to_none(lifts[label]), x=projections, y=layers, customdata=_nan_to_none(
-            100 * shares[label]), colorscale="RdBu_r", zmid=1, showscale=k == 0, colorbar={"title": "lift"},
-            hovertemplate=f"{label}, layer %{{y}}, %{{x}}: lift %{{z:.3f}}, %{{customdata:.1f}}% of {ref}'s masked"
-                          "<extra></extra>"), row=1, col=k + 1)
+        pfig.add_trace(
+            go.Heatmap(
+                z=_nan_to_none(lifts[label]),
+                x=projections,
+                y=layers,
+                customdata=_nan_to_none(100 * shares[label]),
+                colorscale="RdBu_r",
+                zmid=1,
+                showscale=k == 0,
+                colorbar={"title": "lift"},
+                hovertemplate=f"{label}, layer %{{y}}, %{{x}}: lift %{{z:.3f}}, %{{customdata:.1f}}% of {ref}'s masked"
+                "<extra></extra>",
+            ),
+            row=1,
+            col=k + 1,
+        )
     pfig.update_yaxes(type="category", autorange="reversed", title_text="layer")
     pfig.update_xaxes(title_text="projection")
     pfig.update_layout(title=f"{ref} mask vs pruning criteria: lift of the overlap of masked sets")

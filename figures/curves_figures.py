@@ -18,7 +18,9 @@ from mftlab.files.results import read_result
 
 def curve_styles(demo: dict) -> dict[str, tuple[str, str]]:
     """method -> (colour, line style) of every curve, by its position in `curve_names`."""
-    return {m: (PALETTE[k % len(PALETTE)], LINE_STYLES[k % len(LINE_STYLES)]) for k, m in enumerate(demo["curve_names"])}
+    return {
+        m: (PALETTE[k % len(PALETTE)], LINE_STYLES[k % len(LINE_STYLES)]) for k, m in enumerate(demo["curve_names"])
+    }
 
 
 def reference_colors(demo: dict) -> dict[str, str]:
@@ -72,29 +74,62 @@ def render(result_dir) -> list[str]:
             if xs:
                 shown += ys
                 ax.plot(xs, ys, dash, color=color, label=curve_names[run], lw=1.6)
-                web.add_trace(go.Scatter(x=xs, y=ys, name=curve_names[run], line={"color": color}, legendgroup=run,
-                                         showlegend=k == 0, hovertemplate="step %{x}<br>loss %{y:.4f}"), 1, k + 1)
+                web.add_trace(
+                    go.Scatter(
+                        x=xs,
+                        y=ys,
+                        name=curve_names[run],
+                        line={"color": color},
+                        legendgroup=run,
+                        showlegend=k == 0,
+                        hovertemplate="step %{x}<br>loss %{y:.4f}",
+                    ),
+                    1,
+                    k + 1,
+                )
         zero = step0_point(demo, domain)
         if zero is not None:
             shown.append(zero[1])
             ax.plot([zero[0]], [zero[1]], "v", color=styles[method][0], ms=7, label=f"{step0_label} (before training)")
-            web.add_trace(go.Scatter(x=[zero[0]], y=[zero[1]], mode="markers", name=step0_label,
-                                     marker={"symbol": "triangle-down", "size": 10, "color": styles[method][0]},
-                                     legendgroup="step0", showlegend=k == 0,
-                                     hovertemplate="step-0 mask<br>loss %{y:.4f}"), 1, k + 1)
+            web.add_trace(
+                go.Scatter(
+                    x=[zero[0]],
+                    y=[zero[1]],
+                    mode="markers",
+                    name=step0_label,
+                    marker={"symbol": "triangle-down", "size": 10, "color": styles[method][0]},
+                    legendgroup="step0",
+                    showlegend=k == 0,
+                    hovertemplate="step-0 mask<br>loss %{y:.4f}",
+                ),
+                1,
+                k + 1,
+            )
         for ref, loss in reference_losses(demo, domain).items():
             ax.axhline(loss, color=references[ref], lw=1, ls="-.", label=names[ref])
-            web.add_hline(y=loss, line={"color": references[ref], "dash": "dashdot"}, row=1, col=k + 1,
-                          annotation_text=names[ref], annotation_font_size=9)
+            web.add_hline(
+                y=loss,
+                line={"color": references[ref], "dash": "dashdot"},
+                row=1,
+                col=k + 1,
+                annotation_text=names[ref],
+                annotation_font_size=9,
+            )
         # Zoom on the fine-tuned models; the backbone line is labelled when it lies above the view.
         refs = reference_losses(demo, domain)
         low = min(shown + [v for m, v in refs.items() if m != lower])
-        high = max(y for y in shown[len(shown) // 4:]) if shown else low
+        high = max(y for y in shown[len(shown) // 4 :]) if shown else low
         pad = 0.08 * (high - low or 1.0)
         ax.set_ylim(low - pad, high + 3 * pad)
         if lower in refs and refs[lower] > high + 3 * pad:
-            ax.annotate(f"{demo['method_short'][lower]}: {refs[lower]:.2f} (above)", xy=(0.02, 0.97),
-                        xycoords="axes fraction", va="top", fontsize=8, color=references[lower])
+            ax.annotate(
+                f"{demo['method_short'][lower]}: {refs[lower]:.2f} (above)",
+                xy=(0.02, 0.97),
+                xycoords="axes fraction",
+                va="top",
+                fontsize=8,
+                color=references[lower],
+            )
         best = demo["curves"][domain][demo["roles"]["upper_bound"]]["best_step"]
         if best:
             ax.axvline(best, color="grey", lw=0.8, ls=":")
@@ -108,6 +143,10 @@ def render(result_dir) -> list[str]:
     fig.tight_layout()
     base = os.path.join(result_dir, "figures", "training_curves")
     os.makedirs(os.path.dirname(base), exist_ok=True)
-    web.update_layout(title="Validation loss during training", xaxis_title="optimizer step",
-                      yaxis_title="validation loss (nats/token)", height=450)
+    web.update_layout(
+        title="Validation loss during training",
+        xaxis_title="optimizer step",
+        yaxis_title="validation loss (nats/token)",
+        height=450,
+    )
     return save_figure(fig, base) + [save_html(web, base + ".html")]

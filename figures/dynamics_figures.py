@@ -41,12 +41,20 @@ def render(result_dir) -> list[str]:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     if many:
-        scalar = matplotlib.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(int(layers[0]), int(layers[-1])))
+        scalar = matplotlib.cm.ScalarMappable(
+            cmap=cmap, norm=matplotlib.colors.Normalize(int(layers[0]), int(layers[-1]))
+        )
         fig.colorbar(scalar, ax=ax, label="layer")
     ax = axes[1]
     for i, (key, name) in enumerate((("to_first", "to the first mask"), ("to_final", "to the final mask"))):
-        ax.plot(x, 100 * np.array(result[key]["all"], dtype=float) / numel["all"], marker="o", ms=3,
-                color=PALETTE[i], label=name)
+        ax.plot(
+            x,
+            100 * np.array(result[key]["all"], dtype=float) / numel["all"],
+            marker="o",
+            ms=3,
+            color=PALETTE[i],
+            label=name,
+        )
     ax.set_xlabel(x_label)
     ax.set_ylabel("Hamming distance (% of weights)")
     ax.set_title("Distance to the first and final mask")
@@ -64,17 +72,34 @@ def render(result_dir) -> list[str]:
     labels = result["labels"]
     for group in ["all"] + layers:
         flips = result["flips"][group]
-        pfig.add_trace(go.Scatter(x=x[1:], y=pct[group], mode="lines+markers", name="all layers" if group == "all" else f"layer {group}",
-                                  line={"width": 3 if group == "all" else 1, "color": "black" if group == "all" else None},
-                                  customdata=list(zip(labels[1:], flips)),
-                                  hovertemplate=f"{'all' if group == 'all' else 'layer ' + group}, %{{customdata[0]}}: "
-                                                "%{customdata[1]:,} flips (%{y:.3f}%)<extra></extra>"),
-                       row=1, col=1)
+        pfig.add_trace(
+            go.Scatter(
+                x=x[1:],
+                y=pct[group],
+                mode="lines+markers",
+                name="all layers" if group == "all" else f"layer {group}",
+                line={"width": 3 if group == "all" else 1, "color": "black" if group == "all" else None},
+                customdata=list(zip(labels[1:], flips)),
+                hovertemplate=f"{'all' if group == 'all' else 'layer ' + group}, %{{customdata[0]}}: "
+                "%{customdata[1]:,} flips (%{y:.3f}%)<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
     for i, (key, name) in enumerate((("to_first", "to first"), ("to_final", "to final"))):
-        pfig.add_trace(go.Scatter(x=x, y=100 * np.array(result[key]["all"], dtype=float) / numel["all"], mode="lines+markers",
-                                  name=f"distance {name}", line={"color": PALETTE[i]}, customdata=labels,
-                                  hovertemplate=f"%{{customdata}}: distance {name} %{{y:.3f}}%<extra></extra>"),
-                       row=1, col=2)
+        pfig.add_trace(
+            go.Scatter(
+                x=x,
+                y=100 * np.array(result[key]["all"], dtype=float) / numel["all"],
+                mode="lines+markers",
+                name=f"distance {name}",
+                line={"color": PALETTE[i]},
+                customdata=labels,
+                hovertemplate=f"%{{customdata}}: distance {name} %{{y:.3f}}%<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
     pfig.update_xaxes(title_text=x_label)
     pfig.update_yaxes(title_text="weights flipped (%)", row=1, col=1)
     pfig.update_yaxes(title_text="Hamming distance (% of weights)", row=1, col=2)

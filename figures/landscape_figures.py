@@ -78,22 +78,49 @@ def _render_2d(result_dir: str, doc: dict, arrays: dict) -> list[str]:
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.grid(False)
         for k, m in enumerate(doc["markers"]):
-            ax.plot(m["x"], m["y"], MARKERS[k % len(MARKERS)], markersize=15 if k == 0 else 10,
-                    markerfacecolor=MARKER_COLOURS[k % len(MARKER_COLOURS)], markeredgecolor="k",
-                    label=_marker_label(m), linestyle="none")
+            ax.plot(
+                m["x"],
+                m["y"],
+                MARKERS[k % len(MARKERS)],
+                markersize=15 if k == 0 else 10,
+                markerfacecolor=MARKER_COLOURS[k % len(MARKER_COLOURS)],
+                markeredgecolor="k",
+                label=_marker_label(m),
+                linestyle="none",
+            )
         axes[1, col].remove()
         ax3 = fig.add_subplot(2, 2, 3 + col, projection="3d", computed_zorder=False)  # markers over the surface
         ax3.plot_surface(X, Y, z, norm=norm, cmap=SEQUENTIAL_CMAP, linewidth=0, antialiased=True, alpha=0.9)
         for k, m in enumerate(doc["markers"]):
             if m.get(f"{split}_loss") is not None:
-                ax3.scatter([m["x"]], [m["y"]], [m[f"{split}_loss"]], marker=MARKERS[k % len(MARKERS)], s=120,
-                            c=MARKER_COLOURS[k % len(MARKER_COLOURS)], edgecolors="k", depthshade=False, zorder=10)
+                ax3.scatter(
+                    [m["x"]],
+                    [m["y"]],
+                    [m[f"{split}_loss"]],
+                    marker=MARKERS[k % len(MARKERS)],
+                    s=120,
+                    c=MARKER_COLOURS[k % len(MARKER_COLOURS)],
+                    edgecolors="k",
+                    depthshade=False,
+                    zorder=10,
+                )
         ax3.set_zlim(levels[0], levels[-1])  # the shared scale, as in the colour bar
-        ax3.set(title=f"{title} (surface)", xlabel="u" if doc["plane"]["kind"] != "random" else "d1",
-                ylabel="v" if doc["plane"]["kind"] != "random" else "d2", zlabel=COLOURBAR_LABEL)
+        ax3.set(
+            title=f"{title} (surface)",
+            xlabel="u" if doc["plane"]["kind"] != "random" else "d1",
+            ylabel="v" if doc["plane"]["kind"] != "random" else "d2",
+            zlabel=COLOURBAR_LABEL,
+        )
     handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", ncol=max(1, len(names)), bbox_to_anchor=(0.47, 0.995),
-               frameon=False, numpoints=1)
+    fig.legend(
+        handles,
+        names,
+        loc="upper center",
+        ncol=max(1, len(names)),
+        bbox_to_anchor=(0.47, 0.995),
+        frameon=False,
+        numpoints=1,
+    )
     fig.subplots_adjust(top=0.91, right=0.86, hspace=0.3, wspace=0.3)
     cax = fig.add_axes([0.89, 0.15, 0.02, 0.7])
     bar = fig.colorbar(filled, cax=cax, ticks=np.geomspace(levels[0], levels[-1], 7))
@@ -111,9 +138,16 @@ def _render_1d(result_dir: str, doc: dict, arrays: dict) -> list[str]:
     for k, m in enumerate(doc["markers"]):
         for split, _ in SPLITS:
             if m.get(f"{split}_loss") is not None:
-                ax.plot(m["x"], m[f"{split}_loss"], MARKERS[k % len(MARKERS)], markersize=11,
-                        markerfacecolor=MARKER_COLOURS[(k + 1) % len(MARKER_COLOURS)], markeredgecolor="k",
-                        linestyle="none", label=_marker_label(m) if split == "train" else None)
+                ax.plot(
+                    m["x"],
+                    m[f"{split}_loss"],
+                    MARKERS[k % len(MARKERS)],
+                    markersize=11,
+                    markerfacecolor=MARKER_COLOURS[(k + 1) % len(MARKER_COLOURS)],
+                    markeredgecolor="k",
+                    linestyle="none",
+                    label=_marker_label(m) if split == "train" else None,
+                )
     ax.set(xlabel=axis_labels(doc)[0] if doc["plane"]["kind"] != "random" else "direction 1", ylabel=COLOURBAR_LABEL)
     ax.legend(loc="best", numpoints=1)
     return save_figure(fig, os.path.join(result_dir, "landscape_1d"))
@@ -133,38 +167,88 @@ def _render_html(result_dir: str, doc: dict, arrays: dict) -> str:
     cmin, cmax = float(np.log10(levels[0])), float(np.log10(levels[-1]))
     tickvals, ticktext = _log_ticks(levels)
     colorbar = {"title": {"text": COLOURBAR_LABEL}, "tickvals": tickvals, "ticktext": ticktext}
-    fig = make_subplots(rows=2, cols=2, specs=[[{"type": "surface"}] * 2, [{"type": "xy"}] * 2],
-                        subplot_titles=["train loss", "test loss", "train loss (log contours)", "test loss (log contours)"],
-                        vertical_spacing=0.08, row_heights=[0.6, 0.4])
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        specs=[[{"type": "surface"}] * 2, [{"type": "xy"}] * 2],
+        subplot_titles=["train loss", "test loss", "train loss (log contours)", "test loss (log contours)"],
+        vertical_spacing=0.08,
+        row_heights=[0.6, 0.4],
+    )
     xlabel, ylabel = axis_labels(doc)
     for col, (split, _) in enumerate(SPLITS, 1):
         z = arrays[f"{split}_loss"]
         logz = np.log10(np.clip(z, levels[0], levels[-1]))
-        fig.add_trace(go.Surface(x=xs, y=ys, z=z, surfacecolor=logz, cmin=cmin, cmax=cmax, colorscale="Viridis",
-                                 colorbar=colorbar, showscale=col == 1, name=split,
-                                 hovertemplate="x=%{x:.4g}<br>y=%{y:.4g}<br>loss=%{z:.5g}<extra></extra>"),
-                      row=1, col=col)
-        fig.add_trace(go.Contour(x=xs, y=ys, z=logz, zmin=cmin, zmax=cmax, colorscale="Viridis", showscale=False,
-                                 customdata=z, contours={"start": cmin, "end": cmax, "size": (cmax - cmin) / 20},
-                                 hovertemplate="x=%{x:.4g}<br>y=%{y:.4g}<br>loss=%{customdata:.5g}<extra></extra>"),
-                      row=2, col=col)
+        fig.add_trace(
+            go.Surface(
+                x=xs,
+                y=ys,
+                z=z,
+                surfacecolor=logz,
+                cmin=cmin,
+                cmax=cmax,
+                colorscale="Viridis",
+                colorbar=colorbar,
+                showscale=col == 1,
+                name=split,
+                hovertemplate="x=%{x:.4g}<br>y=%{y:.4g}<br>loss=%{z:.5g}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Contour(
+                x=xs,
+                y=ys,
+                z=logz,
+                zmin=cmin,
+                zmax=cmax,
+                colorscale="Viridis",
+                showscale=False,
+                customdata=z,
+                contours={"start": cmin, "end": cmax, "size": (cmax - cmin) / 20},
+                hovertemplate="x=%{x:.4g}<br>y=%{y:.4g}<br>loss=%{customdata:.5g}<extra></extra>",
+            ),
+            row=2,
+            col=col,
+        )
         for k, m in enumerate(doc["markers"]):
             loss = m.get(f"{split}_loss")
             style = {"color": MARKER_COLOURS[k % len(MARKER_COLOURS)], "line": {"color": "black", "width": 1}}
             if loss is not None:
-                fig.add_trace(go.Scatter3d(x=[m["x"]], y=[m["y"]], z=[loss], mode="markers", name=_marker_label(m),
-                                           legendgroup=m["label"], showlegend=False,
-                                           marker={**style, "size": 7, "symbol": PLOTLY_MARKERS_3D[k % 8]}),
-                              row=1, col=col)
-            fig.add_trace(go.Scatter(x=[m["x"]], y=[m["y"]], mode="markers", name=_marker_label(m),
-                                     legendgroup=m["label"], showlegend=col == 1,
-                                     marker={**style, "size": 16 if k == 0 else 12, "symbol": PLOTLY_MARKERS[k % 8]}),
-                          row=2, col=col)
+                fig.add_trace(
+                    go.Scatter3d(
+                        x=[m["x"]],
+                        y=[m["y"]],
+                        z=[loss],
+                        mode="markers",
+                        name=_marker_label(m),
+                        legendgroup=m["label"],
+                        showlegend=False,
+                        marker={**style, "size": 7, "symbol": PLOTLY_MARKERS_3D[k % 8]},
+                    ),
+                    row=1,
+                    col=col,
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=[m["x"]],
+                    y=[m["y"]],
+                    mode="markers",
+                    name=_marker_label(m),
+                    legendgroup=m["label"],
+                    showlegend=col == 1,
+                    marker={**style, "size": 16 if k == 0 else 12, "symbol": PLOTLY_MARKERS[k % 8]},
+                ),
+                row=2,
+                col=col,
+            )
         fig.update_xaxes(title_text=xlabel, row=2, col=col)
         fig.update_yaxes(title_text=ylabel, row=2, col=col)
     scene = {"xaxis_title": "x", "yaxis_title": "y", "zaxis_title": "loss"}
-    fig.update_layout(height=1000, width=1200, scene=scene, scene2=scene,
-                      title=f"Loss landscape ({doc['plane']['kind']} plane)")
+    fig.update_layout(
+        height=1000, width=1200, scene=scene, scene2=scene, title=f"Loss landscape ({doc['plane']['kind']} plane)"
+    )
     return save_html(fig, os.path.join(result_dir, "landscape.html"))
 
 

@@ -29,8 +29,15 @@ def _matrix(result: dict, metric: str, diagonal: float) -> np.ndarray:
 def _annotate(ax, grid: np.ndarray, fmt: str) -> None:
     for (i, j), v in np.ndenumerate(grid):
         if np.isfinite(v):
-            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=8,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
+            ax.text(
+                j,
+                i,
+                format(v, fmt),
+                ha="center",
+                va="center",
+                fontsize=8,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7},
+            )
 
 
 def matrices(result: dict, result_dir) -> list[str]:
@@ -43,12 +50,26 @@ def matrices(result: dict, result_dir) -> list[str]:
     longest = max(len(label) for label in labels)
     fig, axes = new_figure(ncols=2, width=size + 0.9 + 0.05 * longest, height=size + 0.05 * longest)
     fig.subplots_adjust(wspace=0.3 + 0.035 * longest)  # room for the colour bar and the next panel's labels
-    panels = ((jac, "Jaccard of masked sets", "Jaccard (0-1)", SEQUENTIAL_CMAP, None, ".2f"),
-              (lift, "Lift over independent masks", "lift = shared / expected (log, 1 = chance)",
-               DIVERGING_CMAP, _lift_norm(lift), ".2f"))
+    panels = (
+        (jac, "Jaccard of masked sets", "Jaccard (0-1)", SEQUENTIAL_CMAP, None, ".2f"),
+        (
+            lift,
+            "Lift over independent masks",
+            "lift = shared / expected (log, 1 = chance)",
+            DIVERGING_CMAP,
+            _lift_norm(lift),
+            ".2f",
+        ),
+    )
     for ax, (grid, title, bar_label, cmap, norm, fmt) in zip(axes, panels):
-        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm,
-                          vmin=None if norm else 0, vmax=None if norm else 1, interpolation="nearest")
+        image = ax.imshow(
+            np.ma.masked_invalid(grid),
+            cmap=cmap,
+            norm=norm,
+            vmin=None if norm else 0,
+            vmax=None if norm else 1,
+            interpolation="nearest",
+        )
         ax.grid(False)
         ax.set_xticks(range(n), labels, rotation=45, ha="right")
         ax.set_yticks(range(n), labels)
@@ -57,7 +78,9 @@ def matrices(result: dict, result_dir) -> list[str]:
         ax.set_title(title)
         bar = fig.colorbar(image, ax=ax, shrink=0.85, label=bar_label)
         if norm is not None:
-            ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if norm.vmin <= t <= norm.vmax]
+            ticks = [
+                t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if norm.vmin <= t <= norm.vmax
+            ]
             bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
             bar.ax.minorticks_off()
         _annotate(ax, grid, fmt)
@@ -66,14 +89,39 @@ def matrices(result: dict, result_dir) -> list[str]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    pfig = make_subplots(rows=1, cols=2, subplot_titles=["Jaccard of masked sets", "lift (observed / expected shared)"],
-                         horizontal_spacing=0.18)
-    pfig.add_trace(go.Heatmap(z=_nan_to_none(jac), x=labels, y=labels, colorscale="Viridis", zmin=0, zmax=1,
-                              colorbar={"title": "Jaccard", "x": 0.42}, hovertemplate="%{y} vs %{x}: Jaccard %{z:.4f}<extra></extra>"),
-                   row=1, col=1)
-    pfig.add_trace(go.Heatmap(z=_nan_to_none(lift), x=labels, y=labels, colorscale="RdBu_r", zmid=1,
-                              colorbar={"title": "lift"}, hovertemplate="%{y} vs %{x}: lift %{z:.3f}<extra></extra>"),
-                   row=1, col=2)
+    pfig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["Jaccard of masked sets", "lift (observed / expected shared)"],
+        horizontal_spacing=0.18,
+    )
+    pfig.add_trace(
+        go.Heatmap(
+            z=_nan_to_none(jac),
+            x=labels,
+            y=labels,
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": "Jaccard", "x": 0.42},
+            hovertemplate="%{y} vs %{x}: Jaccard %{z:.4f}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    pfig.add_trace(
+        go.Heatmap(
+            z=_nan_to_none(lift),
+            x=labels,
+            y=labels,
+            colorscale="RdBu_r",
+            zmid=1,
+            colorbar={"title": "lift"},
+            hovertemplate="%{y} vs %{x}: lift %{z:.3f}<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
     pfig.update_yaxes(autorange="reversed")
     pfig.update_layout(title="Overlap of masked weights between masks")
     return paths + [save_html(pfig, out_base(result_dir, "overlap_matrix") + ".html")]
@@ -110,10 +158,20 @@ def layer_curves(result: dict, result_dir) -> list[str]:
         for col, metric in enumerate(("jaccard", "lift")):
             y = [np.nan if by_layer[layer][metric] is None else by_layer[layer][metric] for layer in layers]
             axes[col].plot(x, y, marker="o", ms=3, color=color, label=f"{a} vs {b}")
-            pfig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{a} vs {b}", legendgroup=f"{a}|{b}",
-                                      showlegend=col == 0, line={"color": color},
-                                      hovertemplate=f"{a} vs {b}, layer %{{x}}: {metric} %{{y:.4f}}<extra></extra>"),
-                           row=1, col=col + 1)
+            pfig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines+markers",
+                    name=f"{a} vs {b}",
+                    legendgroup=f"{a}|{b}",
+                    showlegend=col == 0,
+                    line={"color": color},
+                    hovertemplate=f"{a} vs {b}, layer %{{x}}: {metric} %{{y:.4f}}<extra></extra>",
+                ),
+                row=1,
+                col=col + 1,
+            )
     axes[1].axhline(1.0, color="grey", lw=0.8, ls="--", label="chance (lift 1)")
     for ax, label in zip(axes, ("Jaccard of masked sets (0-1)", "lift (observed / expected)")):
         ax.set_xlabel("layer")
@@ -159,10 +217,28 @@ def consensus(result: dict, result_dir) -> list[str]:
     from plotly.subplots import make_subplots
 
     pfig = make_subplots(rows=1, cols=2, subplot_titles=["masked by exactly k masks", "masked by this mask alone"])
-    pfig.add_trace(go.Bar(x=ks, y=share, customdata=[exactly[k] for k in ks], name="k of N",
-                          hovertemplate="k=%{x}: %{customdata:,} weights (%{y:.3f}%)<extra></extra>"), row=1, col=1)
-    pfig.add_trace(go.Bar(x=labels, y=alone, customdata=[overall["only"][label] for label in labels], name="alone",
-                          hovertemplate="%{x}: %{customdata:,} weights (%{y:.3f}%)<extra></extra>"), row=1, col=2)
+    pfig.add_trace(
+        go.Bar(
+            x=ks,
+            y=share,
+            customdata=[exactly[k] for k in ks],
+            name="k of N",
+            hovertemplate="k=%{x}: %{customdata:,} weights (%{y:.3f}%)<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    pfig.add_trace(
+        go.Bar(
+            x=labels,
+            y=alone,
+            customdata=[overall["only"][label] for label in labels],
+            name="alone",
+            hovertemplate="%{x}: %{customdata:,} weights (%{y:.3f}%)<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
     pfig.update_xaxes(title_text="k (masks that mask the weight)", dtick=1, row=1, col=1)
     pfig.update_xaxes(title_text="mask", row=1, col=2)
     pfig.update_yaxes(title_text="weights (% of all compared)")

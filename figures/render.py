@@ -3,7 +3,8 @@
 Each figures module that can redraw a kind of result defines:
     RESULT = "stats"                      # the kind (mftlab.files.results): its JSON marks such results in a folder
     def render(result_dir) -> list[str]   # reads it kind-checked, writes the figures next to it, returns their paths
-and is discovered here (a module that also sets OWNS_SUBFOLDERS = True redraws its subfolders itself), so adding a figure kind never edits this file.
+and is discovered here (a module that also sets OWNS_SUBFOLDERS = True redraws its subfolders itself),
+so adding a figure kind never edits this file.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def plot(result_dir: str | os.PathLike) -> list[str]:
     written = render_all(result_dir)
     if not written:
         known = ", ".join(sorted(renderers())) or "none"
-        raise MftlabError(f"no results found in '{result_dir}' (looked for: {known}); pass the --out folder of stats, "
-                          "compare-masks or landscape")
+        raise MftlabError(
+            f"no results found in '{result_dir}' (looked for: {known}); pass the --out folder of stats, "
+            "compare-masks or landscape"
+        )
     return written

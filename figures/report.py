@@ -12,50 +12,62 @@ import html
 import os
 import statistics
 
+from mftlab.figures import (
+    criteria_figures,
+    curves_figures,
+    dynamics_figures,
+    landscape_figures,
+    overlap_figures,
+    stats_figures,
+)
 from mftlab.files.atomic import write_text_atomic
-from mftlab.figures import (criteria_figures, curves_figures, dynamics_figures, landscape_figures, overlap_figures,
-                            stats_figures)
 from mftlab.files.results import read_result
 
 RESULT = "demo"
 OWNS_SUBFOLDERS = True  # `mftlab plot` redraws the demo's sub-results through this module only
 
 CAPTIONS = {
-    "training_curves": "Validation loss against optimizer steps (the paper's Figure 2): FFT from the backbone, continued "
-                       "FFT and MFT (the variant chosen on validation) from the best FFT checkpoint, LoRA, with the "
-                       "backbone and the random (mean of the draws) and magnitude masks as reference lines. The "
-                       "triangle is MFT's step-0 mask, evaluated before any training: the damage the initial prune "
-                       "does, which the MFT run then has to repair.",
+    "training_curves": (
+        "Validation loss against optimizer steps (the paper's Figure 2): FFT from the backbone, continued "
+        "FFT and MFT (the variant chosen on validation) from the best FFT checkpoint, LoRA, with the "
+        "backbone and the random (mean of the draws) and magnitude masks as reference lines. The "
+        "triangle is MFT's step-0 mask, evaluated before any training: the damage the initial prune "
+        "does, which the MFT run then has to repair."
+    ),
     "landscape": "Train and test loss on the plane through the FFT upper bound (star), continued FFT (square) and MFT "
-                 "(triangle), as in the paper's Figure 6: filled contours on log-spaced levels and 3-D surfaces on one "
-                 "colour scale.",
+    "(triangle), as in the paper's Figure 6: filled contours on log-spaced levels and 3-D surfaces on one "
+    "colour scale.",
     "heatmap": "Masked fraction per layer and projection of the MFT mask.",
     "concentration": "How concentrated the masked weights are over output rows and input columns (Gini, maxima).",
     "magnitude": "|w| of masked versus kept weights, and (with the backbone) how much fine-tuning had changed them.",
     "flips": "Mask dynamics: weights whose mask bit flipped between training snapshots, per layer.",
     "hamming": "Mask dynamics: Hamming distance of each snapshot to the first and to the final mask.",
-    "criteria_overlap": "MFT mask vs pruning criteria: per layer and projection, the lift of the overlap of MFT's masked "
-                        "set with the Wanda, SNIP, magnitude and random masks' (colour; 1 = chance) and the share of "
-                        "MFT's masked weights each one masks too (text); below, the same share overall against chance.",
+    "criteria_overlap": (
+        "MFT mask vs pruning criteria: per layer and projection, the lift of the overlap of MFT's masked "
+        "set with the Wanda, SNIP, magnitude and random masks' (colour; 1 = chance) and the share of "
+        "MFT's masked weights each one masks too (text); below, the same share overall against chance."
+    ),
     "overlap": "Overlap of the three domain masks: Jaccard and lift over independent masks, per layer, and how many "
-               "weights are masked by exactly k of the masks. The MFT runs share the seed, so runs with the same "
-               "initialisation start from the same step-0 mask (the same random scores, or each domain's magnitude "
-               "mask): lift above 1 partly reflects that common start.",
+    "weights are masked by exactly k of the masks. The MFT runs share the seed, so runs with the same "
+    "initialisation start from the same step-0 mask (the same random scores, or each domain's magnitude "
+    "mask): lift above 1 partly reflects that common start.",
 }
 
-PRUNING_NOTE = ("The first seed's MFT mask against masks that pruning criteria make at the same ratio and layers "
-                "(Wanda, SNIP: calibrated on the domain's training data; magnitude; random as the control): lift = "
-                "weights masked by both / the number expected by chance (1 = chance); Spearman between MFT's scores "
-                "and each criterion's.")
+PRUNING_NOTE = (
+    "The first seed's MFT mask against masks that pruning criteria make at the same ratio and layers "
+    "(Wanda, SNIP: calibrated on the domain's training data; magnitude; random as the control): lift = "
+    "weights masked by both / the number expected by chance (1 = chance); Spearman between MFT's scores "
+    "and each criterion's."
+)
 
 TABLE_NOTES = {
     "in_domain": "Each method's exact-match accuracy on the test set of the domain it was trained on (mean ± std "
-                 "over seeds when there are several; the random mask: over its draws). MFT is the variant chosen on "
-                 "validation loss (see the appendix). Exact match is scored by teacher forcing: every answer ends "
-                 "with end-of-text, so an answer counts as right exactly when greedy decoding would reproduce it.",
+    "over seeds when there are several; the random mask: over its draws). MFT is the variant chosen on "
+    "validation loss (see the appendix). Exact match is scored by teacher forcing: every answer ends "
+    "with end-of-text, so an answer counts as right exactly when greedy decoding would reproduce it.",
     "loss": "Token-weighted cross-entropy over the answer tokens of the same test sets.",
     "cross": "Each domain's models scored on every domain's test set: how much a method's gains (or losses) "
-             "carry over to the other domains, as in the paper's Table 5.",
+    "carry over to the other domains, as in the paper's Table 5.",
 }
 
 
@@ -73,7 +85,9 @@ def _cell(values: list[float], percent: bool = True) -> str:
     return f"{mean * scale:.1f}" if percent else f"{mean:.3f}"
 
 
-def score_values(demo: dict, train_domain: str, method: str, test_domain: str, metric: str = "exact_match") -> list[float]:
+def score_values(
+    demo: dict, train_domain: str, method: str, test_domain: str, metric: str = "exact_match"
+) -> list[float]:
     """One value per seed, or per seed and draw for a method drawn several times (the random mask)."""
     values = []
     for s in demo["seeds"]:
@@ -84,11 +98,13 @@ def score_values(demo: dict, train_domain: str, method: str, test_domain: str, m
 
 
 # -- MFT's recipe (chosen on validation) and the random draws -------------------------------------
-VARIANTS_NOTE = ("Every MFT variant (score initialisation x score learning rate) trained from the same FFT "
-                 "checkpoint on the same data; each contributes its best-on-validation checkpoint. The variant "
-                 "with the lowest validation loss is \"MFT\" in Tables 1 and 5. Test numbers are listed for "
-                 "completeness and were not used to choose. FFT's checkpoint and continued FFT's length were "
-                 "chosen on the same validation sets, so every method had the same chance.")
+VARIANTS_NOTE = (
+    "Every MFT variant (score initialisation x score learning rate) trained from the same FFT "
+    "checkpoint on the same data; each contributes its best-on-validation checkpoint. The variant "
+    'with the lowest validation loss is "MFT" in Tables 1 and 5. Test numbers are listed for '
+    "completeness and were not used to choose. FFT's checkpoint and continued FFT's length were "
+    "chosen on the same validation sets, so every method had the same chance."
+)
 
 
 def _variant_label(v: dict) -> str:
@@ -98,16 +114,28 @@ def _variant_label(v: dict) -> str:
 def variants_table(demo: dict) -> list[list[str]]:
     """Appendix: every MFT variant's validation and in-domain test numbers; the chosen one marked."""
     several = len(demo["seeds"]) > 1
-    rows = [["Domain"] + (["Seed"] if several else []) + ["MFT variant", "step-0 val. loss", "val. loss",
-                                                          "test loss", "test exact match (%)", "chosen"]]
+    rows = [
+        ["Domain"]
+        + (["Seed"] if several else [])
+        + ["MFT variant", "step-0 val. loss", "val. loss", "test loss", "test exact match (%)", "chosen"]
+    ]
     for s in demo["seeds"]:
         for d in demo["domains"]:
             entry = demo["mft_variants"][str(s)][d]
             for name, v in entry["variants"].items():
                 step0 = "n/a" if v.get("step0_loss") is None else f"{v['step0_loss']:.4f}"
-                rows.append([d] + ([str(s)] if several else []) + [
-                    _variant_label(v), step0, f"{v['validation_loss']:.4f}", f"{v['test'][d]['loss']:.4f}",
-                    f"{100 * v['test'][d]['exact_match']:.1f}", "**chosen**" if name == entry["selected"] else ""])
+                rows.append(
+                    [d]
+                    + ([str(s)] if several else [])
+                    + [
+                        _variant_label(v),
+                        step0,
+                        f"{v['validation_loss']:.4f}",
+                        f"{v['test'][d]['loss']:.4f}",
+                        f"{100 * v['test'][d]['exact_match']:.1f}",
+                        "**chosen**" if name == entry["selected"] else "",
+                    ]
+                )
     return rows
 
 
@@ -115,9 +143,13 @@ def chosen_lines(demo: dict) -> list[str]:
     """Which variant is "MFT" per domain (and seed)."""
     lines = []
     for d in demo["domains"]:
-        picks = [_variant_label(demo["mft_variants"][str(s)][d]["variants"][demo["mft_variants"][str(s)][d]["selected"]])
-                 for s in demo["seeds"]]
-        lines.append(f"{d}: {'; '.join(f'seed {s}: {p}' for s, p in zip(demo['seeds'], picks)) if len(picks) > 1 else picks[0]}")
+        picks = [
+            _variant_label(demo["mft_variants"][str(s)][d]["variants"][demo["mft_variants"][str(s)][d]["selected"]])
+            for s in demo["seeds"]
+        ]
+        lines.append(
+            f"{d}: {'; '.join(f'seed {s}: {p}' for s, p in zip(demo['seeds'], picks)) if len(picks) > 1 else picks[0]}"
+        )
     return lines
 
 
@@ -135,18 +167,25 @@ def random_spread(demo: dict) -> str:
     if draws < 2:
         return "The random mask was drawn once per domain and seed: its spread over draws is not measured."
     seeds = len(demo["seeds"])
-    count = f"{draws // seeds} times per domain and seed ({draws} draws per domain)" if seeds > 1 else \
-        f"{draws} times per domain"
-    return (f"Random masks were drawn {count}; their in-domain exact match ranges over {', '.join(parts)}: "
-            "a single random draw is a noisy baseline.")
+    count = (
+        f"{draws // seeds} times per domain and seed ({draws} draws per domain)"
+        if seeds > 1
+        else f"{draws} times per domain"
+    )
+    return (
+        f"Random masks were drawn {count}; their in-domain exact match ranges over {', '.join(parts)}: "
+        "a single random draw is a noisy baseline."
+    )
 
 
 def in_domain_table(demo: dict, metric: str = "exact_match") -> list[list[str]]:
     """Rows: methods; columns: domains; cell: in-domain test score (mean ± std over seeds)."""
     rows = [["Method"] + demo["domains"]]
     for m in demo["methods"]:
-        rows.append([demo["method_names"][m]] + [_cell(score_values(demo, d, m, d, metric), metric == "exact_match")
-                                                 for d in demo["domains"]])
+        rows.append(
+            [demo["method_names"][m]]
+            + [_cell(score_values(demo, d, m, d, metric), metric == "exact_match") for d in demo["domains"]]
+        )
     return rows
 
 
@@ -178,21 +217,25 @@ def verdicts(demo: dict) -> list[str]:
             word = "tied with"
         else:
             word = "did not beat"
-        lines.append(f"**{d}**: {name} {word} the {upper_name} upper bound: {mft_mean:.1f}% vs {fft_mean:.1f}% exact match, "
-                     f"a difference of {100 * mean:+.1f} points{spread}.")
+        lines.append(
+            f"**{d}**: {name} {word} the {upper_name} upper bound: {mft_mean:.1f}% vs {fft_mean:.1f}% exact match, "
+            f"a difference of {100 * mean:+.1f} points{spread}."
+        )
     return lines
 
 
 def pruning_sentences(result_dir: str, demo: dict) -> list[str]:
     """One sentence per domain, from the numbers: is the MFT mask just a pruning criterion's mask?"""
     folders = demo["analysis"].get("criteria", {})
-    return [f"{domain}: " + criteria_figures.criteria_sentence(read_result(os.path.join(result_dir, folder),
-                                                                           criteria_figures.RESULT))
-            for domain, folder in folders.items()]
+    return [
+        f"{domain}: "
+        + criteria_figures.criteria_sentence(read_result(os.path.join(result_dir, folder), criteria_figures.RESULT))
+        for domain, folder in folders.items()
+    ]
 
 
 def _records(demo: dict) -> str:
-    """"200 training records per domain", or the count of each domain when they differ."""
+    """ "200 training records per domain", or the count of each domain when they differ."""
     counts = demo["train_records"]
     if len(set(counts.values())) == 1:
         return f"{next(iter(counts.values()))} training records per domain"
@@ -224,17 +267,34 @@ def _redraw(result_dir: str, demo: dict) -> list[tuple[str, str, list[str]]]:
     sections = [("Training curves", result_dir, curves_figures.render(result_dir))]
     analysis = demo["analysis"]
     for domain, folder in analysis["landscape"].items():
-        sections.append((f"Loss landscape: {domain}", folder, landscape_figures.render(os.path.join(result_dir, folder))))
+        sections.append(
+            (f"Loss landscape: {domain}", folder, landscape_figures.render(os.path.join(result_dir, folder)))
+        )
     for domain, folder in analysis["stats"].items():
         path = os.path.join(result_dir, folder)
-        sections.append((f"MFT mask of {domain}: statistics and dynamics", folder,
-                         stats_figures.render(path) + dynamics_figures.render(path)))
+        sections.append(
+            (
+                f"MFT mask of {domain}: statistics and dynamics",
+                folder,
+                stats_figures.render(path) + dynamics_figures.render(path),
+            )
+        )
     for domain, folder in analysis.get("criteria", {}).items():
-        sections.append((f"MFT mask vs pruning criteria: {domain}", folder,
-                         criteria_figures.render(os.path.join(result_dir, folder))))
+        sections.append(
+            (
+                f"MFT mask vs pruning criteria: {domain}",
+                folder,
+                criteria_figures.render(os.path.join(result_dir, folder)),
+            )
+        )
     if "overlap" in analysis:  # only with two or more domains
-        sections.append(("Overlap of the domain masks", analysis["overlap"],
-                         overlap_figures.render(os.path.join(result_dir, analysis["overlap"]))))
+        sections.append(
+            (
+                "Overlap of the domain masks",
+                analysis["overlap"],
+                overlap_figures.render(os.path.join(result_dir, analysis["overlap"])),
+            )
+        )
     return sections
 
 
@@ -243,26 +303,45 @@ def render(result_dir) -> list[str]:
     demo = read_result(result_dir, RESULT)
     sections = _redraw(result_dir, demo)
     cfg = demo["config"]
-    intro = (f"{cfg['title']}, {len(demo['seeds'])} seed(s) {demo['seeds']}, MFT on layers {cfg['layers']} at mask ratio "
-             f"{cfg['mask_ratio']}; {cfg['data_note'] + ': ' if cfg['data_note'] else ''}{_records(demo)}; wall time "
-             f"{demo['wall_seconds']} s (training and analysis; figures not included).")
+    intro = (
+        f"{cfg['title']}, {len(demo['seeds'])} seed(s) {demo['seeds']}, MFT on layers {cfg['layers']} at mask ratio "
+        f"{cfg['mask_ratio']}; {cfg['data_note'] + ': ' if cfg['data_note'] else ''}{_records(demo)}; wall time "
+        f"{demo['wall_seconds']} s (training and analysis; figures not included)."
+    )
     if "lora" in cfg["methods"] and not demo.get("lora"):
         intro += " LoRA was skipped: install the `lora` extra (peft) to include it."
     has_variants = "mft_variants" in demo
     if has_variants:
-        intro += (f" MFT's recipe was chosen on validation loss among {len(cfg['mft_inits']) * len(cfg['mft_score_lrs'])} "
-                  f"variants (score init {', '.join(cfg['mft_inits'])} x score-lr "
-                  f"{', '.join(f'{lr:g}' for lr in cfg['mft_score_lrs'])}); chosen: " + "; ".join(chosen_lines(demo)) + ".")
+        intro += (
+            f" MFT's recipe was chosen on validation loss among {len(cfg['mft_inits']) * len(cfg['mft_score_lrs'])} "
+            f"variants (score init {', '.join(cfg['mft_inits'])} x score-lr "
+            f"{', '.join(f'{lr:g}' for lr in cfg['mft_score_lrs'])}); chosen: " + "; ".join(chosen_lines(demo)) + "."
+        )
     spread = random_spread(demo)
     title = f"mftlab {demo.get('command', 'demo')} report"
     md = [f"# {title}", "", intro, "", "## Did MFT beat full fine-tuning?", ""] + [f"- {v}" for v in verdicts(demo)]
     pruning = pruning_sentences(result_dir, demo)
     if pruning:
         md += ["", "## Is MFT just pruning?", "", PRUNING_NOTE, ""] + [f"- {p}" for p in pruning]
-    md += ["", "## Table 1: in-domain test exact match (%)", "", TABLE_NOTES["in_domain"], "",
-           _markdown_table(in_domain_table(demo)), "", spread, "",
-           "## In-domain test loss (nats/token)", "", TABLE_NOTES["loss"], "",
-           _markdown_table(in_domain_table(demo, "loss")), "", "## Table 5: cross-domain exact match (%)", ""]
+    md += [
+        "",
+        "## Table 1: in-domain test exact match (%)",
+        "",
+        TABLE_NOTES["in_domain"],
+        "",
+        _markdown_table(in_domain_table(demo)),
+        "",
+        spread,
+        "",
+        "## In-domain test loss (nats/token)",
+        "",
+        TABLE_NOTES["loss"],
+        "",
+        _markdown_table(in_domain_table(demo, "loss")),
+        "",
+        "## Table 5: cross-domain exact match (%)",
+        "",
+    ]
     md += [TABLE_NOTES["cross"], ""]
     for train, rows in cross_domain_tables(demo).items():
         md += [f"Trained on **{train}**, scored on every domain's test set.", "", _markdown_table(rows), ""]
@@ -271,11 +350,17 @@ def render(result_dir) -> list[str]:
     if pruning:
         page += ["<h2>Is MFT just pruning?</h2>", f"<p>{html.escape(PRUNING_NOTE)}</p><ul>"]
         page += [f"<li>{html.escape(p)}</li>" for p in pruning] + ["</ul>"]
-    page += ["<h2>Table 1: in-domain test exact match (%)</h2>", f"<p>{html.escape(TABLE_NOTES['in_domain'])}</p>",
-             _html_table(in_domain_table(demo)), f"<p>{html.escape(spread)}</p>",
-             "<h2>In-domain test loss (nats/token)</h2>", f"<p>{html.escape(TABLE_NOTES['loss'])}</p>",
-             _html_table(in_domain_table(demo, "loss")),
-             "<h2>Table 5: cross-domain exact match (%)</h2>", f"<p>{html.escape(TABLE_NOTES['cross'])}</p>"]
+    page += [
+        "<h2>Table 1: in-domain test exact match (%)</h2>",
+        f"<p>{html.escape(TABLE_NOTES['in_domain'])}</p>",
+        _html_table(in_domain_table(demo)),
+        f"<p>{html.escape(spread)}</p>",
+        "<h2>In-domain test loss (nats/token)</h2>",
+        f"<p>{html.escape(TABLE_NOTES['loss'])}</p>",
+        _html_table(in_domain_table(demo, "loss")),
+        "<h2>Table 5: cross-domain exact match (%)</h2>",
+        f"<p>{html.escape(TABLE_NOTES['cross'])}</p>",
+    ]
     for train, rows in cross_domain_tables(demo).items():
         page += [f"<h3>Trained on {html.escape(train)}</h3>", _html_table(rows)]
     for title, _folder, written in sections:
@@ -285,22 +370,42 @@ def render(result_dir) -> list[str]:
             rel = os.path.relpath(png, result_dir)
             interactive = png[:-4] + ".html"
             link = os.path.relpath(interactive, result_dir) if os.path.exists(interactive) else None
-            md += [f"![{_caption(png)}]({rel})", "", _caption(png) + (f" [Interactive version]({link})." if link else ""), ""]
-            page.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(_caption(png))}">'
-                        f"<figcaption>{html.escape(_caption(png))}"
-                        + (f' <a href="{html.escape(link)}">Interactive version</a>' if link else "")
-                        + "</figcaption></figure>")
+            md += [
+                f"![{_caption(png)}]({rel})",
+                "",
+                _caption(png) + (f" [Interactive version]({link})." if link else ""),
+                "",
+            ]
+            page.append(
+                f'<figure><img src="{html.escape(rel)}" alt="{html.escape(_caption(png))}">'
+                f"<figcaption>{html.escape(_caption(png))}"
+                + (f' <a href="{html.escape(link)}">Interactive version</a>' if link else "")
+                + "</figcaption></figure>"
+            )
     if has_variants:
-        md += ["## Appendix: MFT variants, chosen on validation", "", VARIANTS_NOTE, "",
-               _markdown_table(variants_table(demo)), ""]
-        page += ["<h2>Appendix: MFT variants, chosen on validation</h2>", f"<p>{html.escape(VARIANTS_NOTE)}</p>",
-                 _html_table([[c.replace("**", "") for c in r] for r in variants_table(demo)])]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1.5em 0}"
-             "figcaption{font-size:0.9em;color:#444}")
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
-           f"</head><body>{''.join(page)}</body></html>")
+        md += [
+            "## Appendix: MFT variants, chosen on validation",
+            "",
+            VARIANTS_NOTE,
+            "",
+            _markdown_table(variants_table(demo)),
+            "",
+        ]
+        page += [
+            "<h2>Appendix: MFT variants, chosen on validation</h2>",
+            f"<p>{html.escape(VARIANTS_NOTE)}</p>",
+            _html_table([[c.replace("**", "") for c in r] for r in variants_table(demo)]),
+        ]
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1.5em 0}"
+        "figcaption{font-size:0.9em;color:#444}"
+    )
+    doc = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+        f"</head><body>{''.join(page)}</body></html>"
+    )
     write_text_atomic(os.path.join(result_dir, "report.md"), "\n".join(md) + "\n")
     write_text_atomic(os.path.join(result_dir, "index.html"), doc)
     written = [p for _t, _f, paths in sections for p in paths]

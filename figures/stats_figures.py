@@ -21,8 +21,7 @@ def _annotate(ax, grid: np.ndarray, fmt: str, limit: int = 160) -> None:
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0
     for (i, j), v in np.ndenumerate(grid):
         if np.isfinite(v):
-            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
-                    color="white" if v < mid else "black")
+            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7, color="white" if v < mid else "black")
 
 
 def heatmap(stats: dict, result_dir) -> list[str]:
@@ -36,8 +35,9 @@ def heatmap(stats: dict, result_dir) -> list[str]:
     lo, hi = float(np.nanmin(grid)), float(np.nanmax(grid))
     if hi - lo < 1.0:  # near-uniform ratios: don't let the colour scale blow up rounding noise
         lo, hi = (lo + hi) / 2 - 0.5, (lo + hi) / 2 + 0.5
-    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=SEQUENTIAL_CMAP, interpolation="nearest",
-                      vmin=lo, vmax=hi)
+    image = ax.imshow(
+        np.ma.masked_invalid(grid), aspect="auto", cmap=SEQUENTIAL_CMAP, interpolation="nearest", vmin=lo, vmax=hi
+    )
     ax.grid(False)
     ax.set_xticks(range(len(projections)), projections, rotation=30 if max(map(len, projections)) > 5 else 0)
     step = max(1, len(layers) // 32)
@@ -51,11 +51,22 @@ def heatmap(stats: dict, result_dir) -> list[str]:
 
     import plotly.graph_objects as go
 
-    pfig = go.Figure(go.Heatmap(z=grid.tolist(), x=projections, y=[str(x) for x in layers], colorscale="Viridis",
-                                colorbar={"title": "masked (%)"},
-                                hovertemplate="layer %{y}, %{x}: %{z:.3f}% masked<extra></extra>"))
-    pfig.update_layout(title="Masked fraction by layer and projection", xaxis_title="projection",
-                       yaxis_title="layer", yaxis={"autorange": "reversed", "type": "category"})
+    pfig = go.Figure(
+        go.Heatmap(
+            z=grid.tolist(),
+            x=projections,
+            y=[str(x) for x in layers],
+            colorscale="Viridis",
+            colorbar={"title": "masked (%)"},
+            hovertemplate="layer %{y}, %{x}: %{z:.3f}% masked<extra></extra>",
+        )
+    )
+    pfig.update_layout(
+        title="Masked fraction by layer and projection",
+        xaxis_title="projection",
+        yaxis_title="layer",
+        yaxis={"autorange": "reversed", "type": "category"},
+    )
     return paths + [save_html(pfig, out_base(result_dir, "stats_heatmap") + ".html")]
 
 
@@ -78,9 +89,19 @@ def concentration(stats: dict, result_dir) -> list[str]:
             x = np.linspace(0, 1, curve.size)
             color = PALETTE[i % len(PALETTE)]
             ax.plot(x, curve, color=color, label=f"{proj} (Gini {data['gini'] or 0:.3f})")
-            pfig.add_trace(go.Scatter(x=x, y=curve, name=f"{proj} ({name})", line={"color": color},
-                                      hovertemplate=f"{proj}: lowest %{{x:.0%}} of {name} units hold %{{y:.1%}} of masked weight<extra></extra>"),
-                           row=1, col=col + 1)
+            pfig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=curve,
+                    name=f"{proj} ({name})",
+                    line={"color": color},
+                    hovertemplate=(
+                        f"{proj}: lowest %{{x:.0%}} of {name} units hold %{{y:.1%}} of masked weight<extra></extra>"
+                    ),
+                ),
+                row=1,
+                col=col + 1,
+            )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel(f"fraction of {name} units (least masked first)")
@@ -117,10 +138,19 @@ def magnitudes(stats: dict, result_dir) -> list[str]:
             median = h.get(f"median_{part}")
             label = f"{part} (median {median:.2g})" if median is not None else part
             ax.stairs(100 * density, edges, color=PALETTE[i], lw=1.5, label=label)
-            pfig.add_trace(go.Scatter(x=centers, y=100 * density, mode="lines", line={"shape": "hvh", "color": PALETTE[i]},
-                                      name=f"{part} {_HIST_TITLES[kind][1]}", customdata=counts,
-                                      hovertemplate=f"{part}: %{{y:.2f}}% of weights (%{{customdata:,}}) near %{{x:.3g}}<extra></extra>"),
-                           row=1, col=col + 1)
+            pfig.add_trace(
+                go.Scatter(
+                    x=centers,
+                    y=100 * density,
+                    mode="lines",
+                    line={"shape": "hvh", "color": PALETTE[i]},
+                    name=f"{part} {_HIST_TITLES[kind][1]}",
+                    customdata=counts,
+                    hovertemplate=f"{part}: %{{y:.2f}}% of weights (%{{customdata:,}}) near %{{x:.3g}}<extra></extra>",
+                ),
+                row=1,
+                col=col + 1,
+            )
         ax.set_xscale("log")
         ax.set_xlabel(f"{_HIST_TITLES[kind][1]} (log scale)")
         ax.set_ylabel("share of the set per bin (%)")

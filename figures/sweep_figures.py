@@ -8,11 +8,20 @@ from mftlab.figures.style import PALETTE, new_figure, out_base, percent, save_fi
 from mftlab.files.results import read_result
 
 RESULT = "sweep"  # the kind of result drawn here (see mftlab.files.results)
-XLABELS = {"layers": "MFT layer group (consecutive layers, shallow to deep)", "ratio": "mask ratio (fraction masked)",
-           "data": "fraction of MFT training data", "score-lr": "score learning rate (--score-lr)",
-           "score-init": "score initialisation (--score-init)"}
-TITLES = {"layers": "Local MFT by layer group", "ratio": "Masking-ratio sweep", "data": "Data-ratio sweep",
-          "score-lr": "Score learning-rate sweep", "score-init": "Score initialisation sweep"}
+XLABELS = {
+    "layers": "MFT layer group (consecutive layers, shallow to deep)",
+    "ratio": "mask ratio (fraction masked)",
+    "data": "fraction of MFT training data",
+    "score-lr": "score learning rate (--score-lr)",
+    "score-init": "score initialisation (--score-init)",
+}
+TITLES = {
+    "layers": "Local MFT by layer group",
+    "ratio": "Masking-ratio sweep",
+    "data": "Data-ratio sweep",
+    "score-lr": "Score learning-rate sweep",
+    "score-init": "Score initialisation sweep",
+}
 CATEGORICAL = ("layers", "score-init")
 
 
@@ -33,8 +42,9 @@ def render(result_dir) -> list[str]:
             test = [percent(p["test_" + key]) if is_percent else p["test_" + key] for p in points]
             ax.plot(xs, test, "s:", color=PALETTE[3], label="MFT (test, not used to choose)")
         for i in chosen:
-            ax.plot([xs[i]], [ys[i]], "o", ms=13, mfc="none", mec="black", mew=1.4,
-                    label="selected (best validation loss)")
+            ax.plot(
+                [xs[i]], [ys[i]], "o", ms=13, mfc="none", mec="black", mew=1.4, label="selected (best validation loss)"
+            )
         ax.axhline(line, color=PALETTE[0], ls="--", label="starting model (FFT)")
         ax.set_xlabel(XLABELS[axis])
         ax.set_ylabel(name)
@@ -57,17 +67,52 @@ def render(result_dir) -> list[str]:
     for col, (key, name, is_percent) in enumerate(metrics, 1):
         ys = [percent(p[key]) if is_percent else p[key] for p in points]
         x = labels if axis in CATEGORICAL else xs
-        web.add_trace(go.Scatter(x=x, y=ys, mode="lines+markers", name="MFT (validation)" if has_test else "MFT",
-                                 showlegend=col == 1, line={"color": PALETTE[2]}, hovertemplate="%{x}: %{y:.3f}"), 1, col)
+        web.add_trace(
+            go.Scatter(
+                x=x,
+                y=ys,
+                mode="lines+markers",
+                name="MFT (validation)" if has_test else "MFT",
+                showlegend=col == 1,
+                line={"color": PALETTE[2]},
+                hovertemplate="%{x}: %{y:.3f}",
+            ),
+            1,
+            col,
+        )
         if has_test:
             test = [percent(p["test_" + key]) if is_percent else p["test_" + key] for p in points]
-            web.add_trace(go.Scatter(x=x, y=test, mode="lines+markers", name="MFT (test, not used to choose)",
-                                     showlegend=col == 1, line={"color": PALETTE[3], "dash": "dot"}), 1, col)
-        web.add_trace(go.Scatter(x=[x[i] for i in chosen], y=[ys[i] for i in chosen], mode="markers",
-                                 name="selected (best validation loss)", showlegend=col == 1,
-                                 marker={"size": 16, "symbol": "circle-open", "color": "black"}), 1, col)
-        web.add_hline(y=percent(ref[key]) if is_percent else ref[key], line={"color": PALETTE[0], "dash": "dash"},
-                      row=1, col=col, annotation_text="FFT")
+            web.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=test,
+                    mode="lines+markers",
+                    name="MFT (test, not used to choose)",
+                    showlegend=col == 1,
+                    line={"color": PALETTE[3], "dash": "dot"},
+                ),
+                1,
+                col,
+            )
+        web.add_trace(
+            go.Scatter(
+                x=[x[i] for i in chosen],
+                y=[ys[i] for i in chosen],
+                mode="markers",
+                name="selected (best validation loss)",
+                showlegend=col == 1,
+                marker={"size": 16, "symbol": "circle-open", "color": "black"},
+            ),
+            1,
+            col,
+        )
+        web.add_hline(
+            y=percent(ref[key]) if is_percent else ref[key],
+            line={"color": PALETTE[0], "dash": "dash"},
+            row=1,
+            col=col,
+            annotation_text="FFT",
+        )
     if axis == "score-lr":
         web.update_xaxes(type="log")
     web.update_layout(title=TITLES[axis], height=420)

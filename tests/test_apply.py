@@ -5,13 +5,13 @@ import torch
 from click.testing import CliRunner
 from transformers import AutoModelForCausalLM
 
-from mftlab.mft.apply import apply_mask_, write_merged
-from mftlab.mft.baselines import baseline_mask
 from mftlab.cli.main import main
 from mftlab.mask.legacy import convert_legacy
 from mftlab.mask.maskfile import load_mask
-from mftlab.models.loading import load_model
+from mftlab.mft.apply import apply_mask_, write_merged
+from mftlab.mft.baselines import baseline_mask
 from mftlab.mft.targeting import TargetSpec
+from mftlab.models.loading import load_model
 
 IDS = torch.tensor([[5, 17, 23, 42, 8, 99, 3]])
 

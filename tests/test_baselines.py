@@ -42,8 +42,25 @@ def test_random_baseline_over_seeds_differs_and_is_summarised(llama_dir, tmp_pat
     data = tmp_path / "val.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{a}+{a}=", "completion": str(2 * a)}) + "\n" for a in range(8)))
     out = tmp_path / "random.safetensors"
-    result = CliRunner().invoke(main, ["baseline", llama_dir, "--kind", "random", "--mask-ratio", "0.3", "--seed", "5",
-                                       "--eval-data", str(data), "--max-seq-len", "32", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "baseline",
+            llama_dir,
+            "--kind",
+            "random",
+            "--mask-ratio",
+            "0.3",
+            "--seed",
+            "5",
+            "--eval-data",
+            str(data),
+            "--max-seq-len",
+            "32",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     paths = [out, tmp_path / "random.seed6.safetensors", tmp_path / "random.seed7.safetensors"]
     masks = [load_mask(p) for p in paths]  # default --seeds 3: the first at --out, the others beside it
@@ -53,8 +70,9 @@ def test_random_baseline_over_seeds_differs_and_is_summarised(llama_dir, tmp_pat
     assert "3 draws (seeds 5-7): two draws share" in result.output
     line = next(x for x in result.output.splitlines() if x.startswith("loss on"))
     assert " ± " in line and "over 3 draw(s)" in line
-    one = CliRunner().invoke(main, ["baseline", llama_dir, "--kind", "magnitude", "--seeds", "2", "--out",
-                                    str(tmp_path / "m.safetensors")])
+    one = CliRunner().invoke(
+        main, ["baseline", llama_dir, "--kind", "magnitude", "--seeds", "2", "--out", str(tmp_path / "m.safetensors")]
+    )
     assert one.exit_code == 1 and "magnitude masks do not depend on a seed" in one.output
 
 

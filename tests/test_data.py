@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from mftlab.training.data import IGNORE_INDEX, load_examples, select_fraction
 from mftlab.errors import DataError
+from mftlab.training.data import IGNORE_INDEX, load_examples, select_fraction
 
 
 def write(path, lines):
@@ -12,11 +12,14 @@ def write(path, lines):
 
 
 def test_three_record_formats_and_answer_only_labels(tmp_path, tokenizer):
-    path = write(tmp_path / "d.jsonl", [
-        json.dumps({"prompt": "ab", "completion": "cd"}),
-        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}),
-        json.dumps({"text": "plain"}),
-    ])
+    path = write(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps({"prompt": "ab", "completion": "cd"}),
+            json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}),
+            json.dumps({"text": "plain"}),
+        ],
+    )
     examples, report = load_examples(path, tokenizer, 64)
     assert report.examples == 3
     pc, chat, text = examples
@@ -27,13 +30,16 @@ def test_three_record_formats_and_answer_only_labels(tmp_path, tokenizer):
     assert all(t != IGNORE_INDEX for t in text.labels)
 
 
-@pytest.mark.parametrize("line, match", [
-    ('{"prompt": "a"', "d.jsonl:2: not valid JSON"),
-    ('{"prompt": "a"}', "d.jsonl:2: field 'completion' must be a string"),
-    ('{"prompt": "a", "completion": " "}', "d.jsonl:2: 'completion' is empty"),
-    ('{"question": "a"}', "d.jsonl:2: record has fields"),
-    ('[1, 2]', "d.jsonl:2: a record must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ('{"prompt": "a"', "d.jsonl:2: not valid JSON"),
+        ('{"prompt": "a"}', "d.jsonl:2: field 'completion' must be a string"),
+        ('{"prompt": "a", "completion": " "}', "d.jsonl:2: 'completion' is empty"),
+        ('{"question": "a"}', "d.jsonl:2: record has fields"),
+        ("[1, 2]", "d.jsonl:2: a record must be a JSON object"),
+    ],
+)
 def test_malformed_records_name_file_and_line(tmp_path, tokenizer, line, match):
     path = write(tmp_path / "d.jsonl", [json.dumps({"prompt": "x", "completion": "y"}), line])
     with pytest.raises(DataError, match=match):

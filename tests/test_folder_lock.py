@@ -9,7 +9,14 @@ import sys
 
 import pytest
 
-from mftlab.files.folder_lock import LOCK_NAME, FolderInUseError, hold_folder, hold_output, is_leftover, remove_leftovers
+from mftlab.files.folder_lock import (
+    LOCK_NAME,
+    FolderInUseError,
+    hold_folder,
+    hold_output,
+    is_leftover,
+    remove_leftovers,
+)
 
 HOLD = """
 import sys
@@ -24,8 +31,9 @@ with hold_folder(sys.argv[1]):
 def holder(tmp_path):
     """Another process holding tmp_path/'run' until its stdin closes."""
     folder = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     yield folder, proc
     if proc.poll() is None:
@@ -41,8 +49,9 @@ def test_a_second_owner_is_refused_with_the_owner_named(holder):
         with hold_folder(folder):
             pass
     message = str(err.value)
-    assert message.startswith(f"'{folder}' is in use by another mftlab run (pid {proc.pid} on {socket.gethostname()}, "
-                              "started ")
+    assert message.startswith(
+        f"'{folder}' is in use by another mftlab run (pid {proc.pid} on {socket.gethostname()}, started "
+    )
     assert message.endswith("); wait for it to finish or choose another --out")
     assert "\n" not in message
 

@@ -31,11 +31,22 @@ def write_llama_gguf(model, path) -> None:
     writer.add_vocab_size(c.vocab_size)
     writer.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
     writer.add_file_type(0)  # all fp32
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    parts = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    parts = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
     for i in range(c.num_hidden_layers):
         names.update({f"model.layers.{i}.{k}.weight": f"blk.{i}.{v}.weight" for k, v in parts.items()})
     for name, tensor in model.state_dict().items():
@@ -69,11 +80,26 @@ def test_gguf_loads_to_the_same_logits(gguf_file):
 def test_masks_made_from_a_gguf_fit_the_original_weights(gguf_file, tmp_path):
     reference, path = gguf_file
     mask_path = tmp_path / "m.safetensors"
-    result = CliRunner().invoke(main, ["baseline", str(path.parent), "--gguf-file", path.name, "--kind", "magnitude",
-                                       "--layers", "1", "--out", str(mask_path)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "baseline",
+            str(path.parent),
+            "--gguf-file",
+            path.name,
+            "--kind",
+            "magnitude",
+            "--layers",
+            "1",
+            "--out",
+            str(mask_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     from mftlab.mask.maskfile import load_mask
 
     assert load_mask(mask_path).check_fits(dict(reference.named_parameters())) == []
-    missing = CliRunner().invoke(main, ["inspect", str(mask_path), "--model", str(path.parent), "--gguf-file", "no.gguf"])
+    missing = CliRunner().invoke(
+        main, ["inspect", str(mask_path), "--model", str(path.parent), "--gguf-file", "no.gguf"]
+    )
     assert missing.exit_code == 1 and "does not exist" in missing.output

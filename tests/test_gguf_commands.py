@@ -44,18 +44,67 @@ def test_every_model_loading_command_reads_gguf(setup, tmp_path):
     mask = tmp_path / "l1.safetensors"
     _run("baseline", model, *gg, "--kind", "magnitude", "--out", mask)
     assert "fingerprints vs" in _run("inspect", mask, "--model", model, *gg)
-    _run("train", model, *gg, "--data", data, "--out", tmp_path / "run", "--max-steps", "2", "--batch-size", "2",
-         "--max-seq-len", "16")
+    _run(
+        "train",
+        model,
+        *gg,
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-seq-len",
+        "16",
+    )
     trained = tmp_path / "run" / "mask.safetensors"
     assert load_mask(trained).check_fits(dict(reference.named_parameters())) == []
     assert "loss" in _run("eval", model, *gg, "--mask", trained, "--data", test, "--no-generate")
     _run("stats", trained, "--model", model, *gg, "--out", tmp_path / "stats", "--no-figures")
     torch.save({n: load_mask(mask)[n].float() for n in load_mask(mask)}, tmp_path / "legacy.pt")
     _run("convert", tmp_path / "legacy.pt", "--model", model, *gg, "--out", tmp_path / "c.safetensors")
-    _run("landscape", "--model", model, *gg, "--data", data, "--eval-data", test, "--grid", "3",
-         "--max-tokens", "16", "--max-seq-len", "16", "--out", tmp_path / "ls", "--no-figures")
-    _run("sweep", "ratio", model, *gg, "--data", data, "--eval-data", test, "--ratios", "0.1", "--max-steps", "1",
-         "--batch-size", "2", "--max-seq-len", "16", "--out", tmp_path / "sweep", "--no-figures")
+    _run(
+        "landscape",
+        "--model",
+        model,
+        *gg,
+        "--data",
+        data,
+        "--eval-data",
+        test,
+        "--grid",
+        "3",
+        "--max-tokens",
+        "16",
+        "--max-seq-len",
+        "16",
+        "--out",
+        tmp_path / "ls",
+        "--no-figures",
+    )
+    _run(
+        "sweep",
+        "ratio",
+        model,
+        *gg,
+        "--data",
+        data,
+        "--eval-data",
+        test,
+        "--ratios",
+        "0.1",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-seq-len",
+        "16",
+        "--out",
+        tmp_path / "sweep",
+        "--no-figures",
+    )
 
     # apply writes the GGUF model out as an ordinary safetensors folder that plain transformers loads.
     _run("apply", model, mask, *gg, "--out", tmp_path / "merged")
@@ -79,16 +128,37 @@ def test_every_model_loading_command_reads_gguf(setup, tmp_path):
 
 def test_folder_whose_config_still_says_gguf(setup, tmp_path):
     root, reference = setup
-    _run("apply", root / "gg", "--gguf-file", "tiny.gguf", "--out", tmp_path / "plain",
-         str(_magnitude_mask(root, tmp_path)))
+    _run(
+        "apply",
+        root / "gg",
+        "--gguf-file",
+        "tiny.gguf",
+        "--out",
+        tmp_path / "plain",
+        str(_magnitude_mask(root, tmp_path)),
+    )
     marked = tmp_path / "marked"
     shutil.copytree(tmp_path / "plain", marked)
     config = json.loads((marked / "config.json").read_text())
     config["quantization_config"] = {"quant_method": "gguf"}  # as older transformers saved GGUF models
     (marked / "config.json").write_text(json.dumps(config))
     # Full fine-tuning saves the model with save_pretrained, which refused such models with a traceback.
-    _run("train", marked, "--method", "fft", "--data", root / "train.jsonl", "--out", tmp_path / "fft",
-         "--max-steps", "1", "--batch-size", "2", "--max-seq-len", "16")
+    _run(
+        "train",
+        marked,
+        "--method",
+        "fft",
+        "--data",
+        root / "train.jsonl",
+        "--out",
+        tmp_path / "fft",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-seq-len",
+        "16",
+    )
     assert "quantization_config" not in json.loads((tmp_path / "fft" / "model" / "config.json").read_text())
     mask = tmp_path / "m.safetensors"
     _run("baseline", marked, "--kind", "random", "--out", mask)

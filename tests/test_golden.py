@@ -19,8 +19,12 @@ def golden_keep(shape):
 @pytest.mark.parametrize("filename", ["golden_v1_packbits.safetensors", "golden_v1_zstd.safetensors"])
 def test_golden_v1_loads_to_known_bits(filename):
     mask = load_mask(os.path.join(DATA, filename))
-    assert mask.names == ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight",
-                          "transformer.h.0.attn.c_attn.weight", "vector.weight"]
+    assert mask.names == [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+        "transformer.h.0.attn.c_attn.weight",
+        "vector.weight",
+    ]
     for name in mask.names:
         assert np.array_equal(mask.keep(name).numpy(), golden_keep(mask.shapes[name])), name
     assert mask.shapes["model.layers.0.self_attn.q_proj.weight"] == (7, 13)

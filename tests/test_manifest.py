@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from mftlab.training import checkpoint as ckpt
 from mftlab.errors import ConfigError
 from mftlab.files.manifest import MANIFEST, verify_manifest, write_manifest
+from mftlab.training import checkpoint as ckpt
 
 
 def _folder(tmp_path):
@@ -27,12 +27,15 @@ def test_an_intact_folder_verifies(tmp_path):
     assert verify_manifest(str(folder)) is None
 
 
-@pytest.mark.parametrize("damage, reason", [
-    ("flip", "a.bin does not match its sha256"),
-    ("truncate", "a.bin has 1000 bytes, the manifest says 1024"),
-    ("delete", "part/b.json is missing"),
-    ("extra", "c.bin is not in the manifest"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("flip", "a.bin does not match its sha256"),
+        ("truncate", "a.bin has 1000 bytes, the manifest says 1024"),
+        ("delete", "part/b.json is missing"),
+        ("extra", "c.bin is not in the manifest"),
+    ],
+)
 def test_damage_is_named(tmp_path, damage, reason):
     folder = _folder(tmp_path)
     write_manifest(str(folder))

@@ -93,25 +93,35 @@ def _write_raw(path, tensors, meta):
 
 
 def _good_meta(shape=(7, 13), kept=None, **override):
-    meta = {"format": "mftlab.mask", "format_version": "1", "bit_order": "little", "codec": "packbits",
-            "mftlab_version": "0", "base_model": "{}", "method": "{}",
-            "tensors": json.dumps({"w": {"shape": list(shape), "kept": kept, "fingerprint": None}})}
+    meta = {
+        "format": "mftlab.mask",
+        "format_version": "1",
+        "bit_order": "little",
+        "codec": "packbits",
+        "mftlab_version": "0",
+        "base_model": "{}",
+        "method": "{}",
+        "tensors": json.dumps({"w": {"shape": list(shape), "kept": kept, "fingerprint": None}}),
+    }
     meta.update(override)
     return meta
 
 
-@pytest.mark.parametrize("case, match", [
-    ("not_safetensors", "not a readable safetensors"),
-    ("truncated", "not a readable safetensors|truncated"),
-    ("foreign", "not an mftlab mask"),
-    ("version", "version '2'"),
-    ("codec", "unknown codec"),
-    ("bad_json", "not valid JSON"),
-    ("padding", "padding bits"),
-    ("kept", "kept="),
-    ("kept_bool", "kept="),
-    ("shape", "packs to"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("not_safetensors", "not a readable safetensors"),
+        ("truncated", "not a readable safetensors|truncated"),
+        ("foreign", "not an mftlab mask"),
+        ("version", "version '2'"),
+        ("codec", "unknown codec"),
+        ("bad_json", "not valid JSON"),
+        ("padding", "padding bits"),
+        ("kept", "kept="),
+        ("kept_bool", "kept="),
+        ("shape", "packs to"),
+    ],
+)
 def test_invalid_files_are_refused_with_named_reason(tmp_path, case, match):
     path = tmp_path / "bad.safetensors"
     packed = np.packbits(np.ones((7, 13), dtype=bool), axis=-1, bitorder="little")

@@ -5,8 +5,17 @@ import torch
 
 from mftlab.errors import ConfigError
 from mftlab.mft.masked_layer import MaskedLinear
-from mftlab.mft.masking import (SelectionConfig, attach_masks, compute_keep, detach_masks, export_mask, init_scores,
-                            masked_layers, refresh_masks, score_generator)
+from mftlab.mft.masking import (
+    SelectionConfig,
+    attach_masks,
+    compute_keep,
+    detach_masks,
+    export_mask,
+    init_scores,
+    masked_layers,
+    refresh_masks,
+    score_generator,
+)
 from mftlab.mft.selection import num_masked
 from mftlab.mft.targeting import TargetSpec, resolve_targets
 
@@ -26,7 +35,8 @@ def test_attach_detach_restores_modules_and_forward(which, request):
     targets, layers = _attach(model)
     assert len(layers) == len(targets) and all(isinstance(m, MaskedLinear) for m in layers.values())
     assert [n for n, p in model.named_parameters() if p.requires_grad] == [
-        t.module_name + ".mask_scores" for t in targets]
+        t.module_name + ".mask_scores" for t in targets
+    ]
     # keep all -> identical output; the wrapper reproduces Linear and Conv1D exactly
     assert torch.allclose(model(ids).logits, reference, atol=1e-6)
     refresh_masks(layers, SelectionConfig(mask_ratio=0.3))

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from mftlab.errors import ConfigError, ModelLoadError
-from mftlab.models.shapes import count_shape, load_config, meta_model, model_shape
 from mftlab.grid import parse_grid
-from mftlab.plan.planner import PlanConfig, make_plan, plan
-from mftlab.models.presets import build_preset
 from mftlab.mft.targeting import TargetSpec, resolve_targets
+from mftlab.models.presets import build_preset
+from mftlab.models.shapes import count_shape, load_config, meta_model, model_shape
+from mftlab.plan.planner import PlanConfig, make_plan, plan
 
 
 def terms(result):
@@ -98,24 +98,42 @@ def test_fsdp_divides_the_sharded_parts_and_keeps_buffers_whole():
 def test_fsdp_fft_holds_fp32_sharded_values_and_gathers_two_layers_plus_root():
     """SCALE_CONTRACT: bf16 load, FSDP over g: 4 + 4 + 8 B per parameter / g, compute copies in bf16."""
     shape, _ = model_shape("llama2-7b", None)
-    got = terms(make_plan(PlanConfig("llama2-7b", method="fft", dtype="bfloat16", sharding="fsdp", gpus=8,
-                                     batch_size=8, seq_len=512)))
+    got = terms(
+        make_plan(
+            PlanConfig("llama2-7b", method="fft", dtype="bfloat16", sharding="fsdp", gpus=8, batch_size=8, seq_len=512)
+        )
+    )
     N = shape.params
     assert got["weights"] == N * 4 / 8 and got["grads"] == N * 4 / 8 and got["AdamW states"] == N * 8 / 8
     layer = max(shape.layer_params)
     assert got["gathered layers (fsdp)"] == 2 * layer * 2
     assert got["gathered root unit (fsdp)"] == (N - sum(shape.layer_params)) * 2
     assert "fp32 master copy" not in got  # FSDP2's fp32 sharded parameters are the master
-    pure = terms(make_plan(PlanConfig("llama2-7b", method="fft", dtype="bfloat16", sharding="fsdp", gpus=8,
-                                      batch_size=8, seq_len=512, pure_bf16=True)))
+    pure = terms(
+        make_plan(
+            PlanConfig(
+                "llama2-7b",
+                method="fft",
+                dtype="bfloat16",
+                sharding="fsdp",
+                gpus=8,
+                batch_size=8,
+                seq_len=512,
+                pure_bf16=True,
+            )
+        )
+    )
     assert pure["weights"] == N * 2 / 8 and pure["AdamW states"] == N * 4 / 8
 
 
 def test_fsdp_mft_gathers_weights_in_their_dtype_and_scores_in_fp32():
     """fp32 scores get no mixed-precision policy: a gathered layer is weights x b_w + scores x 4."""
     shape, _ = model_shape("llama2-7b", None)
-    got = terms(make_plan(PlanConfig("llama2-7b", layers="4-7", dtype="bfloat16", sharding="fsdp", gpus=8,
-                                     batch_size=8, seq_len=512)))
+    got = terms(
+        make_plan(
+            PlanConfig("llama2-7b", layers="4-7", dtype="bfloat16", sharding="fsdp", gpus=8, batch_size=8, seq_len=512)
+        )
+    )
     layer_scores = 4 * 4096 * 4096 + 3 * 4096 * 11008
     T = 4 * layer_scores
     assert got["gathered layers (fsdp)"] == 2 * (max(shape.layer_params) * 2 + layer_scores * 4)
@@ -165,8 +183,10 @@ def test_landscape_planes_model_what_the_planes_hold():
     """random: pristine copy in the model's dtype + directions; models: A, B, C; line: A, B (model dtype)."""
     base = dict(model="tiny-llama", task="landscape", dtype="bfloat16")
     shape, _ = model_shape("tiny-llama", None)
-    random, models, line = (terms(make_plan(PlanConfig(**base, plane=p, grid="5" if p == "line" else "5x5")))
-                            for p in ("random", "models", "line"))
+    random, models, line = (
+        terms(make_plan(PlanConfig(**base, plane=p, grid="5" if p == "line" else "5x5")))
+        for p in ("random", "models", "line")
+    )
     assert random["pristine theta0"] == shape.matrix_params * 2
     assert random["directions (cached)"] == 2 * shape.matrix_params * 4  # small: cached, as the code does
     assert models["models plane: A (pristine), B, C"] == 3 * shape.params * 2
@@ -178,11 +198,13 @@ def test_landscape_planes_model_what_the_planes_hold():
 
 
 def test_old_sharding_modes_and_unsupported_combinations_are_refused():
-    for bad, match in ((dict(sharding="zero3"), "--sharding 'zero3'"),
-                       (dict(method="lora", sharding="fsdp"), "--sharding fsdp does not train LoRA"),
-                       (dict(task="landscape", plane="line", grid="5x5"), "--plane line is 1-D"),
-                       (dict(task="landscape", plane="models", grid="7"), "--plane models needs a 2-D"),
-                       (dict(task="landscape", plane="sphere"), "--plane 'sphere'")):
+    for bad, match in (
+        (dict(sharding="zero3"), "--sharding 'zero3'"),
+        (dict(method="lora", sharding="fsdp"), "--sharding fsdp does not train LoRA"),
+        (dict(task="landscape", plane="line", grid="5x5"), "--plane line is 1-D"),
+        (dict(task="landscape", plane="models", grid="7"), "--plane models needs a 2-D"),
+        (dict(task="landscape", plane="sphere"), "--plane 'sphere'"),
+    ):
         with pytest.raises(ConfigError, match=match):
             PlanConfig("tiny-llama", **bad)
 
@@ -208,14 +230,17 @@ def test_plan_is_pure_arithmetic():
     assert plan(PlanConfig("tiny-llama", layers="2"), shape, targets) == make_plan(PlanConfig("tiny-llama", layers="2"))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(grid="21by21"), "--grid '21by21'"),
-    (dict(mfu=1.5), "--mfu 1.5"),
-    (dict(batch_size=3, gpus=2), "--batch-size 3 is not a multiple"),
-    (dict(tokens=10, examples=10), "give one of them"),
-    (dict(seq_len=0), "--seq-len 0"),
-    (dict(gpu="v100"), "--gpu 'v100'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(grid="21by21"), "--grid '21by21'"),
+        (dict(mfu=1.5), "--mfu 1.5"),
+        (dict(batch_size=3, gpus=2), "--batch-size 3 is not a multiple"),
+        (dict(tokens=10, examples=10), "give one of them"),
+        (dict(seq_len=0), "--seq-len 0"),
+        (dict(gpu="v100"), "--gpu 'v100'"),
+    ],
+)
 def test_bad_values(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         PlanConfig("tiny-llama", **kwargs)

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
+from mftlab.errors import ConfigError, DataError, TargetError
 from mftlab.mft.baselines import baseline_mask
 from mftlab.mft.calibration import CalibrationConfig, calibration_from_examples, take_tokens, tokens_fingerprint
-from mftlab.training.data import IGNORE_INDEX, Example
-from mftlab.errors import ConfigError, DataError, TargetError
-from mftlab.training.evaluation import batch_loss_sums
 from mftlab.mft.pruning_scores import snip_scores, wanda_scores
 from mftlab.mft.selection import num_masked
 from mftlab.mft.targeting import TargetSpec, resolve_targets
+from mftlab.training.data import IGNORE_INDEX, Example
+from mftlab.training.evaluation import batch_loss_sums
 
 
 def _examples(n=7, seed=0):
@@ -32,8 +32,12 @@ def _calibration(batch_size=3, max_tokens=10_000, examples=None):
 def _recorded_norms(model, targets, calibration):
     """Column norms by hand: inputs recorded by our own hooks, padding removed with the attention mask."""
     seen = {t.param_name: [] for t in targets}
-    handles = [model.get_submodule(t.module_name).register_forward_hook(
-        lambda _m, inputs, _o, name=t.param_name: seen[name].append(inputs[0].detach().clone())) for t in targets]
+    handles = [
+        model.get_submodule(t.module_name).register_forward_hook(
+            lambda _m, inputs, _o, name=t.param_name: seen[name].append(inputs[0].detach().clone())
+        )
+        for t in targets
+    ]
     masks = []
     with torch.no_grad():
         for batch in calibration.batches:
@@ -133,8 +137,13 @@ def test_bad_calibration_and_targets(tiny_llama):
         CalibrationConfig("x.jsonl", max_tokens=1)
     prompts_only = [Example([5, 6, 7], [IGNORE_INDEX] * 3, [5, 6, 7])]
     with pytest.raises(ConfigError, match="no answer tokens"):
-        baseline_mask(tiny_llama, "snip", 0.1, TargetSpec.parse("v_proj"),
-                      calibration=calibration_from_examples(CalibrationConfig("p.jsonl"), prompts_only, pad_id=0))
+        baseline_mask(
+            tiny_llama,
+            "snip",
+            0.1,
+            TargetSpec.parse("v_proj"),
+            calibration=calibration_from_examples(CalibrationConfig("p.jsonl"), prompts_only, pad_id=0),
+        )
     targets = resolve_targets(tiny_llama, TargetSpec.parse("v_proj", "0"))
     fake = [targets[0].__class__("model.embed_tokens", "model.embed_tokens.weight", (100, 32), "linear")]
     with pytest.raises(TargetError, match="is a Embedding, not an nn.Linear"):

@@ -15,7 +15,7 @@ def _blocks(section: str) -> list[str]:
         text = f.read()
     start = text.index(f"\n## {section}\n")
     end = text.find("\n## ", start + 1)
-    return re.findall(r"```python\n(.*?)```", text[start:end if end > 0 else None], flags=re.S)
+    return re.findall(r"```python\n(.*?)```", text[start : end if end > 0 else None], flags=re.S)
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,16 @@ import pytest
 
 from mftlab import __version__
 from mftlab.errors import MftlabError
-from mftlab.files.results import (KINDS, header, read_arrays, read_json, read_result, result_files, result_path,
-                                  write_result)
+from mftlab.files.results import (
+    KINDS,
+    header,
+    read_arrays,
+    read_json,
+    read_result,
+    result_files,
+    result_path,
+    write_result,
+)
 
 # Users' scripts and the demo report read these: the table may grow, never rename.
 NAMES = {
@@ -39,8 +47,12 @@ def test_names_and_tags_never_change():
 
 
 def test_write_adds_the_header_first_and_reads_back(tmp_path):
-    paths = write_result(tmp_path / "new", "overlap", {"labels": ["a"], "x": None},
-                         rows=[{"level": "overall", "jaccard": 0.5}, {"level": "layer", "extra": 1}])
+    paths = write_result(
+        tmp_path / "new",
+        "overlap",
+        {"labels": ["a"], "x": None},
+        rows=[{"level": "overall", "jaccard": 0.5}, {"level": "layer", "extra": 1}],
+    )
     assert paths == [result_path(tmp_path / "new", "overlap"), result_path(tmp_path / "new", "overlap", "csv")]
     text = open(paths[0]).read()
     assert list(json.loads(text)) == ["kind", "mftlab_version", "labels", "x"]
@@ -62,8 +74,12 @@ def test_json_is_strict_and_nothing_half_written_stays(tmp_path):
 def test_wrong_kind_is_one_line_naming_file_and_fix(tmp_path):
     write_result(tmp_path, "overlap", {"labels": []})
     (tmp_path / "overlap.json").rename(tmp_path / "stats.json")
-    one_line_error(lambda: read_result(tmp_path, "stats"), str(tmp_path / "stats.json"),
-                   "holds 'mftlab.overlap' results, not 'mftlab.stats' results", "`mftlab stats`")
+    one_line_error(
+        lambda: read_result(tmp_path, "stats"),
+        str(tmp_path / "stats.json"),
+        "holds 'mftlab.overlap' results, not 'mftlab.stats' results",
+        "`mftlab stats`",
+    )
     (tmp_path / "stats.json").write_text('{"labels": []}')
     one_line_error(lambda: read_result(tmp_path, "stats"), "holds no 'kind' header")
     (tmp_path / "stats.json").write_text("[1, 2]")
@@ -72,12 +88,14 @@ def test_wrong_kind_is_one_line_naming_file_and_fix(tmp_path):
 
 def test_corrupt_or_missing_file_is_one_line(tmp_path):
     (tmp_path / "sweep.json").write_text('{"kind": "sweep", "points": [')
-    one_line_error(lambda: read_result(tmp_path, "sweep"), str(tmp_path / "sweep.json"), "is not valid JSON",
-                   "`mftlab sweep`")
+    one_line_error(
+        lambda: read_result(tmp_path, "sweep"), str(tmp_path / "sweep.json"), "is not valid JSON", "`mftlab sweep`"
+    )
     (tmp_path / "sweep.json").write_bytes(b"\xff\xfe\x00garbage")
     one_line_error(lambda: read_result(tmp_path, "sweep"), "is not valid JSON")
-    one_line_error(lambda: read_result(tmp_path, "demo"), str(tmp_path / "demo.json"), "does not exist",
-                   "`mftlab demo`")
+    one_line_error(
+        lambda: read_result(tmp_path, "demo"), str(tmp_path / "demo.json"), "does not exist", "`mftlab demo`"
+    )
     one_line_error(lambda: read_json(tmp_path), "is a folder")
 
 

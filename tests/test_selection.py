@@ -40,7 +40,11 @@ def test_ties_broken_by_lower_index_everywhere():
 
 def test_global_matches_a_full_sort_reference():
     g = torch.Generator().manual_seed(3)
-    values = {"a": torch.randn(50, 7, generator=g), "b": torch.randn(333, generator=g), "c": -torch.rand(9, generator=g)}
+    values = {
+        "a": torch.randn(50, 7, generator=g),
+        "b": torch.randn(333, generator=g),
+        "c": -torch.rand(9, generator=g),
+    }
     glob = keep_global(values, 0.25)
     flat = torch.cat([v.flatten() for v in values.values()])
     order = torch.sort(flat, stable=True).indices[: num_masked(flat.numel(), 0.25)]

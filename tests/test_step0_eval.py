@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from mftlab.cli.main import main
 from mftlab.mask.maskfile import save_mask
 from mftlab.mft.masking import SelectionConfig, attach_masks, export_mask, refresh_masks
-from mftlab.models.loading import load_model
 from mftlab.mft.targeting import TargetSpec, resolve_targets
+from mftlab.models.loading import load_model
 from mftlab.training.step0 import step0_warning
 
 FAST = ["--batch-size", "4", "--score-lr", "0.05", "--max-seq-len", "32", "--log-every", "1"]
@@ -45,8 +45,25 @@ def _initial_mask(model_dir, path, ratio, init, seed=0):
 def test_step0_row_equals_eval_of_the_initial_mask(llama_dir, files, tmp_path, init):
     train, val = files
     out = tmp_path / "run"
-    result = invoke("train", llama_dir, "--data", train, "--eval-data", val, "--eval-every", "2", "--out", out,
-                    "--max-steps", "2", "--mask-ratio", "0.3", "--score-init", init, *FAST)
+    result = invoke(
+        "train",
+        llama_dir,
+        "--data",
+        train,
+        "--eval-data",
+        val,
+        "--eval-every",
+        "2",
+        "--out",
+        out,
+        "--max-steps",
+        "2",
+        "--mask-ratio",
+        "0.3",
+        "--score-init",
+        init,
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     rows = _rows(out)
     assert rows[0]["step"] == 0 and [r["step"] for r in rows[1:]] == [1, 2]
@@ -63,8 +80,27 @@ def test_heavy_initial_prune_is_warned_about_and_resume_does_not_redo_step0(llam
     train, val = files
     # A model that has learnt the task a little, so a 90% random prune costs far more than 10%.
     fft = tmp_path / "fft"
-    assert invoke("train", llama_dir, "--method", "fft", "--lr", "0.01", "--data", train, "--out", fft,
-                  "--max-steps", "30", "--batch-size", "8", "--max-seq-len", "32").exit_code == 0
+    assert (
+        invoke(
+            "train",
+            llama_dir,
+            "--method",
+            "fft",
+            "--lr",
+            "0.01",
+            "--data",
+            train,
+            "--out",
+            fft,
+            "--max-steps",
+            "30",
+            "--batch-size",
+            "8",
+            "--max-seq-len",
+            "32",
+        ).exit_code
+        == 0
+    )
     out = tmp_path / "run"
     args = ["--data", train, "--eval-data", val, "--out", out, "--mask-ratio", "0.9", "--save-every", "1", *FAST]
     result = invoke("train", fft / "model", *args, "--max-steps", "2")

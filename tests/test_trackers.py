@@ -20,9 +20,26 @@ def _data(path, n=8):
 
 
 def _train(tmp_path, *extra):
-    return CliRunner().invoke(main, ["train", "micro-llama", "--data", _data(tmp_path / "d.jsonl"),
-                                     "--out", str(tmp_path / "run"), "--max-steps", "4", "--batch-size", "2",
-                                     "--log-every", "2", "--max-seq-len", "16", *extra])
+    return CliRunner().invoke(
+        main,
+        [
+            "train",
+            "micro-llama",
+            "--data",
+            _data(tmp_path / "d.jsonl"),
+            "--out",
+            str(tmp_path / "run"),
+            "--max-steps",
+            "4",
+            "--batch-size",
+            "2",
+            "--log-every",
+            "2",
+            "--max-seq-len",
+            "16",
+            *extra,
+        ],
+    )
 
 
 def test_parse_report_to():
@@ -52,8 +69,12 @@ def test_tensorboard_gets_the_metrics_rows(tmp_path):
 def test_missing_or_unknown_tracker_is_one_line(tmp_path):
     result = _train(tmp_path, "--report-to", "wandb")
     assert result.exit_code == 1
-    assert result.output.strip() == ("Error: --report-to wandb needs the wandb package; install it with "
-                                     "`pip install 'mftlab[wandb]'`")
+    assert result.output.strip() == (
+        "Error: --report-to wandb needs the wandb package; install it with `pip install 'mftlab[wandb]'`"
+    )
     assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
     result = _train(tmp_path, "--report-to", "tensorboard,comet")
-    assert result.exit_code == 1 and "Error: --report-to 'tensorboard,comet' names unknown tracker 'comet'" in result.output
+    assert (
+        result.exit_code == 1
+        and "Error: --report-to 'tensorboard,comet' names unknown tracker 'comet'" in result.output
+    )

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from mftlab.training.checkpoint import list_checkpoints
 from mftlab.errors import ConfigError, DataError, TrainingError
 from mftlab.mask.maskfile import load_mask
 from mftlab.mft.masked_layer import MaskedLinear
-from mftlab.models.loading import load_model
 from mftlab.mft.selection import num_masked
+from mftlab.models.loading import load_model
+from mftlab.training.checkpoint import list_checkpoints
 from mftlab.training.config import TrainConfig
 from mftlab.training.loop import step_indices, train
 
@@ -32,8 +32,17 @@ def data(tmp_path):
 
 
 def _config(model_dir, data, out, **kw):
-    base = dict(model=model_dir, data=data, out=str(out), max_steps=12, batch_size=4, score_lr=0.05,
-                warmup_ratio=0.0, log_every=4, max_seq_len=32)
+    base = dict(
+        model=model_dir,
+        data=data,
+        out=str(out),
+        max_steps=12,
+        batch_size=4,
+        score_lr=0.05,
+        warmup_ratio=0.0,
+        log_every=4,
+        max_seq_len=32,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -107,9 +116,21 @@ def test_fft_saves_model_folder_and_best_checkpoint(llama_dir, data, tmp_path):
 
 @pytest.mark.parametrize("granularity,selection", [("row", "topk"), ("global", "topk"), ("tensor", "threshold")])
 def test_other_selections_train(llama_dir, data, tmp_path, granularity, selection):
-    result = train(_config(llama_dir, data, tmp_path / "r", max_steps=3, granularity=granularity,
-                           selection=selection, threshold=0.0, rank_by="abs", score_dtype="bf16",
-                           targets="q_proj,v_proj", layers="1"))
+    result = train(
+        _config(
+            llama_dir,
+            data,
+            tmp_path / "r",
+            max_steps=3,
+            granularity=granularity,
+            selection=selection,
+            threshold=0.0,
+            rank_by="abs",
+            score_dtype="bf16",
+            targets="q_proj,v_proj",
+            layers="1",
+        )
+    )
     mask = load_mask(result.output_path)
     assert mask.names == ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.v_proj.weight"]
     if selection == "topk":

@@ -14,8 +14,11 @@ def _drift(values, g, scale):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_matches_plain_selection_over_many_steps(dtype):
     g = torch.Generator().manual_seed(0)
-    values = {"a": torch.randn(37, 29, generator=g) * 0.02, "b": torch.randn(64, generator=g) * 0.02,
-              "c": torch.randn(8, 50, generator=g) * 0.02}
+    values = {
+        "a": torch.randn(37, 29, generator=g) * 0.02,
+        "b": torch.randn(64, generator=g) * 0.02,
+        "c": torch.randn(8, 50, generator=g) * 0.02,
+    }
     tensor_sel, global_sel = WarmSelector(), WarmSelector()
     for step in range(12):
         scale = 1.0 if step == 6 else 1e-4  # step 6: a jump far outside the band -> fallback path

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from mftlab.mft.apply import apply_mask_
 from mftlab.errors import MftlabError
+from mftlab.mft.apply import apply_mask_
 from mftlab.models.loading import named_weights
 
 

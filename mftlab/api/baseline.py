@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import torch
 
-from mftlab.mft.baselines import DATA_KINDS
-from mftlab.mft.baselines import baseline_mask as _baseline_mask
 from mftlab.errors import ConfigError
 from mftlab.mask.maskfile import Mask
+from mftlab.mft.baselines import DATA_KINDS
+from mftlab.mft.baselines import baseline_mask as _baseline_mask
 from mftlab.mft.targeting import TargetSpec
 
 
-def baseline_mask(model: torch.nn.Module, kind: str = "magnitude", *, mask_ratio: float = 0.1,
-                  targets: str = "all-linear", layers: str | None = None, exclude: str | None = None,
-                  granularity: str | None = None, seed: int = 0, base_name: str | None = None,
-                  data: str | None = None, tokenizer=None, max_tokens: int = 16384) -> Mask:
+def baseline_mask(
+    model: torch.nn.Module,
+    kind: str = "magnitude",
+    *,
+    mask_ratio: float = 0.1,
+    targets: str = "all-linear",
+    layers: str | None = None,
+    exclude: str | None = None,
+    granularity: str | None = None,
+    seed: int = 0,
+    base_name: str | None = None,
+    data: str | None = None,
+    tokenizer=None,
+    max_tokens: int = 16384,
+) -> Mask:
     """A `kind` mask (random | magnitude | wanda | snip) over the targeted weights of `model`, as
     `mftlab baseline` makes it.
 
@@ -37,10 +48,13 @@ def baseline_mask(model: torch.nn.Module, kind: str = "magnitude", *, mask_ratio
     calibration = None
     if kind in DATA_KINDS:
         if data is None or tokenizer is None:
-            raise ConfigError(f"baseline_mask(kind={kind!r}) needs calibration data: pass data=FILE (e.g. the "
-                              "training data) and the model's tokenizer=")
+            raise ConfigError(
+                f"baseline_mask(kind={kind!r}) needs calibration data: pass data=FILE (e.g. the "
+                "training data) and the model's tokenizer="
+            )
         from mftlab.mft.calibration import CalibrationConfig, load_calibration
 
         calibration = load_calibration(CalibrationConfig(data, max_tokens), tokenizer)
-    return _baseline_mask(model, kind, mask_ratio, spec, granularity, seed, base_name=base_name,
-                          calibration=calibration)[0]
+    return _baseline_mask(
+        model, kind, mask_ratio, spec, granularity, seed, base_name=base_name, calibration=calibration
+    )[0]

@@ -19,8 +19,17 @@ from torch import nn
 
 from mftlab.errors import ConfigError
 from mftlab.mask.maskfile import Mask, save_mask
-from mftlab.mft.masking import (SelectionConfig, attach_masks, count_flips, current_keep, detach_masks, export_mask,
-                            mask_stats, masked_layers, refresh_masks)
+from mftlab.mft.masking import (
+    SelectionConfig,
+    attach_masks,
+    count_flips,
+    current_keep,
+    detach_masks,
+    export_mask,
+    mask_stats,
+    masked_layers,
+    refresh_masks,
+)
 from mftlab.mft.targeting import TargetSpec, resolve_targets
 from mftlab.mft.warm_select import WarmSelector
 
@@ -128,15 +137,27 @@ class MaskedModel:
 
     def __repr__(self) -> str:
         masked, total = mask_stats(self._keep) if self.layers else (0, 0)
-        return (f"MaskedModel({len(self.layers)} tensors, {total:,} weights, {masked:,} masked, "
-                f"steps={self.steps})")
+        return f"MaskedModel({len(self.layers)} tensors, {total:,} weights, {masked:,} masked, steps={self.steps})"
 
 
-def mask_model(model: nn.Module, *, targets: str = "all-linear", layers: str | None = None, exclude: str | None = None,
-               mask_ratio: float = 0.1, granularity: str = "tensor", selection: str = "topk",
-               score_init: str = "random", seed: int = 0, threshold: float = -0.035, min_keep_ratio: float = 0.01,
-               rank_by: str = "raw", score_std: float = 0.02, score_dtype: str = "fp32",
-               base_name: str | None = None) -> MaskedModel:
+def mask_model(
+    model: nn.Module,
+    *,
+    targets: str = "all-linear",
+    layers: str | None = None,
+    exclude: str | None = None,
+    mask_ratio: float = 0.1,
+    granularity: str = "tensor",
+    selection: str = "topk",
+    score_init: str = "random",
+    seed: int = 0,
+    threshold: float = -0.035,
+    min_keep_ratio: float = 0.01,
+    rank_by: str = "raw",
+    score_std: float = 0.02,
+    score_dtype: str = "fp32",
+    base_name: str | None = None,
+) -> MaskedModel:
     """Wrap the targeted modules of `model` (in place) with learnable masks; returns a `MaskedModel`.
 
     `targets` / `layers` / `exclude` choose the modules (names or suffixes, `re:` regexes,
@@ -157,7 +178,15 @@ def mask_model(model: nn.Module, *, targets: str = "all-linear", layers: str | N
     spec = TargetSpec.parse(targets, layers, exclude)
     found = resolve_targets(model, spec)
     wrappers = attach_masks(model, found, score_init, score_std, score_dtype, seed)
-    method = {"name": "mft", "mask_ratio": mask_ratio, "selection": selection, "granularity": granularity,
-              "rank_by": rank_by, "seed": seed, "score_init": score_init, "targets": spec.to_dict()}
+    method = {
+        "name": "mft",
+        "mask_ratio": mask_ratio,
+        "selection": selection,
+        "granularity": granularity,
+        "rank_by": rank_by,
+        "seed": seed,
+        "score_init": score_init,
+        "targets": spec.to_dict(),
+    }
     name = base_name if base_name is not None else _base_name(model)
     return MaskedModel(model, wrappers, config, method, name)

@@ -50,8 +50,9 @@ def _owner_text(path: str) -> str:
 
 
 def _busy(folder: str, lock_path: str) -> FolderInUseError:
-    return FolderInUseError(f"'{folder}' {BUSY} ({_owner_text(lock_path)}); wait for it to finish or choose "
-                            "another --out")
+    return FolderInUseError(
+        f"'{folder}' {BUSY} ({_owner_text(lock_path)}); wait for it to finish or choose another --out"
+    )
 
 
 def _try_lock(lock_path: str) -> int | None:
@@ -78,8 +79,12 @@ def _try_lock(lock_path: str) -> int | None:
 
 
 def _write_owner(fd: int) -> None:
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.datetime.now().timestamp(),
-             "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:8]))}
+    owner = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.datetime.now().timestamp(),
+        "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:8])),
+    }
     data = (json.dumps(owner) + "\n").encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
@@ -134,8 +139,9 @@ def _share(error: str | None, world: int) -> str | None:
 
 
 @contextlib.contextmanager
-def hold_folder(folder: str | os.PathLike, *, shown: str | None = None, clean: bool | str = True,
-                distributed: bool = True):
+def hold_folder(
+    folder: str | os.PathLike, *, shown: str | None = None, clean: bool | str = True, distributed: bool = True
+):
     """Own `folder` (created if missing) for the duration of the block; see the module docstring.
 
     `shown`: how the folder is named in the error (default: as given). `clean`: remove leftovers

@@ -41,15 +41,21 @@ class ResultFiles:
 # kind -> its files. The tags and names predate this table and never change.
 KINDS: dict[str, ResultFiles] = {
     "stats": ResultFiles("mftlab.stats", "stats.json", "`mftlab stats` or StatsResult.save", csv="stats.csv"),
-    "dynamics": ResultFiles("mftlab.dynamics", "dynamics.json", "`mftlab stats --run` or DynamicsResult.save",
-                            csv="dynamics.csv"),
-    "overlap": ResultFiles("mftlab.overlap", "overlap.json", "`mftlab compare-masks` or OverlapResult.save",
-                           csv="overlap.csv"),
-    "reference_overlap": ResultFiles("mftlab.reference_overlap", "reference_overlap.json",
-                                     "`mftlab compare-masks --reference` or ReferenceResult.save",
-                                     csv="reference_overlap.csv"),
-    "landscape": ResultFiles("landscape", "landscape.json", "`mftlab landscape` or LandscapeResult.save",
-                             arrays="landscape.npz"),
+    "dynamics": ResultFiles(
+        "mftlab.dynamics", "dynamics.json", "`mftlab stats --run` or DynamicsResult.save", csv="dynamics.csv"
+    ),
+    "overlap": ResultFiles(
+        "mftlab.overlap", "overlap.json", "`mftlab compare-masks` or OverlapResult.save", csv="overlap.csv"
+    ),
+    "reference_overlap": ResultFiles(
+        "mftlab.reference_overlap",
+        "reference_overlap.json",
+        "`mftlab compare-masks --reference` or ReferenceResult.save",
+        csv="reference_overlap.csv",
+    ),
+    "landscape": ResultFiles(
+        "landscape", "landscape.json", "`mftlab landscape` or LandscapeResult.save", arrays="landscape.npz"
+    ),
     "sweep": ResultFiles("sweep", "sweep.json", "`mftlab sweep`", csv="sweep.csv"),
     "demo": ResultFiles("demo", "demo.json", "`mftlab demo`"),
 }
@@ -130,8 +136,15 @@ def read_json(path: str | os.PathLike, writer: str = "the command that wrote it"
 
 
 # -- the contract ------------------------------------------------------------------------------
-def write_result(folder: str | os.PathLike, kind: str, data: dict, *, rows: list[dict] | None = None,
-                 columns: list[str] | None = None, arrays: dict | None = None) -> list[str]:
+def write_result(
+    folder: str | os.PathLike,
+    kind: str,
+    data: dict,
+    *,
+    rows: list[dict] | None = None,
+    columns: list[str] | None = None,
+    arrays: dict | None = None,
+) -> list[str]:
     """Write a `kind` result into `folder` (made if needed); returns the written paths, JSON first.
 
     `data` gets the header (a header already in it must be this kind's); `rows` go to the kind's
@@ -174,10 +187,16 @@ def read_result(folder_or_path: str | os.PathLike, kind: str) -> dict:
     data = read_json(path, spec.writer)
     found = data.get("kind") if isinstance(data, dict) else None
     if found != spec.tag:
-        what = (f"{found!r} results" if found is not None else "no 'kind' header" if isinstance(data, dict)
-                else f"a JSON {type(data).__name__}")
-        raise MftlabError(f"result file '{path}' holds {what}, not {spec.tag!r} results; "
-                          f"pass a folder written by {spec.writer}")
+        what = (
+            f"{found!r} results"
+            if found is not None
+            else "no 'kind' header"
+            if isinstance(data, dict)
+            else f"a JSON {type(data).__name__}"
+        )
+        raise MftlabError(
+            f"result file '{path}' holds {what}, not {spec.tag!r} results; pass a folder written by {spec.writer}"
+        )
     return data
 
 
@@ -193,7 +212,8 @@ def read_arrays(folder_or_path: str | os.PathLike, kind: str) -> dict:
         with np.load(path) as npz:
             return {k: npz[k] for k in npz.files}
     except FileNotFoundError:
-        raise MftlabError(f"result file '{path}' is missing; run {spec.writer} (--resume finishes a run) "
-                          "to write it") from None
+        raise MftlabError(
+            f"result file '{path}' is missing; run {spec.writer} (--resume finishes a run) to write it"
+        ) from None
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise MftlabError(f"result file '{path}' is damaged ({_reason(exc)}); run {spec.writer} again") from None

@@ -63,7 +63,8 @@ class MaskCallback(TrainerCallback):
         """Add a MaskCallback to an existing Trainer, ahead of its trackers; returns the callback.
 
         Example:
-            >>> trainer = Trainer(model=model, args=TrainingArguments("out", report_to="tensorboard"), ...)  # doctest: +SKIP
+            >>> args = TrainingArguments("out", report_to="tensorboard")  # doctest: +SKIP
+            >>> trainer = Trainer(model=model, args=args, ...)  # doctest: +SKIP
             >>> MaskCallback.attach(trainer, handle); trainer.train()  # doctest: +SKIP
         """
         callback = cls(handle, mask_file)
@@ -74,8 +75,10 @@ class MaskCallback(TrainerCallback):
     def _refuse_sharding(self, args) -> None:
         kind = _sharded(args)
         if kind is not None:
-            raise ConfigError(f"MaskCallback does not support {kind}: it shards the mask scores over processes; "
-                              "train with plain DDP (or one process), or use `mftlab train --sharding fsdp`")
+            raise ConfigError(
+                f"MaskCallback does not support {kind}: it shards the mask scores over processes; "
+                "train with plain DDP (or one process), or use `mftlab train --sharding fsdp`"
+            )
 
     def on_init_end(self, args, state, control, **kwargs):
         self._refuse_sharding(args)

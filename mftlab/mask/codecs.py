@@ -40,11 +40,14 @@ def decode(stored: np.ndarray, codec: str, packed_shape: tuple[int, ...], name: 
         # first, so a corrupted header cannot ask for terabytes (-1 = not declared; then the cap applies).
         declared = zstandard.frame_content_size(stream)
         if declared not in (-1, expected):
-            raise MaskFormatError(f"'{path}': tensor '{name}' declares {declared} bytes, expected {expected}; "
-                                  "the file is corrupted")
+            raise MaskFormatError(
+                f"'{path}': tensor '{name}' declares {declared} bytes, expected {expected}; the file is corrupted"
+            )
         raw = zstandard.ZstdDecompressor().decompress(stream, max_output_size=expected)
     except zstandard.ZstdError as exc:
-        raise MaskFormatError(f"'{path}': tensor '{name}' is not a valid zstd stream ({exc}); the file is corrupted") from None
+        raise MaskFormatError(
+            f"'{path}': tensor '{name}' is not a valid zstd stream ({exc}); the file is corrupted"
+        ) from None
     if len(raw) != expected:
         raise MaskFormatError(f"'{path}': tensor '{name}' decodes to {len(raw)} bytes, expected {expected}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(packed_shape).copy()

@@ -47,8 +47,17 @@ def summarize(mask: Mask, path: str) -> MaskSummary:
         tensors.append(TensorSummary(name, list(mask.shapes[name]), numel, masked, masked / max(numel, 1)))
     masked_total = sum(t.masked for t in tensors)
     return MaskSummary(
-        path=os.fspath(path), format="mftlab.mask", format_version="1", codec=mask.codec,
-        mftlab_version=mask.mftlab_version, base_model=mask.base_model, method=mask.method, tensors=tensors,
-        total=mask.total, masked=masked_total, mask_ratio=masked_total / max(mask.total, 1),
-        file_bytes=os.path.getsize(path), bits_per_param=file_bits_per_param(path, mask),
+        path=os.fspath(path),
+        format="mftlab.mask",
+        format_version="1",
+        codec=mask.codec,
+        mftlab_version=mask.mftlab_version,
+        base_model=mask.base_model,
+        method=mask.method,
+        tensors=tensors,
+        total=mask.total,
+        masked=masked_total,
+        mask_ratio=masked_total / max(mask.total, 1),
+        file_bytes=os.path.getsize(path),
+        bits_per_param=file_bits_per_param(path, mask),
     )

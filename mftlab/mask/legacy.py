@@ -21,10 +21,22 @@ def read_legacy(path: str) -> dict[str, torch.Tensor]:
         raise MaskFormatError(f"legacy mask '{path}' does not exist; check the path")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError,
-            AttributeError, ImportError, OSError) as exc:  # a corrupt pickle stream fails in any of these
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        ImportError,
+        OSError,
+    ) as exc:  # a corrupt pickle stream fails in any of these
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise MaskFormatError(f"'{path}' is not a loadable tensor file ({first}); only plain tensor dicts are read") from None
+        raise MaskFormatError(
+            f"'{path}' is not a loadable tensor file ({first}); only plain tensor dicts are read"
+        ) from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -35,13 +47,15 @@ def read_legacy(path: str) -> dict[str, torch.Tensor]:
 def _param_name(key: str, params: dict[str, torch.Tensor] | None) -> str:
     for prefix in _PREFIXES:
         if key.startswith(prefix) and (params is None or key not in params):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     if params is None:
         return key if key.endswith((".weight", ".bias")) else f"{key}.weight"
     for candidate in (key, f"{key}.weight"):
         if candidate in params:
             return candidate
-    raise MaskMismatchError(f"legacy mask entry '{key}' is neither a module nor a parameter of the model; use the model it was made for")
+    raise MaskMismatchError(
+        f"legacy mask entry '{key}' is neither a module nor a parameter of the model; use the model it was made for"
+    )
 
 
 def convert_legacy(
@@ -64,10 +78,14 @@ def convert_legacy(
         name = _param_name(key, weights)
         if weights is not None and tuple(weights[name].shape) != tuple(values.shape):
             if values.dim() == 2 and tuple(weights[name].shape) == tuple(values.T.shape):
-                raise MaskMismatchError(f"legacy mask entry '{key}' is transposed ({list(values.shape)}); "
-                                        f"the parameter is {list(weights[name].shape)}")
-            raise MaskMismatchError(f"legacy mask entry '{key}' has shape {list(values.shape)} but the parameter "
-                                    f"has {list(weights[name].shape)}")
+                raise MaskMismatchError(
+                    f"legacy mask entry '{key}' is transposed ({list(values.shape)}); "
+                    f"the parameter is {list(weights[name].shape)}"
+                )
+            raise MaskMismatchError(
+                f"legacy mask entry '{key}' has shape {list(values.shape)} but the parameter "
+                f"has {list(weights[name].shape)}"
+            )
         keep[name] = values.bool()
     method = {"name": "imported", "source": os.path.basename(path)}
     mask = Mask.from_keep(keep, {n: weights[n] for n in keep} if weights is not None else None, base_name, method)

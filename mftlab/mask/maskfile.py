@@ -12,15 +12,14 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mftlab import __version__
+from mftlab.errors import MaskFormatError, MaskMismatchError
 from mftlab.files.atomic import atomic_path
 from mftlab.mask.codecs import CODECS, decode, encode
-from mftlab.errors import MaskFormatError, MaskMismatchError
 from mftlab.mask.fingerprint import combined_fingerprint, tensor_fingerprint
 from mftlab.mask.packing import pack_bits, packed_shape, padding_is_zero, popcount, unpack_bits
 
@@ -270,7 +269,9 @@ def _load_tensor(handle, name: str, info: object, codec: str, path) -> tuple[np.
     try:
         raw = handle.get_tensor(name)
     except Exception as exc:
-        raise MaskFormatError(f"'{path}': tensor '{name}' cannot be read ({str(exc)[:80]}); the file is truncated or corrupted") from None
+        raise MaskFormatError(
+            f"'{path}': tensor '{name}' cannot be read ({str(exc)[:80]}); the file is truncated or corrupted"
+        ) from None
     if raw.dtype != np.uint8:
         raise MaskFormatError(f"'{path}': tensor '{name}' has dtype {raw.dtype}; masks are uint8")
     packed = decode(raw, codec, packed_shape(shape), name, path)
@@ -284,7 +285,8 @@ def _load_tensor(handle, name: str, info: object, codec: str, path) -> tuple[np.
     kept = info.get("kept")
     if not isinstance(kept, int) or isinstance(kept, bool) or kept != popcount(packed):
         raise MaskFormatError(
-            f"'{path}': tensor '{name}' records kept={kept} but holds {popcount(packed)} kept bits; the file is corrupted"
+            f"'{path}': tensor '{name}' records kept={kept} but holds {popcount(packed)} kept bits; "
+            "the file is corrupted"
         )
     fingerprint = info.get("fingerprint")
     if fingerprint is not None and not isinstance(fingerprint, str):
@@ -301,7 +303,9 @@ def load_mask(path: str | os.PathLike) -> Mask:
     stored = set(handle.keys())
     if stored != set(tensors):
         extra = sorted(stored ^ set(tensors))[0]
-        raise MaskFormatError(f"'{path}': tensor '{extra}' is in the data or the metadata but not both; the file is corrupted")
+        raise MaskFormatError(
+            f"'{path}': tensor '{extra}' is in the data or the metadata but not both; the file is corrupted"
+        )
     packed, shapes, prints = {}, {}, {}
     for name, info in tensors.items():
         packed[name], shapes[name], prints[name] = _load_tensor(handle, name, info, codec, path)

@@ -14,8 +14,8 @@ import shutil
 
 import torch
 
-from mftlab.files.atomic import atomic_dir
 from mftlab.errors import MftlabError
+from mftlab.files.atomic import atomic_dir
 from mftlab.mask.maskfile import Mask
 from mftlab.models.loading import is_gguf_config, load_model, named_weights
 
@@ -120,6 +120,14 @@ def write_merged(
         if mask is None:
             return mismatched
         with open(os.path.join(tmp, "mftlab_mask.json"), "w") as f:
-            json.dump({"mask_ratio": mask.mask_ratio, "method": mask.method, "base_model": mask.base_model,
-                       "forced_mismatches": mismatched}, f, indent=2)
+            json.dump(
+                {
+                    "mask_ratio": mask.mask_ratio,
+                    "method": mask.method,
+                    "base_model": mask.base_model,
+                    "forced_mismatches": mismatched,
+                },
+                f,
+                indent=2,
+            )
     return mismatched

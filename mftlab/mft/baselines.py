@@ -10,15 +10,14 @@ K and tie-breaking follow mftlab.mft.selection (round half up, ties by index).
 
 from __future__ import annotations
 
-
 import torch
 
-from mftlab.mft.calibration import Calibration
-from mftlab.seeding import name_generator
 from mftlab.errors import ConfigError
 from mftlab.mask.maskfile import Mask
+from mftlab.mft.calibration import Calibration
 from mftlab.mft.selection import GRANULARITIES, check_ratio, select_keep
 from mftlab.mft.targeting import Target, TargetSpec, resolve_targets, target_weights
+from mftlab.seeding import name_generator
 
 KINDS = ("random", "magnitude", "wanda", "snip")
 DATA_KINDS = ("wanda", "snip")  # need calibration data
@@ -29,8 +28,10 @@ def default_granularity(kind: str) -> str:
     return DEFAULT_GRANULARITY.get(kind, "tensor")
 
 
-SCORE_FORMULAS = {"wanda": "|W_ij| * ||X_j||_2 over non-padding calibration tokens (X_j: input feature j)",
-                  "snip": "|W_ij * dL/dW_ij|, L = token-weighted answer-token loss over the calibration batches"}
+SCORE_FORMULAS = {
+    "wanda": "|W_ij| * ||X_j||_2 over non-padding calibration tokens (X_j: input feature j)",
+    "snip": "|W_ij * dL/dW_ij|, L = token-weighted answer-token loss over the calibration batches",
+}
 
 
 def ranking_values(kind: str, name: str, weight: torch.Tensor, seed: int) -> torch.Tensor:
@@ -63,8 +64,9 @@ def baseline_mask(
         raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(KINDS)}", quote=True)
     granularity = granularity or default_granularity(kind)
     if granularity not in GRANULARITIES:
-        raise ConfigError.for_option("granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}",
-                                      quote=True)
+        raise ConfigError.for_option(
+            "granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True
+        )
     targets = resolve_targets(model, spec)
     weights = target_weights(model, targets)
     if kind in DATA_KINDS:
@@ -92,7 +94,7 @@ def baseline_mask(
 def draw_paths(path: str, seeds: list[int]) -> list[str]:
     """Where `baseline --kind random --seeds N` writes its draws: the first seed at `path` itself (as with
     one seed), every further seed S next to it as `<stem>.seed<S>.safetensors`."""
-    stem = path[:-len(".safetensors")] if path.endswith(".safetensors") else path
+    stem = path[: -len(".safetensors")] if path.endswith(".safetensors") else path
     return [path] + [f"{stem}.seed{s}.safetensors" for s in seeds[1:]]
 
 
@@ -111,8 +113,8 @@ def shared_masked_fraction(a: Mask, b: Mask) -> float:
 def evaluate_draws(model: torch.nn.Module, tokenizer, masks: list[Mask], examples, batch_size: int = 16) -> list[float]:
     """Validation loss of `model` under each mask in turn (the weights are restored after each)."""
     from mftlab.mft.apply import apply_mask_
-    from mftlab.training.evaluation import evaluate
     from mftlab.models.loading import named_weights
+    from mftlab.training.evaluation import evaluate
 
     weights = named_weights(model)
     losses = []

@@ -14,21 +14,23 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mftlab.training.data import IGNORE_INDEX, Example, load_examples
 from mftlab.errors import ConfigError, DataError
-from mftlab.training.evaluation import TokenBatch, make_batches
 from mftlab.models.tokenizer import padding_id
 from mftlab.options_meta import doc
+from mftlab.training.data import IGNORE_INDEX, Example, load_examples
+from mftlab.training.evaluation import TokenBatch, make_batches
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
     """Where the calibration tokens come from and how many (resolved values go into mask metadata)."""
 
-    data: str = field(metadata=doc(
-        "Calibration data for wanda / snip (.jsonl/.json/.parquet/.csv, e.g. the training data)."))
-    max_tokens: int = field(default=16384, metadata=doc(
-        "Calibration tokens to use (examples in file order; the last one is cut to fit)."))
+    data: str = field(
+        metadata=doc("Calibration data for wanda / snip (.jsonl/.json/.parquet/.csv, e.g. the training data).")
+    )
+    max_tokens: int = field(
+        default=16384, metadata=doc("Calibration tokens to use (examples in file order; the last one is cut to fit).")
+    )
     batch_size: int = field(default=8, metadata=doc("Calibration examples per batch."))
     max_seq_len: int = field(default=512, metadata=doc("Tokens per example of --data (calibration)."))
 
@@ -55,8 +57,14 @@ class Calibration:
     fingerprint: str  # "sha256:<hex>" of the token ids and labels
 
     def to_dict(self) -> dict:
-        return {**asdict(self.config), "examples": self.examples, "tokens": self.tokens,
-                "label_tokens": self.label_tokens, "batches": len(self.batches), "fingerprint": self.fingerprint}
+        return {
+            **asdict(self.config),
+            "examples": self.examples,
+            "tokens": self.tokens,
+            "label_tokens": self.label_tokens,
+            "batches": len(self.batches),
+            "fingerprint": self.fingerprint,
+        }
 
 
 def take_tokens(examples: list[Example], max_tokens: int) -> list[Example]:
@@ -83,8 +91,9 @@ def tokens_fingerprint(examples: list[Example]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def calibration_from_examples(config: CalibrationConfig, examples: list[Example], pad_id: int,
-                              device="cpu") -> Calibration:
+def calibration_from_examples(
+    config: CalibrationConfig, examples: list[Example], pad_id: int, device="cpu"
+) -> Calibration:
     """Bound `examples` to `config.max_tokens` and batch them (on `device`)."""
     taken = take_tokens(examples, config.max_tokens)
     tokens = sum(len(e.input_ids) for e in taken)

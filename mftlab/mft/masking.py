@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from mftlab.seeding import name_generator
 from mftlab.errors import ConfigError
 from mftlab.mask.maskfile import Mask
 from mftlab.mft.masked_layer import SCORE_DTYPES, MaskedLinear
@@ -31,6 +30,7 @@ from mftlab.mft.selection import GRANULARITIES, check_ratio, keep_tensor, keep_t
 from mftlab.mft.targeting import Target, output_axis
 from mftlab.mft.warm_select import WarmSelector
 from mftlab.options_meta import doc
+from mftlab.seeding import name_generator
 
 SCORE_INITS = ("random", "magnitude", "uniform")
 RANK_BY = ("raw", "abs")
@@ -42,8 +42,9 @@ def _ranking(layer: MaskedLinear, selection: SelectionConfig) -> torch.Tensor:
     return scores.abs() if selection.rank_by == "abs" else scores
 
 
-def keep_topk(layers: dict[str, MaskedLinear], selection: SelectionConfig,
-              warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
+def keep_topk(
+    layers: dict[str, MaskedLinear], selection: SelectionConfig, warm: WarmSelector | None = None
+) -> dict[str, torch.Tensor]:
     """Rule `topk`: exactly K lowest scores masked per comparison group (`selection.granularity`)."""
     if selection.granularity == "tensor":  # one tensor at a time: no extra copy of all scores
         if warm is not None:
@@ -56,11 +57,14 @@ def keep_topk(layers: dict[str, MaskedLinear], selection: SelectionConfig,
     return select_keep(values, selection.mask_ratio, selection.granularity, out_axes)
 
 
-def keep_above_threshold(layers: dict[str, MaskedLinear], selection: SelectionConfig,
-                         warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
+def keep_above_threshold(
+    layers: dict[str, MaskedLinear], selection: SelectionConfig, warm: WarmSelector | None = None
+) -> dict[str, torch.Tensor]:
     """Rule `threshold`: kept where score > T, with a per-tensor floor of kept weights."""
-    return {n: keep_threshold(_ranking(m, selection), selection.threshold, selection.min_keep_ratio)
-            for n, m in layers.items()}
+    return {
+        n: keep_threshold(_ranking(m, selection), selection.threshold, selection.min_keep_ratio)
+        for n, m in layers.items()
+    }
 
 
 # A new rule is one function above and one entry here (`--selection` offers the keys; a rule the
@@ -74,26 +78,37 @@ class SelectionConfig:
     """How scores become a mask (DESIGN.md words)."""
 
     mask_ratio: float = field(default=0.1, metadata=doc("Fraction of targeted weights masked (0.1 = the paper's 10%)."))
-    selection: str = field(default="topk", metadata=doc(
-        "topk: exact K lowest scores masked; threshold: kept where score > T.", choices=SELECTIONS))
-    granularity: str = field(default="tensor", metadata=doc(
-        "topk comparison group: per tensor, per output row, or global.", choices=GRANULARITIES))
-    threshold: float = field(default=-0.035, metadata=doc(
-        "T for --selection threshold (the paper's global MFT uses -0.035)."))
-    min_keep_ratio: float = field(default=0.01, metadata=doc(
-        "threshold: fraction of each tensor that always stays kept."))
-    rank_by: str = field(default="raw", metadata=doc(
-        "Rank raw scores (default) or |scores| (the reference code).", choices=RANK_BY))
+    selection: str = field(
+        default="topk",
+        metadata=doc("topk: exact K lowest scores masked; threshold: kept where score > T.", choices=SELECTIONS),
+    )
+    granularity: str = field(
+        default="tensor",
+        metadata=doc("topk comparison group: per tensor, per output row, or global.", choices=GRANULARITIES),
+    )
+    threshold: float = field(
+        default=-0.035, metadata=doc("T for --selection threshold (the paper's global MFT uses -0.035).")
+    )
+    min_keep_ratio: float = field(
+        default=0.01, metadata=doc("threshold: fraction of each tensor that always stays kept.")
+    )
+    rank_by: str = field(
+        default="raw", metadata=doc("Rank raw scores (default) or |scores| (the reference code).", choices=RANK_BY)
+    )
 
     def __post_init__(self):
         if self.selection not in SELECTIONS:
-            raise ConfigError.for_option("selection", self.selection, f"is unknown; choose one of {', '.join(SELECTIONS)}",
-                                          quote=True)
+            raise ConfigError.for_option(
+                "selection", self.selection, f"is unknown; choose one of {', '.join(SELECTIONS)}", quote=True
+            )
         if self.granularity not in GRANULARITIES:
-            raise ConfigError.for_option("granularity", self.granularity,
-                                          f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True)
+            raise ConfigError.for_option(
+                "granularity", self.granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True
+            )
         if self.rank_by not in RANK_BY:
-            raise ConfigError.for_option("rank_by", self.rank_by, f"is unknown; choose one of {', '.join(RANK_BY)}", quote=True)
+            raise ConfigError.for_option(
+                "rank_by", self.rank_by, f"is unknown; choose one of {', '.join(RANK_BY)}", quote=True
+            )
         if self.selection == "topk":
             check_ratio(self.mask_ratio)
         if not 0.0 < self.min_keep_ratio <= 1.0:
@@ -111,13 +126,16 @@ def score_generator(seed: int, name: str) -> torch.Generator:
 
 def check_score_init(method: str, std: float) -> None:
     if method not in SCORE_INITS:
-        raise ConfigError.for_option("score_init", method, f"is unknown; choose one of {', '.join(SCORE_INITS)}", quote=True)
+        raise ConfigError.for_option(
+            "score_init", method, f"is unknown; choose one of {', '.join(SCORE_INITS)}", quote=True
+        )
     if not std > 0:
         raise ConfigError.for_option("score_std", std, "must be positive; the reference code uses 0.02")
 
 
-def init_scores(weight: torch.Tensor, method: str, std: float, generator: torch.Generator,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def init_scores(
+    weight: torch.Tensor, method: str, std: float, generator: torch.Generator, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Initial scores with the weight's shape (drawn on the CPU in fp32, then cast)."""
     check_score_init(method, std)
     shape = tuple(weight.shape)
@@ -136,15 +154,22 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
 
 
-def attach_masks(model: nn.Module, targets: list[Target], score_init: str = "random", score_std: float = 0.02,
-                 score_dtype: str = "fp32", seed: int = 0) -> dict[str, MaskedLinear]:
+def attach_masks(
+    model: nn.Module,
+    targets: list[Target],
+    score_init: str = "random",
+    score_std: float = 0.02,
+    score_dtype: str = "fp32",
+    seed: int = 0,
+) -> dict[str, MaskedLinear]:
     """Replace each targeted module by a MaskedLinear; returns param_name -> wrapper (module order).
 
     Every base parameter of the model is frozen; only `mask_scores` are trainable.
     """
     if score_dtype not in SCORE_DTYPES:
-        raise ConfigError.for_option("score_dtype", score_dtype, f"is unknown; choose one of {', '.join(SCORE_DTYPES)}",
-                                      quote=True)
+        raise ConfigError.for_option(
+            "score_dtype", score_dtype, f"is unknown; choose one of {', '.join(SCORE_DTYPES)}", quote=True
+        )
     check_score_init(score_init, score_std)  # before any module is swapped
     for p in model.parameters():
         p.requires_grad_(False)
@@ -155,8 +180,9 @@ def attach_masks(model: nn.Module, targets: list[Target], score_init: str = "ran
         base = getattr(parent, child)
         if isinstance(base, MaskedLinear):
             raise ConfigError(f"module '{t.module_name}' already carries a mask; detach it first")
-        scores = init_scores(base.weight, score_init, score_std, score_generator(seed, t.param_name),
-                             SCORE_DTYPES[score_dtype])
+        scores = init_scores(
+            base.weight, score_init, score_std, score_generator(seed, t.param_name), SCORE_DTYPES[score_dtype]
+        )
         wrapper = MaskedLinear(base, t.kind, scores, t.param_name)
         setattr(parent, child, wrapper)
         layers[t.param_name] = wrapper
@@ -179,8 +205,9 @@ def detach_masks(model: nn.Module) -> None:
 
 
 # -- selection ----------------------------------------------------------------------------------
-def compute_keep(layers: dict[str, MaskedLinear], selection: SelectionConfig,
-                 warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
+def compute_keep(
+    layers: dict[str, MaskedLinear], selection: SelectionConfig, warm: WarmSelector | None = None
+) -> dict[str, torch.Tensor]:
     """Keep-masks (bool, on each layer's device) chosen from the current scores by `selection`'s rule.
 
     With `warm` (one per training run), per-tensor and global top-k start from the previous
@@ -190,8 +217,9 @@ def compute_keep(layers: dict[str, MaskedLinear], selection: SelectionConfig,
         return SELECTION_RULES[selection.selection](layers, selection, warm)
 
 
-def refresh_masks(layers: dict[str, MaskedLinear], selection: SelectionConfig,
-                  warm: WarmSelector | None = None) -> dict[str, torch.Tensor]:
+def refresh_masks(
+    layers: dict[str, MaskedLinear], selection: SelectionConfig, warm: WarmSelector | None = None
+) -> dict[str, torch.Tensor]:
     """Recompute every keep-mask from the scores and store it in its wrapper."""
     keep = compute_keep(layers, selection, warm)
     for name, layer in layers.items():

@@ -20,10 +20,10 @@ from typing import Callable
 
 import torch
 
-from mftlab.mft.calibration import Calibration
 from mftlab.errors import ConfigError, TargetError
-from mftlab.training.evaluation import batch_loss_sums
+from mftlab.mft.calibration import Calibration
 from mftlab.mft.targeting import Target, is_maskable
+from mftlab.training.evaluation import batch_loss_sums
 
 CRITERIA = ("magnitude", "wanda", "snip")
 NEEDS_DATA = ("wanda", "snip")
@@ -35,8 +35,10 @@ def _modules(model: torch.nn.Module, targets: list[Target]) -> dict[str, torch.n
     for t in targets:
         module = model.get_submodule(t.module_name)
         if not is_maskable(module):
-            raise TargetError(f"module '{t.module_name}' is a {type(module).__name__}, not an nn.Linear or Conv1D; "
-                              "pruning criteria score Linear / Conv1D weights only (choose other --targets)")
+            raise TargetError(
+                f"module '{t.module_name}' is a {type(module).__name__}, not an nn.Linear or Conv1D; "
+                "pruning criteria score Linear / Conv1D weights only (choose other --targets)"
+            )
         found[t.param_name] = module
     return found
 
@@ -68,8 +70,10 @@ def input_sq_sums(model: torch.nn.Module, targets: list[Target], calibration: Ca
     """
     modules = _modules(model, targets)
     kinds = {t.param_name: t.kind for t in targets}
-    sums = {n: torch.zeros(m.weight.shape[1 if kinds[n] == "linear" else 0], dtype=torch.float32,
-                           device=m.weight.device) for n, m in modules.items()}
+    sums = {
+        n: torch.zeros(m.weight.shape[1 if kinds[n] == "linear" else 0], dtype=torch.float32, device=m.weight.device)
+        for n, m in modules.items()
+    }
     current: dict = {}
 
     def hook(name: str) -> Callable:
@@ -78,6 +82,7 @@ def input_sq_sums(model: torch.nn.Module, targets: list[Target], calibration: Ca
             if current["last"] is None or current["last"][0] is not x:  # q/k/v (gate/up) run back to back
                 current["last"] = (x, _feature_sq_sums(x, current["valid"]))
             sums[name].add_(current["last"][1])
+
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
@@ -113,8 +118,10 @@ def wanda_scores(model: torch.nn.Module, targets: list[Target], calibration: Cal
 def snip_scores(model: torch.nn.Module, targets: list[Target], calibration: Calibration) -> dict[str, torch.Tensor]:
     """|W * dL/dW| in fp32 with L the token-weighted answer-token loss over all calibration batches."""
     if calibration.label_tokens == 0:
-        raise ConfigError(f"calibration data '{calibration.config.data}' has no answer tokens within --max-tokens "
-                          f"{calibration.config.max_tokens}; SNIP needs a loss: raise --max-tokens or use other data")
+        raise ConfigError(
+            f"calibration data '{calibration.config.data}' has no answer tokens within --max-tokens "
+            f"{calibration.config.max_tokens}; SNIP needs a loss: raise --max-tokens or use other data"
+        )
     modules = _modules(model, targets)
     weights = {n: m.weight for n, m in modules.items()}
     grads = {n: torch.zeros(w.shape, dtype=torch.float32, device=w.device) for n, w in weights.items()}
@@ -125,6 +132,7 @@ def snip_scores(model: torch.nn.Module, targets: list[Target], calibration: Cali
         def accumulate(param):
             grads[name].add_(param.grad)  # fp32 accumulation whatever the weight's dtype
             param.grad = None
+
         return accumulate
 
     was_training = model.training
@@ -150,14 +158,17 @@ def snip_scores(model: torch.nn.Module, targets: list[Target], calibration: Cali
     return {n: g.mul_(weights[n].detach().float()).abs_() for n, g in grads.items()}
 
 
-def criterion_scores(kind: str, model: torch.nn.Module, targets: list[Target],
-                     calibration: Calibration | None = None) -> dict[str, torch.Tensor]:
+def criterion_scores(
+    kind: str, model: torch.nn.Module, targets: list[Target], calibration: Calibration | None = None
+) -> dict[str, torch.Tensor]:
     """Scores of one criterion (lower = pruned first); wanda and snip need `calibration`."""
     if kind not in CRITERIA:
         raise ConfigError(f"criterion '{kind}' is unknown; choose one of {', '.join(CRITERIA)}")
     if kind in NEEDS_DATA and calibration is None:
-        raise ConfigError(f"--kind {kind} needs calibration data: pass --data FILE (e.g. the training data) "
-                          "and optionally --max-tokens N")
+        raise ConfigError(
+            f"--kind {kind} needs calibration data: pass --data FILE (e.g. the training data) "
+            "and optionally --max-tokens N"
+        )
     if kind == "magnitude":
         return magnitude_scores(model, targets)
     if kind == "wanda":

@@ -25,6 +25,7 @@ import torch
 
 from mftlab.errors import ConfigError
 
+
 def num_masked(n: int, mask_ratio: float) -> int:
     """K for a group of n weights: round-half-up of mask_ratio * n, at most n - 1."""
     if n <= 1:
@@ -34,7 +35,9 @@ def num_masked(n: int, mask_ratio: float) -> int:
 
 def check_ratio(mask_ratio: float) -> None:
     if not (isinstance(mask_ratio, (int, float)) and 0.0 < float(mask_ratio) < 1.0):
-        raise ConfigError.for_option("mask_ratio", mask_ratio, "is outside (0, 1); the paper uses 0.1 (10% of weights masked)")
+        raise ConfigError.for_option(
+            "mask_ratio", mask_ratio, "is outside (0, 1); the paper uses 0.1 (10% of weights masked)"
+        )
 
 
 def _mask_lowest_flat(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -139,21 +142,24 @@ def keep_threshold(values: torch.Tensor, threshold: float, min_keep_ratio: float
     return keep
 
 
-def keep_per_tensor(values: dict[str, torch.Tensor], mask_ratio: float,
-                    out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+def keep_per_tensor(
+    values: dict[str, torch.Tensor], mask_ratio: float, out_axes: dict[str, int] | None = None
+) -> dict[str, torch.Tensor]:
     """Granularity `tensor`: each tensor is one comparison group."""
     return {n: keep_tensor(v, mask_ratio) for n, v in values.items()}
 
 
-def keep_per_row(values: dict[str, torch.Tensor], mask_ratio: float,
-                 out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+def keep_per_row(
+    values: dict[str, torch.Tensor], mask_ratio: float, out_axes: dict[str, int] | None = None
+) -> dict[str, torch.Tensor]:
     """Granularity `row`: each output unit (axis `out_axes[name]`, default 0) is one comparison group."""
     axes = out_axes or {}
     return {n: keep_rows(v, mask_ratio, axes.get(n, 0)) for n, v in values.items()}
 
 
-def keep_all_together(values: dict[str, torch.Tensor], mask_ratio: float,
-                      out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+def keep_all_together(
+    values: dict[str, torch.Tensor], mask_ratio: float, out_axes: dict[str, int] | None = None
+) -> dict[str, torch.Tensor]:
     """Granularity `global`: all tensors form one comparison group."""
     return keep_global(values, mask_ratio)
 
@@ -173,6 +179,7 @@ def select_keep(
     check_ratio(mask_ratio)
     rule = GRANULARITY_RULES.get(granularity)
     if rule is None:
-        raise ConfigError.for_option("granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}",
-                                     quote=True)
+        raise ConfigError.for_option(
+            "granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True
+        )
     return rule(values, mask_ratio, out_axes)

@@ -114,12 +114,14 @@ def mask_lowest_groups(groups: list[list[ShardedValues]], ks: list[int]) -> list
     j = 0
     for g, ks_g in enumerate(keys):
         if ks[g] <= 0:
-            out[g] = [torch.zeros(key.shape, dtype=torch.bool, device=key.device).reshape(sv.local.shape)
-                      for key, sv in zip(ks_g, groups[g])]
+            out[g] = [
+                torch.zeros(key.shape, dtype=torch.bool, device=key.device).reshape(sv.local.shape)
+                for key, sv in zip(ks_g, groups[g])
+            ]
             j += len(ks_g)
             continue
         first = j
-        need = ks[g] - int(every[:, 0, first:first + len(ks_g)].sum())
+        need = ks[g] - int(every[:, 0, first : first + len(ks_g)].sum())
         for i, key in enumerate(ks_g):
             before = int(every[:, 1, first:j].sum()) + int(every[:rank, 1, j].sum())
             mine = max(0, min(need - before, int(every[rank, 1, j])))
@@ -131,8 +133,9 @@ def mask_lowest_groups(groups: list[list[ShardedValues]], ks: list[int]) -> list
     return out
 
 
-def _sharded_rows(values: dict[str, ShardedValues], mask_ratio: float,
-                  out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+def _sharded_rows(
+    values: dict[str, ShardedValues], mask_ratio: float, out_axes: dict[str, int] | None = None
+) -> dict[str, torch.Tensor]:
     """Granularity `row`: rows are whole on one process; a 1-D tensor is one group (as keep_rows)."""
     names = list(values)
     flat = [n for n in names if len(values[n].shape) == 1]
@@ -141,16 +144,22 @@ def _sharded_rows(values: dict[str, ShardedValues], mask_ratio: float,
         if n in out:
             continue
         if (out_axes or {}).get(n, 0) != 0:
-            raise ConfigError(f"--granularity row with --sharding fsdp needs [out, in] weights; '{n}' is a "
-                              "Conv1D ([in, out]); use --granularity tensor or global")
+            raise ConfigError(
+                f"--granularity row with --sharding fsdp needs [out, in] weights; '{n}' is a "
+                "Conv1D ([in, out]); use --granularity tensor or global"
+            )
         local = values[n].local
-        out[n] = keep_rows(local, mask_ratio) if local.numel() else torch.ones(local.shape, dtype=torch.bool,
-                                                                               device=local.device)
+        out[n] = (
+            keep_rows(local, mask_ratio)
+            if local.numel()
+            else torch.ones(local.shape, dtype=torch.bool, device=local.device)
+        )
     return {n: out[n] for n in names}
 
 
-def _sharded_tensor(values: dict[str, ShardedValues], mask_ratio: float,
-                    out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+def _sharded_tensor(
+    values: dict[str, ShardedValues], mask_ratio: float, out_axes: dict[str, int] | None = None
+) -> dict[str, torch.Tensor]:
     """Granularity `tensor`: each tensor is one comparison group."""
     names = list(values)
     groups = [[values[n]] for n in names]
@@ -158,8 +167,9 @@ def _sharded_tensor(values: dict[str, ShardedValues], mask_ratio: float,
     return {n: ~m[0] for n, m in zip(names, mask_lowest_groups(groups, ks))}
 
 
-def _sharded_global(values: dict[str, ShardedValues], mask_ratio: float,
-                    out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+def _sharded_global(
+    values: dict[str, ShardedValues], mask_ratio: float, out_axes: dict[str, int] | None = None
+) -> dict[str, torch.Tensor]:
     """Granularity `global`: all tensors form one comparison group."""
     names = list(values)
     k = num_masked(sum(values[n].numel for n in names), mask_ratio)
@@ -171,20 +181,26 @@ def _sharded_global(values: dict[str, ShardedValues], mask_ratio: float,
 SHARDED_GRANULARITY_RULES = {"tensor": _sharded_tensor, "row": _sharded_rows, "global": _sharded_global}
 
 
-def sharded_keep(values: dict[str, ShardedValues], mask_ratio: float, granularity: str = "tensor",
-                 out_axes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+def sharded_keep(
+    values: dict[str, ShardedValues],
+    mask_ratio: float,
+    granularity: str = "tensor",
+    out_axes: dict[str, int] | None = None,
+) -> dict[str, torch.Tensor]:
     """Local keep-masks (True = kept), equal to `mftlab.mft.selection.select_keep` on the full tensors."""
     check_ratio(mask_ratio)
     rule = SHARDED_GRANULARITY_RULES.get(granularity)
     if rule is None:
         known = ", ".join(SHARDED_GRANULARITY_RULES)
-        raise ConfigError(f"--granularity '{granularity}' is unknown or not available with --sharding fsdp; "
-                          f"choose one of {known}")
+        raise ConfigError(
+            f"--granularity '{granularity}' is unknown or not available with --sharding fsdp; choose one of {known}"
+        )
     return rule(values, mask_ratio, out_axes)
 
 
-def sharded_threshold(values: dict[str, ShardedValues], threshold: float,
-                      min_keep_ratio: float = 0.01) -> dict[str, torch.Tensor]:
+def sharded_threshold(
+    values: dict[str, ShardedValues], threshold: float, min_keep_ratio: float = 0.01
+) -> dict[str, torch.Tensor]:
     """Local keep-masks equal to `mftlab.mft.selection.keep_threshold` on each full tensor."""
     names = list(values)
     keep = {n: values[n].local.detach() > threshold for n in names}
@@ -218,8 +234,9 @@ def _unpack(packed: torch.Tensor, count: int) -> torch.Tensor:
     return ((packed.unsqueeze(1) >> shifts) & 1).reshape(-1)[:count].bool()
 
 
-def gather_keep(local: dict[str, torch.Tensor], values: dict[str, ShardedValues],
-                rows: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+def gather_keep(
+    local: dict[str, torch.Tensor], values: dict[str, ShardedValues], rows: dict[str, list[int]]
+) -> dict[str, torch.Tensor]:
     """Full keep-masks on every process from the local ones (`rows[name]`: row count of each process)."""
     names = list(local)
     row_numel = {n: (math.prod(values[n].shape[1:]) if len(values[n].shape) > 1 else 1) for n in names}
@@ -229,7 +246,7 @@ def gather_keep(local: dict[str, torch.Tensor], values: dict[str, ShardedValues]
     at = 0
     for n in names:
         flat = local[n].reshape(-1)
-        bits[at:at + flat.numel()] = flat
+        bits[at : at + flat.numel()] = flat
         at += slot[n]
     every = _all_gather(_pack(bits))  # (world, bytes)
     full = {}
@@ -240,8 +257,8 @@ def gather_keep(local: dict[str, torch.Tensor], values: dict[str, ShardedValues]
         pos = 0
         for r, count in enumerate(rows[n]):
             numel = count * row_numel[n]
-            chunk = every[r, at // 8:(at + slot[n]) // 8]
-            full[n][pos:pos + numel] = _unpack(chunk, numel)
+            chunk = every[r, at // 8 : (at + slot[n]) // 8]
+            full[n][pos : pos + numel] = _unpack(chunk, numel)
             pos += numel
         at += slot[n]
     return {n: full[n].reshape(values[n].shape) for n in names}
@@ -251,7 +268,8 @@ def row_counts(values: dict[str, ShardedValues]) -> dict[str, list[int]]:
     """Rows held by each process, per tensor (one all_gather)."""
     names = list(values)
     dev = values[names[0]].local.device if names else torch.device("cpu")
-    mine = torch.tensor([values[n].local.shape[0] if values[n].local.dim() else 1 for n in names],
-                        dtype=torch.int64, device=dev)
+    mine = torch.tensor(
+        [values[n].local.shape[0] if values[n].local.dim() else 1 for n in names], dtype=torch.int64, device=dev
+    )
     every = _all_gather(mine).cpu()
     return {n: [int(x) for x in every[:, i]] for i, n in enumerate(names)}

@@ -73,8 +73,14 @@ class MaskedMatmul(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, grad_scores, None, None
 
 
-def masked_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scores: torch.Tensor,
-                  keep: torch.Tensor, kind: str = "linear") -> torch.Tensor:
+def masked_matmul(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    scores: torch.Tensor,
+    keep: torch.Tensor,
+    kind: str = "linear",
+) -> torch.Tensor:
     """Apply a Linear ([out, in]) or Conv1D ([in, out]) layer with weight `weight ⊙ keep`.
 
     `keep` is boolean with the weight's shape; `scores` (same shape) receives the STE gradient

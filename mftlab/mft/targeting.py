@@ -43,7 +43,10 @@ def is_maskable(module: "nn.Module") -> bool:
 
 
 def output_axis(kind: str) -> int:
-    """Axis of a `kind` weight that indexes output units: rows of a Linear ([out, in]), columns of a Conv1D ([in, out])."""
+    """Axis of a `kind` weight that indexes output units.
+
+    Rows of a Linear ([out, in]), columns of a Conv1D ([in, out]).
+    """
     return 0 if kind == "linear" else 1
 
 
@@ -68,13 +71,15 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m:
-            raise TargetError.for_option("layers", f"'{text}':",
-                                          f"'{part}' is not a layer number or range; write e.g. 4-7 or 0-3,20-23")
+            raise TargetError.for_option(
+                "layers", f"'{text}':", f"'{part}' is not a layer number or range; write e.g. 4-7 or 0-3,20-23"
+            )
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
-            raise TargetError.for_option("layers", f"'{text}':",
-                                          f"range '{part}' is empty; write the smaller number first, e.g. {hi}-{lo}")
+            raise TargetError.for_option(
+                "layers", f"'{text}':", f"range '{part}' is empty; write the smaller number first, e.g. {hi}-{lo}"
+            )
         layers.update(range(lo, hi + 1))
     return tuple(sorted(layers))
 
@@ -103,14 +108,22 @@ class TargetSpec:
                 try:
                     re.compile(pattern[3:])
                 except re.error as exc:
-                    raise TargetError(f"'{pattern}' is not a valid regular expression ({exc}); fix the pattern") from None
+                    raise TargetError(
+                        f"'{pattern}' is not a valid regular expression ({exc}); fix the pattern"
+                    ) from None
 
     @classmethod
-    def parse(cls, targets: str | None = ALL_LINEAR, layers: str | None = None, exclude: str | None = None) -> "TargetSpec":
+    def parse(
+        cls, targets: str | None = ALL_LINEAR, layers: str | None = None, exclude: str | None = None
+    ) -> "TargetSpec":
         return cls(_split(targets or ALL_LINEAR), parse_layers(layers), _split(exclude))
 
     def to_dict(self) -> dict:
-        return {"targets": list(self.targets), "layers": list(self.layers) if self.layers else None, "exclude": list(self.exclude)}
+        return {
+            "targets": list(self.targets),
+            "layers": list(self.layers) if self.layers else None,
+            "exclude": list(self.exclude),
+        }
 
 
 @dataclass(frozen=True)
@@ -197,8 +210,10 @@ def resolve_targets(model: "nn.Module", spec: TargetSpec) -> list[Target]:
     if not chosen:
         layers = f" in layers {_format_layers(spec.layers)}" if spec.layers is not None else ""
         raise TargetError.for_option(
-            "targets", f"{','.join(spec.targets)}{layers} (exclude: {','.join(spec.exclude) or 'none'})",
-            f"matches nothing; this model has: {_describe(all_names)}")
+            "targets",
+            f"{','.join(spec.targets)}{layers} (exclude: {','.join(spec.exclude) or 'none'})",
+            f"matches nothing; this model has: {_describe(all_names)}",
+        )
     return chosen
 
 

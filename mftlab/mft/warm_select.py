@@ -52,7 +52,7 @@ class WarmSelector:
                     need = k - below - sum(int(torch.count_nonzero(v < cut)) for v in vals)
                     for keep, i, v in zip(keeps, idx, vals):
                         keep[i[v < cut]] = False
-                        ties = i[v == cut][:max(need, 0)]  # ties: lowest (tensor, index) first
+                        ties = i[v == cut][: max(need, 0)]  # ties: lowest (tensor, index) first
                         keep[ties] = False
                         need -= ties.numel()
                     return keeps

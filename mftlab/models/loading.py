@@ -22,14 +22,19 @@ class LoadedModel:
 
 def resolve_dtype(dtype: str):
     if dtype not in DTYPES:
-        raise ModelLoadError.for_option("dtype", dtype, f"is not supported; choose one of {', '.join(DTYPES)}", quote=True)
+        raise ModelLoadError.for_option(
+            "dtype", dtype, f"is not supported; choose one of {', '.join(DTYPES)}", quote=True
+        )
     return DTYPES[dtype]
 
 
 def is_gguf_config(quantization_config) -> bool:
     """True for the `quantization_config` transformers records for a model read from a GGUF file."""
-    method = (quantization_config.get("quant_method") if isinstance(quantization_config, dict)
-              else getattr(quantization_config, "quant_method", None))
+    method = (
+        quantization_config.get("quant_method")
+        if isinstance(quantization_config, dict)
+        else getattr(quantization_config, "quant_method", None)
+    )
     return method is not None and str(getattr(method, "value", method)) == "gguf"
 
 

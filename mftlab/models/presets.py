@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from mftlab.models.tokenizer import SPECIAL_TOKENS, CHARACTERS, build_char_tokenizer
+from mftlab.models.tokenizer import CHARACTERS, SPECIAL_TOKENS, build_char_tokenizer
 
 VOCAB_SIZE = len(SPECIAL_TOKENS) + len(CHARACTERS)
 

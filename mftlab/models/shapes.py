@@ -16,17 +16,36 @@ from dataclasses import dataclass
 import torch
 
 from mftlab.errors import ModelLoadError
-from mftlab.models.presets import PRESETS
 from mftlab.mft.targeting import Target, TargetSpec, layer_index, maskable_modules, resolve_targets
+from mftlab.models.presets import PRESETS
 
 # Fields of the public Hugging Face configs (meta-llama/Llama-2-7b-hf, meta-llama/Llama-3.1-8B).
 BUILTIN_SHAPES: dict[str, dict] = {
-    "llama2-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                      num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                      rms_norm_eps=1e-5, tie_word_embeddings=False, dtype="float16"),
-    "llama3.1-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
-                        rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False, dtype="bfloat16"),
+    "llama2-7b": dict(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        dtype="float16",
+    ),
+    "llama3.1-8b": dict(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+        dtype="bfloat16",
+    ),
 }
 
 
@@ -78,14 +97,17 @@ def load_config(source: str):
         if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
             raise ModelLoadError(f"folder '{source}' has no config.json; pass a Hugging Face model folder")
         if not os.path.exists(source):
-            raise ModelLoadError(f"model '{source}' does not exist; pass a folder, a config.json, "
-                                 f"or one of {known_names()}")
+            raise ModelLoadError(
+                f"model '{source}' does not exist; pass a folder, a config.json, or one of {known_names()}"
+            )
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot read a config for model '{source}' ({first}); pass a folder with "
-                             f"config.json, a config.json file, a reachable hub id, or one of {known_names()}") from None
+        raise ModelLoadError(
+            f"cannot read a config for model '{source}' ({first}); pass a folder with "
+            f"config.json, a config.json file, a reachable hub id, or one of {known_names()}"
+        ) from None
 
 
 def meta_model(config) -> torch.nn.Module:
@@ -97,8 +119,10 @@ def meta_model(config) -> torch.nn.Module:
             return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     except (ValueError, KeyError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"config of type '{getattr(config, 'model_type', '?')}' is not a causal LM "
-                             f"transformers can build ({first}); pass a causal language model") from None
+        raise ModelLoadError(
+            f"config of type '{getattr(config, 'model_type', '?')}' is not a causal LM "
+            f"transformers can build ({first}); pass a causal language model"
+        ) from None
 
 
 def count_shape(model: torch.nn.Module, name: str) -> ModelShape:

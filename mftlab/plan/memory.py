@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mftlab.grid import parse_grid
+from mftlab.mft.targeting import Target
 from mftlab.models.shapes import ModelShape
 from mftlab.plan.terms import GIB, SCORE_BYTES, Term, fmt_bytes, fmt_count
-from mftlab.mft.targeting import Target
 
 if TYPE_CHECKING:
     from mftlab.plan.planner import PlanConfig
@@ -32,8 +32,9 @@ def master_weights(c: "PlanConfig", trainable_bytes: int) -> bool:
     return trainable_bytes == 2 and not c.pure_bf16
 
 
-def activation_terms(c: "PlanConfig", m: ModelShape, micro: int, b_a: int, backward_layers: int,
-                     first: int) -> list[Term]:
+def activation_terms(
+    c: "PlanConfig", m: ModelShape, micro: int, b_a: int, backward_layers: int, first: int
+) -> list[Term]:
     s, h, a = c.seq_len, m.hidden, m.heads
     eager = c.attention == "eager"
     per_layer = s * micro * h * (34 + (5 * a * s / h if eager else 0)) * b_a / 2
@@ -43,21 +44,38 @@ def activation_terms(c: "PlanConfig", m: ModelShape, micro: int, b_a: int, backw
     span = f"layers {first}-{m.layers - 1}" if backward_layers else "no layer"
     terms = [Term("activations per layer", f"{per_formula} B ({c.attention})", per_layer, "B", counted=False)]
     if not c.gradient_checkpointing:
-        terms.append(Term("activations", f"{backward_layers} layers ({span}) x {fmt_bytes(per_layer)}",
-                          backward_layers * per_layer, "B"))
+        terms.append(
+            Term(
+                "activations",
+                f"{backward_layers} layers ({span}) x {fmt_bytes(per_layer)}",
+                backward_layers * per_layer,
+                "B",
+            )
+        )
     else:
         inputs = s * micro * h * b_a
-        terms.append(Term("checkpointed layer inputs",
-                          f"{backward_layers} layers ({span}) x S x B x h x b_a = {backward_layers} x {s} x {micro} x "
-                          f"{h} x {b_a} B", backward_layers * inputs, "B"))
-        terms.append(Term("recomputed layer", f"1 layer x {fmt_bytes(per_layer)}",
-                          per_layer if backward_layers else 0.0, "B"))
+        terms.append(
+            Term(
+                "checkpointed layer inputs",
+                f"{backward_layers} layers ({span}) x S x B x h x b_a = {backward_layers} x {s} x {micro} x "
+                f"{h} x {b_a} B",
+                backward_layers * inputs,
+                "B",
+            )
+        )
+        terms.append(
+            Term("recomputed layer", f"1 layer x {fmt_bytes(per_layer)}", per_layer if backward_layers else 0.0, "B")
+        )
     return terms
 
 
 def logits_term(c: "PlanConfig", m: ModelShape, micro: int) -> Term:
-    return Term("logits + grad", f"B x S x V x 4 B (fp32 loss) x 2 = {micro} x {c.seq_len} x {m.vocab} x 4 x 2",
-                micro * c.seq_len * m.vocab * 8, "B")
+    return Term(
+        "logits + grad",
+        f"B x S x V x 4 B (fp32 loss) x 2 = {micro} x {c.seq_len} x {m.vocab} x 4 x 2",
+        micro * c.seq_len * m.vocab * 8,
+        "B",
+    )
 
 
 def _trainable_terms(what: str, n: int, b_t: int, c: "PlanConfig", g: int, fsdp: bool) -> list[Term]:
@@ -72,29 +90,43 @@ def _trainable_terms(what: str, n: int, b_t: int, c: "PlanConfig", g: int, fsdp:
     if fsdp:
         b = 4 if master else b_t
         why = " (cast to fp32 before sharding)" if master else ""
-        return [Term(what, f"{fmt_count(n)} x {b} B{why} / {g} GPUs", n * b / g, "B"),
-                Term(f"{'score ' if what == 'scores' else ''}grads", f"{fmt_count(n)} x {b} B (sharded) / {g} GPUs",
-                     n * b / g, "B"),
-                Term("AdamW states", f"2 x {fmt_count(n)} x {b} B ({states}) / {g} GPUs", 2 * n * b / g, "B")]
+        return [
+            Term(what, f"{fmt_count(n)} x {b} B{why} / {g} GPUs", n * b / g, "B"),
+            Term(
+                f"{'score ' if what == 'scores' else ''}grads",
+                f"{fmt_count(n)} x {b} B (sharded) / {g} GPUs",
+                n * b / g,
+                "B",
+            ),
+            Term("AdamW states", f"2 x {fmt_count(n)} x {b} B ({states}) / {g} GPUs", 2 * n * b / g, "B"),
+        ]
     grads = "score grads" if what == "scores" else "grads"
     terms = [Term(grads, f"{fmt_count(n)} x {b_t} B", n * b_t, "B")]
     if master:
-        terms += [Term("fp32 master copy", f"{fmt_count(n)} x 4 B", n * 4, "B"),
-                  Term("fp32 master grads", f"{fmt_count(n)} x 4 B", n * 4, "B")]
+        terms += [
+            Term("fp32 master copy", f"{fmt_count(n)} x 4 B", n * 4, "B"),
+            Term("fp32 master grads", f"{fmt_count(n)} x 4 B", n * 4, "B"),
+        ]
     b_state = 4 if master else b_t
     terms.append(Term("AdamW states", f"2 x {fmt_count(n)} x {b_state} B ({states})", 2 * n * b_state, "B"))
     return terms
 
 
-def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int, b_a: int,
-                 first: int) -> list[Term]:
+def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int, b_a: int, first: int) -> list[Term]:
     g = c.gpus
     micro = c.batch_size // (c.gpus * c.grad_accum)
     fsdp = c.sharding == "fsdp"
     shard = g if fsdp else 1
     over = f" / {g} GPUs" if fsdp else ""
-    terms = [Term("micro-batch per GPU", f"batch / (GPUs x grad_accum) = {c.batch_size} / ({g} x {c.grad_accum})",
-                  micro, "examples", counted=False)]
+    terms = [
+        Term(
+            "micro-batch per GPU",
+            f"batch / (GPUs x grad_accum) = {c.batch_size} / ({g} x {c.grad_accum})",
+            micro,
+            "examples",
+            counted=False,
+        )
+    ]
     N = m.params
     T = sum(t.numel for t in targets)
     if c.method == "fft":
@@ -105,8 +137,11 @@ def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int
             terms.append(Term("weights", f"{fmt_count(N)} params x {b_w} B ({dtype_name(c, m)})", N * b_w, "B"))
             terms += _trainable_terms("weights", N, b_w, c, g, False)
     else:
-        terms.append(Term("weights (frozen)", f"{fmt_count(N)} params x {b_w} B ({dtype_name(c, m)}){over}",
-                          N * b_w / shard, "B"))
+        terms.append(
+            Term(
+                "weights (frozen)", f"{fmt_count(N)} params x {b_w} B ({dtype_name(c, m)}){over}", N * b_w / shard, "B"
+            )
+        )
         if c.method == "mask":
             b_s = SCORE_BYTES[c.score_dtype]
             trainable, b_t = T, b_s
@@ -115,8 +150,14 @@ def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int
             terms += _trainable_terms("scores", T, b_s, c, g, fsdp)
             terms.append(Term("keep-mask buffer", f"{fmt_count(T)} x 1 B (bool, replicated)", T, "B"))
             largest = max(t.numel for t in targets)
-            terms.append(Term("STE backward transient", f"largest target {fmt_count(largest)} x ({b_w} + 12) B",
-                              largest * (b_w + 12), "B"))
+            terms.append(
+                Term(
+                    "STE backward transient",
+                    f"largest target {fmt_count(largest)} x ({b_w} + 12) B",
+                    largest * (b_w + 12),
+                    "B",
+                )
+            )
         else:
             A = sum(c.lora_r * (t.shape[0] + t.shape[1]) for t in targets)
             trainable, b_t = A, 4
@@ -136,22 +177,54 @@ def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int
                 per_layer[t.layer] = per_layer.get(t.layer, 0) + t.numel
             s_unit = max(per_layer.values(), default=0)
             b_g = SCORE_BYTES[c.score_dtype]
-            terms.append(Term("gathered layers (fsdp)", f"2 layers (the one in backward + the next, prefetched) x "
-                              f"({fmt_count(unit)} weights x {b_w} B + "
-                              f"{fmt_count(s_unit)} scores x {b_g} B)", 2 * (unit * b_w + s_unit * b_g), "B"))
+            terms.append(
+                Term(
+                    "gathered layers (fsdp)",
+                    f"2 layers (the one in backward + the next, prefetched) x "
+                    f"({fmt_count(unit)} weights x {b_w} B + "
+                    f"{fmt_count(s_unit)} scores x {b_g} B)",
+                    2 * (unit * b_w + s_unit * b_g),
+                    "B",
+                )
+            )
             # The exact sharded selection's transients: int32 keys of the local scores,
             # the new keep masks beside the old ones, the packed all_gather buffer.
-            terms.append(Term("sharded selection transient (fsdp)", f"{fmt_count(T)} x (4 B / {g} + 1 B + 1/8 B)",
-                              T * (4 / g + 1 + 1 / 8), "B"))
+            terms.append(
+                Term(
+                    "sharded selection transient (fsdp)",
+                    f"{fmt_count(T)} x (4 B / {g} + 1 B + 1/8 B)",
+                    T * (4 / g + 1 + 1 / 8),
+                    "B",
+                )
+            )
         else:
-            terms.append(Term("gathered layers (fsdp)", f"2 layers (the one in backward + the next, prefetched) x "
-                              f"{fmt_count(unit)} params x {b_w} B", 2 * unit * b_w, "B"))
-        terms.append(Term("gathered root unit (fsdp)", f"embeddings, final norm, head: {fmt_count(root)} x {b_w} B "
-                          "(gathered for the forward, again for the whole backward)", root * b_w, "B"))
+            terms.append(
+                Term(
+                    "gathered layers (fsdp)",
+                    f"2 layers (the one in backward + the next, prefetched) x {fmt_count(unit)} params x {b_w} B",
+                    2 * unit * b_w,
+                    "B",
+                )
+            )
+        terms.append(
+            Term(
+                "gathered root unit (fsdp)",
+                f"embeddings, final norm, head: {fmt_count(root)} x {b_w} B "
+                "(gathered for the forward, again for the whole backward)",
+                root * b_w,
+                "B",
+            )
+        )
         # Not per-GPU memory: every process first loads the whole model on the host (then shards it).
-        terms.append(Term("host RAM at load, before sharding (fsdp)", f"{fmt_count(N)} params x {b_w} B per process "
-                          "(host RAM, not GPU memory; not in the total)", N * b_w, "B",
-                          counted=False))
+        terms.append(
+            Term(
+                "host RAM at load, before sharding (fsdp)",
+                f"{fmt_count(N)} params x {b_w} B per process (host RAM, not GPU memory; not in the total)",
+                N * b_w,
+                "B",
+                counted=False,
+            )
+        )
     terms += activation_terms(c, m, micro, b_a, m.layers - first, first)
     terms.append(logits_term(c, m, micro))
     return terms
@@ -165,31 +238,66 @@ def landscape_memory(c: "PlanConfig", m: ModelShape, b_w: int, b_a: int, perturb
     terms = [Term("weights", f"{fmt_count(m.params)} params x {b_w} B ({dt})", m.params * b_w, "B")]
     if c.plane == "random":
         dims = 1 if parse_grid(c.grid)[1] == 1 else 2
-        terms.append(Term("pristine theta0", f"{fmt_count(perturbed)} perturbed x {b_w} B ({dt}, exact)",
-                          perturbed * b_w, "B"))
+        terms.append(
+            Term("pristine theta0", f"{fmt_count(perturbed)} perturbed x {b_w} B ({dt}, exact)", perturbed * b_w, "B")
+        )
         if perturbed <= AUTO_CACHE_LIMIT:
-            terms.append(Term("directions (cached)", f"{dims} x {fmt_count(perturbed)} x 4 B (fp32; cached up to "
-                              f"{fmt_count(AUTO_CACHE_LIMIT)} perturbed)", dims * perturbed * 4, "B"))
+            terms.append(
+                Term(
+                    "directions (cached)",
+                    f"{dims} x {fmt_count(perturbed)} x 4 B (fp32; cached up to "
+                    f"{fmt_count(AUTO_CACHE_LIMIT)} perturbed)",
+                    dims * perturbed * 4,
+                    "B",
+                )
+            )
         else:
-            terms.append(Term("directions (regenerated)", f"{dims} x largest tensor {fmt_count(largest)} x 4 B (fp32)",
-                              dims * largest * 4, "B"))
+            terms.append(
+                Term(
+                    "directions (regenerated)",
+                    f"{dims} x largest tensor {fmt_count(largest)} x 4 B (fp32)",
+                    dims * largest * 4,
+                    "B",
+                )
+            )
     else:
         copies = 3 if c.plane == "models" else 2
         what = "A (pristine), B, C" if c.plane == "models" else "A (pristine), B"
-        terms.append(Term(f"{c.plane} plane: {what}", f"{copies} x {fmt_count(m.params)} x {b_w} B ({dt}; every "
-                          "parameter assumed to differ)", copies * m.params * b_w, "B"))
+        terms.append(
+            Term(
+                f"{c.plane} plane: {what}",
+                f"{copies} x {fmt_count(m.params)} x {b_w} B ({dt}; every parameter assumed to differ)",
+                copies * m.params * b_w,
+                "B",
+            )
+        )
     chunk = min(CHUNK.get(c.gpu, GPU_CHUNK), max(largest, 1))
     terms.append(Term("fp32 chunk of a point", f"{fmt_count(chunk)} x 4 B", chunk * 4, "B"))
-    terms.append(Term("one layer's activations", f"S x B x h x 34 x b_a/2 = {s} x {b} x {m.hidden} x 34 x {b_a}/2 B "
-                      "(no grad)", per_layer, "B"))
-    terms.append(Term("logits", f"B x S x V x ({b_a} + 4) B = {b} x {s} x {m.vocab} x {b_a + 4}",
-                      b * s * m.vocab * (b_a + 4), "B"))
+    terms.append(
+        Term(
+            "one layer's activations",
+            f"S x B x h x 34 x b_a/2 = {s} x {b} x {m.hidden} x 34 x {b_a}/2 B (no grad)",
+            per_layer,
+            "B",
+        )
+    )
+    terms.append(
+        Term(
+            "logits", f"B x S x V x ({b_a} + 4) B = {b} x {s} x {m.vocab} x {b_a + 4}", b * s * m.vocab * (b_a + 4), "B"
+        )
+    )
     return terms
 
 
 def overhead_terms(c: "PlanConfig", terms: list[Term]) -> list[Term]:
     subtotal = sum(t.value for t in terms if t.counted and t.unit == "B")
     context = 0 if c.gpu == "cpu" else c.context_gib * GIB
-    return [Term("overhead", f"{c.overhead:.0%} x {fmt_bytes(subtotal)} (allocator, fragmentation)",
-                 c.overhead * subtotal, "B"),
-            Term("CUDA context", f"{c.context_gib} GiB" if c.gpu != "cpu" else "none (CPU)", context, "B")]
+    return [
+        Term(
+            "overhead",
+            f"{c.overhead:.0%} x {fmt_bytes(subtotal)} (allocator, fragmentation)",
+            c.overhead * subtotal,
+            "B",
+        ),
+        Term("CUDA context", f"{c.context_gib} GiB" if c.gpu != "cpu" else "none (CPU)", context, "B"),
+    ]

@@ -70,13 +70,12 @@ from dataclasses import asdict, dataclass, field
 from mftlab import __version__
 from mftlab.errors import ConfigError
 from mftlab.grid import parse_grid
-from mftlab.models.shapes import ModelShape
-from mftlab.plan.memory import dtype_name, landscape_memory, overhead_terms, train_memory
-from mftlab.plan.terms import (DTYPE_BYTES, GIB, GPU, GPUS, SCORE_BYTES, Term, fmt_bytes, fmt_count,  # noqa: F401
-                                   fmt_seconds)
-from mftlab.plan.timing import landscape_time, train_time
 from mftlab.mft.targeting import Target, TargetSpec
+from mftlab.models.shapes import ModelShape
 from mftlab.options_meta import doc
+from mftlab.plan.memory import dtype_name, landscape_memory, overhead_terms, train_memory
+from mftlab.plan.terms import DTYPE_BYTES, GIB, GPU, GPUS, SCORE_BYTES, Term, fmt_bytes, fmt_count, fmt_seconds  # noqa: F401
+from mftlab.plan.timing import landscape_time, train_time
 
 TASKS = ("train", "landscape")
 METHODS = ("mask", "fft", "lora")
@@ -91,60 +90,108 @@ class PlanConfig:
     """What to plan; the options mirror `mftlab train` and `mftlab landscape`."""
 
     model: str
-    task: str = field(default="train", metadata=doc("What to plan: a `mftlab train` or a `mftlab landscape` run.",
-                                                    choices=TASKS))
-    method: str = field(default="mask", metadata=doc("mask = MFT, fft = full fine-tuning, lora (train only).",
-                                                     choices=METHODS))
+    task: str = field(
+        default="train", metadata=doc("What to plan: a `mftlab train` or a `mftlab landscape` run.", choices=TASKS)
+    )
+    method: str = field(
+        default="mask", metadata=doc("mask = MFT, fft = full fine-tuning, lora (train only).", choices=METHODS)
+    )
     targets: str = "all-linear"  # the options of `mftlab train` (mftlab.cli.options.target_options)
     layers: str | None = None
     exclude: str | None = None
-    score_dtype: str = field(default="fp32", metadata=doc("Score dtype, as `mftlab train --score-dtype`.",
-                                                          choices=tuple(SCORE_BYTES)))
-    dtype: str = field(default="auto", metadata=doc(  # as `--dtype auto` loads
-        "Weight dtype; auto = the config's dtype (float32 if it names none).", choices=("auto",) + tuple(DTYPE_BYTES)))
-    precision: str = field(default="auto", metadata=doc(  # as the trainer picks on every GPU in the table
-        "Activations: auto = bf16 autocast, as `mftlab train` uses on these GPUs.", choices=PRECISIONS))
-    batch_size: int = field(default=8, metadata=doc(
-        "train: examples per optimizer step over all GPUs (as `mftlab train`); landscape: per GPU."))
-    grad_accum: int = field(default=1, metadata=doc("Micro-batches per optimizer step on each GPU (as `mftlab train`)."))
+    score_dtype: str = field(
+        default="fp32", metadata=doc("Score dtype, as `mftlab train --score-dtype`.", choices=tuple(SCORE_BYTES))
+    )
+    dtype: str = field(
+        default="auto",
+        metadata=doc(  # as `--dtype auto` loads
+            "Weight dtype; auto = the config's dtype (float32 if it names none).",
+            choices=("auto",) + tuple(DTYPE_BYTES),
+        ),
+    )
+    precision: str = field(
+        default="auto",
+        metadata=doc(  # as the trainer picks on every GPU in the table
+            "Activations: auto = bf16 autocast, as `mftlab train` uses on these GPUs.", choices=PRECISIONS
+        ),
+    )
+    batch_size: int = field(
+        default=8,
+        metadata=doc("train: examples per optimizer step over all GPUs (as `mftlab train`); landscape: per GPU."),
+    )
+    grad_accum: int = field(
+        default=1, metadata=doc("Micro-batches per optimizer step on each GPU (as `mftlab train`).")
+    )
     seq_len: int = field(default=512, metadata=doc("Tokens per example."))
     gpus: int = field(default=1, metadata=doc("Number of GPUs (one process each)."))
-    sharding: str = field(default="none", metadata=doc(
-        "As `mftlab train --sharding`: fsdp = FSDP2, one unit per decoder layer (fp32 sharded trainable values, "
-        "bf16 compute).", choices=SHARDINGS))
-    gradient_checkpointing: bool = field(default=False, metadata=doc(
-        "Activation checkpointing, as `mftlab train --gradient-checkpointing`.",
-        flag="--gradient-checkpointing/--no-gradient-checkpointing"))
-    pure_bf16: bool = field(default=False, metadata=doc(
-        "No fp32 master weights for 16-bit trainable values (as `mftlab train --pure-bf16`)."))
-    plane: str = field(default="random", metadata=doc(
-        "Landscape: random directions around one model, the plane through three models, or the line through two.",
-        choices=PLANES))
-    attention: str = field(default="sdpa", metadata=doc("sdpa/flash attention stores no S x S scores; eager does.",
-                                                        choices=ATTENTIONS))
-    gpu: str = field(default="h100", metadata=doc(
-        "The card, or cpu: one CPU process (host memory, no CUDA context, fp32 activations).", choices=tuple(GPUS)))
+    sharding: str = field(
+        default="none",
+        metadata=doc(
+            "As `mftlab train --sharding`: fsdp = FSDP2, one unit per decoder layer (fp32 sharded trainable values, "
+            "bf16 compute).",
+            choices=SHARDINGS,
+        ),
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=doc(
+            "Activation checkpointing, as `mftlab train --gradient-checkpointing`.",
+            flag="--gradient-checkpointing/--no-gradient-checkpointing",
+        ),
+    )
+    pure_bf16: bool = field(
+        default=False,
+        metadata=doc("No fp32 master weights for 16-bit trainable values (as `mftlab train --pure-bf16`)."),
+    )
+    plane: str = field(
+        default="random",
+        metadata=doc(
+            "Landscape: random directions around one model, the plane through three models, or the line through two.",
+            choices=PLANES,
+        ),
+    )
+    attention: str = field(
+        default="sdpa", metadata=doc("sdpa/flash attention stores no S x S scores; eager does.", choices=ATTENTIONS)
+    )
+    gpu: str = field(
+        default="h100",
+        metadata=doc(
+            "The card, or cpu: one CPU process (host memory, no CUDA context, fp32 activations).", choices=tuple(GPUS)
+        ),
+    )
     mfu: float = field(default=0.4, metadata=doc("Model FLOPs utilisation assumed."))
     tokens: int | None = field(default=None, metadata=doc("Training tokens per epoch.", type=int))
-    examples: int | None = field(default=None, metadata=doc(
-        "Or training examples per epoch (each --seq-len tokens).", type=int))
+    examples: int | None = field(
+        default=None, metadata=doc("Or training examples per epoch (each --seq-len tokens).", type=int)
+    )
     epochs: float = field(default=2.0, metadata=doc("Passes over the data (train)."))
     lora_r: int = field(default=16, metadata=doc("LoRA rank (method lora)."))
     grid: str = field(default="21x21", metadata=doc("Landscape points NXxNY (N alone: a line)."))
-    landscape_tokens: int = field(default=4096, metadata=doc(
-        "Landscape label tokens per subset (train and test each), as `landscape --max-tokens`."))
+    landscape_tokens: int = field(
+        default=4096,
+        metadata=doc("Landscape label tokens per subset (train and test each), as `landscape --max-tokens`."),
+    )
     overhead: float = 0.10
     context_gib: float = 0.5
     mftlab_version: str = field(default=__version__)
 
     def __post_init__(self):
-        choices = {"task": TASKS, "method": METHODS, "sharding": SHARDINGS, "plane": PLANES, "precision": PRECISIONS,
-                   "attention": ATTENTIONS, "gpu": tuple(GPUS), "score_dtype": tuple(SCORE_BYTES),
-                   "dtype": ("auto",) + tuple(DTYPE_BYTES)}
+        choices = {
+            "task": TASKS,
+            "method": METHODS,
+            "sharding": SHARDINGS,
+            "plane": PLANES,
+            "precision": PRECISIONS,
+            "attention": ATTENTIONS,
+            "gpu": tuple(GPUS),
+            "score_dtype": tuple(SCORE_BYTES),
+            "dtype": ("auto",) + tuple(DTYPE_BYTES),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"--{name.replace('_', '-')} '{getattr(self, name)}' is unknown; "
-                                  f"choose one of {', '.join(allowed)}")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} '{getattr(self, name)}' is unknown; choose one of {', '.join(allowed)}"
+                )
         for name in ("batch_size", "grad_accum", "seq_len", "gpus", "lora_r", "landscape_tokens"):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -167,11 +214,14 @@ class PlanConfig:
         if self.task == "landscape" and self.plane == "models" and ny == 1:
             raise ConfigError(f"--plane models needs a 2-D --grid such as 21x21, got {nx}x{ny}")
         if self.task == "train" and self.sharding == "fsdp" and self.method == "lora":
-            raise ConfigError("--sharding fsdp does not train LoRA adapters; use --method mask or fft, "
-                              "or --sharding none for lora")
+            raise ConfigError(
+                "--sharding fsdp does not train LoRA adapters; use --method mask or fft, or --sharding none for lora"
+            )
         if self.task == "train" and self.batch_size % (self.gpus * self.grad_accum):
-            raise ConfigError(f"--batch-size {self.batch_size} is not a multiple of --gpus ({self.gpus}) x "
-                              f"--grad-accum ({self.grad_accum}); choose sizes that divide evenly")
+            raise ConfigError(
+                f"--batch-size {self.batch_size} is not a multiple of --gpus ({self.gpus}) x "
+                f"--grad-accum ({self.grad_accum}); choose sizes that divide evenly"
+            )
         self.target_spec()
 
     def target_spec(self) -> TargetSpec:
@@ -242,8 +292,15 @@ def plan(c: PlanConfig, m: ModelShape, targets: list[Target]) -> Plan:
             how = f"{c.tokens} tokens" if c.tokens is not None else f"{c.examples} examples x {c.seq_len}"
             all_tokens = c.epochs * per_epoch
             steps = math.ceil(all_tokens / (c.batch_size * c.seq_len))
-            time.append(Term("optimizer steps", f"ceil({c.epochs:g} epochs x {how} / ({c.batch_size} x {c.seq_len}))",
-                             steps, "steps", counted=False))
+            time.append(
+                Term(
+                    "optimizer steps",
+                    f"ceil({c.epochs:g} epochs x {how} / ({c.batch_size} x {c.seq_len}))",
+                    steps,
+                    "steps",
+                    counted=False,
+                )
+            )
             total = steps * step
             time.append(Term("total", f"{steps} steps x {fmt_seconds(step)}", total, "s", counted=False))
         else:
@@ -254,8 +311,10 @@ def plan(c: PlanConfig, m: ModelShape, targets: list[Target]) -> Plan:
         else:
             perturbed = m.params  # every parameter on which the models differ: all, at worst
             if not c.default_targets():
-                notes.append(f"--plane {c.plane} moves every parameter on which the models differ; "
-                             "--targets/--layers are ignored")
+                notes.append(
+                    f"--plane {c.plane} moves every parameter on which the models differ; "
+                    "--targets/--layers are ignored"
+                )
         largest = max((t.numel for t in targets), default=0) or _largest_matrix(m)
         memory = landscape_memory(c, m, b_w, b_a, perturbed, largest)
         time = landscape_time(c, m, gpu, peak, perturbed, b_w)
@@ -263,22 +322,45 @@ def plan(c: PlanConfig, m: ModelShape, targets: list[Target]) -> Plan:
         points = parse_grid(c.grid)[0] * parse_grid(c.grid)[1]
         per_point = sum(t.value for t in time if t.unit == "s")
         total = points * per_point / c.gpus
-        time.append(Term("total", f"{points} points x {fmt_seconds(per_point)} / {c.gpus} GPUs", total, "s",
-                         counted=False))
+        time.append(
+            Term("total", f"{points} points x {fmt_seconds(per_point)} / {c.gpus} GPUs", total, "s", counted=False)
+        )
         notes.append("tokens per point count label tokens; prompt tokens add forward work on top")
     memory += overhead_terms(c, memory)
     per_gpu = sum(t.value for t in memory if t.counted and t.unit == "B")
     if c.task == "train" and c.sharding == "fsdp":
         if c.gpus == 1:
             notes.append("--sharding fsdp on 1 GPU shards nothing; it only adds the fp32 copies")
-        notes.append(f"--sharding fsdp: every process first loads the whole model into host memory "
-                     f"({fmt_bytes(m.params * b_w)}), then shards it layer by layer; rank 0 gathers the saved "
-                     "FFT model one file (<= 5 GiB) at a time")
+        notes.append(
+            f"--sharding fsdp: every process first loads the whole model into host memory "
+            f"({fmt_bytes(m.params * b_w)}), then shards it layer by layer; rank 0 gathers the saved "
+            "FFT model one file (<= 5 GiB) at a time"
+        )
     notes.append("estimates; BENCHMARKS.md compares them with measurements (bench/bench_scale.py, bench/gpu_check.sh)")
-    model = {"name": m.name, "model_type": m.model_type, "params": m.params, "layers": m.layers,
-             "hidden": m.hidden, "heads": m.heads, "vocab": m.vocab, "dtype": dtype_name(c, m)}
-    return Plan(c.to_dict(), model, targeted, first if c.task == "train" else None, memory, per_gpu,
-                gpu.memory, per_gpu <= gpu.memory, time, step, total, notes)
+    model = {
+        "name": m.name,
+        "model_type": m.model_type,
+        "params": m.params,
+        "layers": m.layers,
+        "hidden": m.hidden,
+        "heads": m.heads,
+        "vocab": m.vocab,
+        "dtype": dtype_name(c, m),
+    }
+    return Plan(
+        c.to_dict(),
+        model,
+        targeted,
+        first if c.task == "train" else None,
+        memory,
+        per_gpu,
+        gpu.memory,
+        per_gpu <= gpu.memory,
+        time,
+        step,
+        total,
+        notes,
+    )
 
 
 def make_plan(config: PlanConfig) -> Plan:
@@ -286,6 +368,7 @@ def make_plan(config: PlanConfig) -> Plan:
     from mftlab.models.shapes import model_shape
 
     needs_targets = (config.task == "train" and config.method != "fft") or (
-        config.task == "landscape" and not config.default_targets())
+        config.task == "landscape" and not config.default_targets()
+    )
     shape, targets = model_shape(config.model, config.target_spec() if needs_targets else None)
     return plan(config, shape, targets)

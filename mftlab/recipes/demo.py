@@ -25,8 +25,7 @@ from mftlab.options_meta import doc, like
 from mftlab.recipes import steps
 from mftlab.recipes.methods import METHODS
 from mftlab.recipes.protocol import ProtocolProgress, planned_steps, run_protocol
-from mftlab.recipes.protocol_config import (DomainData, Landscape, Pretraining, ProtocolConfig, Training,
-                                            config_to_dict)
+from mftlab.recipes.protocol_config import DomainData, Landscape, Pretraining, ProtocolConfig, Training, config_to_dict
 from mftlab.recipes.tinybench import DOMAINS, SplitSizes, pretraining_records, write_benchmark, write_jsonl
 
 CONFIG_FILE = "protocol.yaml"
@@ -34,22 +33,34 @@ CONFIG_FILE = "protocol.yaml"
 
 @dataclass(frozen=True)
 class DemoConfig:
-    out: str = field(metadata=doc(
-        "Folder for every run, result, figure and the report (re-running reuses finished steps)."))
+    out: str = field(
+        metadata=doc("Folder for every run, result, figure and the report (re-running reuses finished steps).")
+    )
     seed: int = field(default=0, metadata=doc("First seed."))
     seeds: int = field(default=1, metadata=doc("Number of seeds (mean ± std in the tables)."))
-    quick: bool = field(default=False, metadata=doc(
-        "Smaller data, fewer steps and a coarser landscape (about a minute)."))
-    layers: str = field(default="2-3", metadata=doc(  # the backbone has 4 layers
-        "The local layer group MFT trains."))
+    quick: bool = field(
+        default=False, metadata=doc("Smaller data, fewer steps and a coarser landscape (about a minute).")
+    )
+    layers: str = field(
+        default="2-3",
+        metadata=doc(  # the backbone has 4 layers
+            "The local layer group MFT trains."
+        ),
+    )
     mask_ratio: float = like(SelectionConfig, "mask_ratio")
     domains: tuple[str, ...] = DOMAINS
-    mft_inits: tuple[str, ...] = field(default=("random", "magnitude"), metadata=doc(  # MFT's grid, chosen on validation
-        "MFT variants: score initialisations (x --mft-score-lrs); the best on validation is MFT."))
-    mft_score_lrs: tuple[float, ...] = field(default=(1e-3, 1e-2), metadata=doc(
-        "MFT variants: score learning rates (x --mft-inits)."))
-    random_seeds: int = field(default=3, metadata=doc(
-        "Draws of the random-mask baseline per domain and seed (mean ± std in the tables)."))
+    mft_inits: tuple[str, ...] = field(
+        default=("random", "magnitude"),
+        metadata=doc(  # MFT's grid, chosen on validation
+            "MFT variants: score initialisations (x --mft-score-lrs); the best on validation is MFT."
+        ),
+    )
+    mft_score_lrs: tuple[float, ...] = field(
+        default=(1e-3, 1e-2), metadata=doc("MFT variants: score learning rates (x --mft-inits).")
+    )
+    random_seeds: int = field(
+        default=3, metadata=doc("Draws of the random-mask baseline per domain and seed (mean ± std in the tables).")
+    )
     mftlab_version: str = __version__
 
     def __post_init__(self):
@@ -61,11 +72,14 @@ class DemoConfig:
         if unknown:
             raise ConfigError(f"domain '{unknown[0]}' is unknown; choose from {', '.join(DOMAINS)}")
         if not self.mft_inits or any(i not in SCORE_INITS for i in self.mft_inits):
-            raise ConfigError(f"--mft-inits {','.join(self.mft_inits) or '(empty)'} must name one or more of "
-                              f"{', '.join(SCORE_INITS)}")
+            raise ConfigError(
+                f"--mft-inits {','.join(self.mft_inits) or '(empty)'} must name one or more of {', '.join(SCORE_INITS)}"
+            )
         if not self.mft_score_lrs or not all(lr > 0 for lr in self.mft_score_lrs):
-            raise ConfigError(f"--mft-score-lrs {','.join(f'{lr:g}' for lr in self.mft_score_lrs) or '(empty)'} must "
-                              "be one or more positive rates, e.g. 1e-3,1e-2")
+            raise ConfigError(
+                f"--mft-score-lrs {','.join(f'{lr:g}' for lr in self.mft_score_lrs) or '(empty)'} must "
+                "be one or more positive rates, e.g. 1e-3,1e-2"
+            )
         if not (isinstance(self.random_seeds, int) and 1 <= self.random_seeds <= 20):
             raise ConfigError(f"--random-seeds {self.random_seeds} is outside 1..20; use e.g. 3 for mean and spread")
 
@@ -95,8 +109,15 @@ def builtin_config(config: DemoConfig, paths: dict) -> ProtocolConfig:
         backbone=config.backbone,
         domains={d: DomainData(**paths[d], name=d) for d in config.domains},
         layers=config.layers,
-        pretrain=Pretraining(data=paths["pretrain"], lr=3e-3, epochs=2.0 if quick else 3.0, batch_size=32,
-                             max_seq_len=128, warmup_ratio=0.05, log_every=20),
+        pretrain=Pretraining(
+            data=paths["pretrain"],
+            lr=3e-3,
+            epochs=2.0 if quick else 3.0,
+            batch_size=32,
+            max_seq_len=128,
+            warmup_ratio=0.05,
+            log_every=20,
+        ),
         methods=METHODS,
         mask_ratio=config.mask_ratio,
         seed=config.seed,
@@ -118,16 +139,19 @@ def write_data(config: DemoConfig) -> dict:
     if done is not None:
         return done
     paths = write_benchmark(folder, config.seed, config.sizes)
-    paths["pretrain"] = write_jsonl(pretraining_records(config.pretrain_per_domain, config.seed),
-                                    os.path.join(folder, "pretrain.jsonl"))
+    paths["pretrain"] = write_jsonl(
+        pretraining_records(config.pretrain_per_domain, config.seed), os.path.join(folder, "pretrain.jsonl")
+    )
     return steps.finish(folder, paths)
 
 
 def write_config(protocol: ProtocolConfig, path: str) -> str:
     """`protocol` as YAML at `path`, file paths relative to its folder (what `mftlab protocol` reads)."""
     values = config_to_dict(protocol, relative_to=os.path.dirname(os.path.abspath(path)))
-    text = ("# The built-in tiny benchmark's protocol config, written by `mftlab demo`.\n"
-            "# Rerun it with `mftlab protocol " + CONFIG_FILE + " --out OTHER`, or copy it for your own model and data.\n")
+    text = (
+        "# The built-in tiny benchmark's protocol config, written by `mftlab demo`.\n"
+        "# Rerun it with `mftlab protocol " + CONFIG_FILE + " --out OTHER`, or copy it for your own model and data.\n"
+    )
     write_text_atomic(path, text + yaml.safe_dump(values, sort_keys=False))
     return path
 
@@ -138,7 +162,12 @@ def run_demo(config: DemoConfig, progress: Callable[[ProtocolProgress], None] | 
     paths = write_data(config)
     protocol = builtin_config(config, paths)
     if progress:
-        progress(ProtocolProgress(1, 1 + planned_steps(protocol),
-                                  "writing the tiny benchmark (math, code, instruct) and the pre-training mixture"))
+        progress(
+            ProtocolProgress(
+                1,
+                1 + planned_steps(protocol),
+                "writing the tiny benchmark (math, code, instruct) and the pre-training mixture",
+            )
+        )
     write_config(protocol, os.path.join(config.out, CONFIG_FILE))
     return run_protocol(protocol, config.out, progress, done_before=1, command="demo")

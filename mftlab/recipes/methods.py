@@ -10,13 +10,34 @@ from __future__ import annotations
 METHODS = ("backbone", "fft", "continued_fft", "mft", "random", "magnitude", "wanda", "snip", "lora")
 REQUIRED = ("fft", "mft")  # every other method starts from FFT's best checkpoint or is compared with MFT
 
-NAMES = {"backbone": "Backbone (lower bound)", "fft": "FFT best (upper bound)", "continued_fft": "Continued FFT",
-         "mft": "MFT", "random": "Random mask", "magnitude": "Magnitude (L1) mask", "lora": "LoRA",
-         "wanda": "Wanda mask", "snip": "SNIP mask"}
-SHORT = {"backbone": "backbone", "fft": "FFT", "continued_fft": "continued FFT", "mft": "MFT", "random": "random",
-         "magnitude": "magnitude", "wanda": "Wanda", "snip": "SNIP", "lora": "LoRA"}
-CURVES = {"fft": "FFT (from the backbone)", "continued_fft": "Continued FFT (from FFT best)",
-          "mft": "MFT, chosen on validation (from FFT best)", "lora": "LoRA (from the backbone)"}
+NAMES = {
+    "backbone": "Backbone (lower bound)",
+    "fft": "FFT best (upper bound)",
+    "continued_fft": "Continued FFT",
+    "mft": "MFT",
+    "random": "Random mask",
+    "magnitude": "Magnitude (L1) mask",
+    "lora": "LoRA",
+    "wanda": "Wanda mask",
+    "snip": "SNIP mask",
+}
+SHORT = {
+    "backbone": "backbone",
+    "fft": "FFT",
+    "continued_fft": "continued FFT",
+    "mft": "MFT",
+    "random": "random",
+    "magnitude": "magnitude",
+    "wanda": "Wanda",
+    "snip": "SNIP",
+    "lora": "LoRA",
+}
+CURVES = {
+    "fft": "FFT (from the backbone)",
+    "continued_fft": "Continued FFT (from FFT best)",
+    "mft": "MFT, chosen on validation (from FFT best)",
+    "lora": "LoRA (from the backbone)",
+}
 FROM_UPPER_BOUND = ("continued_fft", "mft")  # runs that start at FFT's best checkpoint
 REFERENCE_LINES = ("backbone", "random", "magnitude")  # drawn as horizontal lines beside the curves
 ROLES = {"method": "mft", "upper_bound": "fft", "lower_bound": "backbone", "drawn": "random"}

@@ -49,8 +49,14 @@ def _runs_lora(config: ProtocolConfig) -> bool:
 
 
 def _train_config(t, **kw) -> TrainConfig:
-    return TrainConfig(batch_size=t.batch_size, max_seq_len=t.max_seq_len, eval_every=t.eval_every,
-                       log_every=t.eval_every, warmup_ratio=t.warmup_ratio, **kw)
+    return TrainConfig(
+        batch_size=t.batch_size,
+        max_seq_len=t.max_seq_len,
+        eval_every=t.eval_every,
+        log_every=t.eval_every,
+        warmup_ratio=t.warmup_ratio,
+        **kw,
+    )
 
 
 def _domain_runs(config: ProtocolConfig, out: str, seed: int, domain: str, backbone: str, say) -> dict:
@@ -59,21 +65,45 @@ def _domain_runs(config: ProtocolConfig, out: str, seed: int, domain: str, backb
     files, methods = config.domains[domain], config.methods
     common = dict(data=files.train, eval_data=files.validation, seed=seed)
     say(f"{domain} (seed {seed}): full fine-tuning from the backbone")
-    fft = steps.run_training(os.path.join(root, "fft"), _train_config(
-        t, model=backbone, out=os.path.join(root, "fft"), method="fft", lr=t.fft_lr, epochs=t.fft_epochs, **common))
+    fft = steps.run_training(
+        os.path.join(root, "fft"),
+        _train_config(
+            t, model=backbone, out=os.path.join(root, "fft"), method="fft", lr=t.fft_lr, epochs=t.fft_epochs, **common
+        ),
+    )
     best = os.path.join(root, "fft", "best")
     mft_steps = max(1, round(t.mft_epochs * len(read_rows(files.train)) / t.batch_size))
     runs = {"fft": fft}
     if "continued_fft" in methods:
         say(f"{domain} (seed {seed}): continued fine-tuning from the best checkpoint (step {fft['best_step']})")
-        runs["continued_fft"] = steps.run_training(os.path.join(root, "continued"), _train_config(
-            t, model=best, out=os.path.join(root, "continued"), method="fft", lr=t.fft_lr, max_steps=mft_steps,
-            **common))
+        runs["continued_fft"] = steps.run_training(
+            os.path.join(root, "continued"),
+            _train_config(
+                t,
+                model=best,
+                out=os.path.join(root, "continued"),
+                method="fft",
+                lr=t.fft_lr,
+                max_steps=mft_steps,
+                **common,
+            ),
+        )
 
     def mft_config(out: str, score_init: str, score_lr: float) -> TrainConfig:
-        return _train_config(t, model=best, out=out, method="mask", layers=config.layers, mask_ratio=config.mask_ratio,
-                             score_init=score_init, score_lr=score_lr, max_steps=mft_steps,
-                             save_every=max(1, mft_steps // 6), keep_checkpoints=100, **common)
+        return _train_config(
+            t,
+            model=best,
+            out=out,
+            method="mask",
+            layers=config.layers,
+            mask_ratio=config.mask_ratio,
+            score_init=score_init,
+            score_lr=score_lr,
+            max_steps=mft_steps,
+            save_every=max(1, mft_steps // 6),
+            keep_checkpoints=100,
+            **common,
+        )
 
     variants = recipe.train_variants(config, root, best, mft_config, mft_steps, say, f"{domain} (seed {seed})")
     sources = {"backbone": (backbone, None)} if "backbone" in methods else {}
@@ -84,20 +114,60 @@ def _domain_runs(config: ProtocolConfig, out: str, seed: int, domain: str, backb
     if draws:
         sources["random"] = (best, draws[0][1])
     if "magnitude" in methods:
-        sources["magnitude"] = (best, steps.make_baseline_mask(os.path.join(root, "baselines"), best, "magnitude",
-                                                                config.mask_ratio, config.layers, seed))
+        sources["magnitude"] = (
+            best,
+            steps.make_baseline_mask(
+                os.path.join(root, "baselines"), best, "magnitude", config.mask_ratio, config.layers, seed
+            ),
+        )
     for kind in [k for k in steps.PRUNING_KINDS if k in methods]:  # calibrated on the domain's training data
-        sources[kind] = (best, steps.make_pruning_mask(os.path.join(root, "baselines"), best, kind, config.mask_ratio,
-                                                       config.layers, files.train, t.max_seq_len,
-                                                       config.calibration_tokens))
+        sources[kind] = (
+            best,
+            steps.make_pruning_mask(
+                os.path.join(root, "baselines"),
+                best,
+                kind,
+                config.mask_ratio,
+                config.layers,
+                files.train,
+                t.max_seq_len,
+                config.calibration_tokens,
+            ),
+        )
     if _runs_lora(config):
         say(f"{domain} (seed {seed}): LoRA from the backbone")
-        runs["lora"] = steps.run_training(os.path.join(root, "lora"), _train_config(
-            t, model=backbone, out=os.path.join(root, "lora"), method="lora", lr=t.lora_lr, epochs=t.lora_epochs,
-            layers=None, lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout, **common))
+        runs["lora"] = steps.run_training(
+            os.path.join(root, "lora"),
+            _train_config(
+                t,
+                model=backbone,
+                out=os.path.join(root, "lora"),
+                method="lora",
+                lr=t.lora_lr,
+                epochs=t.lora_epochs,
+                layers=None,
+                lora_r=t.lora_r,
+                lora_alpha=t.lora_alpha,
+                lora_dropout=t.lora_dropout,
+                **common,
+            ),
+        )
         sources["lora"] = ("lora", runs["lora"]["output"])
-    return {"runs": runs, "sources": sources, "root": root, "mft_steps": mft_steps, "variants": variants,
-            "random_draws": draws}
+    return {
+        "runs": runs,
+        "sources": sources,
+        "root": root,
+        "mft_steps": mft_steps,
+        "variants": variants,
+        "random_draws": draws,
+    }
+
+
+def _loader(method: str, model_dir: str, extra, backbone: str):
+    """A function that loads `method`'s model (and tokenizer) when its scores are not cached yet."""
+    if method == "lora":
+        return lambda: steps.load_lora_model(extra, backbone)
+    return lambda: steps.load_method_model(model_dir, extra)
 
 
 def _evaluate_all(config: ProtocolConfig, domain_runs: dict, backbone: str, say) -> dict:
@@ -110,14 +180,19 @@ def _evaluate_all(config: ProtocolConfig, domain_runs: dict, backbone: str, say)
         folder, val = os.path.join(info["root"], "eval"), config.domains[domain].validation
         for method, (model_dir, extra) in info["sources"].items():
             say(f"{domain}: scoring {NAMES[method]} on every test set")
-            if method == "lora":
-                load = (lambda extra=extra: steps.load_lora_model(extra, backbone))
-            else:
-                load = (lambda model_dir=model_dir, extra=extra: steps.load_method_model(model_dir, extra))
+            load = _loader(method, model_dir, extra, backbone)
             if method == "random" and len(info["random_draws"]) > 1:
-                results = [steps.evaluate_method(folder, "random" if k == 0 else f"random-seed{s}",
-                                                 lambda path=path: steps.load_method_model(model_dir, path), tests, val,
-                                                 max_seq_len) for k, (s, path) in enumerate(info["random_draws"])]
+                results = [
+                    steps.evaluate_method(
+                        folder,
+                        "random" if k == 0 else f"random-seed{s}",
+                        lambda path=path: steps.load_method_model(model_dir, path),
+                        tests,
+                        val,
+                        max_seq_len,
+                    )
+                    for k, (s, path) in enumerate(info["random_draws"])
+                ]
                 scores[domain][method] = recipe.combine_draws(results, [s for s, _ in info["random_draws"]])
                 continue
             scores[domain][method] = steps.evaluate_method(folder, method, load, tests, val, max_seq_len)
@@ -131,9 +206,14 @@ def _choose_mft(info: dict, domain: str, folder: str, tests: dict, val: str, max
     scored = {}
     for name, run in info["variants"].items():
         say(f"{domain}: scoring MFT ({recipe.describe(name)}) on every test set")
-        scored[name] = steps.evaluate_method(folder, f"mft-{name}",
-                                             lambda path=run["source"]: steps.load_method_model(best_dir, path),
-                                             tests, val, max_seq_len)
+        scored[name] = steps.evaluate_method(
+            folder,
+            f"mft-{name}",
+            lambda path=run["source"]: steps.load_method_model(best_dir, path),
+            tests,
+            val,
+            max_seq_len,
+        )
     chosen = recipe.choose_variant(scored)
     info["selected"] = chosen
     info["runs"]["mft"] = info["variants"][chosen]
@@ -148,10 +228,22 @@ def _backbone(config: ProtocolConfig, out: str, say) -> str:
         return config.backbone
     p, folder = config.pretrain, os.path.join(out, "backbone")
     say(f"pre-training the backbone ({config.backbone}) on {os.path.basename(p.data)}")
-    run = steps.run_training(folder, TrainConfig(
-        model=config.backbone, data=p.data, out=folder, method="fft", lr=p.lr, epochs=p.epochs,
-        batch_size=p.batch_size, max_seq_len=p.max_seq_len, warmup_ratio=p.warmup_ratio, log_every=p.log_every,
-        seed=config.seed))
+    run = steps.run_training(
+        folder,
+        TrainConfig(
+            model=config.backbone,
+            data=p.data,
+            out=folder,
+            method="fft",
+            lr=p.lr,
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            max_seq_len=p.max_seq_len,
+            warmup_ratio=p.warmup_ratio,
+            log_every=p.log_every,
+            seed=config.seed,
+        ),
+    )
     return run["output"]
 
 
@@ -166,15 +258,34 @@ def planned_steps(config: ProtocolConfig) -> int:
 
 
 def _variant_index(per_seed: dict) -> dict:
-    return {str(s): {d: {"selected": info["selected"], "variants": {
-        name: {"score_init": run["score_init"], "score_lr": run["score_lr"], "best_step": run["best_step"],
-               "step0_loss": next((p["eval_loss"] for p in run["curve"] if p["step"] == 0), None),
-               **info["variant_scores"][name]} for name, run in info["variants"].items()}}
-        for d, info in v["runs"].items()} for s, v in per_seed.items()}
+    return {
+        str(s): {
+            d: {
+                "selected": info["selected"],
+                "variants": {
+                    name: {
+                        "score_init": run["score_init"],
+                        "score_lr": run["score_lr"],
+                        "best_step": run["best_step"],
+                        "step0_loss": next((p["eval_loss"] for p in run["curve"] if p["step"] == 0), None),
+                        **info["variant_scores"][name],
+                    }
+                    for name, run in info["variants"].items()
+                },
+            }
+            for d, info in v["runs"].items()
+        }
+        for s, v in per_seed.items()
+    }
 
 
-def run_protocol(config: ProtocolConfig, out: str, progress: Callable[[ProtocolProgress], None] | None = None,
-                 done_before: int = 0, command: str = "protocol") -> dict:
+def run_protocol(
+    config: ProtocolConfig,
+    out: str,
+    progress: Callable[[ProtocolProgress], None] | None = None,
+    done_before: int = 0,
+    command: str = "protocol",
+) -> dict:
     """Run (or resume) the whole protocol into `out`; returns the index written to `out/demo.json`.
 
     `done_before` progress steps were already reported by the caller (the demo's data step);

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import os
 
-from mftlab.recipes import steps
-from mftlab.recipes.methods import NAMES
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.dynamics import mask_dynamics, run_masks
 from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
 from mftlab.analysis.overlap import compare_masks
 from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
 from mftlab.analysis.stats import mask_stats
-from mftlab.training.data import load_examples
 from mftlab.mask.maskfile import load_mask
 from mftlab.models.loading import load_model
 from mftlab.models.tokenizer import padding_id
+from mftlab.recipes import steps
+from mftlab.recipes.methods import NAMES
+from mftlab.training.data import load_examples
 
 CRITERIA = {"wanda": "Wanda", "snip": "SNIP", "magnitude": "magnitude", "random": "random"}  # source -> label
 
@@ -75,10 +75,14 @@ def _landscape(folder: str, fft_dir: str, continued_dir: str, mask_path: str, fi
         live = load_model(fft_dir)
         train = _eval_data(files.train, live.tokenizer, max_seq_len, settings.tokens)
         test = _eval_data(files.test, live.tokenizer, max_seq_len, settings.tokens)
-        config = LandscapeConfig(plane="models", grid=tuple(settings.grid), directions=DirectionSpec(seed=0),
-                                 margin=settings.margin)
-        models = [live.model, lambda: load_model(continued_dir).model,
-                  lambda: steps.load_method_model(fft_dir, mask_path)[0]]
+        config = LandscapeConfig(
+            plane="models", grid=tuple(settings.grid), directions=DirectionSpec(seed=0), margin=settings.margin
+        )
+        models = [
+            live.model,
+            lambda: load_model(continued_dir).model,
+            lambda: steps.load_method_model(fft_dir, mask_path)[0],
+        ]
         landscape(models, train, test, config, folder, labels=[NAMES[m] for m in ("fft", "continued_fft", "mft")])
         steps.finish(folder, {"landscape": "landscape.json"})
     return folder
@@ -96,15 +100,23 @@ def analyse(config, out: str, runs: dict, backbone: str, say) -> dict:
         say(f"{domain}: mask statistics and training dynamics")
         result["stats"][domain] = os.path.relpath(
             _stats(os.path.join(root, f"stats-{domain}"), mask_path, fft_dir, backbone, info["runs"]["mft"]["folder"]),
-            out)
+            out,
+        )
     for domain, info in runs.items():
         say(f"{domain}: MFT mask vs pruning criteria (Wanda, SNIP, magnitude)")
         if not any(kind in info["sources"] for kind in CRITERIA):
             continue
-        result["criteria"][domain] = os.path.relpath(_criteria(
-            os.path.join(root, f"criteria-{domain}"), info["sources"]["mft"][1],  # the chosen variant's mask
-            info["runs"]["mft"]["folder"],  # its run folder holds the checkpoints (scores)
-            info["sources"], info["sources"]["fft"][0], config.domains[domain].train), out)
+        result["criteria"][domain] = os.path.relpath(
+            _criteria(
+                os.path.join(root, f"criteria-{domain}"),
+                info["sources"]["mft"][1],  # the chosen variant's mask
+                info["runs"]["mft"]["folder"],  # its run folder holds the checkpoints (scores)
+                info["sources"],
+                info["sources"]["fft"][0],
+                config.domains[domain].train,
+            ),
+            out,
+        )
     if len(masks) > 1:
         say("overlap of the domain masks")
         result["overlap"] = os.path.relpath(_overlap(os.path.join(root, "overlap"), masks), out)
@@ -113,7 +125,16 @@ def analyse(config, out: str, runs: dict, backbone: str, say) -> dict:
             break
         say(f"{domain}: loss landscape through FFT best, continued FFT and MFT")
         fft_dir, _ = info["sources"]["fft"]
-        result["landscape"][domain] = os.path.relpath(_landscape(
-            os.path.join(root, f"landscape-{domain}"), fft_dir, info["sources"]["continued_fft"][0],
-            info["sources"]["mft"][1], config.domains[domain], config.landscape, config.training.max_seq_len), out)
+        result["landscape"][domain] = os.path.relpath(
+            _landscape(
+                os.path.join(root, f"landscape-{domain}"),
+                fft_dir,
+                info["sources"]["continued_fft"][0],
+                info["sources"]["mft"][1],
+                config.domains[domain],
+                config.landscape,
+                config.training.max_seq_len,
+            ),
+            out,
+        )
     return result

@@ -88,8 +88,18 @@ class Training:
     warmup_ratio: float = 0.05
 
     def __post_init__(self):
-        for name in ("fft_epochs", "fft_lr", "mft_epochs", "lora_epochs", "lora_lr", "lora_r", "lora_alpha",
-                     "batch_size", "eval_every", "max_seq_len"):
+        for name in (
+            "fft_epochs",
+            "fft_lr",
+            "mft_epochs",
+            "lora_epochs",
+            "lora_lr",
+            "lora_r",
+            "lora_alpha",
+            "batch_size",
+            "eval_every",
+            "max_seq_len",
+        ):
             _positive(f"training.{name}", getattr(self, name), Training.__dataclass_fields__[name].default)
 
 
@@ -152,8 +162,9 @@ class ProtocolConfig:
         if not self.mft_inits or any(i not in SCORE_INITS for i in self.mft_inits):
             raise ConfigError(f"mft_inits={list(self.mft_inits)} must name one or more of {', '.join(SCORE_INITS)}")
         if not self.mft_score_lrs or not all(isinstance(lr, (int, float)) and lr > 0 for lr in self.mft_score_lrs):
-            raise ConfigError(f"mft_score_lrs={list(self.mft_score_lrs)} must be one or more positive rates, "
-                              "e.g. [1e-3, 1e-2]")
+            raise ConfigError(
+                f"mft_score_lrs={list(self.mft_score_lrs)} must be one or more positive rates, e.g. [1e-3, 1e-2]"
+            )
         _positive("calibration_tokens", self.calibration_tokens, 4096)
 
     @property
@@ -170,8 +181,10 @@ def _check_keys(values, cls, where: str) -> dict:
     known = [f.name for f in fields(cls) if f.name not in ("name", "mftlab_version")]
     for key in values:
         if key not in known and key != "mftlab_version":  # written into every config; the running version wins
-            raise ConfigError(f"unknown key '{where + '.' if where else ''}{key}' in the protocol config; "
-                              f"known keys: {', '.join(known)}")
+            raise ConfigError(
+                f"unknown key '{where + '.' if where else ''}{key}' in the protocol config; "
+                f"known keys: {', '.join(known)}"
+            )
     values.pop("mftlab_version", None)
     return values
 
@@ -197,8 +210,9 @@ def config_from_dict(values: dict, base_dir: str = "") -> ProtocolConfig:
     values = _check_keys(values, ProtocolConfig, "")
     for required in ("backbone", "domains", "layers"):
         if required not in values:
-            raise ConfigError(f"key '{required}' is missing from the protocol config; see README "
-                              "'mftlab protocol' for an example")
+            raise ConfigError(
+                f"key '{required}' is missing from the protocol config; see README 'mftlab protocol' for an example"
+            )
     domains = values["domains"]
     if not isinstance(domains, dict):
         raise ConfigError("domains must map each domain's name to its train, validation and test files")
@@ -245,6 +259,7 @@ def load_protocol_config(path: str) -> ProtocolConfig:
 
 def config_to_dict(config: ProtocolConfig, relative_to: str | None = None) -> dict:
     """Plain values (YAML/JSON-ready); with `relative_to`, file paths are written relative to that folder."""
+
     def rel(path: str) -> str:
         return os.path.relpath(path, relative_to) if relative_to else path
 

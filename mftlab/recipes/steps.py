@@ -10,18 +10,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+
 import torch
 
 from mftlab.files.results import read_json, write_json
+from mftlab.mask.maskfile import load_mask, save_mask
 from mftlab.mft.apply import apply_mask_
 from mftlab.mft.baselines import baseline_mask
-from mftlab.training.data import load_examples
-from mftlab.training.evaluation import evaluate, loss_sums, make_batches
-from mftlab.mask.maskfile import load_mask, save_mask
-from mftlab.models.loading import load_model
 from mftlab.mft.targeting import TargetSpec
+from mftlab.models.loading import load_model
 from mftlab.models.tokenizer import padding_id
 from mftlab.training.config import TrainConfig
+from mftlab.training.data import load_examples
+from mftlab.training.evaluation import evaluate, loss_sums, make_batches
 from mftlab.training.loop import train
 
 DONE = "result.json"
@@ -63,26 +64,45 @@ def run_training(folder: str, config: TrainConfig, progress=None) -> dict:
             row = json.loads(line)
             if "eval_loss" in row:
                 curve.append({"step": row["step"], "eval_loss": row["eval_loss"]})
-    return finish(folder, {"output": result.output_path, "steps": result.steps, "best_step": result.best_step,
-                           "best_eval_loss": result.best_eval_loss, "final_loss": result.final_loss,
-                           "mask_ratio": result.mask_ratio, "curve": curve})
+    return finish(
+        folder,
+        {
+            "output": result.output_path,
+            "steps": result.steps,
+            "best_step": result.best_step,
+            "best_eval_loss": result.best_eval_loss,
+            "final_loss": result.final_loss,
+            "mask_ratio": result.mask_ratio,
+            "curve": curve,
+        },
+    )
 
 
-def make_baseline_mask(folder: str, model_dir: str, kind: str, mask_ratio: float, layers: str, seed: int,
-                       name: str | None = None) -> str:
+def make_baseline_mask(
+    folder: str, model_dir: str, kind: str, mask_ratio: float, layers: str, seed: int, name: str | None = None
+) -> str:
     """A random or magnitude mask of the FFT model at the MFT ratio and layers (cached as `name or kind`)."""
     path = os.path.join(folder, f"{name or kind}.safetensors")
     if not os.path.exists(path):
         os.makedirs(folder, exist_ok=True)
         model = load_model(model_dir).model
-        mask, _ = baseline_mask(model, kind, mask_ratio, TargetSpec.parse("all-linear", layers), seed=seed,
-                                base_name=model_dir)
+        mask, _ = baseline_mask(
+            model, kind, mask_ratio, TargetSpec.parse("all-linear", layers), seed=seed, base_name=model_dir
+        )
         save_mask(mask, path)
     return path
 
 
-def make_pruning_mask(folder: str, model_dir: str, kind: str, mask_ratio: float, layers: str, calibration_file: str,
-                      max_seq_len: int, calibration_tokens: int = CALIBRATION_TOKENS) -> str:
+def make_pruning_mask(
+    folder: str,
+    model_dir: str,
+    kind: str,
+    mask_ratio: float,
+    layers: str,
+    calibration_file: str,
+    max_seq_len: int,
+    calibration_tokens: int = CALIBRATION_TOKENS,
+) -> str:
     """A Wanda or SNIP mask of the FFT model, calibrated on `calibration_file` (cached)."""
     from mftlab.mft.calibration import CalibrationConfig, load_calibration
 
@@ -90,10 +110,17 @@ def make_pruning_mask(folder: str, model_dir: str, kind: str, mask_ratio: float,
     if not os.path.exists(path):
         os.makedirs(folder, exist_ok=True)
         loaded = load_model(model_dir)
-        calibration = load_calibration(CalibrationConfig(calibration_file, calibration_tokens, 16, max_seq_len),
-                                       loaded.tokenizer)
-        mask, _ = baseline_mask(loaded.model, kind, mask_ratio, TargetSpec.parse("all-linear", layers),
-                                base_name=model_dir, calibration=calibration)
+        calibration = load_calibration(
+            CalibrationConfig(calibration_file, calibration_tokens, 16, max_seq_len), loaded.tokenizer
+        )
+        mask, _ = baseline_mask(
+            loaded.model,
+            kind,
+            mask_ratio,
+            TargetSpec.parse("all-linear", layers),
+            base_name=model_dir,
+            calibration=calibration,
+        )
         save_mask(mask, path)
     return path
 
@@ -115,8 +142,7 @@ def load_lora_model(adapter_dir: str, base_dir: str):
     return model.eval(), loaded.tokenizer
 
 
-def evaluate_method(folder: str, name: str, load, test_files: dict[str, str], val_file: str,
-                    max_seq_len: int) -> dict:
+def evaluate_method(folder: str, name: str, load, test_files: dict[str, str], val_file: str, max_seq_len: int) -> dict:
     """Exact-match and loss of one method on every domain's test set (cached per method).
 
     `load()` returns (model, tokenizer); it is only called when the result is not cached yet.

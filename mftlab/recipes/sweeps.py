@@ -24,18 +24,18 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from mftlab import __version__
+from mftlab.errors import ConfigError
 from mftlab.files.atomic import write_text_atomic
+from mftlab.files.results import header, write_result
+from mftlab.mft.masking import SCORE_INITS
+from mftlab.mft.selection import check_ratio
+from mftlab.models.loading import load_model
+from mftlab.options_meta import doc
 from mftlab.recipes import steps
 from mftlab.recipes.choose import best_on_validation
-from mftlab.files.results import header, write_result
-from mftlab.training.data import load_examples
-from mftlab.errors import ConfigError
-from mftlab.training.evaluation import evaluate
-from mftlab.mft.masking import SCORE_INITS
-from mftlab.models.loading import load_model
-from mftlab.mft.selection import check_ratio
-from mftlab.options_meta import doc
 from mftlab.training.config import TrainConfig
+from mftlab.training.data import load_examples
+from mftlab.training.evaluation import evaluate
 
 AXES = ("layers", "ratio", "data", "score-lr", "score-init")
 DEFAULT_RATIOS = (0.02, 0.05, 0.1, 0.2, 0.4)
@@ -52,11 +52,15 @@ class SweepConfig:
     group_size: int = field(default=4, metadata=doc("layers: consecutive layers per group."))
     ratios: tuple[float, ...] = field(default=DEFAULT_RATIOS, metadata=doc("ratio: mask ratios to try."))
     fractions: tuple[float, ...] = field(default=DEFAULT_FRACTIONS, metadata=doc("data: data fractions to try."))
-    score_lrs: tuple[float, ...] = field(default=DEFAULT_SCORE_LRS, metadata=doc("score-lr: score learning rates to try."))
-    score_inits: tuple[str, ...] = field(default=DEFAULT_SCORE_INITS, metadata=doc(
-        "score-init: initialisations to try (random, magnitude, uniform)."))
-    test_data: str | None = field(default=None, metadata=doc(
-        "Test data, scored and reported beside each point; never used to select."))
+    score_lrs: tuple[float, ...] = field(
+        default=DEFAULT_SCORE_LRS, metadata=doc("score-lr: score learning rates to try.")
+    )
+    score_inits: tuple[str, ...] = field(
+        default=DEFAULT_SCORE_INITS, metadata=doc("score-init: initialisations to try (random, magnitude, uniform).")
+    )
+    test_data: str | None = field(
+        default=None, metadata=doc("Test data, scored and reported beside each point; never used to select.")
+    )
     mftlab_version: str = __version__
 
     def __post_init__(self):
@@ -102,20 +106,33 @@ def sweep_points(config: SweepConfig) -> list[dict]:
         n = num_layers(config.train.model, **_model_options(config.train))
         if config.group_size > n:
             raise ConfigError(f"--group-size {config.group_size} exceeds the model's {n} layers; use at most {n}")
-        return [{"name": f"layers-{i}-{i + config.group_size - 1}", "label": f"{i}-{i + config.group_size - 1}",
-                 "value": i, "overrides": {"layers": f"{i}-{i + config.group_size - 1}"}}
-                for i in range(0, n - config.group_size + 1, config.group_size)]
+        return [
+            {
+                "name": f"layers-{i}-{i + config.group_size - 1}",
+                "label": f"{i}-{i + config.group_size - 1}",
+                "value": i,
+                "overrides": {"layers": f"{i}-{i + config.group_size - 1}"},
+            }
+            for i in range(0, n - config.group_size + 1, config.group_size)
+        ]
     if config.axis == "ratio":
-        return [{"name": f"ratio-{r}", "label": f"{r:g}", "value": r, "overrides": {"mask_ratio": r}}
-                for r in config.ratios]
+        return [
+            {"name": f"ratio-{r}", "label": f"{r:g}", "value": r, "overrides": {"mask_ratio": r}} for r in config.ratios
+        ]
     if config.axis == "score-lr":
-        return [{"name": f"score-lr-{lr:g}", "label": f"{lr:g}", "value": lr, "overrides": {"score_lr": lr}}
-                for lr in config.score_lrs]
+        return [
+            {"name": f"score-lr-{lr:g}", "label": f"{lr:g}", "value": lr, "overrides": {"score_lr": lr}}
+            for lr in config.score_lrs
+        ]
     if config.axis == "score-init":
-        return [{"name": f"score-init-{init}", "label": init, "value": init, "overrides": {"score_init": init}}
-                for init in config.score_inits]
-    return [{"name": f"data-{f}", "label": f"{f:g}", "value": f, "overrides": {"data_fraction": f}}
-            for f in config.fractions]
+        return [
+            {"name": f"score-init-{init}", "label": init, "value": init, "overrides": {"score_init": init}}
+            for init in config.score_inits
+        ]
+    return [
+        {"name": f"data-{f}", "label": f"{f:g}", "value": f, "overrides": {"data_fraction": f}}
+        for f in config.fractions
+    ]
 
 
 def _score_one(model, tokenizer, data: str, max_seq_len: int) -> dict:
@@ -156,8 +173,12 @@ def sweep_table(doc: dict) -> list[list[str]]:
     head += ["test loss", "test answer acc."] if test else []
     rows = [head + ["selected"]]
     ref = doc["reference"]
-    rows.append(["starting model"] + [_fmt(ref["loss"]), _fmt(ref["answer_accuracy"], True), "n/a"]
-                + ([_fmt(ref.get("test_loss")), _fmt(ref.get("test_answer_accuracy"), True)] if test else []) + [""])
+    rows.append(
+        ["starting model"]
+        + [_fmt(ref["loss"]), _fmt(ref["answer_accuracy"], True), "n/a"]
+        + ([_fmt(ref.get("test_loss")), _fmt(ref.get("test_answer_accuracy"), True)] if test else [])
+        + [""]
+    )
     for p in doc["points"]:
         row = [p["label"], _fmt(p["loss"]), _fmt(p["answer_accuracy"], True), _fmt(p.get("step0_loss"))]
         row += [_fmt(p.get("test_loss")), _fmt(p.get("test_answer_accuracy"), True)] if test else []
@@ -190,25 +211,55 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
             run_dir = os.path.join(folder, "run")
             steps.fresh(folder)
             # With eval data the trainer also logs the step-0 mask's validation loss (the initial prune).
-            train = replace(config.train, out=run_dir, resume=False, eval_data=config.train.eval_data or config.eval_data,
-                            **point["overrides"])
+            train = replace(
+                config.train,
+                out=run_dir,
+                resume=False,
+                eval_data=config.train.eval_data or config.eval_data,
+                **point["overrides"],
+            )
             run = steps.run_training(run_dir, train)
-            model, tokenizer = steps.load_method_model(config.train.model, run["output"], **_model_options(config.train))
-            result = steps.finish(folder, {**_score(model, tokenizer, config), "step0_loss": _step0_loss(run),
-                                           "mask_ratio": run["mask_ratio"], "steps": run["steps"]})
+            model, tokenizer = steps.load_method_model(
+                config.train.model, run["output"], **_model_options(config.train)
+            )
+            result = steps.finish(
+                folder,
+                {
+                    **_score(model, tokenizer, config),
+                    "step0_loss": _step0_loss(run),
+                    "mask_ratio": run["mask_ratio"],
+                    "steps": run["steps"],
+                },
+            )
         rows.append({"name": point["name"], "label": point["label"], "value": point["value"], **result})
     say(len(points), len(points), "done")
     chosen = select_point(rows)
     for i, row in enumerate(rows):
         row["selected"] = i == chosen
-    doc = {**header("sweep"), "axis": config.axis, "points": rows, "reference": reference,
-           "selected": rows[chosen]["name"], "selected_on": "validation loss (test numbers are not used to choose)",
-           "config": {"axis": config.axis, "group_size": config.group_size, "ratios": list(config.ratios),
-                      "fractions": list(config.fractions), "score_lrs": list(config.score_lrs),
-                      "score_inits": list(config.score_inits), "eval_data": config.eval_data,
-                      "test_data": config.test_data, "train": config.train.to_dict()}}
+    doc = {
+        **header("sweep"),
+        "axis": config.axis,
+        "points": rows,
+        "reference": reference,
+        "selected": rows[chosen]["name"],
+        "selected_on": "validation loss (test numbers are not used to choose)",
+        "config": {
+            "axis": config.axis,
+            "group_size": config.group_size,
+            "ratios": list(config.ratios),
+            "fractions": list(config.fractions),
+            "score_lrs": list(config.score_lrs),
+            "score_inits": list(config.score_inits),
+            "eval_data": config.eval_data,
+            "test_data": config.test_data,
+            "train": config.train.to_dict(),
+        },
+    }
     write_result(out, "sweep", doc, rows=rows)
     note = "; test numbers are shown beside it and were not used to choose" if config.test_data else ""
-    write_text_atomic(os.path.join(out, "sweep.md"), f"# Sweep: {config.axis}\n\nThe selected point has the lowest "
-                      f"validation loss{note}.\n\n" + markdown(sweep_table(doc)))
+    write_text_atomic(
+        os.path.join(out, "sweep.md"),
+        f"# Sweep: {config.axis}\n\nThe selected point has the lowest "
+        f"validation loss{note}.\n\n" + markdown(sweep_table(doc)),
+    )
     return doc

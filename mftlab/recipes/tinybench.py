@@ -23,8 +23,32 @@ from mftlab.files.atomic import write_text_atomic
 DOMAINS = ("math", "code", "instruct")
 NAMES = ["Ann", "Bob", "Cy", "Dee", "Eve", "Fay", "Gus", "Hal"]
 ITEMS = ["pens", "cups", "keys", "hats", "eggs", "maps"]
-WORDS = ["cat", "sun", "map", "red", "top", "box", "fig", "owl", "jam", "kit", "log", "pod",
-         "ant", "bee", "cow", "dog", "elk", "fox", "gnu", "hen", "ink", "jar", "keg", "lid"]
+WORDS = [
+    "cat",
+    "sun",
+    "map",
+    "red",
+    "top",
+    "box",
+    "fig",
+    "owl",
+    "jam",
+    "kit",
+    "log",
+    "pod",
+    "ant",
+    "bee",
+    "cow",
+    "dog",
+    "elk",
+    "fox",
+    "gnu",
+    "hen",
+    "ink",
+    "jar",
+    "keg",
+    "lid",
+]
 
 
 def _math(rng: random.Random, hard: bool) -> tuple[str, str]:
@@ -47,8 +71,13 @@ def _code(rng: random.Random, hard: bool) -> tuple[str, str]:
     xs = [rng.randint(0, 9) for _ in range(rng.randint(3, 5) if hard else rng.randint(2, 3))]
     ops = ["sort", "rev", "max", "sum", "len"] if hard else ["rev", "max"]
     op = rng.choice(ops)
-    result = {"sort": lambda: str(sorted(xs)), "rev": lambda: str(xs[::-1]), "max": lambda: str(max(xs)),
-              "sum": lambda: str(sum(xs)), "len": lambda: str(len(xs))}[op]()
+    result = {
+        "sort": lambda: str(sorted(xs)),
+        "rev": lambda: str(xs[::-1]),
+        "max": lambda: str(max(xs)),
+        "sum": lambda: str(sum(xs)),
+        "len": lambda: str(len(xs)),
+    }[op]()
     return f"{op} {xs}\n".replace(", ", ","), result.replace(", ", ",")
 
 
@@ -128,6 +157,8 @@ def write_benchmark(folder: str, seed: int, sizes: SplitSizes = SplitSizes()) ->
     for domain in DOMAINS:
         os.makedirs(os.path.join(folder, domain), exist_ok=True)
         splits = make_splits(domain, seed, sizes)
-        paths[domain] = {name: write_jsonl(records, os.path.join(folder, domain, f"{name}.jsonl"))
-                         for name, records in splits.items()}
+        paths[domain] = {
+            name: write_jsonl(records, os.path.join(folder, domain, f"{name}.jsonl"))
+            for name, records in splits.items()
+        }
     return paths

@@ -37,8 +37,9 @@ def train_variants(config, root: str, best: str, make_config, mft_steps: int, sa
         say(f"{where}: MFT ({describe(name)}) on layers {config.layers} at mask ratio {config.mask_ratio}")
         run = steps.run_training(folder, make_config(folder, init, lr))
         # The mask MFT contributes is the best-on-validation checkpoint, as for FFT and continued FFT.
-        runs[name] = dict(run, source=os.path.join(folder, "best", "mask.safetensors"), folder=folder,
-                          score_init=init, score_lr=lr)
+        runs[name] = dict(
+            run, source=os.path.join(folder, "best", "mask.safetensors"), folder=folder, score_init=init, score_lr=lr
+        )
     return runs
 
 
@@ -56,16 +57,24 @@ def draw_seeds(seed: int, draws: int) -> list[int]:
 def random_draws(root: str, best: str, config, seed: int) -> list[tuple[int, str]]:
     """(mask seed, path) of every random-mask draw at the MFT ratio and layers (cached)."""
     folder = os.path.join(root, "baselines")
-    return [(s, steps.make_baseline_mask(folder, best, "random", config.mask_ratio, config.layers, s,
-                                         name=f"random-seed{s}" if k else "random"))
-            for k, s in enumerate(draw_seeds(seed, config.random_seeds))]
+    return [
+        (
+            s,
+            steps.make_baseline_mask(
+                folder, best, "random", config.mask_ratio, config.layers, s, name=f"random-seed{s}" if k else "random"
+            ),
+        )
+        for k, s in enumerate(draw_seeds(seed, config.random_seeds))
+    ]
 
 
 def combine_draws(results: list[dict], seeds: list[int]) -> dict:
     """One method entry whose numbers are the means over the draws; the draws themselves under `draws`."""
     first = results[0]
-    test = {d: {k: statistics.fmean(r["test"][d][k] for r in results) for k in first["test"][d]}
-            for d in first["test"]}
-    return {"method": "random", "test": test,
-            "validation_loss": statistics.fmean(r["validation_loss"] for r in results),
-            "draws": [dict(r, mask_seed=s) for r, s in zip(results, seeds)]}
+    test = {d: {k: statistics.fmean(r["test"][d][k] for r in results) for k in first["test"][d]} for d in first["test"]}
+    return {
+        "method": "random",
+        "test": test,
+        "validation_loss": statistics.fmean(r["validation_loss"] for r in results),
+        "draws": [dict(r, mask_seed=s) for r, s in zip(results, seeds)],
+    }

@@ -25,8 +25,8 @@ from typing import Callable
 
 import torch
 
-from mftlab.files.atomic import atomic_dir
 from mftlab.errors import ConfigError
+from mftlab.files.atomic import atomic_dir
 from mftlab.files.manifest import has_manifest, verify_manifest, write_manifest
 from mftlab.mask.maskfile import Mask, save_mask
 
@@ -92,8 +92,15 @@ def _plain_permissions(folder: str) -> None:
         os.chmod(os.path.join(folder, name), 0o666 & ~umask)
 
 
-def save_checkpoint(out_dir: str, step: int, trainable: dict[str, torch.Tensor], state: dict, info: dict,
-                    mask: Mask | None = None, keep: int = 2) -> str:
+def save_checkpoint(
+    out_dir: str,
+    step: int,
+    trainable: dict[str, torch.Tensor],
+    state: dict,
+    info: dict,
+    mask: Mask | None = None,
+    keep: int = 2,
+) -> str:
     """Write checkpoint `step` atomically and prune older ones beyond the latest `keep`."""
     from safetensors.torch import save_file
 
@@ -135,8 +142,9 @@ def load_checkpoint(path: str) -> Checkpoint:
     try:
         return _read(path)
     except _UNREADABLE as exc:
-        raise ConfigError(f"checkpoint '{path}' cannot be read ({str(exc)[:120]}); delete it to resume from an "
-                          "earlier one") from None
+        raise ConfigError(
+            f"checkpoint '{path}' cannot be read ({str(exc)[:120]}); delete it to resume from an earlier one"
+        ) from None
 
 
 def verify_checkpoint(path: str) -> str | None:
@@ -152,8 +160,10 @@ def latest_checkpoint(out_dir: str, warn: Callable[[str], None] | None = None) -
     """
     found = list_checkpoints(out_dir)
     if not found:
-        raise ConfigError(f"--resume: '{out_dir}' holds no checkpoint to resume from; start the run without "
-                          "--resume (and use --save-every N to write checkpoints)")
+        raise ConfigError(
+            f"--resume: '{out_dir}' holds no checkpoint to resume from; start the run without "
+            "--resume (and use --save-every N to write checkpoints)"
+        )
     damaged = []
     for step, path in reversed(found):
         problem = verify_checkpoint(path)
@@ -166,8 +176,12 @@ def latest_checkpoint(out_dir: str, warn: Callable[[str], None] | None = None) -
             damaged.append(f"{os.path.basename(path)}: {problem}")
             continue
         if damaged and warn is not None:
-            warn(f"warning: skipped damaged checkpoint{'s' if len(damaged) > 1 else ''} "
-                 f"({'; '.join(damaged)}); resuming from step {step}")
+            warn(
+                f"warning: skipped damaged checkpoint{'s' if len(damaged) > 1 else ''} "
+                f"({'; '.join(damaged)}); resuming from step {step}"
+            )
         return checkpoint
-    raise ConfigError(f"--resume: every checkpoint in '{out_dir}' is damaged ({'; '.join(damaged)}); start the "
-                      "run again without --resume (--force)")
+    raise ConfigError(
+        f"--resume: every checkpoint in '{out_dir}' is damaged ({'; '.join(damaged)}); start the "
+        "run again without --resume (--force)"
+    )

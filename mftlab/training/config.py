@@ -25,8 +25,18 @@ METHODS = ("mask", "fft", "lora")
 PRECISIONS = ("auto", "bf16", "fp32")
 SHARDINGS = ("none", "fsdp")
 # Fields that may change between an interrupted run and its `--resume` without changing the result.
-RESUMABLE_FIELDS = ("resume", "force", "save_every", "keep_checkpoints", "log_every", "max_steps", "epochs",
-                    "gradient_checkpointing", "report_to", "dist_timeout")
+RESUMABLE_FIELDS = (
+    "resume",
+    "force",
+    "save_every",
+    "keep_checkpoints",
+    "log_every",
+    "max_steps",
+    "epochs",
+    "gradient_checkpointing",
+    "report_to",
+    "dist_timeout",
+)
 
 
 @dataclass(frozen=True)
@@ -43,19 +53,26 @@ class TrainConfig:
     model: str
     data: str = field(metadata=doc("Training data: .jsonl/.json/.parquet/.csv, a save_to_disk folder, or a hub id."))
     out: str = field(metadata=doc("Output folder (mask.safetensors, config.json, metrics.jsonl, checkpoints/)."))
-    method: str = field(default="mask", metadata=doc(
-        "mask = MFT; fft = full fine-tuning; lora = LoRA (needs peft).", choices=METHODS))
+    method: str = field(
+        default="mask", metadata=doc("mask = MFT; fft = full fine-tuning; lora = LoRA (needs peft).", choices=METHODS)
+    )
     # model loading (the one definition of every command's --dtype / --gguf-file / --trust-remote-code)
     dtype: str = field(default="auto", metadata=doc("Weight dtype to load the model in.", choices=DTYPES))
-    gguf_file: str | None = field(default=None, metadata=doc(
-        "Load this GGUF file (in the model folder) through transformers."))
-    trust_remote_code: bool = field(default=False, metadata=doc(
-        "Allow custom model code from the model folder (off by default)."))
+    gguf_file: str | None = field(
+        default=None, metadata=doc("Load this GGUF file (in the model folder) through transformers.")
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata=doc("Allow custom model code from the model folder (off by default).")
+    )
     # targeting, mask and lora (the one definition of every command's --targets / --layers / --exclude)
-    targets: str = field(default="all-linear", metadata=doc(
-        "Modules to mask: names/suffixes (q_proj,v_proj), re:<regex>, or all-linear (no output head)."))
-    layers: str | None = field(default=None, metadata=doc(
-        "Layer ranges by the first numbered path segment, e.g. 4-7 or 0-3,20-23 (the paper's local MFT)."))
+    targets: str = field(
+        default="all-linear",
+        metadata=doc("Modules to mask: names/suffixes (q_proj,v_proj), re:<regex>, or all-linear (no output head)."),
+    )
+    layers: str | None = field(
+        default=None,
+        metadata=doc("Layer ranges by the first numbered path segment, e.g. 4-7 or 0-3,20-23 (the paper's local MFT)."),
+    )
     exclude: str | None = field(default=None, metadata=doc("Modules to leave out (same syntax as --targets)."))
     # mask selection (SelectionConfig's options) and scores
     mask_ratio: float = like(SelectionConfig, "mask_ratio")
@@ -64,38 +81,60 @@ class TrainConfig:
     threshold: float = like(SelectionConfig, "threshold")
     min_keep_ratio: float = like(SelectionConfig, "min_keep_ratio")
     rank_by: str = like(SelectionConfig, "rank_by")
-    score_init: str = field(default="random", metadata=doc(
-        "random N(0,std^2) (step-0 mask is a random prune), magnitude (step-0 mask = magnitude mask), "
-        "uniform U(-std,std).", choices=SCORE_INITS))
+    score_init: str = field(
+        default="random",
+        metadata=doc(
+            "random N(0,std^2) (step-0 mask is a random prune), magnitude (step-0 mask = magnitude mask), "
+            "uniform U(-std,std).",
+            choices=SCORE_INITS,
+        ),
+    )
     score_std: float = field(default=0.02, metadata=doc("Scale of the initial scores."))
-    score_dtype: str = field(default="fp32", metadata=doc("Score dtype (bf16 halves their memory).", choices=SCORE_DTYPES))
+    score_dtype: str = field(
+        default="fp32", metadata=doc("Score dtype (bf16 halves their memory).", choices=SCORE_DTYPES)
+    )
     score_lr: float = field(default=2e-5, metadata=doc("Learning rate of the mask scores (method mask)."))
     # optimisation
     lr: float = field(default=2e-5, metadata=doc("Learning rate of the weights (methods fft and lora)."))
     weight_decay: float = field(default=0.0, metadata=doc("AdamW weight decay."))
-    warmup_ratio: float = field(default=0.03, metadata=doc("Fraction of steps of linear warm-up (then linear decay to 0)."))
+    warmup_ratio: float = field(
+        default=0.03, metadata=doc("Fraction of steps of linear warm-up (then linear decay to 0).")
+    )
     max_grad_norm: float = field(default=1.0, metadata=doc("Gradient clipping norm (0 = off)."))
     epochs: float = field(default=2.0, metadata=doc("Passes over the data (ignored with --max-steps)."))
     max_steps: int | None = field(default=None, metadata=doc("Optimizer steps to run (overrides --epochs).", type=int))
     batch_size: int = field(default=8, metadata=doc("Examples per optimizer step, over all processes."))
     grad_accum: int = field(default=1, metadata=doc("Micro-batches per optimizer step on each process."))
-    precision: str = field(default="auto", metadata=doc(
-        "auto = bf16 autocast where the GPU supports it, else fp32.", choices=PRECISIONS))
+    precision: str = field(
+        default="auto", metadata=doc("auto = bf16 autocast where the GPU supports it, else fp32.", choices=PRECISIONS)
+    )
     seed: int = field(default=0, metadata=doc("Seed of score init, data order and data subset."))
     # scale (mftlab.training.sharding, mftlab.training.master_weights)
-    sharding: str = field(default="none", metadata=doc(
-        "fsdp: shard weights, grads and optimizer state over the processes (FSDP2; mask and fft).", choices=SHARDINGS))
-    gradient_checkpointing: bool = field(default=False, metadata=doc(
-        "Recompute each layer in the backward pass (less memory)."))
-    pure_bf16: bool = field(default=False, metadata=doc(
-        "Train 16-bit weights without fp32 master copies (small updates are lost)."))
+    sharding: str = field(
+        default="none",
+        metadata=doc(
+            "fsdp: shard weights, grads and optimizer state over the processes (FSDP2; mask and fft).",
+            choices=SHARDINGS,
+        ),
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata=doc("Recompute each layer in the backward pass (less memory).")
+    )
+    pure_bf16: bool = field(
+        default=False, metadata=doc("Train 16-bit weights without fp32 master copies (small updates are lost).")
+    )
     # data
     max_seq_len: int = field(default=512, metadata=doc("Tokens per example (longer ones are truncated)."))
-    data_fraction: float = field(default=1.0, metadata=doc("Use this seeded fraction of the data (data-ratio ablation)."))
-    skip_bad: bool = field(default=False, metadata=doc(
-        "Skip malformed records (reported with file:line) instead of stopping."))
-    eval_data: str | None = field(default=None, metadata=doc(
-        "Validation data, evaluated every --eval-every steps; the best result goes to OUT/best."))
+    data_fraction: float = field(
+        default=1.0, metadata=doc("Use this seeded fraction of the data (data-ratio ablation).")
+    )
+    skip_bad: bool = field(
+        default=False, metadata=doc("Skip malformed records (reported with file:line) instead of stopping.")
+    )
+    eval_data: str | None = field(
+        default=None,
+        metadata=doc("Validation data, evaluated every --eval-every steps; the best result goes to OUT/best."),
+    )
     eval_every: int = field(default=0, metadata=doc("Evaluate every N steps (0 = never)."))
     eval_batch_size: int = field(default=16, metadata=doc("Batch size of evaluation."))
     # lora
@@ -108,11 +147,16 @@ class TrainConfig:
     keep_checkpoints: int = field(default=2, metadata=doc("How many recent checkpoints to keep."))
     resume: bool = field(default=False, metadata=doc("Continue the run in --out from its last checkpoint."))
     force: bool = field(default=False, metadata=doc("Start over in an --out folder that already holds a run."))
-    report_to: str = field(default="none", metadata=doc(
-        "Also send the metrics rows to tensorboard, wandb and/or mlflow (comma-separated; needs the package, "
-        "e.g. pip install 'mftlab[tensorboard]'). TensorBoard logs go to OUT/logs."))
-    dist_timeout: float = field(default=1800.0, metadata=doc(
-        "Seconds a process waits for the others (multi-process) before the run fails."))
+    report_to: str = field(
+        default="none",
+        metadata=doc(
+            "Also send the metrics rows to tensorboard, wandb and/or mlflow (comma-separated; needs the package, "
+            "e.g. pip install 'mftlab[tensorboard]'). TensorBoard logs go to OUT/logs."
+        ),
+    )
+    dist_timeout: float = field(
+        default=1800.0, metadata=doc("Seconds a process waits for the others (multi-process) before the run fails.")
+    )
     mftlab_version: str = field(default=__version__)
 
     def __post_init__(self):
@@ -126,8 +170,9 @@ class TrainConfig:
         if self.sharding not in SHARDINGS:
             bad("sharding", self.sharding, f"is unknown; choose one of {', '.join(SHARDINGS)}")
         if self.sharding == "fsdp" and self.method == "lora":
-            raise ConfigError("--sharding fsdp does not support --method lora; use --method mask or fft, or "
-                              "--sharding none for LoRA")
+            raise ConfigError(
+                "--sharding fsdp does not support --method lora; use --method mask or fft, or --sharding none for LoRA"
+            )
         if self.score_init not in SCORE_INITS:
             bad("score_init", self.score_init, f"is unknown; choose one of {', '.join(SCORE_INITS)}")
         if self.score_dtype not in SCORE_DTYPES:
@@ -137,8 +182,16 @@ class TrainConfig:
         for name in ("score_lr", "lr", "score_std"):
             if not getattr(self, name) > 0:
                 bad(name, getattr(self, name), "must be positive (e.g. 2e-5)")
-        for name in ("batch_size", "grad_accum", "max_seq_len", "eval_batch_size", "log_every", "keep_checkpoints",
-                     "lora_r", "lora_alpha"):
+        for name in (
+            "batch_size",
+            "grad_accum",
+            "max_seq_len",
+            "eval_batch_size",
+            "log_every",
+            "keep_checkpoints",
+            "lora_r",
+            "lora_alpha",
+        ):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 bad(name, getattr(self, name), "must be a whole number of at least 1")
         for name in ("save_every", "eval_every"):
@@ -164,8 +217,9 @@ class TrainConfig:
 
     # -- derived objects ------------------------------------------------------------------
     def selection_config(self) -> SelectionConfig:
-        return SelectionConfig(self.mask_ratio, self.selection, self.granularity, self.threshold,
-                               self.min_keep_ratio, self.rank_by)
+        return SelectionConfig(
+            self.mask_ratio, self.selection, self.granularity, self.threshold, self.min_keep_ratio, self.rank_by
+        )
 
     def target_spec(self) -> TargetSpec:
         return TargetSpec.parse(self.targets, self.layers, self.exclude)

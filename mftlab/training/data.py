@@ -161,8 +161,13 @@ def to_record(row: object, where: str, tokenizer=None) -> Record:
 
 
 def _messages_record(messages, where: str, tokenizer, reference) -> Record:
-    ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    ok = (
+        isinstance(messages, list)
+        and messages
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        )
     )
     if not ok:
         raise DataError(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} strings")
@@ -175,7 +180,7 @@ def _messages_record(messages, where: str, tokenizer, reference) -> Record:
     if not full.startswith(prompt):
         raise DataError(f"{where}: the chat template does not render the prompt as a prefix; use prompt/completion")
     answer = messages[-1]["content"]
-    return Record(prompt, full[len(prompt):], reference if reference is not None else answer, where, chat=True)
+    return Record(prompt, full[len(prompt) :], reference if reference is not None else answer, where, chat=True)
 
 
 def load_records(source: str, tokenizer=None, skip_bad: bool = False, report: DataReport | None = None) -> list[Record]:
@@ -221,7 +226,9 @@ def tokenize_record(record: Record, tokenizer, max_seq_len: int) -> tuple[Exampl
     return Example(ids[:max_seq_len], labels[:max_seq_len], list(prompt_ids), record.reference), truncated
 
 
-def tokenize_records(records: list[Record], tokenizer, max_seq_len: int, report: DataReport | None = None) -> list[Example]:
+def tokenize_records(
+    records: list[Record], tokenizer, max_seq_len: int, report: DataReport | None = None
+) -> list[Example]:
     """Tokenise every record; records left with no answer token after truncation are skipped."""
     if max_seq_len < 2:
         raise DataError(f"--max-seq-len {max_seq_len} is too small; use at least 2 (e.g. 512)")

@@ -17,8 +17,15 @@ from mftlab.errors import TrainingError
 
 # Fragments of the messages gloo / NCCL / c10d raise when a peer stops answering or goes away.
 _TIMEOUT = ("timed out", "timeout", "watchdog caught collective operation timeout")
-_PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "connection refused",
-              "socket closed", "recv failed", "send failed")
+_PEER_LOST = (
+    "connection closed by peer",
+    "connection reset by peer",
+    "broken pipe",
+    "connection refused",
+    "socket closed",
+    "recv failed",
+    "send failed",
+)
 
 
 def process_group_timeout(seconds: float) -> datetime.timedelta:
@@ -58,7 +65,9 @@ def distributed_faults(timeout_s: float, flag: str = "--dist-timeout"):
         if kind == "timeout":
             raise TrainingError(
                 f"{rank}: the other processes did not answer within {flag} {timeout_s:g} s (one of them "
-                "stopped or hangs); the run stopped, continue it with --resume from its last checkpoint") from None
+                "stopped or hangs); the run stopped, continue it with --resume from its last checkpoint"
+            ) from None
         raise TrainingError(
             f"{rank}: another process of this run went away (killed or crashed); the run stopped, "
-            "continue it with --resume from its last checkpoint") from None
+            "continue it with --resume from its last checkpoint"
+        ) from None

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from mftlab.training.data import IGNORE_INDEX, Example
 from mftlab.models.tokenizer import padding_id
+from mftlab.training.data import IGNORE_INDEX, Example
 
 
 @dataclass
@@ -56,7 +56,7 @@ def make_batches(examples: list[Example], batch_size: int, pad_id: int, device="
     """
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
     return [
-        collate([examples[i] for i in order[start:start + batch_size]], pad_id).to(device)
+        collate([examples[i] for i in order[start : start + batch_size]], pad_id).to(device)
         for start in range(0, len(order), batch_size)
     ]
 
@@ -72,8 +72,13 @@ class LossSums:
     answers_correct: int = 0  # examples whose every label token is the argmax (see answer_accuracy)
 
     def __add__(self, other: "LossSums") -> "LossSums":
-        return LossSums(self.nll + other.nll, self.tokens + other.tokens, self.correct + other.correct,
-                        self.answers + other.answers, self.answers_correct + other.answers_correct)
+        return LossSums(
+            self.nll + other.nll,
+            self.tokens + other.tokens,
+            self.correct + other.correct,
+            self.answers + other.answers,
+            self.answers_correct + other.answers_correct,
+        )
 
     @property
     def loss(self) -> float:
@@ -96,8 +101,10 @@ def _batch_stats(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tenso
     shift_logits = logits[:, :-1, :].float()  # fp32 for the log-softmax even under bf16
     shift_labels = batch.labels[:, 1:]
     nll = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="sum",
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
     valid = shift_labels != IGNORE_INDEX  # (B, T-1)
     hit = (shift_logits.argmax(-1) == shift_labels) & valid
@@ -144,23 +151,28 @@ def normalize_answer(text: str, reference: str | None = None) -> str:
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, examples: list[Example], batch_size: int = 16, max_new_tokens: int = 32,
-                     device="cpu") -> list[str]:
+def generate_answers(
+    model, tokenizer, examples: list[Example], batch_size: int = 16, max_new_tokens: int = 32, device="cpu"
+) -> list[str]:
     """Greedy completions of each example's prompt (left-padded batches), decoded without specials."""
     pad_id = padding_id(tokenizer)
     outputs = []
     model.eval()
     for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
+        chunk = examples[start : start + batch_size]
         width = max(len(e.prompt_ids) for e in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, e in enumerate(chunk):
-            ids[row, width - len(e.prompt_ids):] = torch.tensor(e.prompt_ids, dtype=torch.long)
-            attention[row, width - len(e.prompt_ids):] = 1
+            ids[row, width - len(e.prompt_ids) :] = torch.tensor(e.prompt_ids, dtype=torch.long)
+            attention[row, width - len(e.prompt_ids) :] = 1
         generated = model.generate(
-            input_ids=ids.to(device), attention_mask=attention.to(device), max_new_tokens=max_new_tokens,
-            do_sample=False, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+            input_ids=ids.to(device),
+            attention_mask=attention.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
         for row in generated[:, width:]:
             outputs.append(tokenizer.decode(row, skip_special_tokens=True))
@@ -197,16 +209,25 @@ def _shared_loss_sums(model, batches: list[TokenBatch], device) -> LossSums:
     sums = loss_sums(model, [b.to(device) for b in mine])
     for _ in range(-(-len(batches) // world) - len(mine)):  # a discarded pass keeps the processes in step
         loss_sums(model, [batches[0].to(device)])
-    total = torch.tensor([sums.nll, sums.tokens, sums.correct, sums.answers, sums.answers_correct],
-                         dtype=torch.float64, device=device)
+    total = torch.tensor(
+        [sums.nll, sums.tokens, sums.correct, sums.answers, sums.answers_correct], dtype=torch.float64, device=device
+    )
     if world > 1:
         dist.all_reduce(total)
     nll, tokens, correct, answers, answers_correct = total.tolist()
     return LossSums(nll, int(tokens), int(correct), int(answers), int(answers_correct))
 
 
-def evaluate(model, tokenizer, examples: list[Example], batch_size: int = 16, generate: bool = True,
-             max_new_tokens: int = 32, device="cpu", distributed: bool = False) -> EvalResult:
+def evaluate(
+    model,
+    tokenizer,
+    examples: list[Example],
+    batch_size: int = 16,
+    generate: bool = True,
+    max_new_tokens: int = 32,
+    device="cpu",
+    distributed: bool = False,
+) -> EvalResult:
     """Loss, perplexity, token accuracy and (when references exist and `generate`) exact-match.
 
     `distributed`: every process of the launch calls this with the same examples; each does its
@@ -223,8 +244,18 @@ def evaluate(model, tokenizer, examples: list[Example], batch_size: int = 16, ge
     if generate and with_ref:
         mine = with_ref[rank::world]
         predictions = generate_answers(model, tokenizer, mine, batch_size, max_new_tokens, device)
-        hits = torch.tensor([float(sum(normalize_answer(p, e.reference) == normalize_answer(e.reference, e.reference)
-                                       for p, e in zip(predictions, mine)))], dtype=torch.float64, device=device)
+        hits = torch.tensor(
+            [
+                float(
+                    sum(
+                        normalize_answer(p, e.reference) == normalize_answer(e.reference, e.reference)
+                        for p, e in zip(predictions, mine)
+                    )
+                )
+            ],
+            dtype=torch.float64,
+            device=device,
+        )
         if world > 1:
             import torch.distributed as dist
 

@@ -26,25 +26,25 @@ from typing import Callable
 
 import torch
 
-from mftlab.training import checkpoint as ckpt
-from mftlab.training import sharded_checkpoint as sckpt
-from mftlab.training import sharding
-from mftlab.training.data import IGNORE_INDEX, DataReport, Example, load_examples
-from mftlab.training.dist_faults import distributed_faults, process_group_timeout
 from mftlab.errors import ConfigError, TrainingError
-from mftlab.training.evaluation import EvalResult, batch_loss_sums, collate, evaluate
 from mftlab.files.folder_lock import hold_folder
 from mftlab.mask.maskfile import save_mask
 from mftlab.mft.masking import attach_masks, count_flips, detach_masks, export_mask, mask_stats, refresh_masks
-from mftlab.training.master_weights import MasterWeights
+from mftlab.mft.targeting import resolve_targets
+from mftlab.mft.warm_select import WarmSelector
 from mftlab.models.loading import LoadedModel, load_model
+from mftlab.models.tokenizer import padding_id
+from mftlab.training import checkpoint as ckpt
+from mftlab.training import sharded_checkpoint as sckpt
+from mftlab.training import sharding
+from mftlab.training.config import TrainConfig
+from mftlab.training.data import IGNORE_INDEX, DataReport, Example, load_examples
+from mftlab.training.dist_faults import distributed_faults, process_group_timeout
+from mftlab.training.evaluation import EvalResult, batch_loss_sums, collate, evaluate
+from mftlab.training.master_weights import MasterWeights
 from mftlab.training.run_outputs import MetricsLog, check_out_dir, replace_dir, start_out_dir
 from mftlab.training.step0 import evaluate_step0
-from mftlab.mft.targeting import resolve_targets
-from mftlab.models.tokenizer import padding_id
 from mftlab.training.trackers import RunTrackers, check_report_to
-from mftlab.training.config import TrainConfig
-from mftlab.mft.warm_select import WarmSelector
 
 
 @dataclass
@@ -86,9 +86,9 @@ def step_indices(n_examples: int, batch_size: int, seed: int, step: int) -> list
     per_epoch = steps_per_epoch(n_examples, batch_size)
     epoch, offset = divmod(step, per_epoch)
     order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    chosen = order[offset * batch_size:(offset + 1) * batch_size]
+    chosen = order[offset * batch_size : (offset + 1) * batch_size]
     while len(chosen) < batch_size:
-        chosen += order[:batch_size - len(chosen)]
+        chosen += order[: batch_size - len(chosen)]
     return chosen
 
 
@@ -108,16 +108,25 @@ def _attach_lora(model, targets, config: TrainConfig):
     try:
         import peft
     except ImportError:
-        raise ConfigError("--method lora needs the peft library; install it with `pip install 'mftlab[lora]'`") from None
-    lora = peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                           target_modules=[t.module_name for t in targets], task_type="CAUSAL_LM")
+        raise ConfigError(
+            "--method lora needs the peft library; install it with `pip install 'mftlab[lora]'`"
+        ) from None
+    lora = peft.LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=[t.module_name for t in targets],
+        task_type="CAUSAL_LM",
+    )
     return peft.get_peft_model(model, lora)
 
 
 def _enable_gradient_checkpointing(model) -> None:
     if not getattr(model, "supports_gradient_checkpointing", False):
-        raise ConfigError(f"--gradient-checkpointing: {type(model).__name__} does not support gradient "
-                          "checkpointing; drop the flag for this model")
+        raise ConfigError(
+            f"--gradient-checkpointing: {type(model).__name__} does not support gradient "
+            "checkpointing; drop the flag for this model"
+        )
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
@@ -161,8 +170,16 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _accumulate_gradients(model, accelerator, examples: list[Example], ids: list[int], micro: int, accum: int,
-                          pad_id: int, sharded: bool = False) -> torch.Tensor:
+def _accumulate_gradients(
+    model,
+    accelerator,
+    examples: list[Example],
+    ids: list[int],
+    micro: int,
+    accum: int,
+    pad_id: int,
+    sharded: bool = False,
+) -> torch.Tensor:
     """Forward and backward over this process's share of one step; returns global (nll, label tokens, tokens).
 
     The loss is the token-weighted mean over the answer tokens of the whole step (all processes,
@@ -170,12 +187,15 @@ def _accumulate_gradients(model, accelerator, examples: list[Example], ids: list
     """
     world, rank = accelerator.num_processes, accelerator.process_index
     step_tokens = sum(_label_tokens(examples[i]) for i in ids)
-    mine = ids[rank * micro * accum:(rank + 1) * micro * accum]
+    mine = ids[rank * micro * accum : (rank + 1) * micro * accum]
     stats = torch.zeros(3, dtype=torch.float64)
     for m in range(accum):
-        batch = collate([examples[i] for i in mine[m * micro:(m + 1) * micro]], pad_id).to(accelerator.device)
-        sync = contextlib.nullcontext() if m == accum - 1 else (
-            sharding.no_sync(model) if sharded else accelerator.no_sync(model))
+        batch = collate([examples[i] for i in mine[m * micro : (m + 1) * micro]], pad_id).to(accelerator.device)
+        sync = (
+            contextlib.nullcontext()
+            if m == accum - 1
+            else (sharding.no_sync(model) if sharded else accelerator.no_sync(model))
+        )
         with sync:
             with accelerator.autocast():
                 nll, tokens, _ = batch_loss_sums(model, batch)
@@ -186,9 +206,16 @@ def _accumulate_gradients(model, accelerator, examples: list[Example], ids: list
 
 # -- outputs ------------------------------------------------------------------------------------
 def _method_meta(config: TrainConfig, step: int) -> dict:
-    return {"name": "mft", "mask_ratio": config.mask_ratio, "selection": config.selection,
-            "granularity": config.granularity, "rank_by": config.rank_by, "seed": config.seed,
-            "steps": step, "config": config.to_dict()}
+    return {
+        "name": "mft",
+        "mask_ratio": config.mask_ratio,
+        "selection": config.selection,
+        "granularity": config.granularity,
+        "rank_by": config.rank_by,
+        "seed": config.seed,
+        "steps": step,
+        "config": config.to_dict(),
+    }
 
 
 def _save_hf(model, tokenizer, folder: str) -> None:
@@ -222,6 +249,7 @@ class _Outputs:
             if self.main:
                 save_mask(self.mask(step), folder_or_file)
         elif self.sharded:  # every process takes part in gathering each tensor
+
             def gathered(tmp):
                 return sharding.save_gathered_hf(self.model, self.tokenizer, tmp, self.load_dtype)
 
@@ -234,8 +262,9 @@ class _Outputs:
 
 
 # -- the loop -----------------------------------------------------------------------------------
-def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None = None,
-          loaded: LoadedModel | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, progress: Callable[[TrainProgress], None] | None = None, loaded: LoadedModel | None = None
+) -> TrainResult:
     """Train as `config` says and write the run folder; see the module docstring.
 
     `loaded` (optional) is an already loaded model; with method mask its modules are wrapped
@@ -255,8 +284,11 @@ def train(config: TrainConfig, progress: Callable[[TrainProgress], None] | None 
     # cpu=True on a machine without a GPU: otherwise accelerate ignores torchrun's process group.
     timeout = InitProcessGroupKwargs(timeout=process_group_timeout(config.dist_timeout))
     with distributed_faults(config.dist_timeout):  # a process that never arrives fails like one that stops later
-        accelerator = Accelerator(mixed_precision=_precision(config), cpu=not torch.cuda.is_available(),
-                                  kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False), timeout])
+        accelerator = Accelerator(
+            mixed_precision=_precision(config),
+            cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False), timeout],
+        )
     # The main process owns OUT from before its first check to the end; the others wait for it.
     with distributed_faults(config.dist_timeout), hold_folder(config.out):
         return _train_in_folder(config, accelerator, progress, loaded)
@@ -272,9 +304,11 @@ def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
     torch.manual_seed(config.seed * 1_000 + rank)
     micro, rem = divmod(config.batch_size, world * config.grad_accum)
     if rem or micro == 0:
-        raise ConfigError(f"--batch-size {config.batch_size} is not a multiple of processes ({world}) x "
-                          f"--grad-accum ({config.grad_accum}); choose sizes that divide evenly")
-    notify = (progress if (progress and main) else (lambda event: None))
+        raise ConfigError(
+            f"--batch-size {config.batch_size} is not a multiple of processes ({world}) x "
+            f"--grad-accum ({config.grad_accum}); choose sizes that divide evenly"
+        )
+    notify = progress if (progress and main) else (lambda event: None)
 
     model, tokenizer, layers = _prepare_model(config, loaded)
     started = config.sharding == "fsdp" and sharding.ensure_process_group(accelerator.device)
@@ -291,12 +325,14 @@ def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
 
 def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainResult:
     main, world = accelerator.is_main_process, accelerator.num_processes
-    examples, report = load_examples(config.data, tokenizer, config.max_seq_len, config.data_fraction,
-                                     config.seed, config.skip_bad)
+    examples, report = load_examples(
+        config.data, tokenizer, config.max_seq_len, config.data_fraction, config.seed, config.skip_bad
+    )
     eval_examples = None
     if config.eval_data:
-        eval_examples, _ = load_examples(config.eval_data, tokenizer, config.max_seq_len, 1.0, config.seed,
-                                         config.skip_bad)
+        eval_examples, _ = load_examples(
+            config.eval_data, tokenizer, config.max_seq_len, 1.0, config.seed, config.skip_bad
+        )
     pad_id = padding_id(tokenizer)
     for problem in report.skipped[:5]:
         notify(TrainProgress("info", 0, 0, message=f"skipped: {problem}"))
@@ -324,8 +360,15 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
 
     load_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     if config.pure_bf16 and sharding.needs_master([p for p in model.parameters() if p.requires_grad], False):
-        notify(TrainProgress("info", 0, 0, message="warning: --pure-bf16: 16-bit weights are stepped without fp32 "
-                                                   "master copies; updates below the bf16 spacing are lost"))
+        notify(
+            TrainProgress(
+                "info",
+                0,
+                0,
+                message="warning: --pure-bf16: 16-bit weights are stepped without fp32 "
+                "master copies; updates below the bf16 spacing are lost",
+            )
+        )
     out = _Outputs(config, tokenizer, layers, load_dtype, main, sharded)
     if sharded:
         out.fingerprints = sharding.base_fingerprints(layers) if layers is not None else None
@@ -356,7 +399,9 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
         step, best_loss, best_step = resume.step, resume.info.get("best_eval_loss"), resume.info.get("best_step")
     warm = WarmSelector()
     masks = sharding.ShardedMasks(layers) if sharded and layers is not None else None
-    refresh = (lambda: masks.refresh(selection)) if masks is not None else (lambda: refresh_masks(layers, selection, warm))
+    refresh = (
+        (lambda: masks.refresh(selection)) if masks is not None else (lambda: refresh_masks(layers, selection, warm))
+    )
     keep = refresh() if layers is not None else None
     last_keep = keep
     if keep0 is not None:  # made on the CPU before `prepare` moved the model
@@ -364,8 +409,16 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
     trackers = RunTrackers(config.report_to, config.out, config.to_dict()) if main else None
     if layers is not None and eval_examples is not None and resume is None:  # the initial mask, once
-        row0, masked0, warning = evaluate_step0(unwrapped, tokenizer, layers, eval_examples, config.eval_batch_size,
-                                                config.score_init, accelerator.device, distributed=world > 1)
+        row0, masked0, warning = evaluate_step0(
+            unwrapped,
+            tokenizer,
+            layers,
+            eval_examples,
+            config.eval_batch_size,
+            config.score_init,
+            accelerator.device,
+            distributed=world > 1,
+        )
         if main:
             metrics.write(row0)
             trackers.log(row0)
@@ -373,8 +426,19 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
         notify(TrainProgress("log", 0, 0, row0))
         if warning:
             notify(TrainProgress("warning", 0, 0, {k: row0[k] for k in ("eval_loss", "eval_loss_unmasked")}, warning))
-    notify(TrainProgress("start", step, total, {"examples": len(examples), "steps_per_epoch": per_epoch,
-                                                 "processes": world, "trainable": sum(p.numel() for p in trainable.values())}))
+    notify(
+        TrainProgress(
+            "start",
+            step,
+            total,
+            {
+                "examples": len(examples),
+                "steps_per_epoch": per_epoch,
+                "processes": world,
+                "trainable": sum(p.numel() for p in trainable.values()),
+            },
+        )
+    )
 
     model.train()
     window = torch.zeros(3, dtype=torch.float64)  # nll, label tokens, input tokens since the last log
@@ -387,8 +451,10 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
             if not math.isfinite(step_loss):
                 saved = ckpt.list_checkpoints(config.out)
                 where = f"the last good checkpoint is {saved[-1][1]}" if saved else "no checkpoint was written"
-                raise TrainingError(f"the loss became {step_loss} at step {step + 1}; {where}. Lower the learning "
-                                    "rate (--score-lr / --lr) or use --precision fp32")
+                raise TrainingError(
+                    f"the loss became {step_loss} at step {step + 1}; {where}. Lower the learning "
+                    "rate (--score-lr / --lr) or use --precision fp32"
+                )
             if master is not None:
                 master.grads_to_master()
             if config.max_grad_norm > 0:
@@ -408,19 +474,36 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
             if step % config.log_every == 0 or step == total:
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 last_loss = float(window[0] / max(window[1], 1))
-                row = {"step": step, "epoch": round(step / per_epoch, 4), "loss": last_loss, "lr": current_lr,
-                       "tokens_per_s": float(window[2]) / elapsed}
+                row = {
+                    "step": step,
+                    "epoch": round(step / per_epoch, 4),
+                    "loss": last_loss,
+                    "lr": current_lr,
+                    "tokens_per_s": float(window[2]) / elapsed,
+                }
                 if layers is not None:
                     masked, n = mask_stats(keep)
-                    row.update(mask_ratio=masked / n, flips=count_flips(keep, last_keep),
-                               flips_since_start=count_flips(keep, keep0))
+                    row.update(
+                        mask_ratio=masked / n,
+                        flips=count_flips(keep, last_keep),
+                        flips_since_start=count_flips(keep, keep0),
+                    )
                     last_keep = keep
                 window.zero_()
                 window_start = time.perf_counter()
             if eval_examples is not None and config.eval_every and (step % config.eval_every == 0 or step == total):
-                last_eval = evaluate(unwrapped, tokenizer, eval_examples, config.eval_batch_size, generate=False,
-                                     device=accelerator.device, distributed=world > 1)
-                row = dict(row or {"step": step}, eval_loss=last_eval.loss, eval_token_accuracy=last_eval.token_accuracy)
+                last_eval = evaluate(
+                    unwrapped,
+                    tokenizer,
+                    eval_examples,
+                    config.eval_batch_size,
+                    generate=False,
+                    device=accelerator.device,
+                    distributed=world > 1,
+                )
+                row = dict(
+                    row or {"step": step}, eval_loss=last_eval.loss, eval_token_accuracy=last_eval.token_accuracy
+                )
                 if best_loss is None or last_eval.loss < best_loss:
                     best_loss, best_step = last_eval.loss, step
                     target = os.path.join(config.out, "best")
@@ -436,8 +519,16 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
                     trackers.log(row)
                 notify(TrainProgress("log", step, total, row))
             if config.save_every and step % config.save_every == 0 and step < total:
-                _save(config, accelerator, out, stepped, optimizer, scheduler, step,
-                      {"best_eval_loss": best_loss, "best_step": best_step, "epoch": step / per_epoch})
+                _save(
+                    config,
+                    accelerator,
+                    out,
+                    stepped,
+                    optimizer,
+                    scheduler,
+                    step,
+                    {"best_eval_loss": best_loss, "best_step": best_step, "epoch": step / per_epoch},
+                )
                 notify(TrainProgress("checkpoint", step, total, {"path": ckpt.checkpoint_dir(config.out, step)}))
             notify(TrainProgress("step", step, total, {"loss": step_loss}))
     finally:
@@ -450,8 +541,9 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     out.write(output, step)
     accelerator.wait_for_everyone()
     ratio = mask_stats(keep)[0] / mask_stats(keep)[1] if keep is not None else None
-    result = TrainResult(config.out, config.method, step, last_loss, output, ratio, best_step, best_loss,
-                         last_eval, report)
+    result = TrainResult(
+        config.out, config.method, step, last_loss, output, ratio, best_step, best_loss, last_eval, report
+    )
     notify(TrainProgress("done", step, total, {"output": output, "loss": last_loss}))
     return result
 
@@ -459,8 +551,9 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
 def _save(config, accelerator, out, trainable, optimizer, scheduler, step, info) -> None:
     mask = out.mask(step) if out.layers is not None and accelerator.is_main_process else None
     if out.sharded:
-        sckpt.save_sharded_checkpoint(config.out, step, out.model, optimizer, scheduler, info, mask,
-                                      config.keep_checkpoints)
+        sckpt.save_sharded_checkpoint(
+            config.out, step, out.model, optimizer, scheduler, info, mask, config.keep_checkpoints
+        )
     elif accelerator.is_main_process:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": ckpt.capture_rng()}
         info = dict(info, sharding="none", world_size=accelerator.num_processes)  # any count can resume it

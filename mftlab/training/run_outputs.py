@@ -20,9 +20,9 @@ import os
 import shutil
 from typing import Callable
 
+from mftlab.errors import ConfigError
 from mftlab.files.atomic import append_line, atomic_dir, write_text_atomic
 from mftlab.training.checkpoint import CHECKPOINTS, list_checkpoints
-from mftlab.errors import ConfigError
 from mftlab.training.config import TrainConfig
 
 CONFIG = "config.json"
@@ -49,11 +49,15 @@ def check_out_dir(config: TrainConfig) -> None:
                 f"{getattr(previous, name)!r}; resume with the same options or start a new --out"
             )
         if not list_checkpoints(out):
-            raise ConfigError(f"--resume: '{out}' holds no checkpoint to resume from; start the run again "
-                              "without --resume (and use --save-every N to write checkpoints)")
+            raise ConfigError(
+                f"--resume: '{out}' holds no checkpoint to resume from; start the run again "
+                "without --resume (and use --save-every N to write checkpoints)"
+            )
     elif has_run and not config.force:
-        raise ConfigError(f"--out '{out}' already holds a run; pass --resume to continue it, --force to "
-                          "start over, or choose another folder")
+        raise ConfigError(
+            f"--out '{out}' already holds a run; pass --resume to continue it, --force to "
+            "start over, or choose another folder"
+        )
 
 
 def read_config(path: str) -> TrainConfig:

@@ -24,10 +24,10 @@ import shutil
 import torch
 import torch.distributed as dist
 
-from mftlab.training import checkpoint as ckpt
 from mftlab.errors import ConfigError
 from mftlab.files.manifest import write_manifest
 from mftlab.mask.maskfile import Mask, save_mask
+from mftlab.training import checkpoint as ckpt
 
 
 def _options(strict: bool = True):
@@ -43,8 +43,9 @@ def _state(model, optimizer) -> dict:
     return {"model": model_state, "optim": optim_state}
 
 
-def save_sharded_checkpoint(out_dir: str, step: int, model, optimizer, scheduler, info: dict,
-                            mask: Mask | None = None, keep: int = 2) -> str:
+def save_sharded_checkpoint(
+    out_dir: str, step: int, model, optimizer, scheduler, info: dict, mask: Mask | None = None, keep: int = 2
+) -> str:
     """Write checkpoint `step` from every process (collective) and prune beyond the latest `keep`."""
     import torch.distributed.checkpoint as dcp
 
@@ -81,8 +82,10 @@ def _newest_intact(out_dir: str, warn) -> str:
         problem = ckpt.verify_checkpoint(path)
         if problem is None:
             if damaged and warn is not None:
-                warn(f"warning: skipped damaged checkpoint{'s' if len(damaged) > 1 else ''} "
-                     f"({'; '.join(damaged)}); resuming from step {step}")
+                warn(
+                    f"warning: skipped damaged checkpoint{'s' if len(damaged) > 1 else ''} "
+                    f"({'; '.join(damaged)}); resuming from step {step}"
+                )
             return path
         damaged.append(f"{os.path.basename(path)}: {problem}")
     return "damaged: " + "; ".join(damaged)
@@ -91,23 +94,31 @@ def _newest_intact(out_dir: str, warn) -> str:
 def latest_sharded_info(out_dir: str, warn=None) -> tuple[str, dict]:
     """(path, trainer_state) of the newest intact checkpoint, checked against this launch (collective)."""
     if not ckpt.list_checkpoints(out_dir):
-        raise ConfigError(f"--resume: '{out_dir}' holds no checkpoint to resume from; start the run without "
-                          "--resume (and use --save-every N to write checkpoints)")
+        raise ConfigError(
+            f"--resume: '{out_dir}' holds no checkpoint to resume from; start the run without "
+            "--resume (and use --save-every N to write checkpoints)"
+        )
     chosen = [_newest_intact(out_dir, warn) if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(chosen, src=0)
     path = chosen[0]
     if path.startswith("damaged: "):
-        raise ConfigError(f"--resume: every checkpoint in '{out_dir}' is damaged ({path[len('damaged: '):]}); "
-                          "start the run again without --resume (--force)")
+        raise ConfigError(
+            f"--resume: every checkpoint in '{out_dir}' is damaged ({path[len('damaged: ') :]}); "
+            "start the run again without --resume (--force)"
+        )
     with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
         info = json.load(f)
     world = dist.get_world_size()
     if info.get("sharding") != "fsdp":
-        raise ConfigError(f"--resume: checkpoint '{path}' was written without --sharding fsdp; resume it with "
-                          "the sharding it was written with")
+        raise ConfigError(
+            f"--resume: checkpoint '{path}' was written without --sharding fsdp; resume it with "
+            "the sharding it was written with"
+        )
     if info.get("world_size") != world:
-        raise ConfigError(f"--resume: checkpoint '{path}' was written by {info.get('world_size')} processes, this "
-                          f"launch has {world}; resume with --nproc_per_node {info.get('world_size')}")
+        raise ConfigError(
+            f"--resume: checkpoint '{path}' was written by {info.get('world_size')} processes, this "
+            f"launch has {world}; resume with --nproc_per_node {info.get('world_size')}"
+        )
     return path, info
 
 
@@ -118,8 +129,13 @@ def load_sharded_checkpoint(path: str, info: dict, model, optimizer) -> ckpt.Che
 
     state = _state(model, optimizer)
     dcp.load(state, checkpoint_id=os.path.join(path, "dcp"))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
-                   options=_options(strict=False))
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=state["model"],
+        optim_state_dict=state["optim"],
+        options=_options(strict=False),
+    )
     rank = dist.get_rank()
     extra = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=True)
     extra["rng"] = torch.load(os.path.join(path, f"rng-{rank}.pt"), map_location="cpu", weights_only=True)

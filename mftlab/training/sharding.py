@@ -36,8 +36,10 @@ def refuse_accelerate_sharding() -> None:
     """ConfigError when `accelerate launch` runs with an FSDP or DeepSpeed config (read from its env)."""
     for var, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
         if os.environ.get(var, "").lower() in _TRUE:
-            raise ConfigError(f"accelerate's {what} config is not supported ({var} is set); launch with a plain "
-                              "multi-GPU accelerate config (or torchrun) and pass --sharding fsdp")
+            raise ConfigError(
+                f"accelerate's {what} config is not supported ({var} is set); launch with a plain "
+                "multi-GPU accelerate config (or torchrun) and pass --sharding fsdp"
+            )
 
 
 def ensure_process_group(device: torch.device) -> bool:
@@ -58,8 +60,9 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
             if size > best_size:
                 best, best_size = list(module), size
     if not best:
-        raise ConfigError(f"--sharding fsdp found no decoder layers in {type(model).__name__}; "
-                          "use --sharding none for this model")
+        raise ConfigError(
+            f"--sharding fsdp found no decoder layers in {type(model).__name__}; use --sharding none for this model"
+        )
     return best
 
 
@@ -126,8 +129,9 @@ class ShardedMasks:
         out = {}
         for name, layer in self.layers.items():
             local = _local(layer.mask_scores.detach())
-            out[name] = ShardedValues(local.abs() if selection.rank_by == "abs" else local,
-                                      tuple(layer.mask_scores.shape))
+            out[name] = ShardedValues(
+                local.abs() if selection.rank_by == "abs" else local, tuple(layer.mask_scores.shape)
+            )
         return out
 
     def refresh(self, selection: SelectionConfig) -> dict[str, torch.Tensor]:
@@ -136,8 +140,10 @@ class ShardedMasks:
             values = self._values(selection)
             rule = _SHARDED_RULES.get(selection.selection)
             if rule is None:
-                raise ConfigError(f"--selection {selection.selection} is not available with --sharding fsdp; "
-                                  f"choose one of {', '.join(_SHARDED_RULES)} or --sharding none")
+                raise ConfigError(
+                    f"--selection {selection.selection} is not available with --sharding fsdp; "
+                    f"choose one of {', '.join(_SHARDED_RULES)} or --sharding none"
+                )
             local = rule(self, values, selection)
             keep = gather_keep(local, values, self.rows)
         for name, layer in self.layers.items():
@@ -185,8 +191,9 @@ def _plan_files(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]
     return files + [current] if current else files
 
 
-def save_gathered_hf(model: nn.Module, tokenizer, folder: str | None, dtype: torch.dtype,
-                     max_shard_bytes: int = 5 * 2**30) -> None:
+def save_gathered_hf(
+    model: nn.Module, tokenizer, folder: str | None, dtype: torch.dtype, max_shard_bytes: int = 5 * 2**30
+) -> None:
     """Write `model` as an HF safetensors folder; every process calls it, `folder` is given on the main one.
 
     Tensors are gathered one at a time and cast to `dtype`; the main process holds at most one
@@ -201,8 +208,11 @@ def save_gathered_hf(model: nn.Module, tokenizer, folder: str | None, dtype: tor
             state[name] = t
     size = {n: t.numel() * (dtype.itemsize if t.is_floating_point() else t.element_size()) for n, t in state.items()}
     files = _plan_files([(n, size[n]) for n in state], max_shard_bytes)
-    names = ["model.safetensors"] if len(files) == 1 else \
-        [f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i in range(len(files))]
+    names = (
+        ["model.safetensors"]
+        if len(files) == 1
+        else [f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i in range(len(files))]
+    )
     weight_map = {}
     for file_name, members in zip(names, files):
         tensors = {}

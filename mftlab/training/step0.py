@@ -16,8 +16,9 @@ from mftlab.training.evaluation import EvalResult, evaluate
 STEP0_DAMAGE = 0.10  # warn when the initial mask raises the validation loss by more than this fraction
 
 
-def evaluate_step0(model, tokenizer, layers: dict, examples, batch_size: int, score_init: str, device,
-                   distributed: bool = False) -> tuple[dict, EvalResult, str | None]:
+def evaluate_step0(
+    model, tokenizer, layers: dict, examples, batch_size: int, score_init: str, device, distributed: bool = False
+) -> tuple[dict, EvalResult, str | None]:
     """(metrics row at step 0, evaluation of the initial mask, warning line or None).
 
     `layers` are the model's MaskedLinear wrappers holding the step-0 keep-masks; they are
@@ -28,13 +29,17 @@ def evaluate_step0(model, tokenizer, layers: dict, examples, batch_size: int, sc
     try:
         for m in layers.values():
             m.set_keep(torch.ones_like(m.keep))
-        plain = evaluate(model, tokenizer, examples, batch_size, generate=False, device=device,
-                         distributed=distributed)
+        plain = evaluate(model, tokenizer, examples, batch_size, generate=False, device=device, distributed=distributed)
     finally:
         for n, m in layers.items():
             m.set_keep(keep[n])
-    row = {"step": 0, "eval_loss": masked.loss, "eval_token_accuracy": masked.token_accuracy,
-           "eval_loss_unmasked": plain.loss, "eval_token_accuracy_unmasked": plain.token_accuracy}
+    row = {
+        "step": 0,
+        "eval_loss": masked.loss,
+        "eval_token_accuracy": masked.token_accuracy,
+        "eval_loss_unmasked": plain.loss,
+        "eval_token_accuracy_unmasked": plain.token_accuracy,
+    }
     return row, masked, step0_warning(masked.loss, plain.loss, score_init)
 
 
@@ -42,7 +47,12 @@ def step0_warning(masked_loss: float, unmasked_loss: float, score_init: str) -> 
     """The one-line warning when the step-0 mask raises the validation loss by more than 10%, else None."""
     if not masked_loss > unmasked_loss * (1 + STEP0_DAMAGE):
         return None
-    hint = ("try --score-init magnitude (its step-0 mask is the magnitude mask)" if score_init != "magnitude"
-            else "try a lower --mask-ratio or other --layers")
-    return (f"warning: the step-0 mask ({score_init} init) raises the validation loss from {unmasked_loss:.4f} to "
-            f"{masked_loss:.4f} (+{masked_loss / unmasked_loss - 1:.0%}) before any training; {hint}")
+    hint = (
+        "try --score-init magnitude (its step-0 mask is the magnitude mask)"
+        if score_init != "magnitude"
+        else "try a lower --mask-ratio or other --layers"
+    )
+    return (
+        f"warning: the step-0 mask ({score_init} init) raises the validation loss from {unmasked_loss:.4f} to "
+        f"{masked_loss:.4f} (+{masked_loss / unmasked_loss - 1:.0%}) before any training; {hint}"
+    )

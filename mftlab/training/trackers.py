@@ -25,8 +25,12 @@ def parse_report_to(text: str | None) -> tuple[str, ...]:
         return ()
     for name in names:
         if name not in REPORT_TO:
-            raise ConfigError.for_option("report_to", text, f"names unknown tracker '{name}'; choose from "
-                                         f"{', '.join(REPORT_TO)} (comma-separated) or none", quote=True)
+            raise ConfigError.for_option(
+                "report_to",
+                text,
+                f"names unknown tracker '{name}'; choose from {', '.join(REPORT_TO)} (comma-separated) or none",
+                quote=True,
+            )
     return tuple(dict.fromkeys(names))
 
 
@@ -35,8 +39,9 @@ def check_report_to(text: str | None) -> tuple[str, ...]:
     names = parse_report_to(text)
     for name in names:
         if importlib.util.find_spec(name) is None:
-            raise ConfigError.for_option("report_to", name, f"needs the {name} package; install it with "
-                                         f"`pip install 'mftlab[{name}]'`")
+            raise ConfigError.for_option(
+                "report_to", name, f"needs the {name} package; install it with `pip install 'mftlab[{name}]'`"
+            )
     return names
 
 
@@ -71,7 +76,9 @@ class RunTrackers:
 
     def log(self, row: dict) -> None:
         """One metrics row ({"step": ..., "loss": ..., ...}); numbers only, at row["step"]."""
-        values = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        values = {
+            k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         for tracker in self.trackers:
             tracker.log(values, step=row["step"])
 

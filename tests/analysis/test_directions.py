@@ -4,8 +4,8 @@ import torch
 from mftlab.analysis.directions import DirectionSpec, RandomDirections, gaussian, perturbed_names
 from mftlab.analysis.planes import RandomPlane
 from mftlab.errors import ConfigError
-from mftlab.models.presets import _gpt2_config, _llama_config
 from mftlab.mft.targeting import TargetSpec, output_axes
+from mftlab.models.presets import _gpt2_config, _llama_config
 
 
 def _build(config, seed=0):

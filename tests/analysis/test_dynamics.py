@@ -27,8 +27,10 @@ def snapshots(n=4, seed=0):
 def test_flips_and_distances():
     masks, keeps = snapshots()
     result = mask_dynamics(masks, steps=[0, 10, 20, 30])
+
     def diff(a, b, names=SHAPES):
         return sum(int((a[n] ^ b[n]).sum()) for n in names)
+
     assert result.flips["all"] == [diff(keeps[i], keeps[i + 1]) for i in range(3)]
     assert result.flips["1"] == [diff(keeps[i], keeps[i + 1], ["model.layers.1.mlp.up_proj.weight"]) for i in range(3)]
     assert result.to_first["all"] == [diff(keeps[0], k) for k in keeps]
@@ -36,7 +38,9 @@ def test_flips_and_distances():
     assert result.to_first["all"][0] == 0 and result.to_final["all"][-1] == 0
     total = sum(np.prod(s) for s in SHAPES.values())
     assert result.numel["all"] == total
-    assert result.masked_fraction["0"][0] == pytest.approx(1 - float(keeps[0]["model.layers.0.mlp.up_proj.weight"].float().mean()))
+    assert result.masked_fraction["0"][0] == pytest.approx(
+        1 - float(keeps[0]["model.layers.0.mlp.up_proj.weight"].float().mean())
+    )
     assert result.labels == ["step 0", "step 10", "step 20", "step 30"] and not result.notes
     rows = result.csv_rows()
     assert rows[1]["flips_from_previous"] == result.flips["all"][0]
@@ -51,7 +55,9 @@ def test_run_folder(tmp_path):
     (tmp_path / "checkpoints" / "notes").mkdir()
     paths, steps, labels = run_masks(tmp_path)
     assert steps == [20, 100, 500] and labels == ["step 20", "step 100", "step 500"]
-    final = Mask.from_keep({k: torch.ones(s, dtype=torch.bool) for k, s in SHAPES.items()}, method={"name": "mft", "step": 600})
+    final = Mask.from_keep(
+        {k: torch.ones(s, dtype=torch.bool) for k, s in SHAPES.items()}, method={"name": "mft", "step": 600}
+    )
     save_mask(final, tmp_path / "mask.safetensors")
     paths, steps, labels = run_masks(tmp_path)
     assert labels[-1] == "final" and os.path.basename(paths[-1]) == "mask.safetensors"

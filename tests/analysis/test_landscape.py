@@ -9,15 +9,21 @@ import pytest
 import torch
 
 from mftlab.analysis.directions import DirectionSpec
-from mftlab.analysis.landscape import (LandscapeConfig, explicit_landscape, landscape, parse_range, prepare_data,
-                                       select_tokens)
-from mftlab.training.data import Example, load_examples
+from mftlab.analysis.landscape import (
+    LandscapeConfig,
+    explicit_landscape,
+    landscape,
+    parse_range,
+    prepare_data,
+    select_tokens,
+)
 from mftlab.errors import ConfigError, MaskMismatchError
-from mftlab.training.evaluation import loss_sums
 from mftlab.grid import parse_grid
 from mftlab.mask.maskfile import Mask
 from mftlab.models.presets import _llama_config
 from mftlab.models.tokenizer import build_char_tokenizer
+from mftlab.training.data import Example, load_examples
+from mftlab.training.evaluation import loss_sums
 
 
 def _build(seed=0, dtype=torch.float32):
@@ -45,8 +51,9 @@ def data(tmp_path_factory):
     out = []
     for name, offset in (("train", 0), ("test", 7)):
         path = folder / f"{name}.jsonl"
-        path.write_text("".join(json.dumps({"prompt": f"{i}+{offset}=", "completion": str(i + offset)}) + "\n"
-                                for i in range(6)))
+        path.write_text(
+            "".join(json.dumps({"prompt": f"{i}+{offset}=", "completion": str(i + offset)}) + "\n" for i in range(6))
+        )
         examples, _ = load_examples(str(path), tokenizer, 64)
         out.append(prepare_data(examples, tokenizer.pad_token_id, batch_size=4))
     return out

@@ -76,7 +76,11 @@ def test_compare_matches_numpy_on_odd_shapes():
         alone = flat[i] & ~np.any([f for j, f in enumerate(flat) if j != i], axis=0)
         assert overall["only"][label] == int(alone.sum())
     levels = {(r["level"], r["group"]) for r in result.pairs}
-    assert ("layer", "1") in levels and ("projection", "q") in levels and ("tensor", "model.layers.1.mlp.up_proj.weight") in levels
+    assert (
+        ("layer", "1") in levels
+        and ("projection", "q") in levels
+        and ("tensor", "model.layers.1.mlp.up_proj.weight") in levels
+    )
 
 
 def test_independent_masks_lift_one_identical_jaccard_one():

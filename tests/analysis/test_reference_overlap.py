@@ -31,8 +31,11 @@ def test_counts_lift_and_share_by_hand():
     ref = _mask({q0: [0, 1, 2, 3], q1: [0, 1, 2, 3]})
     same = _mask({q0: [0, 1, 2, 3], q1: [10, 11, 12, 13]}, "wanda")  # layer 0: all shared; layer 1: none
     result = reference_overlap(ref, [same], ["Wanda"])
-    layer0, layer1, overall = (result.row("Wanda", "layer", "0"), result.row("Wanda", "layer", "1"),
-                               result.row("Wanda"))
+    layer0, layer1, overall = (
+        result.row("Wanda", "layer", "0"),
+        result.row("Wanda", "layer", "1"),
+        result.row("Wanda"),
+    )
     assert layer0["shared_masked"] == 4 and layer0["lift"] == pytest.approx(4 / (4 * 4 / 20))
     assert layer0["fraction_of_reference"] == 1.0 and layer0["chance_fraction"] == pytest.approx(0.2)
     assert layer1["shared_masked"] == 0 and layer1["lift"] == 0.0
@@ -71,11 +74,30 @@ def test_run_scores_from_a_checkpoint(tmp_path, llama_dir):
         empty.mkdir()
         run_scores(str(empty))
     out = tmp_path / "run"
-    train(TrainConfig(model=llama_dir, data=str(data), out=str(out), max_steps=3, save_every=2, batch_size=4,
-                      layers="1", max_seq_len=32))
+    train(
+        TrainConfig(
+            model=llama_dir,
+            data=str(data),
+            out=str(out),
+            max_steps=3,
+            save_every=2,
+            batch_size=4,
+            layers="1",
+            max_seq_len=32,
+        )
+    )
     scores, step = run_scores(str(out))
     assert step == 2
-    assert set(scores) == {f"model.layers.1.{m}.weight" for m in ("self_attn.q_proj", "self_attn.k_proj",
-                                                                 "self_attn.v_proj", "self_attn.o_proj",
-                                                                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+    assert set(scores) == {
+        f"model.layers.1.{m}.weight"
+        for m in (
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        )
+    }
     assert scores["model.layers.1.self_attn.q_proj.weight"].shape == (32, 32)

@@ -6,9 +6,9 @@ import torch
 from mftlab.analysis.stats import mask_stats
 from mftlab.errors import MaskMismatchError
 from mftlab.mask.maskfile import Mask
-from mftlab.models.loading import load_model
 from mftlab.mft.selection import keep_tensor, select_keep
 from mftlab.mft.targeting import TargetSpec, resolve_targets, target_weights
+from mftlab.models.loading import load_model
 
 RATIOS = {0: 0.05, 1: 0.1, 2: 0.25, 3: 0.5}  # per layer
 
@@ -53,7 +53,9 @@ def test_row_concentration_and_one_d(llama):
     shape = (8, 13)
     keep = torch.ones(shape, dtype=torch.bool)
     keep[2, :] = False  # all masked weights in one output row
-    mask = Mask.from_keep({"model.layers.0.mlp.up_proj.weight": keep, "model.layers.0.mlp.norm_scale": torch.ones(13, dtype=torch.bool)})
+    mask = Mask.from_keep(
+        {"model.layers.0.mlp.up_proj.weight": keep, "model.layers.0.mlp.norm_scale": torch.ones(13, dtype=torch.bool)}
+    )
     t = mask_stats(mask).to_dict()["tensors"][0]
     assert t["output"]["max"] == 1.0 and t["output"]["untouched"] == 7
     assert t["output"]["gini"] == pytest.approx(7 / 8)

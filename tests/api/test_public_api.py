@@ -26,8 +26,18 @@ def test_import_is_light_and_help_lists_the_api():
     code = "import sys, mftlab; print('torch' in sys.modules, sorted(mftlab.__all__))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("False")
-    for name in ("load_model", "mask_model", "Mask", "baseline_mask", "mask_stats", "compare_masks", "landscape",
-                 "plot", "train", "TrainConfig"):
+    for name in (
+        "load_model",
+        "mask_model",
+        "Mask",
+        "baseline_mask",
+        "mask_stats",
+        "compare_masks",
+        "landscape",
+        "plot",
+        "train",
+        "TrainConfig",
+    ):
         assert name in mftlab.__all__ and getattr(mftlab, name) is not None
         assert "Example" in (getattr(mftlab, name).__doc__ or ""), name
     import pydoc
@@ -80,8 +90,9 @@ def test_mask_apply_to_is_reversible_and_matches_the_cli_baseline(tmp_path):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     mask = mftlab.baseline_mask(model, kind="magnitude", mask_ratio=0.1, layers="1", base_name="micro-llama")
     out = tmp_path / "cli.safetensors"
-    result = CliRunner().invoke(main, ["baseline", "micro-llama", "--kind", "magnitude", "--layers", "1",
-                                       "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["baseline", "micro-llama", "--kind", "magnitude", "--layers", "1", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     cli = mftlab.Mask.load(out)
     assert cli.names == mask.names and all(torch.equal(cli[n], mask[n]) for n in mask)
@@ -102,12 +113,35 @@ def test_wanda_baseline_from_python_matches_the_cli(tmp_path):
     loaded = mftlab.load_model("micro-llama")
     with pytest.raises(mftlab.ConfigError, match="needs calibration data"):
         mftlab.baseline_mask(loaded.model, kind="wanda", layers="1")
-    mask = mftlab.baseline_mask(loaded.model, kind="wanda", mask_ratio=0.1, layers="1", base_name="micro-llama",
-                                data=str(data), tokenizer=loaded.tokenizer, max_tokens=512)
+    mask = mftlab.baseline_mask(
+        loaded.model,
+        kind="wanda",
+        mask_ratio=0.1,
+        layers="1",
+        base_name="micro-llama",
+        data=str(data),
+        tokenizer=loaded.tokenizer,
+        max_tokens=512,
+    )
     assert mask.method["name"] == "wanda" and mask.method["calibration"]["tokens"] <= 512
     out = tmp_path / "wanda.safetensors"
-    result = CliRunner().invoke(main, ["baseline", "micro-llama", "--kind", "wanda", "--layers", "1", "--data",
-                                       str(data), "--max-tokens", "512", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "baseline",
+            "micro-llama",
+            "--kind",
+            "wanda",
+            "--layers",
+            "1",
+            "--data",
+            str(data),
+            "--max-tokens",
+            "512",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     cli = mftlab.Mask.load(out)
     assert cli.names == mask.names and all(torch.equal(cli[n], mask[n]) for n in mask)
@@ -124,8 +158,9 @@ def test_errors_name_the_argument_in_python_and_the_flag_on_the_cli():
     with pytest.raises(mftlab.ConfigError, match=r"^score_lr=-1 must be positive"):
         mftlab.TrainConfig(model="m", data="d", out="o", score_lr=-1)
     assert not any(isinstance(m, MaskedLinear) for m in model.modules())
-    result = CliRunner().invoke(main, ["baseline", "micro-llama", "--kind", "random", "--mask-ratio", "1.5",
-                                       "--out", "x.safetensors"])
+    result = CliRunner().invoke(
+        main, ["baseline", "micro-llama", "--kind", "random", "--mask-ratio", "1.5", "--out", "x.safetensors"]
+    )
     assert result.exit_code == 1 and "Error: --mask-ratio 1.5 is outside (0, 1)" in result.output
     result = CliRunner().invoke(main, ["train", "micro-llama", "--data", "d.jsonl", "--out", "o", "--score-lr", "-1"])
     assert result.exit_code == 1 and "Error: --score-lr -1.0 must be positive" in result.output
@@ -155,5 +190,6 @@ def test_landscape_facade_restores_the_model(tmp_path):
     assert result.train_loss.shape == (1, 3) and torch.isfinite(torch.from_numpy(result.test_loss)).all()
     assert all(torch.equal(p, before[n]) for n, p in loaded.model.named_parameters())
     saved = result.save(tmp_path / "copy")
-    assert [os.path.getsize(p) for p in saved] == [os.path.getsize(tmp_path / "ls" / os.path.basename(p))
-                                                   for p in saved]
+    assert [os.path.getsize(p) for p in saved] == [
+        os.path.getsize(tmp_path / "ls" / os.path.basename(p)) for p in saved
+    ]

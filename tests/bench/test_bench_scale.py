@@ -21,10 +21,14 @@ def test_every_case_has_a_plan_and_a_valid_train_config(tmp_path):
             config = bench_scale.train_config(kind, str(tmp_path))
             # two steps: the peak is read at the second, once AdamW's states exist beside the backward
             assert config.max_steps == 2 and config.method == ("mask" if kind == "mft" else "fft")
-    rows = {"baseline": {"peak": 2**30}, "mft": {"peak": 2**30 + 5 * 2**30, "plan": 5.5 * 2**30},
-            "fft": {"peak": 2**30 + 4 * 2**30, "plan": 5.5 * 2**30},
-            "fft-fsdp": {"pending": "pending: --sharding fsdp not available", "plan": 4 * 2**30},
-            "random": {"error": "boom", "plan": 3 * 2**30}, "models": {"peak": 7 * 2**30, "plan": 6 * 2**30}}
+    rows = {
+        "baseline": {"peak": 2**30},
+        "mft": {"peak": 2**30 + 5 * 2**30, "plan": 5.5 * 2**30},
+        "fft": {"peak": 2**30 + 4 * 2**30, "plan": 5.5 * 2**30},
+        "fft-fsdp": {"pending": "pending: --sharding fsdp not available", "plan": 4 * 2**30},
+        "random": {"error": "boom", "plan": 3 * 2**30},
+        "models": {"peak": 7 * 2**30, "plan": 6 * 2**30},
+    }
     table = bench_scale.table(rows)
     assert "| 5.50 | 5.00 | 0.91 | yes |" in table and "| 5.50 | 4.00 | 0.73 | NO |" in table
     assert "pending: --sharding fsdp not available" in table and "failed: boom" in table
@@ -37,7 +41,15 @@ def test_fsdp_row_is_pending_without_the_sharding_field():
 
     if "sharding" in {f.name for f in dataclasses.fields(TrainConfig)}:
         return  # merged with the fsdp branch: the row runs
-    rows = bench_scale.measure_all(only=["fft-fsdp"], previous={"baseline": {"peak": 1}, "mft": {"peak": 2},
-                                                                "fft": {"peak": 2}, "random": {"peak": 2},
-                                                                "models": {"peak": 2}}, log=lambda *_: None)
+    rows = bench_scale.measure_all(
+        only=["fft-fsdp"],
+        previous={
+            "baseline": {"peak": 1},
+            "mft": {"peak": 2},
+            "fft": {"peak": 2},
+            "random": {"peak": 2},
+            "models": {"peak": 2},
+        },
+        log=lambda *_: None,
+    )
     assert rows["fft-fsdp"]["pending"] == "pending: --sharding fsdp not available"

@@ -17,8 +17,9 @@ FAST = ["--batch-size", "4", "--score-lr", "0.05", "--max-seq-len", "32", "--log
 @pytest.fixture
 def data(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"{i}-{i % 4}=", "completion": str(i - i % 4)}) + "\n"
-                            for i in range(16)))
+    path.write_text(
+        "".join(json.dumps({"prompt": f"{i}-{i % 4}=", "completion": str(i - i % 4)}) + "\n" for i in range(16))
+    )
     return str(path)
 
 
@@ -35,8 +36,21 @@ def _flip_a_byte(path) -> None:
 
 def test_damaged_newest_checkpoint_is_skipped_and_the_result_is_unchanged(llama_dir, data, tmp_path):
     out = tmp_path / "run"
-    args = ["train", llama_dir, "--data", data, "--out", str(out), "--max-steps", "6", "--save-every", "2",
-            "--keep-checkpoints", "3", *FAST]
+    args = [
+        "train",
+        llama_dir,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--max-steps",
+        "6",
+        "--save-every",
+        "2",
+        "--keep-checkpoints",
+        "3",
+        *FAST,
+    ]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     mask, rows = load_mask(out / "mask.safetensors"), _rows(out)
@@ -48,8 +62,10 @@ def test_damaged_newest_checkpoint_is_skipped_and_the_result_is_unchanged(llama_
     resumed = CliRunner().invoke(main, args + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     warnings = [line for line in resumed.output.splitlines() if line.startswith("warning:")]
-    assert warnings == ["warning: skipped damaged checkpoint (step-000004: trainable.safetensors does not match "
-                        "its sha256); resuming from step 2"]
+    assert warnings == [
+        "warning: skipped damaged checkpoint (step-000004: trainable.safetensors does not match "
+        "its sha256); resuming from step 2"
+    ]
     again = load_mask(out / "mask.safetensors")
     assert all(np.array_equal(again.packed[n], mask.packed[n]) for n in mask.names)
     assert _rows(out) == rows
@@ -58,8 +74,23 @@ def test_damaged_newest_checkpoint_is_skipped_and_the_result_is_unchanged(llama_
 def test_damaged_sharded_checkpoint_is_skipped_the_same_way(llama_dir, data, tmp_path):
     """--sharding fsdp checkpoints (torch.distributed.checkpoint shards) carry the same manifest (one process)."""
     out = tmp_path / "run"
-    args = ["train", llama_dir, "--data", data, "--out", str(out), "--max-steps", "6", "--save-every", "2",
-            "--keep-checkpoints", "3", "--sharding", "fsdp", *FAST]
+    args = [
+        "train",
+        llama_dir,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--max-steps",
+        "6",
+        "--save-every",
+        "2",
+        "--keep-checkpoints",
+        "3",
+        "--sharding",
+        "fsdp",
+        *FAST,
+    ]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     mask = load_mask(out / "mask.safetensors")
@@ -71,7 +102,9 @@ def test_damaged_sharded_checkpoint_is_skipped_the_same_way(llama_dir, data, tmp
     resumed = CliRunner().invoke(main, args + ["--resume"])
     assert resumed.exit_code == 0, resumed.output
     warnings = [line for line in resumed.output.splitlines() if line.startswith("warning:")]
-    assert warnings == [f"warning: skipped damaged checkpoint (step-000004: dcp/{shard.name} does not match "
-                        "its sha256); resuming from step 2"]
+    assert warnings == [
+        f"warning: skipped damaged checkpoint (step-000004: dcp/{shard.name} does not match "
+        "its sha256); resuming from step 2"
+    ]
     again = load_mask(out / "mask.safetensors")
     assert all(np.array_equal(again.packed[n], mask.packed[n]) for n in mask.names)

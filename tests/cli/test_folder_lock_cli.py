@@ -18,10 +18,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mftlab.training.checkpoint import list_checkpoints
 from mftlab.cli.main import main
 from mftlab.files.folder_lock import LOCK_NAME, hold_folder
 from mftlab.mask.maskfile import load_mask
+from mftlab.training.checkpoint import list_checkpoints
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 FAST = ["--batch-size", "4", "--score-lr", "0.05", "--max-seq-len", "32", "--log-every", "2", "--seed", "1"]
@@ -38,8 +38,13 @@ def _invoke(*args):
 
 
 def _start(*args):
-    return subprocess.Popen([sys.executable, "-m", "mftlab.cli.main", *map(str, args)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mftlab.cli.main", *map(str, args)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_until(condition, proc, what):
@@ -56,22 +61,26 @@ def _owned_by(out, proc):
             return json.loads((out / LOCK_NAME).read_text())["pid"] == proc.pid
         except (OSError, ValueError, KeyError):
             return False
+
     return check
 
 
 def _assert_refused(result, out, pid):
     assert result.exit_code == 1, result.output
-    pattern = (rf"Error: '{re.escape(str(out))}' is in use by another mftlab run \(pid {pid} on "
-               rf"{re.escape(socket.gethostname())}, started \d\d:\d\d:\d\d\); wait for it to finish or choose "
-               r"another --out")
+    pattern = (
+        rf"Error: '{re.escape(str(out))}' is in use by another mftlab run \(pid {pid} on "
+        rf"{re.escape(socket.gethostname())}, started \d\d:\d\d:\d\d\); wait for it to finish or choose "
+        r"another --out"
+    )
     assert re.fullmatch(pattern, result.output.strip()), result.output
 
 
 @pytest.fixture
 def data(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"{i}+{i % 3}=", "completion": str(i + i % 3)}) + "\n"
-                            for i in range(16)))
+    path.write_text(
+        "".join(json.dumps({"prompt": f"{i}+{i % 3}=", "completion": str(i + i % 3)}) + "\n" for i in range(16))
+    )
     return str(path)
 
 
@@ -139,8 +148,24 @@ def test_after_kill_9_the_folder_is_free_at_once(llama_dir, data, tmp_path):
 
 # -- landscape ----------------------------------------------------------------------------------
 def _landscape_args(model, data, out):
-    return ["landscape", "--model", model, "--data", data, "--eval-data", data, "--grid", "3x3", "--max-seq-len",
-            "32", "--max-tokens", "64", "--no-figures", "--out", str(out)]
+    return [
+        "landscape",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--eval-data",
+        data,
+        "--grid",
+        "3x3",
+        "--max-seq-len",
+        "32",
+        "--max-tokens",
+        "64",
+        "--no-figures",
+        "--out",
+        str(out),
+    ]
 
 
 def test_second_landscape_is_refused_while_the_first_runs(llama_dir, data, tmp_path):
@@ -149,6 +174,7 @@ def test_second_landscape_is_refused_while_the_first_runs(llama_dir, data, tmp_p
 
     alone = _invoke(*_landscape_args(llama_dir, data, tmp_path / "alone"))
     assert alone.exit_code == 0, alone.output
+
     def indices(folder):
         return sorted(json.loads(line)["i"] for line in (folder / "landscape.points-0.jsonl").read_text().splitlines())
 

@@ -87,13 +87,16 @@ def test_shapes_that_do_not_fit(mask_file, tmp_path):
     assert_clean_error(invoke("inspect", mask_file, "--model", "tiny-gpt2"), "is not a parameter of this model")
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--mask-ratio", "1.5"], "--mask-ratio 1.5 is outside (0, 1)"),
-    (["--mask-ratio", "0"], "--mask-ratio 0.0 is outside (0, 1)"),
-    (["--layers", "9-12"], "in layers 9,10,11,12"),
-    (["--layers", "3-1"], "range '3-1' is empty"),
-    (["--targets", "qkv_proj"], "target 'qkv_proj' matches no linear module"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--mask-ratio", "1.5"], "--mask-ratio 1.5 is outside (0, 1)"),
+        (["--mask-ratio", "0"], "--mask-ratio 0.0 is outside (0, 1)"),
+        (["--layers", "9-12"], "in layers 9,10,11,12"),
+        (["--layers", "3-1"], "range '3-1' is empty"),
+        (["--targets", "qkv_proj"], "target 'qkv_proj' matches no linear module"),
+    ],
+)
 def test_bad_baseline_options(tmp_path, args, match):
     out = tmp_path / "m.safetensors"
     assert_clean_error(invoke("baseline", "tiny-llama", "--kind", "random", "--out", out, *args), match)
@@ -101,8 +104,10 @@ def test_bad_baseline_options(tmp_path, args, match):
 
 
 def test_missing_model_and_usage_errors(tmp_path):
-    assert_clean_error(invoke("baseline", tmp_path / "no-model", "--kind", "random", "--out", tmp_path / "m.safetensors"),
-                       "neither a folder nor a preset")
+    assert_clean_error(
+        invoke("baseline", tmp_path / "no-model", "--kind", "random", "--out", tmp_path / "m.safetensors"),
+        "neither a folder nor a preset",
+    )
     assert_clean_error(invoke("baseline", "tiny-llama", "--kind", "wrong", "--out", "x.safetensors"), "'wrong'", code=2)
     assert_clean_error(invoke("baseline", "tiny-llama", "--kind", "random"), "--out is required", code=2)
 
@@ -117,8 +122,10 @@ def test_convert_cli(tmp_path, tiny_llama):
     torch.save(dense, tmp_path / "legacy.pt")
     result = invoke("convert", tmp_path / "legacy.pt", "--model", "tiny-llama", "--out", tmp_path / "m.safetensors")
     assert result.exit_code == 0, result.output
-    assert_clean_error(invoke("convert", tmp_path / "legacy.pt", "--model", "tiny-gpt2", "--out", tmp_path / "g.safetensors"),
-                       "neither a module nor a parameter")
+    assert_clean_error(
+        invoke("convert", tmp_path / "legacy.pt", "--model", "tiny-gpt2", "--out", tmp_path / "g.safetensors"),
+        "neither a module nor a parameter",
+    )
     assert not os.path.exists(tmp_path / "g.safetensors")
 
 

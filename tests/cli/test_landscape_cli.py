@@ -41,19 +41,42 @@ def setup(tmp_path_factory):
     keep = torch.rand(weight.shape, generator=torch.Generator().manual_seed(0)) > 0.1
     save_mask(Mask.from_keep({name: keep}, {name: weight}, "fft"), root / "mask.safetensors")
     for split, n in (("train", 24), ("test", 12)):
-        (root / f"{split}.jsonl").write_text("".join(
-            json.dumps({"prompt": f"{i}*{n}=", "completion": str(i * n)}) + "\n" for i in range(n)))
+        (root / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"prompt": f"{i}*{n}=", "completion": str(i * n)}) + "\n" for i in range(n))
+        )
     return root
 
 
 def _args(root, out, *extra):
-    return ["landscape", "--model", str(root / "fft"), "--data", str(root / "train.jsonl"),
-            "--eval-data", str(root / "test.jsonl"), "--out", str(out), *extra]
+    return [
+        "landscape",
+        "--model",
+        str(root / "fft"),
+        "--data",
+        str(root / "train.jsonl"),
+        "--eval-data",
+        str(root / "test.jsonl"),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_random_plane_run_writes_results_and_figures(setup, tmp_path):
-    result = CliRunner().invoke(main, _args(setup, tmp_path / "r", "--grid", "3x2", "--model", str(setup / "cont"),
-                                            "--labels", "FFT,other", "--cache-directions"))
+    result = CliRunner().invoke(
+        main,
+        _args(
+            setup,
+            tmp_path / "r",
+            "--grid",
+            "3x2",
+            "--model",
+            str(setup / "cont"),
+            "--labels",
+            "FFT,other",
+            "--cache-directions",
+        ),
+    )
     assert result.exit_code == 0, result.output
     assert "estimate:" in result.output and "off-plane" in result.output
     for name in ("landscape.npz", "landscape.json", "landscape.png", "landscape.pdf", "landscape.html"):
@@ -63,20 +86,37 @@ def test_random_plane_run_writes_results_and_figures(setup, tmp_path):
 
 
 def test_three_model_plane_with_a_masked_model(setup, tmp_path):
-    result = CliRunner().invoke(main, _args(
-        setup, tmp_path / "m", "--plane", "models", "--grid", "3x3", "--model", str(setup / "cont"),
-        "--model", f"{setup / 'fft'}::{setup / 'mask.safetensors'}", "--labels", "FFT,continued FFT,MFT",
-        "--no-figures"))
+    result = CliRunner().invoke(
+        main,
+        _args(
+            setup,
+            tmp_path / "m",
+            "--plane",
+            "models",
+            "--grid",
+            "3x3",
+            "--model",
+            str(setup / "cont"),
+            "--model",
+            f"{setup / 'fft'}::{setup / 'mask.safetensors'}",
+            "--labels",
+            "FFT,continued FFT,MFT",
+            "--no-figures",
+        ),
+    )
     assert result.exit_code == 0, result.output
     assert "MFT: (" in result.output
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--grid", "21x"], "--grid '21x'"),
-    (["--range", "1:-1"], "--range '1:-1'"),
-    (["--plane", "models", "--model", "WIDE", "--model", "WIDE"], "different architecture"),
-    (["--labels", "a,b"], "--labels has 2 labels"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--grid", "21x"], "--grid '21x'"),
+        (["--range", "1:-1"], "--range '1:-1'"),
+        (["--plane", "models", "--model", "WIDE", "--model", "WIDE"], "different architecture"),
+        (["--labels", "a,b"], "--labels has 2 labels"),
+    ],
+)
 def test_user_errors_exit_1_without_traceback(setup, tmp_path, extra, message):
     extra = [str(setup / "wide") if e == "WIDE" else e for e in extra]
     result = CliRunner().invoke(main, _args(setup, tmp_path / "e", *extra))
@@ -118,8 +158,9 @@ def test_resume_after_kill_gives_the_identical_grid(setup, tmp_path):
     full = _one_thread_invoke(_args(setup, tmp_path / "full", *common))
     assert full.exit_code == 0, full.output
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*_args(setup, out, *common)), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli(*_args(setup, out, *common)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     shard = out / "landscape.points-0.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
@@ -143,8 +184,9 @@ def test_two_processes_give_the_single_process_grid(setup, tmp_path):
     single = _one_thread_invoke(_args(setup, tmp_path / "one", *common))
     assert single.exit_code == 0, single.output
     torchrun = [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "-m", "mftlab.cli.main"]
-    multi = subprocess.run(torchrun + list(map(str, _args(setup, tmp_path / "two", *common))), env=ENV,
-                           capture_output=True, text=True)
+    multi = subprocess.run(
+        torchrun + list(map(str, _args(setup, tmp_path / "two", *common))), env=ENV, capture_output=True, text=True
+    )
     assert multi.returncode == 0, multi.stderr[-2000:]
     assert (tmp_path / "two" / "landscape.points-1.jsonl").exists()
     with np.load(tmp_path / "one" / "landscape.npz") as a, np.load(tmp_path / "two" / "landscape.npz") as b:

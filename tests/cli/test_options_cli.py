@@ -19,10 +19,24 @@ CLI_DIR = pathlib.Path(importlib.import_module("mftlab.cli").__file__).parent
 # Options that mean the same in every command that has them: one help text (a command may add a note
 # after it), one default, one set of choices. The exceptions are options of the same name that mean
 # something else in that command.
-SHARED = ("dtype", "gguf_file", "trust_remote_code", "targets", "layers", "exclude", "mask_ratio", "force",
-          "no_figures", "codec", "dist_timeout", "skip_bad")
+SHARED = (
+    "dtype",
+    "gguf_file",
+    "trust_remote_code",
+    "targets",
+    "layers",
+    "exclude",
+    "mask_ratio",
+    "force",
+    "no_figures",
+    "codec",
+    "dist_timeout",
+    "skip_bad",
+)
 OWN_MEANING = {
-    ("landscape", "targets"), ("landscape", "layers"), ("landscape", "exclude"),  # what to perturb; default: all
+    ("landscape", "targets"),
+    ("landscape", "layers"),
+    ("landscape", "exclude"),  # what to perturb; default: all
     ("demo", "layers"),  # the demo's one layer group (default 2-3)
     ("plan", "dtype"),  # plans without loading: auto = the dtype the model's config names
     ("train", "force"),  # start over in an --out that holds a run
@@ -44,22 +58,39 @@ def _choices(option: click.Option):
 
 @pytest.mark.parametrize("name", SHARED)
 def test_shared_options_have_one_definition(name):
-    found = {cmd: _options(c)[name] for cmd, c in _commands().items()
-             if name in _options(c) and (cmd, name) not in OWN_MEANING}
+    found = {
+        cmd: _options(c)[name]
+        for cmd, c in _commands().items()
+        if name in _options(c) and (cmd, name) not in OWN_MEANING
+    }
     assert len(found) >= 2, f"--{name} is shared by fewer than two commands: {sorted(found)}"
     helps = {cmd: o.help or "" for cmd, o in found.items()}
     shortest = min(helps.values(), key=len)
     for cmd, option in found.items():
         assert helps[cmd].startswith(shortest), f"{cmd} --{name}: {helps[cmd]!r} is not {shortest!r} (+ a note)"
         first = next(iter(found.values()))
-        assert (option.default, _choices(option), option.is_flag, option.opts) == \
-               (first.default, _choices(first), first.is_flag, first.opts), f"{cmd} --{name} differs"
+        assert (option.default, _choices(option), option.is_flag, option.opts) == (
+            first.default,
+            _choices(first),
+            first.is_flag,
+            first.opts,
+        ), f"{cmd} --{name} differs"
 
 
 def test_every_model_loading_command_takes_the_same_model_options():
     loaders = {cmd: _options(c) for cmd, c in _commands().items() if "gguf_file" in _options(c)}
-    assert {"train", "sweep", "baseline", "eval", "apply", "convert", "stats", "inspect", "compare-masks",
-            "landscape"} <= set(loaders)
+    assert {
+        "train",
+        "sweep",
+        "baseline",
+        "eval",
+        "apply",
+        "convert",
+        "stats",
+        "inspect",
+        "compare-masks",
+        "landscape",
+    } <= set(loaders)
     for cmd, options in loaders.items():
         for name in ("dtype", "gguf_file", "trust_remote_code"):
             assert options[name].help == option_doc(TrainConfig, name).help, (cmd, name)

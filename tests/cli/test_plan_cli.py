@@ -12,8 +12,9 @@ def invoke(*args):
 
 
 def test_paper_run_shows_the_arithmetic():
-    result = invoke("llama2-7b", "--layers", "4-7", "--batch-size", "8", "--seq-len", "2048", "--gpus", "8",
-                    "--examples", "7473")
+    result = invoke(
+        "llama2-7b", "--layers", "4-7", "--batch-size", "8", "--seq-len", "2048", "--gpus", "8", "--examples", "7473"
+    )
     assert result.exit_code == 0, result.output
     out = result.output
     assert "6.74e9 params x 2 B (float16) = 12.6 GiB" in out
@@ -54,8 +55,9 @@ def test_errors():
     assert_clean_error(invoke("tiny-llama", "--layers", "9"), "matches nothing")
     assert invoke("tiny-llama", "--gpu", "v100").exit_code == 2  # a usage error
     assert_clean_error(invoke("tiny-llama", "--method", "lora", "--sharding", "fsdp"), "--sharding fsdp does not")
-    assert_clean_error(invoke("tiny-llama", "--task", "landscape", "--plane", "line", "--grid", "5x5"),
-                       "--plane line is 1-D")
+    assert_clean_error(
+        invoke("tiny-llama", "--task", "landscape", "--plane", "line", "--grid", "5x5"), "--plane line is 1-D"
+    )
     assert invoke("tiny-llama", "--plane", "sphere").exit_code == 2
     assert invoke("tiny-llama", "--sharding", "zero3").exit_code == 2  # never ran: no longer offered
 
@@ -69,8 +71,9 @@ def test_checkpointing_flag_and_its_old_spelling():
 
 
 def test_models_plane_and_cpu_device():
-    result = invoke("tiny-llama", "--task", "landscape", "--plane", "models", "--grid", "3x3", "--gpu", "cpu",
-                    "--dtype", "bfloat16")
+    result = invoke(
+        "tiny-llama", "--task", "landscape", "--plane", "models", "--grid", "3x3", "--gpu", "cpu", "--dtype", "bfloat16"
+    )
     assert result.exit_code == 0, result.output
     assert "landscape --plane models" in result.output and "3 x " in result.output
     assert "CUDA context" in result.output and "none (CPU)" in result.output

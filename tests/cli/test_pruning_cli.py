@@ -20,8 +20,12 @@ def assert_clean_error(result, match):
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert match in result.output, result.output
 
-RECORDS = [{"prompt": "2+3=", "completion": "5"}, {"prompt": "say hi ", "completion": "hello there"},
-           {"text": "a plain sentence for calibration."}]
+
+RECORDS = [
+    {"prompt": "2+3=", "completion": "5"},
+    {"prompt": "say hi ", "completion": "hello there"},
+    {"text": "a plain sentence for calibration."},
+]
 
 
 @pytest.fixture
@@ -34,8 +38,9 @@ def calib(tmp_path):
 @pytest.mark.parametrize("model, kind", [("tiny-gpt2", "wanda"), ("tiny-llama", "snip")])
 def test_wanda_and_snip_masks(tmp_path, calib, model, kind):
     out = tmp_path / f"{kind}.safetensors"
-    result = invoke("baseline", model, "--kind", kind, "--data", calib, "--max-tokens", 50, "--layers", "1",
-                    "--out", out)
+    result = invoke(
+        "baseline", model, "--kind", kind, "--data", calib, "--max-tokens", 50, "--layers", "1", "--out", out
+    )
     assert result.exit_code == 0, result.output
     assert "calibrated on 50 tokens" in result.output
     method = load_mask(out).method
@@ -43,32 +48,54 @@ def test_wanda_and_snip_masks(tmp_path, calib, model, kind):
     assert method["calibration"]["fingerprint"].startswith("sha256:")
     assert method["selection"] == ("topk-row" if kind == "wanda" else "topk-tensor")
     explicit = tmp_path / "explicit.safetensors"
-    assert invoke("baseline", model, "--kind", kind, "--data", calib, "--granularity", "global", "--layers", "1",
-                  "--out", explicit).exit_code == 0
+    assert (
+        invoke(
+            "baseline",
+            model,
+            "--kind",
+            kind,
+            "--data",
+            calib,
+            "--granularity",
+            "global",
+            "--layers",
+            "1",
+            "--out",
+            explicit,
+        ).exit_code
+        == 0
+    )
     assert load_mask(explicit).method["selection"] == "topk-global"
 
 
 def test_bad_calibration_input(tmp_path, calib):
     out = tmp_path / "out" / "m.safetensors"
     os.makedirs(out.parent)
-    assert_clean_error(invoke("baseline", "tiny-llama", "--kind", "wanda", "--out", out), "--kind wanda needs calibration data")
+    assert_clean_error(
+        invoke("baseline", "tiny-llama", "--kind", "wanda", "--out", out), "--kind wanda needs calibration data"
+    )
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    assert_clean_error(invoke("baseline", "tiny-llama", "--kind", "snip", "--data", empty, "--out", out),
-                       "holds no usable records")
-    assert_clean_error(invoke("baseline", "tiny-llama", "--kind", "wanda", "--data", calib, "--max-tokens", 0,
-                              "--out", out), "--max-tokens 0 is too small")
-    assert_clean_error(invoke("baseline", "tiny-llama", "--kind", "wanda", "--data", calib, "--targets", "embed_tokens",
-                              "--out", out), "target 'embed_tokens' matches no linear module")
+    assert_clean_error(
+        invoke("baseline", "tiny-llama", "--kind", "snip", "--data", empty, "--out", out), "holds no usable records"
+    )
+    assert_clean_error(
+        invoke("baseline", "tiny-llama", "--kind", "wanda", "--data", calib, "--max-tokens", 0, "--out", out),
+        "--max-tokens 0 is too small",
+    )
+    assert_clean_error(
+        invoke("baseline", "tiny-llama", "--kind", "wanda", "--data", calib, "--targets", "embed_tokens", "--out", out),
+        "target 'embed_tokens' matches no linear module",
+    )
     assert os.listdir(out.parent) == []
 
 
 def test_compare_masks_reference_with_scores(tmp_path, calib, llama_dir):
     from mftlab.analysis.criteria import run_scores, spearman
     from mftlab.mft.calibration import CalibrationConfig, load_calibration
-    from mftlab.models.loading import load_model
     from mftlab.mft.pruning_scores import wanda_scores
     from mftlab.mft.targeting import TargetSpec, resolve_targets
+    from mftlab.models.loading import load_model
     from mftlab.training.config import TrainConfig
     from mftlab.training.loop import train
 
@@ -78,11 +105,35 @@ def test_compare_masks_reference_with_scores(tmp_path, calib, llama_dir):
         args = ["--data", calib, "--max-tokens", 60] if kind != "random" else []
         assert invoke("baseline", llama_dir, "--kind", kind, "--layers", "1", "--out", masks[-1], *args).exit_code == 0
     run = tmp_path / "run"
-    train(TrainConfig(model=llama_dir, data=str(calib), out=str(run), max_steps=3, save_every=2, batch_size=2,
-                      layers="1", max_seq_len=64))
+    train(
+        TrainConfig(
+            model=llama_dir,
+            data=str(calib),
+            out=str(run),
+            max_steps=3,
+            save_every=2,
+            batch_size=2,
+            layers="1",
+            max_seq_len=64,
+        )
+    )
     out = tmp_path / "criteria"
-    result = invoke("compare-masks", "--reference", run / "mask.safetensors", *masks, "--labels", "Wanda,SNIP,random",
-                    "--scores", run, "--model", llama_dir, "--data", calib, "--out", out)
+    result = invoke(
+        "compare-masks",
+        "--reference",
+        run / "mask.safetensors",
+        *masks,
+        "--labels",
+        "Wanda,SNIP,random",
+        "--scores",
+        run,
+        "--model",
+        llama_dir,
+        "--data",
+        calib,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "checkpoint step 2" in result.output and "Spearman" in result.output
     data = json.loads((out / "reference_overlap.json").read_text())
@@ -105,12 +156,37 @@ def test_compare_masks_reference_with_scores(tmp_path, calib, llama_dir):
 
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"prompt": "9+9=", "completion": "18"}) + "\n")
-    assert_clean_error(invoke("compare-masks", "--reference", run / "mask.safetensors", masks[0], "--scores", run,
-                              "--model", llama_dir, "--data", other, "--out", tmp_path / "x"),
-                       "is not the calibration data of mask")
+    assert_clean_error(
+        invoke(
+            "compare-masks",
+            "--reference",
+            run / "mask.safetensors",
+            masks[0],
+            "--scores",
+            run,
+            "--model",
+            llama_dir,
+            "--data",
+            other,
+            "--out",
+            tmp_path / "x",
+        ),
+        "is not the calibration data of mask",
+    )
     no_ckpt = tmp_path / "no-ckpt"
     no_ckpt.mkdir()
-    assert_clean_error(invoke("compare-masks", "--reference", run / "mask.safetensors", masks[0], "--scores", no_ckpt,
-                              "--out", tmp_path / "y"), "--save-every")
+    assert_clean_error(
+        invoke(
+            "compare-masks",
+            "--reference",
+            run / "mask.safetensors",
+            masks[0],
+            "--scores",
+            no_ckpt,
+            "--out",
+            tmp_path / "y",
+        ),
+        "--save-every",
+    )
     usage = invoke("compare-masks", *masks[:2], "--scores", run, "--out", tmp_path / "z")
     assert usage.exit_code == 2 and "go with --reference" in usage.output

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from mftlab.cli.main import main
 from mftlab.mask.maskfile import Mask, save_mask
-from mftlab.models.loading import load_model
 from mftlab.mft.selection import select_keep
 from mftlab.mft.targeting import TargetSpec, resolve_targets, target_weights
+from mftlab.models.loading import load_model
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +38,22 @@ def assert_self_contained(folder):
 
 def test_stats_with_model(llama_mask, tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["stats", llama_mask, "--model", "tiny-llama", "--base", "tiny-llama", "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["stats", llama_mask, "--model", "tiny-llama", "--base", "tiny-llama", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "10.0" in result.output and "magnitude mask" in result.output
     files = set(os.listdir(out))
-    for name in ["stats.json", "stats.csv", "stats_heatmap.png", "stats_heatmap.pdf", "stats_heatmap.html",
-                 "stats_concentration.png", "stats_magnitude.png", "stats_magnitude.html"]:
+    for name in [
+        "stats.json",
+        "stats.csv",
+        "stats_heatmap.png",
+        "stats_heatmap.pdf",
+        "stats_heatmap.html",
+        "stats_concentration.png",
+        "stats_magnitude.png",
+        "stats_magnitude.html",
+    ]:
         assert name in files
     data = json.load(open(out / "stats.json"))
     assert data["kind"] == "mftlab.stats" and data["has_delta"]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mftlab.training.checkpoint import list_checkpoints
 from mftlab.cli.main import main
 from mftlab.mask.maskfile import load_mask
+from mftlab.training.checkpoint import list_checkpoints
 
 
 def invoke(*args):
@@ -58,8 +58,9 @@ def test_train_then_eval_with_mask(llama_dir, data, tmp_path):
     assert "step=4" in result.output  # plain log lines when not on a terminal
     assert {"mask.safetensors", "config.json", "metrics.jsonl"} <= set(os.listdir(out))
 
-    evaluated = invoke("eval", llama_dir, "--mask", out / "mask.safetensors", "--data", data, "--json",
-                       "--max-new-tokens", "3")
+    evaluated = invoke(
+        "eval", llama_dir, "--mask", out / "mask.safetensors", "--data", data, "--json", "--max-new-tokens", "3"
+    )
     assert evaluated.exit_code == 0, evaluated.output
     values = json.loads(evaluated.stdout)
     assert values["tokens"] > 0 and values["exact_match"] is not None and values["perplexity"] > 1
@@ -80,17 +81,21 @@ def test_config_file_with_flags_winning(llama_dir, data, tmp_path):
 
 def test_bad_options_and_data_are_clean_errors(llama_dir, data, tmp_path):
     out = tmp_path / "run"
-    assert_clean_error(invoke("train", llama_dir, "--data", data, "--out", out, "--mask-ratio", "1.5"), "--mask-ratio 1.5")
+    assert_clean_error(
+        invoke("train", llama_dir, "--data", data, "--out", out, "--mask-ratio", "1.5"), "--mask-ratio 1.5"
+    )
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "1+1=", "completion": "2"}\n{not json\n')
     assert_clean_error(invoke("train", llama_dir, "--data", bad, "--out", out), "bad.jsonl:2")
     assert_clean_error(invoke("train", llama_dir, "--data", tmp_path / "nope.jsonl", "--out", out), "does not exist")
     assert_clean_error(invoke("train", llama_dir, "--out", out), "missing --data", code=2)
     assert_clean_error(invoke("train", llama_dir, "--data", data, "--out", out, "--resume"), "holds no run")
-    assert_clean_error(invoke("train", llama_dir, "--config", tmp_path / "x.yaml", "--data", data, "--out", out),
-                       "config file")
-    assert_clean_error(invoke("eval", llama_dir, "--mask", tmp_path / "none.safetensors", "--data", data),
-                       "does not exist")
+    assert_clean_error(
+        invoke("train", llama_dir, "--config", tmp_path / "x.yaml", "--data", data, "--out", out), "config file"
+    )
+    assert_clean_error(
+        invoke("eval", llama_dir, "--mask", tmp_path / "none.safetensors", "--data", data), "does not exist"
+    )
     assert not os.path.exists(out / "mask.safetensors")
 
 
@@ -120,8 +125,24 @@ def test_kill_then_resume_gives_the_bit_identical_mask(llama_dir, data, tmp_path
 def test_two_process_cpu_run_writes_a_valid_mask(llama_dir, data, tmp_path):
     """torchrun starts two gloo processes on this CPU; only the main process writes."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mftlab.cli.main", "train",
-           llama_dir, "--data", data, "--out", str(out), "--max-steps", "4", *FAST]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mftlab.cli.main",
+        "train",
+        llama_dir,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--max-steps",
+        "4",
+        *FAST,
+    ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 process(es)" in done.stderr and done.stdout.count("wrote") == 1
@@ -136,9 +157,31 @@ def test_two_process_cpu_run_writes_a_valid_mask(llama_dir, data, tmp_path):
 @pytest.mark.slow
 def test_accelerate_launch_two_processes(llama_dir, data, tmp_path):
     out = tmp_path / "acc"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mftlab.cli.main",
-           "train", llama_dir, "--data", data, "--out", str(out), "--max-steps", "4", *FAST]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "mftlab.cli.main",
+        "train",
+        llama_dir,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--max-steps",
+        "4",
+        *FAST,
+    ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 process(es)" in done.stderr

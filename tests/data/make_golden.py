@@ -20,7 +20,9 @@ SHAPES = {
 
 if __name__ == "__main__":
     keep = {n: torch.from_numpy(golden_keep(s)) for n, s in SHAPES.items()}
-    weights = {n: torch.from_numpy(np.linspace(-1, 1, int(np.prod(s)), dtype=np.float32).reshape(s)) for n, s in SHAPES.items()}
+    weights = {
+        n: torch.from_numpy(np.linspace(-1, 1, int(np.prod(s)), dtype=np.float32).reshape(s)) for n, s in SHAPES.items()
+    }
     mask = Mask.from_keep(keep, weights, "golden-base", {"name": "golden", "mask_ratio": 0.1})
     here = os.path.dirname(__file__)
     save_mask(mask, os.path.join(here, "golden_v1_packbits.safetensors"), codec="packbits")

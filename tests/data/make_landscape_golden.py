@@ -40,8 +40,8 @@ def shifted(model, scale, seed):
 
 def data():
     from mftlab.analysis.landscape import prepare_data
-    from mftlab.training.data import load_examples
     from mftlab.models.tokenizer import build_char_tokenizer
+    from mftlab.training.data import load_examples
 
     tokenizer = build_char_tokenizer()
     out = []
@@ -49,8 +49,11 @@ def data():
         for name, offset in (("train", 0), ("test", 7)):
             path = os.path.join(folder, f"{name}.jsonl")
             with open(path, "w") as f:
-                f.write("".join(json.dumps({"prompt": f"{i}+{offset}=", "completion": str(i + offset)}) + "\n"
-                                for i in range(6)))
+                f.write(
+                    "".join(
+                        json.dumps({"prompt": f"{i}+{offset}=", "completion": str(i + offset)}) + "\n" for i in range(6)
+                    )
+                )
             examples, _ = load_examples(path, tokenizer, 64)
             out.append(prepare_data(examples, tokenizer.pad_token_id, batch_size=4))
     return out
@@ -78,10 +81,14 @@ def run(case: str, dtype: torch.dtype, out_dir: str) -> dict:
     import numpy as np
 
     norm = np.load(os.path.join(out_dir, "landscape.npz"))["perturbation_norm"]
-    return {"xs": r.xs.tolist(), "ys": r.ys.tolist(), "train_loss": r.train_loss.tolist(),
-            "test_loss": r.test_loss.tolist(), "perturbation_norm": norm.tolist(),
-            "markers": [{k: m[k] for k in ("x", "y", "train_loss", "test_loss", "perturbation_norm")}
-                        for m in r.markers]}
+    return {
+        "xs": r.xs.tolist(),
+        "ys": r.ys.tolist(),
+        "train_loss": r.train_loss.tolist(),
+        "test_loss": r.test_loss.tolist(),
+        "perturbation_norm": norm.tolist(),
+        "markers": [{k: m[k] for k in ("x", "y", "train_loss", "test_loss", "perturbation_norm")} for m in r.markers],
+    }
 
 
 def main():

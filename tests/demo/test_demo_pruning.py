@@ -40,8 +40,9 @@ def test_is_mft_just_pruning_sentence_matches_the_numbers(quick_demo):
         assert set(overall) == {"Wanda", "SNIP", "magnitude", "random"}
         assert all(r["spearman"] is not None for m, r in overall.items() if m != "random")
         line = next(x for x in report.splitlines() if x.startswith(f"- {domain}: "))
-        match = re.search(r"overlaps Wanda's ([\d.]+)x chance \(layer 2: ([\d.]+)x, layer 3: ([\d.]+)x\), SNIP's ([\d.]+)x",
-                          line)
+        match = re.search(
+            r"overlaps Wanda's ([\d.]+)x chance \(layer 2: ([\d.]+)x, layer 3: ([\d.]+)x\), SNIP's ([\d.]+)x", line
+        )
         assert match, line
         layers = {r["group"]: r["lift"] for r in result["rows"] if r["level"] == "layer" and r["mask"] == "Wanda"}
         expected = [overall["Wanda"]["lift"], layers["2"], layers["3"], overall["SNIP"]["lift"]]

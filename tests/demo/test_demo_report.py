@@ -32,7 +32,9 @@ def test_report_tables_and_figures(quick_demo):
                     assert math.isfinite(s["loss"]) and s["loss"] > 0
     verdicts = [line for line in report.splitlines() if line.startswith("- **")]
     assert len(verdicts) == 3
-    assert all(re.search(r"MFT (beat|did not beat|tied with) the FFT upper bound: [\d.]+% vs [\d.]+%", v) for v in verdicts)
+    assert all(
+        re.search(r"MFT (beat|did not beat|tied with) the FFT upper bound: [\d.]+% vs [\d.]+%", v) for v in verdicts
+    )
     assert "## Table 1" in report and "## Table 5" in report
     # Every figure the report shows exists and is non-empty, with PDF and interactive versions.
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
@@ -55,8 +57,11 @@ def test_mft_is_the_variant_chosen_on_validation(quick_demo):
     demo = json.loads((out / "demo.json").read_text())
     appendix = report.split("## Appendix: MFT variants, chosen on validation")[1]
     assert "were not used to choose" in appendix
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in appendix.splitlines()
-            if line.startswith("| ") and not line.startswith("| Domain")]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in appendix.splitlines()
+        if line.startswith("| ") and not line.startswith("| Domain")
+    ]
     grid = len(demo["config"]["mft_inits"]) * len(demo["config"]["mft_score_lrs"])
     assert grid >= 4 and len(rows) == grid * len(demo["domains"])
     for domain in demo["domains"]:
@@ -75,8 +80,9 @@ def test_random_baseline_is_drawn_over_seeds_and_summarised(quick_demo):
     out, _ = quick_demo
     report = (out / "report.md").read_text()
     demo = json.loads((out / "demo.json").read_text())
-    from mftlab.mask.maskfile import load_mask
     import numpy as np
+
+    from mftlab.mask.maskfile import load_mask
 
     for domain in demo["domains"]:
         draws = demo["scores"]["0"][domain]["random"]["draws"]
@@ -98,8 +104,13 @@ def test_rerun_reuses_finished_steps(quick_demo):
     out, _ = quick_demo
     before = os.path.getmtime(out / "seed-0" / "math" / "mft-random-lr0.001" / "mask.safetensors")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-m", "mftlab.cli.main", "demo", "--out", str(out), "--quick"],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "mftlab.cli.main", "demo", "--out", str(out), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.path.getmtime(out / "seed-0" / "math" / "mft-random-lr0.001" / "mask.safetensors") == before
 

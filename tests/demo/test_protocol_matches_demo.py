@@ -18,8 +18,13 @@ def test_protocol_with_the_builtin_config_reproduces_the_demo(quick_demo, tmp_pa
     assert config.exists()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     again = tmp_path / "protocol-out"
-    result = subprocess.run([sys.executable, "-m", "mftlab.cli.main", "protocol", str(config), "--out", str(again)],
-                            capture_output=True, text=True, env=env, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "mftlab.cli.main", "protocol", str(config), "--out", str(again)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     demo, protocol = (json.loads((folder / "demo.json").read_text()) for folder in (out, again))
     assert protocol["scores"] == demo["scores"]  # every method's numbers, every domain, bit for bit
@@ -29,4 +34,6 @@ def test_protocol_with_the_builtin_config_reproduces_the_demo(quick_demo, tmp_pa
     demo_report, protocol_report = ((folder / "report.md").read_text() for folder in (out, again))
     assert protocol_report.startswith("# mftlab protocol report")
     assert _tables(protocol_report) == _tables(demo_report)
-    assert demo_report.splitlines()[2].split("; wall time")[0] == protocol_report.splitlines()[2].split("; wall time")[0]
+    assert (
+        demo_report.splitlines()[2].split("; wall time")[0] == protocol_report.splitlines()[2].split("; wall time")[0]
+    )

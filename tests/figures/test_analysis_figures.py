@@ -8,9 +8,9 @@ import torch
 
 from mftlab.analysis.dynamics import mask_dynamics
 from mftlab.analysis.overlap import compare_masks
-from mftlab.files.results import write_json
 from mftlab.analysis.stats import mask_stats
 from mftlab.figures.render import render_all, renderers
+from mftlab.files.results import write_json
 from mftlab.mask.maskfile import Mask
 
 SHAPES = {f"model.layers.{i}.mlp.{p}_proj.weight": (12, 10) for i in range(2) for p in ("up", "down")}
@@ -34,8 +34,14 @@ def test_render_all_from_json_alone(tmp_path):
     write_json(tmp_path / "overlap" / "overlap.json", compare_masks(snapshots, labels=list("abc")).to_dict())
     written = render_all(tmp_path)
     names = {os.path.relpath(p, tmp_path) for p in written}
-    expected = {"stats_heatmap", "stats_concentration", "dynamics_flips", os.path.join("overlap", "overlap_matrix"),
-                os.path.join("overlap", "overlap_layers"), os.path.join("overlap", "overlap_consensus")}
+    expected = {
+        "stats_heatmap",
+        "stats_concentration",
+        "dynamics_flips",
+        os.path.join("overlap", "overlap_matrix"),
+        os.path.join("overlap", "overlap_layers"),
+        os.path.join("overlap", "overlap_consensus"),
+    }
     assert {f"{e}.{ext}" for e in expected for ext in ("png", "pdf", "html")} <= names
     assert not any("stats_magnitude" in n for n in names)  # no --model: no magnitude histograms
     for path in written:

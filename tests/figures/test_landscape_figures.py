@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
-from mftlab.training.data import Example
 from mftlab.errors import MftlabError
 from mftlab.figures.landscape_figures import load_results, log_levels, render
 from mftlab.figures.render import render_all
 from mftlab.models.presets import _llama_config
+from mftlab.training.data import Example
 
 
 def _build(seed):

@@ -6,12 +6,26 @@ from mftlab.figures.report import cross_domain_tables, in_domain_table, verdicts
 def _demo(fft=(0.50, 0.40), mft=(0.55, 0.47)):
     def scores(f, m):
         methods = {"fft": f, "mft": m}
-        return {d: {name: {"test": {t: {"exact_match": v if t == d else 0.1, "loss": 1.0} for t in ("math", "code")},
-                           "validation_loss": 1.0} for name, v in methods.items()} for d in ("math", "code")}
-    return {"domains": ["math", "code"], "methods": ["fft", "mft"], "seeds": [0, 1],
-            "method_names": {"fft": "FFT best", "mft": "MFT"}, "method_short": {"fft": "FFT", "mft": "MFT"},
-            "roles": {"method": "mft", "upper_bound": "fft"},
-            "scores": {"0": scores(fft[0], mft[0]), "1": scores(fft[1], mft[1])}}
+        return {
+            d: {
+                name: {
+                    "test": {t: {"exact_match": v if t == d else 0.1, "loss": 1.0} for t in ("math", "code")},
+                    "validation_loss": 1.0,
+                }
+                for name, v in methods.items()
+            }
+            for d in ("math", "code")
+        }
+
+    return {
+        "domains": ["math", "code"],
+        "methods": ["fft", "mft"],
+        "seeds": [0, 1],
+        "method_names": {"fft": "FFT best", "mft": "MFT"},
+        "method_short": {"fft": "FFT", "mft": "MFT"},
+        "roles": {"method": "mft", "upper_bound": "fft"},
+        "scores": {"0": scores(fft[0], mft[0]), "1": scores(fft[1], mft[1])},
+    }
 
 
 def test_mean_and_spread_over_seeds():

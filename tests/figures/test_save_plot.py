@@ -43,8 +43,11 @@ def cli(*args):
 
 
 def result_files(folder):
-    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))
-            if name in RESULT_FILES}
+    return {
+        name: open(os.path.join(folder, name), "rb").read()
+        for name in sorted(os.listdir(folder))
+        if name in RESULT_FILES
+    }
 
 
 def same_files_and_figures(python_dir, cli_dir):
@@ -58,8 +61,10 @@ def same_files_and_figures(python_dir, cli_dir):
 
 def test_stats_and_dynamics(tmp_path):
     run = tmp_path / "run"
-    *_, final = write_masks(run, ["checkpoints/step-000001/mask.safetensors",
-                                  "checkpoints/step-000002/mask.safetensors", "mask.safetensors"])
+    *_, final = write_masks(
+        run,
+        ["checkpoints/step-000001/mask.safetensors", "checkpoints/step-000002/mask.safetensors", "mask.safetensors"],
+    )
     python_dir = tmp_path / "python"
     saved = mftlab.mask_stats(final).save(python_dir) + mask_dynamics(*run_masks(run)).save(python_dir)
     assert [os.path.basename(p) for p in saved] == ["stats.json", "stats.csv", "dynamics.json", "dynamics.csv"]
@@ -80,8 +85,17 @@ def test_reference_overlap(tmp_path):
     ref, *others = write_masks(tmp_path, ["mft.safetensors", "wanda.safetensors", "random.safetensors"])
     saved = reference_overlap(ref, others, ["Wanda", "random"]).save(tmp_path / "python")
     assert [os.path.basename(p) for p in saved] == ["reference_overlap.json", "reference_overlap.csv"]
-    cli("compare-masks", "--reference", ref, *others, "--labels", "Wanda,random", "--out", tmp_path / "cli",
-        "--no-figures")
+    cli(
+        "compare-masks",
+        "--reference",
+        ref,
+        *others,
+        "--labels",
+        "Wanda,random",
+        "--out",
+        tmp_path / "cli",
+        "--no-figures",
+    )
     assert "criteria_overlap.png" in same_files_and_figures(tmp_path / "python", tmp_path / "cli")
 
 
@@ -99,22 +113,39 @@ def test_landscape(tmp_path):
     result = landscape([_model(0), _model(1)], data, data, LandscapeConfig("line", (3, 1)), tmp_path / "run")
     saved = result.save(tmp_path / "copy")
     assert sorted(os.path.basename(p) for p in saved) == ["landscape.json", "landscape.npz"]
-    assert result.save(tmp_path / "run") == [str(tmp_path / "run" / "landscape.json"),
-                                             str(tmp_path / "run" / "landscape.npz")]  # already there
+    assert result.save(tmp_path / "run") == [
+        str(tmp_path / "run" / "landscape.json"),
+        str(tmp_path / "run" / "landscape.npz"),
+    ]  # already there
     a, b = read_arrays(tmp_path / "run", "landscape"), read_arrays(tmp_path / "copy", "landscape")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a)
     assert same_files_and_figures(tmp_path / "copy", tmp_path / "run") == ["landscape_1d.pdf", "landscape_1d.png"]
 
 
 def test_sweep(tmp_path):
-    points = [{"name": f"ratio-{r}", "label": str(r), "value": r, "loss": 1.0 + r, "answer_accuracy": 0.5,
-               "step0_loss": 2.0, "selected": r == 0.1} for r in (0.1, 0.2)]
+    points = [
+        {
+            "name": f"ratio-{r}",
+            "label": str(r),
+            "value": r,
+            "loss": 1.0 + r,
+            "answer_accuracy": 0.5,
+            "step0_loss": 2.0,
+            "selected": r == 0.1,
+        }
+        for r in (0.1, 0.2)
+    ]
     doc = {"axis": "ratio", "points": points, "reference": {"loss": 1.5, "answer_accuracy": 0.4}}
     paths = write_result(tmp_path, "sweep", doc, rows=points)
     assert [os.path.basename(p) for p in paths] == ["sweep.json", "sweep.csv"]
-    assert (tmp_path / "sweep.csv").read_text().splitlines()[0] == "name,label,value,loss,answer_accuracy,step0_loss,selected"
-    assert sorted(os.path.basename(p) for p in mftlab.plot(tmp_path)) == ["sweep_ratio.html", "sweep_ratio.pdf",
-                                                                         "sweep_ratio.png"]
+    assert (tmp_path / "sweep.csv").read_text().splitlines()[
+        0
+    ] == "name,label,value,loss,answer_accuracy,step0_loss,selected"
+    assert sorted(os.path.basename(p) for p in mftlab.plot(tmp_path)) == [
+        "sweep_ratio.html",
+        "sweep_ratio.pdf",
+        "sweep_ratio.png",
+    ]
 
 
 def _plot_error(folder):
@@ -129,8 +160,10 @@ def test_plot_refuses_a_file_of_the_wrong_kind(tmp_path):
     mftlab.compare_masks(paths).save(tmp_path / "out")
     os.rename(tmp_path / "out" / "overlap.json", tmp_path / "out" / "stats.json")
     line = _plot_error(tmp_path / "out")
-    assert line.startswith(f"Error: result file '{tmp_path / 'out' / 'stats.json'}' holds 'mftlab.overlap' results, "
-                           "not 'mftlab.stats' results; pass a folder written by `mftlab stats`"), line
+    assert line.startswith(
+        f"Error: result file '{tmp_path / 'out' / 'stats.json'}' holds 'mftlab.overlap' results, "
+        "not 'mftlab.stats' results; pass a folder written by `mftlab stats`"
+    ), line
 
 
 def test_plot_refuses_a_damaged_file(tmp_path):

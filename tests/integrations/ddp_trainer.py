@@ -12,8 +12,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-import mftlab  # noqa: E402
 from hf_setup import DEFAULTS, make_trainer  # noqa: E402
+
+import mftlab  # noqa: E402
 from mftlab.integrations import MaskCallback  # noqa: E402
 
 data, out = sys.argv[1], sys.argv[2]
@@ -25,5 +26,6 @@ keep = handle.keep()
 digest = hashlib.sha256(b"".join(keep[n].cpu().numpy().tobytes() for n in sorted(keep))).hexdigest()
 world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 with open(os.path.join(out, f"rank{trainer.args.process_index}.json"), "w") as f:
-    json.dump({"digest": digest, "steps": handle.steps, "world": world,
-               "kept": {n: int(k.sum()) for n, k in keep.items()}}, f)
+    json.dump(
+        {"digest": digest, "steps": handle.steps, "world": world, "kept": {n: int(k.sum()) for n, k in keep.items()}}, f
+    )

@@ -46,7 +46,9 @@ class _FirstGradients:
             if isinstance(module, MaskedLinear) and module.param_name not in self.hooked:
                 self.hooked.add(module.param_name)
                 module.mask_scores.register_hook(
-                    lambda g, name=module.param_name: self.grads.setdefault(name, g.detach().clone()))
+                    lambda g, name=module.param_name: self.grads.setdefault(name, g.detach().clone())
+                )
+
         self.handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
         return self
 
@@ -77,8 +79,16 @@ def test_trainer_with_mask_callback(tmp_path):
     assert all(torch.equal(p, before[n]) for n, p in loaded.model.named_parameters())
 
     # The same first step in `mftlab train` (same scores, same batch, same token-weighted loss).
-    config = mftlab.TrainConfig(model="micro-llama", data=data, out=str(tmp_path / "mft"), max_steps=1, batch_size=4,
-                                max_grad_norm=0.0, max_seq_len=32, **DEFAULTS)
+    config = mftlab.TrainConfig(
+        model="micro-llama",
+        data=data,
+        out=str(tmp_path / "mft"),
+        max_steps=1,
+        batch_size=4,
+        max_grad_norm=0.0,
+        max_seq_len=32,
+        **DEFAULTS,
+    )
     with _FirstGradients() as ours:
         mftlab.train(config)
     assert sorted(ours.grads) == sorted(hf.grads) and len(ours.grads) == 28  # 4 layers x 7 projections
@@ -108,10 +118,18 @@ def test_two_ddp_processes_agree(tmp_path):
     data = write_data(tmp_path / "d.jsonl", n=8)
     script = os.path.join(os.path.dirname(__file__), "ddp_trainer.py")
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script, data,
-               str(tmp_path / "out")]
-    run = subprocess.run(command,
-                         capture_output=True, text=True, env=env, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        script,
+        data,
+        str(tmp_path / "out"),
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     digests = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert digests[0] == digests[1] and digests[0]["steps"] == 3 and digests[0]["world"] == 2
@@ -128,11 +146,26 @@ def test_trl_sft_trainer(tmp_path):
     loaded = mftlab.load_model("micro-llama")
     handle = mftlab.mask_model(loaded.model, mask_ratio=0.1, base_name="micro-llama")
     data = datasets.Dataset.from_list([{"prompt": f"{i}+1=", "completion": str(i + 1)} for i in range(8)])
-    args = trl.SFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, use_cpu=True,
-                         report_to="none", logging_steps=1, save_strategy="no", learning_rate=0.05,
-                         disable_tqdm=True, max_length=32, bf16=False)
-    trainer = trl.SFTTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=loaded.tokenizer,
-                             callbacks=[MaskCallback(handle)])
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        learning_rate=0.05,
+        disable_tqdm=True,
+        max_length=32,
+        bf16=False,
+    )
+    trainer = trl.SFTTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=data,
+        processing_class=loaded.tokenizer,
+        callbacks=[MaskCallback(handle)],
+    )
     trainer.train()
     mask = mftlab.Mask.load(tmp_path / "mask.safetensors")
     assert _exact_k(mask, 0.1) and handle.steps == 2 and mask.method["steps"] == 2
@@ -146,9 +179,16 @@ def test_attached_callback_reaches_the_trainers_trackers(tmp_path):
     loaded = mftlab.load_model("micro-llama")
     handle = mftlab.mask_model(loaded.model, layers="0")
     rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 100, (4, 8)).tolist()]
-    args = TrainingArguments(str(tmp_path), max_steps=2, per_device_train_batch_size=2, use_cpu=True,
-                             report_to="tensorboard", logging_steps=1,
-                             save_strategy="no", disable_tqdm=True)
+    args = TrainingArguments(
+        str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        use_cpu=True,
+        report_to="tensorboard",
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=loaded.model, args=args, train_dataset=rows)
     MaskCallback.attach(trainer, handle)
     trainer.train()

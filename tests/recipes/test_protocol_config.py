@@ -33,17 +33,20 @@ def test_a_minimal_config_resolves_paths_and_round_trips(tmp_path):
     assert load_protocol_config(str(path)) == config
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"mask_ratios": 0.1}, "unknown key 'mask_ratios' in the protocol config; known keys: backbone"),
-    ({"training": {"fft_epoch": 3}}, "unknown key 'training.fft_epoch'"),
-    ({"landscape": {"grid": [1, 5]}}, r"landscape.grid=\[1, 5\] must be two sizes"),
-    ({"methods": ["fft", "lora"]}, "methods must include 'mft'"),
-    ({"methods": ["fft", "mft", "dora"]}, "methods: 'dora' is unknown"),
-    ({"mask_ratio": 1.5}, "mask_ratio"),
-    ({"seeds": 0}, r"seeds=0 is outside 1..20"),
-    ({"mft_inits": ["gaussian"]}, r"mft_inits=\['gaussian'\] must name"),
-    ({"pretrain": {"data": "nope.jsonl"}}, "pretrain.data file '.*nope.jsonl' does not exist; fix the path"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"mask_ratios": 0.1}, "unknown key 'mask_ratios' in the protocol config; known keys: backbone"),
+        ({"training": {"fft_epoch": 3}}, "unknown key 'training.fft_epoch'"),
+        ({"landscape": {"grid": [1, 5]}}, r"landscape.grid=\[1, 5\] must be two sizes"),
+        ({"methods": ["fft", "lora"]}, "methods must include 'mft'"),
+        ({"methods": ["fft", "mft", "dora"]}, "methods: 'dora' is unknown"),
+        ({"mask_ratio": 1.5}, "mask_ratio"),
+        ({"seeds": 0}, r"seeds=0 is outside 1..20"),
+        ({"mft_inits": ["gaussian"]}, r"mft_inits=\['gaussian'\] must name"),
+        ({"pretrain": {"data": "nope.jsonl"}}, "pretrain.data file '.*nope.jsonl' does not exist; fix the path"),
+    ],
+)
 def test_bad_values_are_named_with_the_fix(tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict(_values(tmp_path, **extra), str(tmp_path))
@@ -59,8 +62,10 @@ def test_missing_keys_and_files_are_named(tmp_path):
     with pytest.raises(ConfigError, match="domains.code.test file '.*tests.jsonl' does not exist"):
         config_from_dict(values, str(tmp_path))
     with pytest.raises(ConfigError, match="domains.math.validation is missing"):
-        config_from_dict(_values(tmp_path, domains={"math": {"train": "data/math/train.jsonl",
-                                                             "test": "data/math/test.jsonl"}}), str(tmp_path))
+        config_from_dict(
+            _values(tmp_path, domains={"math": {"train": "data/math/train.jsonl", "test": "data/math/test.jsonl"}}),
+            str(tmp_path),
+        )
 
 
 def test_the_readme_example_config_parses(tmp_path):

@@ -2,10 +2,10 @@
 
 import pytest
 
+from mftlab.errors import ConfigError, MftlabError
 from mftlab.recipes.choose import best_on_validation
 from mftlab.recipes.demo import DemoConfig
 from mftlab.recipes.variants import choose_variant, combine_draws, draw_seeds, variant_name
-from mftlab.errors import ConfigError, MftlabError
 
 
 def _scored(val, test_loss, em):
@@ -13,8 +13,11 @@ def _scored(val, test_loss, em):
 
 
 def test_the_validation_winner_is_chosen_when_test_disagrees():
-    scored = {"random-lr0.001": _scored(0.50, 0.10, 0.9), "magnitude-lr0.001": _scored(0.40, 0.90, 0.1),
-              "magnitude-lr0.01": _scored(float("nan"), 0.01, 1.0)}
+    scored = {
+        "random-lr0.001": _scored(0.50, 0.10, 0.9),
+        "magnitude-lr0.001": _scored(0.40, 0.90, 0.1),
+        "magnitude-lr0.01": _scored(float("nan"), 0.01, 1.0),
+    }
     assert choose_variant(scored) == "magnitude-lr0.001"
     assert best_on_validation([{"validation_loss": 0.3}, {"validation_loss": 0.3}]) == 0  # ties: first
     with pytest.raises(MftlabError, match="no candidate has a finite 'validation_loss'"):
@@ -33,7 +36,11 @@ def test_random_draws_are_averaged_and_kept():
 def test_demo_grid_and_its_validation():
     config = DemoConfig(out="x")
     assert [variant_name(i, lr) for i, lr in config.mft_variants] == [
-        "random-lr0.001", "random-lr0.01", "magnitude-lr0.001", "magnitude-lr0.01"]
+        "random-lr0.001",
+        "random-lr0.01",
+        "magnitude-lr0.001",
+        "magnitude-lr0.01",
+    ]
     with pytest.raises(ConfigError, match="--mft-inits"):
         DemoConfig(out="x", mft_inits=("gaussian",))
     with pytest.raises(ConfigError, match="--mft-score-lrs"):

@@ -18,8 +18,11 @@ import numpy as np
 from mftlab.mask.maskfile import Mask, save_mask
 
 # Odd shapes so that every row has padding bits, plus a 1-D tensor.
-SHAPES = {"model.layers.0.mlp.up_proj.weight": (5, 13), "model.layers.0.input_layernorm.weight": (7,),
-          "model.layers.1.self_attn.q_proj.weight": (4, 16)}
+SHAPES = {
+    "model.layers.0.mlp.up_proj.weight": (5, 13),
+    "model.layers.0.input_layernorm.weight": (7,),
+    "model.layers.1.self_attn.q_proj.weight": (4, 16),
+}
 
 
 def make_mask(seed: int = 0) -> Mask:
@@ -34,7 +37,7 @@ def make_mask(seed: int = 0) -> Mask:
 def split(data: bytes) -> tuple[dict, bytes]:
     """(header dict, data bytes) of a safetensors file."""
     (n,) = struct.unpack("<Q", data[:8])
-    return json.loads(data[8:8 + n]), data[8 + n:]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def join(header: dict, body: bytes) -> bytes:
@@ -74,6 +77,7 @@ def _write(folder: str, name: str, data: bytes) -> str:
 # -- mask cases ---------------------------------------------------------------------------------
 def _metadata_edits(first: str, one_d: str) -> list[tuple[str, object, bool]]:
     """(case, edit, valid): `edit` is (key, value) for __metadata__ or a callable on `tensors`."""
+
     def shape(name, value):
         return lambda t: t[name].__setitem__("shape", value)
 
@@ -85,41 +89,67 @@ def _metadata_edits(first: str, one_d: str) -> list[tuple[str, object, bool]]:
 
     cases = [
         # format / version / bit order / codec
-        ("format-missing", ("format", None), False), ("format-other", ("format", "pytorch"), False),
+        ("format-missing", ("format", None), False),
+        ("format-other", ("format", "pytorch"), False),
         ("format-empty", ("format", ""), False),
-        ("version-2", ("format_version", "2"), False), ("version-0", ("format_version", "0"), False),
-        ("version-missing", ("format_version", None), False), ("version-1.0", ("format_version", "1.0"), False),
+        ("version-2", ("format_version", "2"), False),
+        ("version-0", ("format_version", "0"), False),
+        ("version-missing", ("format_version", None), False),
+        ("version-1.0", ("format_version", "1.0"), False),
         ("version-junk", ("format_version", "\x00\x01"), False),
-        ("bitorder-big", ("bit_order", "big"), False), ("bitorder-missing", ("bit_order", None), False),
-        ("codec-gzip", ("codec", "gzip"), False), ("codec-zstd-on-packbits", ("codec", "zstd"), False),
-        ("codec-empty", ("codec", ""), False), ("codec-missing", ("codec", None), True),
+        ("bitorder-big", ("bit_order", "big"), False),
+        ("bitorder-missing", ("bit_order", None), False),
+        ("codec-gzip", ("codec", "gzip"), False),
+        ("codec-zstd-on-packbits", ("codec", "zstd"), False),
+        ("codec-empty", ("codec", ""), False),
+        ("codec-missing", ("codec", None), True),
         ("mftlab-version-missing", ("mftlab_version", None), True),
         ("mftlab-version-junk", ("mftlab_version", "not a version"), True),
         # JSON fields
-        ("tensors-missing", ("tensors", None), False), ("tensors-not-json", ("tensors", "{shape: [5"), False),
-        ("tensors-plain-text", ("tensors", "hello world"), False), ("tensors-list", ("tensors", "[1, 2]"), False),
-        ("tensors-empty", ("tensors", "{}"), False), ("tensors-null", ("tensors", "null"), False),
-        ("tensors-number", ("tensors", "3"), False), ("tensors-nan", ("tensors", "NaN"), False),
-        ("base-missing", ("base_model", None), False), ("base-not-json", ("base_model", "{'a': 1}"), False),
-        ("base-list", ("base_model", "[]"), False), ("base-string", ("base_model", '"x"'), False),
-        ("method-missing", ("method", None), False), ("method-not-json", ("method", "mft"), False),
-        ("method-null", ("method", "null"), False), ("method-number", ("method", "1e999"), False),
+        ("tensors-missing", ("tensors", None), False),
+        ("tensors-not-json", ("tensors", "{shape: [5"), False),
+        ("tensors-plain-text", ("tensors", "hello world"), False),
+        ("tensors-list", ("tensors", "[1, 2]"), False),
+        ("tensors-empty", ("tensors", "{}"), False),
+        ("tensors-null", ("tensors", "null"), False),
+        ("tensors-number", ("tensors", "3"), False),
+        ("tensors-nan", ("tensors", "NaN"), False),
+        ("base-missing", ("base_model", None), False),
+        ("base-not-json", ("base_model", "{'a': 1}"), False),
+        ("base-list", ("base_model", "[]"), False),
+        ("base-string", ("base_model", '"x"'), False),
+        ("method-missing", ("method", None), False),
+        ("method-not-json", ("method", "mft"), False),
+        ("method-null", ("method", "null"), False),
+        ("method-number", ("method", "1e999"), False),
         ("base-name-number", ("base_model", '{"name_or_path": 5}'), True),
         ("method-odd-values", ("method", '{"name": [1], "mask_ratio": "x", "seed": null}'), True),
         # per-tensor metadata
-        ("shape-swapped", shape(first, [13, 5]), False), ("shape-plus-one", shape(first, [5, 14]), None),
-        ("shape-rows-plus-one", shape(first, [6, 13]), False), ("shape-minus-cols", shape(first, [5, 8]), False),
-        ("shape-negative", shape(first, [5, -13]), False), ("shape-float", shape(first, [5.0, 13]), False),
-        ("shape-string", shape(first, "5x13"), False), ("shape-strings", shape(first, ["5", "13"]), False),
-        ("shape-bool", shape(first, [True, 13]), False), ("shape-null", shape(first, None), False),
-        ("shape-empty", shape(first, []), False), ("shape-3d", shape(first, [1, 5, 13]), False),
-        ("shape-huge", shape(first, [2**40, 2**40]), False), ("shape-nested", shape(first, [[5], [13]]), False),
-        ("shape-1d-wrong", shape(one_d, [9]), False), ("shape-1d-as-2d", shape(one_d, [1, 7]), False),
+        ("shape-swapped", shape(first, [13, 5]), False),
+        ("shape-plus-one", shape(first, [5, 14]), None),
+        ("shape-rows-plus-one", shape(first, [6, 13]), False),
+        ("shape-minus-cols", shape(first, [5, 8]), False),
+        ("shape-negative", shape(first, [5, -13]), False),
+        ("shape-float", shape(first, [5.0, 13]), False),
+        ("shape-string", shape(first, "5x13"), False),
+        ("shape-strings", shape(first, ["5", "13"]), False),
+        ("shape-bool", shape(first, [True, 13]), False),
+        ("shape-null", shape(first, None), False),
+        ("shape-empty", shape(first, []), False),
+        ("shape-3d", shape(first, [1, 5, 13]), False),
+        ("shape-huge", shape(first, [2**40, 2**40]), False),
+        ("shape-nested", shape(first, [[5], [13]]), False),
+        ("shape-1d-wrong", shape(one_d, [9]), False),
+        ("shape-1d-as-2d", shape(one_d, [1, 7]), False),
         ("shape-missing", drop(first, "shape"), False),
-        ("kept-plus-one", kept(first, None), False), ("kept-minus-one", kept(first, None), False),
-        ("kept-string", kept(first, None), False), ("kept-float", kept(first, None), False),
-        ("kept-missing", drop(first, "kept"), False), ("kept-null", kept(first, None), False),
-        ("kept-negative", kept(first, -1), False), ("kept-huge", kept(first, 10**30), False),
+        ("kept-plus-one", kept(first, None), False),
+        ("kept-minus-one", kept(first, None), False),
+        ("kept-string", kept(first, None), False),
+        ("kept-float", kept(first, None), False),
+        ("kept-missing", drop(first, "kept"), False),
+        ("kept-null", kept(first, None), False),
+        ("kept-negative", kept(first, -1), False),
+        ("kept-huge", kept(first, 10**30), False),
         ("fingerprint-number", lambda t: t[first].__setitem__("fingerprint", 12), False),
         ("fingerprint-missing", drop(first, "fingerprint"), True),
         ("tensor-info-list", lambda t: t.__setitem__(first, [5, 13]), False),
@@ -131,8 +161,13 @@ def _metadata_edits(first: str, one_d: str) -> list[tuple[str, object, bool]]:
 
 
 def _kept_value(case: str, true_kept: int):
-    return {"kept-plus-one": true_kept + 1, "kept-minus-one": true_kept - 1, "kept-string": str(true_kept),
-            "kept-float": float(true_kept) + 0.5, "kept-null": None}[case]
+    return {
+        "kept-plus-one": true_kept + 1,
+        "kept-minus-one": true_kept - 1,
+        "kept-string": str(true_kept),
+        "kept-float": float(true_kept) + 0.5,
+        "kept-null": None,
+    }[case]
 
 
 def mask_cases(folder: str, seed: int = 0, flips: int = 150, truncations: int = 60, data_flips: int = 40):
@@ -183,12 +218,22 @@ def mask_cases(folder: str, seed: int = 0, flips: int = 150, truncations: int = 
     yield raw("no-tensors", lambda h: [h.pop(k) for k in list(h) if k != "__metadata__"])
     # Header-length prefix and header bytes.
     n = header_end - 8
-    for case, prefix in (("len-zero", 0), ("len-huge", 2**62), ("len-plus-8", n + 8), ("len-minus-8", n - 8),
-                         ("len-odd", n + 1)):
+    for case, prefix in (
+        ("len-zero", 0),
+        ("len-huge", 2**62),
+        ("len-plus-8", n + 8),
+        ("len-minus-8", n - 8),
+        ("len-odd", n + 1),
+    ):
         yield f"len-{case}", _write(folder, f"len-{case}", struct.pack("<Q", prefix) + good[8:]), False
-    for case, data in (("empty", b""), ("zeros", bytes(len(good))), ("text", b"this is not a mask\n" * 20),
-                       ("json", json.dumps({"format": "mftlab.mask"}).encode()),
-                       ("pickle", b"\x80\x04\x95" + bytes(40)), ("bom", b"\xef\xbb\xbf" + good)):
+    for case, data in (
+        ("empty", b""),
+        ("zeros", bytes(len(good))),
+        ("text", b"this is not a mask\n" * 20),
+        ("json", json.dumps({"format": "mftlab.mask"}).encode()),
+        ("pickle", b"\x80\x04\x95" + bytes(40)),
+        ("bom", b"\xef\xbb\xbf" + good),
+    ):
         yield f"whole-{case}", _write(folder, f"whole-{case}", data), False
 
     # Random byte flips inside the header (length prefix + JSON): anything but a traceback.
@@ -238,14 +283,16 @@ def mask_cases(folder: str, seed: int = 0, flips: int = 150, truncations: int = 
     import zstandard
 
     zh, zbody = split(originals["zstd"])
-    for case, payload in (("garbage", bytes(rng.randrange(256) for _ in range(16))),
-                          ("short", zstandard.ZstdCompressor().compress(b"\x01\x02")),
-                          ("long", zstandard.ZstdCompressor().compress(bytes(4096))),
-                          ("bomb", zstandard.ZstdCompressor().compress(bytes(64 << 20))),
-                          ("bomb-undeclared", zstandard.ZstdCompressor(write_content_size=False).compress(bytes(64 << 20))),
-                          ("declares-1TiB", _zstd_raw_frame(2**40, b"\x01" * 10)),
-                          ("declares-right-size-short", _zstd_raw_frame(10, b"\x01" * 3)),
-                          ("empty", b"")):
+    for case, payload in (
+        ("garbage", bytes(rng.randrange(256) for _ in range(16))),
+        ("short", zstandard.ZstdCompressor().compress(b"\x01\x02")),
+        ("long", zstandard.ZstdCompressor().compress(bytes(4096))),
+        ("bomb", zstandard.ZstdCompressor().compress(bytes(64 << 20))),
+        ("bomb-undeclared", zstandard.ZstdCompressor(write_content_size=False).compress(bytes(64 << 20))),
+        ("declares-1TiB", _zstd_raw_frame(2**40, b"\x01" * 10)),
+        ("declares-right-size-short", _zstd_raw_frame(10, b"\x01" * 3)),
+        ("empty", b""),
+    ):
         tensors = {}
         for name in SHAPES:
             start, stop = zh[name]["data_offsets"]
@@ -313,10 +360,16 @@ def data_cases(folder: str, seed: int = 0, random_lines: int = 30):
     yield jsonl("messages-string", [{"messages": "hi"}], False)
     yield jsonl("messages-no-role", [{"messages": [{"content": "hi"}]}], False)
     yield jsonl("messages-last-user", [{"messages": [{"role": "user", "content": "hi"}]}], False)
-    yield jsonl("messages-empty-answer", [{"messages": [{"role": "user", "content": "hi"},
-                                                        {"role": "assistant", "content": ""}]}], False)
-    yield jsonl("messages-content-list", [{"messages": [{"role": "user", "content": ["hi"]},
-                                                        {"role": "assistant", "content": "x"}]}], False)
+    yield jsonl(
+        "messages-empty-answer",
+        [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}],
+        False,
+    )
+    yield jsonl(
+        "messages-content-list",
+        [{"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "x"}]}],
+        False,
+    )
     yield jsonl("answer-number", [{"prompt": "a", "completion": "b", "answer": 3}], True)
     yield jsonl("unicode", [{"prompt": "ünïcödé ☃ 中文 🙂", "completion": "é"}], True)
     yield jsonl("control-chars", [{"prompt": "\x00\x01\x1b[31m", "completion": "\x7f"}], True)
@@ -342,7 +395,7 @@ def data_cases(folder: str, seed: int = 0, random_lines: int = 30):
     yield raw("csv-good", ".csv", b"prompt,completion\n2+2=,4\n", True)
     yield raw("csv-missing-column", ".csv", b"prompt\n2+2=\n", False)
     yield raw("csv-empty-answer", ".csv", b"prompt,completion\n2+2=,\n", False)
-    yield raw("csv-ragged", ".csv", b"prompt,completion\n1,2,3,4\n\"unclosed\n", False)
+    yield raw("csv-ragged", ".csv", b'prompt,completion\n1,2,3,4\n"unclosed\n', False)
     yield raw("csv-empty", ".csv", b"", False)
     yield raw("parquet-garbage", ".parquet", b"PAR1" + bytes(100), False)
     yield raw("unknown-ext", ".txt", b"hello", False)
@@ -361,9 +414,9 @@ def data_cases(folder: str, seed: int = 0, random_lines: int = 30):
         if how == "cut":
             line = line[:pos]
         elif how == "flip":
-            line = line[:pos] + chr(rng.randrange(32, 127)) + line[pos + 1:]
+            line = line[:pos] + chr(rng.randrange(32, 127)) + line[pos + 1 :]
         elif how == "drop-char":
-            line = line[:pos] + line[pos + 1:]
+            line = line[:pos] + line[pos + 1 :]
         else:
             line = line[:pos] + rng.choice('{}[]",:\\') + line[pos:]
         lines[j] = line

@@ -59,14 +59,25 @@ class KillLog:
     delays: list[float] = field(default_factory=list)
 
     def __str__(self):
-        return (f"{self.kills} kills ({self.at_write} inside a write window), "
-                f"{self.finished_before_kill} runs finished before their kill")
+        return (
+            f"{self.kills} kills ({self.at_write} inside a write window), "
+            f"{self.finished_before_kill} runs finished before their kill"
+        )
 
 
 def torchrun(*args, nproc: int = 2) -> list[str]:
     """`mftlab args` under torchrun with `nproc` CPU (gloo) processes on a free port."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "mftlab.cli.main", *map(str, args)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "mftlab.cli.main",
+        *map(str, args),
+    ]
 
 
 def workers(proc: subprocess.Popen) -> list:
@@ -91,14 +102,23 @@ def _cmdline(process) -> list[str]:
 
 def one_worker(rng: random.Random, nproc: int = 2):
     """A `victim` for run_and_kill: a seeded random worker of a launcher (None until all have started)."""
+
     def pick(proc):
         found = workers(proc)
         return rng.choice(found).pid if len(found) == nproc else None
+
     return pick
 
 
-def run_and_kill(args: list, watch: str, rng: random.Random, max_delay: float, log: KillLog,
-                 argv: list[str] | None = None, victim=None) -> int | None:
+def run_and_kill(
+    args: list,
+    watch: str,
+    rng: random.Random,
+    max_delay: float,
+    log: KillLog,
+    argv: list[str] | None = None,
+    victim=None,
+) -> int | None:
     """Start `mftlab args` (or `argv`), SIGKILL it at a seeded moment; returns its exit code if it ended first.
 
     `victim(proc)`: the pid to kill instead of the started process (a launcher's worker), or None

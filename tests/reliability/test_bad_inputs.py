@@ -14,12 +14,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from badinputs import data_cases, make_mask, mask_cases
 from click.testing import CliRunner
 
 from mftlab.cli.main import main
 from mftlab.mask.maskfile import Mask, load_mask, save_mask
-
-from badinputs import data_cases, make_mask, mask_cases
 
 pytestmark = pytest.mark.reliability
 
@@ -75,8 +74,10 @@ def test_generated_bad_mask_files(tmp_path):
 def test_mask_for_another_model(tmp_path):
     gpt2_mask = tmp_path / "gpt2.safetensors"
     assert invoke("baseline", "tiny-gpt2", "--kind", "random", "--layers", "0", "--out", gpt2_mask).exit_code == 0
-    for args in (("inspect", gpt2_mask, "--model", "tiny-llama"),
-                 ("apply", "tiny-llama", gpt2_mask, "--out", tmp_path / "merged")):
+    for args in (
+        ("inspect", gpt2_mask, "--model", "tiny-llama"),
+        ("apply", "tiny-llama", gpt2_mask, "--out", tmp_path / "merged"),
+    ):
         result = invoke(*args)
         assert result.exit_code == 1 and clean_outcome(result) is None, result.output
         assert "not a parameter of this model" in result.output
@@ -117,13 +118,15 @@ def test_bad_legacy_masks(tmp_path):
         def __reduce__(self):
             return (os.system, ("echo pwned",))
 
-    cases = {"object.pt": lambda p: p.write_bytes(pickle.dumps({"w": Evil()})),
-             "junk.pt": lambda p: p.write_bytes(b"\x80\x02junk" * 10),
-             "empty.pt": lambda p: p.write_bytes(b""),
-             "values.pt": lambda p: torch.save({"model.layers.0.mlp.up_proj": torch.full((352, 128), 0.5)}, p),
-             "list.pt": lambda p: torch.save([torch.ones(3)], p),
-             "transposed.pt": lambda p: torch.save({"model.layers.0.mlp.up_proj": torch.ones(128, 352)}, p),
-             "unknown.pt": lambda p: torch.save({"model.nothing.here": torch.ones(3)}, p)}
+    cases = {
+        "object.pt": lambda p: p.write_bytes(pickle.dumps({"w": Evil()})),
+        "junk.pt": lambda p: p.write_bytes(b"\x80\x02junk" * 10),
+        "empty.pt": lambda p: p.write_bytes(b""),
+        "values.pt": lambda p: torch.save({"model.layers.0.mlp.up_proj": torch.full((352, 128), 0.5)}, p),
+        "list.pt": lambda p: torch.save([torch.ones(3)], p),
+        "transposed.pt": lambda p: torch.save({"model.layers.0.mlp.up_proj": torch.ones(128, 352)}, p),
+        "unknown.pt": lambda p: torch.save({"model.nothing.here": torch.ones(3)}, p),
+    }
     for name, make in cases.items():
         path = tmp_path / name
         make(path)
@@ -150,9 +153,11 @@ def test_generated_bad_data_files(tmp_path):
 def test_bad_data_in_training_and_skip_bad(tmp_path):
     """train refuses a bad record naming file:line; --skip-bad trains on the rest."""
     data = tmp_path / "mixed.jsonl"
-    data.write_bytes(b'{"prompt": "1+1=", "completion": "2"}\n{"prompt": "x\xff"}\n'
-                     b'{"prompt": "2+2=", "completion": ""}\n' + b"[" * 3000 + b"\n"
-                     b'{"prompt": "3+3=", "completion": "6"}\n')
+    data.write_bytes(
+        b'{"prompt": "1+1=", "completion": "2"}\n{"prompt": "x\xff"}\n'
+        b'{"prompt": "2+2=", "completion": ""}\n' + b"[" * 3000 + b"\n"
+        b'{"prompt": "3+3=", "completion": "6"}\n'
+    )
     common = ("train", "tiny-llama", "--data", data, "--max-steps", 1, "--batch-size", 2, "--max-seq-len", 32)
     result = invoke(*common, "--out", tmp_path / "a")
     assert result.exit_code == 1 and clean_outcome(result) is None and "mixed.jsonl:2" in result.output, result.output
@@ -164,8 +169,9 @@ def test_bad_data_in_training_and_skip_bad(tmp_path):
 # -- through a real process: stderr holds one line and no traceback -------------------------------
 def _run_cli(*args):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    return subprocess.run([sys.executable, "-m", "mftlab.cli.main", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mftlab.cli.main", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_bad_inputs_in_real_processes(tmp_path):
@@ -174,10 +180,14 @@ def test_bad_inputs_in_real_processes(tmp_path):
     masks = {case: path for case, path, _ in mask_cases(str(tmp_path / "m"))}
     data = {case: path for case, path, _ in data_cases(str(tmp_path / "d"))}
     truncated = next(path for case, path in masks.items() if case.startswith("trunc-packbits"))
-    runs = [("inspect", masks["zstd-declares-1TiB"]), ("inspect", truncated), ("inspect", masks["hflip-0"]),
-            ("apply", "tiny-llama", masks["meta-tensors-not-json"], "--out", tmp_path / "merged"),
-            ("eval", "tiny-llama", "--data", data["invalid-utf8"], "--no-generate"),
-            ("eval", "tiny-llama", "--data", data["deep-nesting"], "--no-generate")]
+    runs = [
+        ("inspect", masks["zstd-declares-1TiB"]),
+        ("inspect", truncated),
+        ("inspect", masks["hflip-0"]),
+        ("apply", "tiny-llama", masks["meta-tensors-not-json"], "--out", tmp_path / "merged"),
+        ("eval", "tiny-llama", "--data", data["invalid-utf8"], "--no-generate"),
+        ("eval", "tiny-llama", "--data", data["deep-nesting"], "--no-generate"),
+    ]
     for args in runs:
         proc = _run_cli(*args)
         assert proc.returncode == 1, (args, proc.stderr)

@@ -20,11 +20,10 @@ import subprocess
 
 import numpy as np
 import pytest
-
-from mftlab.training.checkpoint import latest_checkpoint, list_checkpoints
-from mftlab.mask.maskfile import load_mask
-
 from killing import ENV, cli, run
+
+from mftlab.mask.maskfile import load_mask
+from mftlab.training.checkpoint import latest_checkpoint, list_checkpoints
 
 pytestmark = pytest.mark.reliability
 SEED = int(os.environ.get("RELIABILITY_SEED", "0"))
@@ -40,13 +39,51 @@ def data(tmp_path_factory):
 
 
 def _train(data, out, steps=6):
-    return ["train", "tiny-llama", "--data", data, "--out", out, "--max-steps", steps, "--batch-size", 2,
-            "--max-seq-len", 24, "--save-every", 1, "--log-every", 1, "--keep-checkpoints", 3, "--seed", 3]
+    return [
+        "train",
+        "tiny-llama",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--max-steps",
+        steps,
+        "--batch-size",
+        2,
+        "--max-seq-len",
+        24,
+        "--save-every",
+        1,
+        "--log-every",
+        1,
+        "--keep-checkpoints",
+        3,
+        "--seed",
+        3,
+    ]
 
 
 def _landscape(data, out):
-    return ["landscape", "--model", "tiny-llama", "--data", data, "--eval-data", data, "--grid", "3x3",
-            "--max-tokens", 24, "--max-seq-len", 24, "--batch-size", 4, "--no-figures", "--out", out]
+    return [
+        "landscape",
+        "--model",
+        "tiny-llama",
+        "--data",
+        data,
+        "--eval-data",
+        data,
+        "--grid",
+        "3x3",
+        "--max-tokens",
+        24,
+        "--max-seq-len",
+        24,
+        "--batch-size",
+        4,
+        "--no-figures",
+        "--out",
+        out,
+    ]
 
 
 def _metrics(out):
@@ -61,8 +98,10 @@ def _same_mask(ref, out):
 
 def _race(args: list) -> tuple[int, int]:
     """Start WRITERS copies of `mftlab args` at once; (finished, refused)."""
-    procs = [subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
-             for _ in range(WRITERS)]
+    procs = [
+        subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+        for _ in range(WRITERS)
+    ]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
     for p in procs:
         p.stderr.close()
@@ -92,10 +131,13 @@ def test_concurrent_writers(tmp_path, data, command, report):
                 for key in ("train_loss", "test_loss"):
                     np.testing.assert_array_equal(a[key], b[key])
         assert not os.path.exists(os.path.join(out, ".mftlab.lock"))
-    report[f"concurrent writers ({command})"] = {"rounds": rounds, "writers": rounds * WRITERS,
-                                                 "refused_in_use": refused_busy,
-                                                 "refused_other": rounds * (WRITERS - 1) - refused_busy,
-                                                 "nothing_lost": True}
+    report[f"concurrent writers ({command})"] = {
+        "rounds": rounds,
+        "writers": rounds * WRITERS,
+        "refused_in_use": refused_busy,
+        "refused_other": rounds * (WRITERS - 1) - refused_busy,
+        "nothing_lost": True,
+    }
 
 
 def _damage(folder: str, rng: random.Random) -> str:
@@ -142,5 +184,10 @@ def test_damaged_newest_checkpoint(tmp_path, data, report):
             assert done.stderr.count("warning: skipped damaged checkpoint") == 1, done.stderr[-2000:]
             assert _same_mask(ref, out) and _metrics(out) == _metrics(ref)
             resumed += 1
-    report["damaged checkpoints"] = {"tried": trials, "detected": trials, "by_kind": kinds,
-                                     "resumed_to_the_end": resumed, "nothing_lost": True}
+    report["damaged checkpoints"] = {
+        "tried": trials,
+        "detected": trials,
+        "by_kind": kinds,
+        "resumed_to_the_end": resumed,
+        "nothing_lost": True,
+    }

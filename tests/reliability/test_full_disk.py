@@ -16,7 +16,6 @@ import signal
 import subprocess
 
 import pytest
-
 from killing import ENV, check_folder, cli, is_temporary
 
 pytestmark = pytest.mark.reliability
@@ -29,13 +28,16 @@ def small_disk(request, tmp_path):
     folder = tmp_path / "small"
     folder.mkdir()
     if request.param == "fsize":
+
         def limit():
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
+
         yield str(folder), limit
         return
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={LIMIT // 1024}k", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={LIMIT // 1024}k", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()[:100]}); the fsize variant covers it")
     try:
@@ -50,8 +52,9 @@ def inputs(tmp_path_factory):
     data = folder / "d.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{i}+{i}=", "completion": str(2 * i)}) + "\n" for i in range(8)))
     mask = folder / "m.safetensors"
-    subprocess.run(cli("baseline", "tiny-llama", "--kind", "random", "--out", mask), env=ENV, check=True,
-                   capture_output=True)
+    subprocess.run(
+        cli("baseline", "tiny-llama", "--kind", "random", "--out", mask), env=ENV, check=True, capture_output=True
+    )
     return str(data), str(mask)
 
 
@@ -88,8 +91,25 @@ def test_full_disk_apply(small_disk, inputs):
 def test_full_disk_train(small_disk, inputs):
     folder, preexec = small_disk
     out = os.path.join(folder, "run")
-    _fails_cleanly(["train", "tiny-llama", "--data", inputs[0], "--out", out, "--max-steps", 3, "--save-every", 1,
-                    "--batch-size", 2, "--max-seq-len", 24], preexec)
+    _fails_cleanly(
+        [
+            "train",
+            "tiny-llama",
+            "--data",
+            inputs[0],
+            "--out",
+            out,
+            "--max-steps",
+            3,
+            "--save-every",
+            1,
+            "--batch-size",
+            2,
+            "--max-seq-len",
+            24,
+        ],
+        preexec,
+    )
     _no_temporaries(folder)
     assert not os.path.exists(os.path.join(out, "mask.safetensors"))
     assert [n for n in os.listdir(os.path.join(out, "checkpoints"))] == []
@@ -106,12 +126,32 @@ def test_full_disk_landscape(small_disk, inputs, tmp_path):
                 pass
         limit = None
     else:
+
         def limit():
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # run.json fits, the point log does not
+
     out = os.path.join(folder, "ls")
-    _fails_cleanly(["landscape", "--model", "tiny-llama", "--data", inputs[0], "--eval-data", inputs[0],
-                    "--grid", "5x5", "--max-tokens", 16, "--max-seq-len", 24, "--no-figures", "--out", out],
-                   limit)
+    _fails_cleanly(
+        [
+            "landscape",
+            "--model",
+            "tiny-llama",
+            "--data",
+            inputs[0],
+            "--eval-data",
+            inputs[0],
+            "--grid",
+            "5x5",
+            "--max-tokens",
+            16,
+            "--max-seq-len",
+            24,
+            "--no-figures",
+            "--out",
+            out,
+        ],
+        limit,
+    )
     _no_temporaries(folder)
     assert not os.path.exists(os.path.join(out, "landscape.npz"))

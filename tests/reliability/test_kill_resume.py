@@ -15,11 +15,10 @@ import time
 
 import numpy as np
 import pytest
-
-from mftlab.training.checkpoint import list_checkpoints, verify_checkpoint
-from mftlab.mask.maskfile import load_mask
-
 from killing import KillLog, check_folder, kills_per_command, run, run_and_kill
+
+from mftlab.mask.maskfile import load_mask
+from mftlab.training.checkpoint import list_checkpoints, verify_checkpoint
 
 pytestmark = pytest.mark.reliability
 SEED = int(os.environ.get("RELIABILITY_SEED", "0"))
@@ -43,8 +42,28 @@ def _timed(*args):
 
 # -- train --------------------------------------------------------------------------------------
 def _train_args(data, out):
-    return ["train", "tiny-llama", "--data", data, "--out", out, "--max-steps", 8, "--batch-size", 2,
-            "--max-seq-len", 24, "--save-every", 1, "--log-every", 1, "--keep-checkpoints", 2, "--seed", 3]
+    return [
+        "train",
+        "tiny-llama",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--max-steps",
+        8,
+        "--batch-size",
+        2,
+        "--max-seq-len",
+        24,
+        "--save-every",
+        1,
+        "--log-every",
+        1,
+        "--keep-checkpoints",
+        2,
+        "--seed",
+        3,
+    ]
 
 
 def _metrics(out):
@@ -70,8 +89,13 @@ def test_kill_train_then_resume(tmp_path, data, report):
             found = list_checkpoints(out)
             if found:  # the newest checkpoint, the one --resume reads, is complete
                 latest = found[-1][1]
-                assert sorted(os.listdir(latest)) == ["manifest.json", "mask.safetensors", "state.pt",
-                                                     "trainable.safetensors", "trainer_state.json"], latest
+                assert sorted(os.listdir(latest)) == [
+                    "manifest.json",
+                    "mask.safetensors",
+                    "state.pt",
+                    "trainable.safetensors",
+                    "trainer_state.json",
+                ], latest
                 assert verify_checkpoint(latest) is None, latest
         if os.path.exists(os.path.join(out, "mask.safetensors")) and runs % 4 == 0:
             shutil.rmtree(out)  # a finished run: start a new cycle so later kills hit fresh runs too
@@ -83,15 +107,38 @@ def test_kill_train_then_resume(tmp_path, data, report):
     for name in reference.names:
         assert np.array_equal(final.packed[name], reference.packed[name]), name
     assert _metrics(out) == _metrics(ref)
-    report["single-process kills (train)"] = {"kills": log.kills, "at_write": log.at_write,
-                                                "finished_before_kill": log.finished_before_kill, "nothing_lost": True}
+    report["single-process kills (train)"] = {
+        "kills": log.kills,
+        "at_write": log.at_write,
+        "finished_before_kill": log.finished_before_kill,
+        "nothing_lost": True,
+    }
     print(f"train: {log}")
 
 
 # -- landscape ----------------------------------------------------------------------------------
 def _landscape_args(data, out):
-    return ["landscape", "--model", "tiny-llama", "--data", data, "--eval-data", data, "--grid", "3x3",
-            "--max-tokens", 24, "--max-seq-len", 24, "--batch-size", 4, "--no-figures", "--out", out, "--resume"]
+    return [
+        "landscape",
+        "--model",
+        "tiny-llama",
+        "--data",
+        data,
+        "--eval-data",
+        data,
+        "--grid",
+        "3x3",
+        "--max-tokens",
+        24,
+        "--max-seq-len",
+        24,
+        "--batch-size",
+        4,
+        "--no-figures",
+        "--out",
+        out,
+        "--resume",
+    ]
 
 
 def test_kill_landscape_then_resume(tmp_path, data, report):
@@ -113,8 +160,12 @@ def test_kill_landscape_then_resume(tmp_path, data, report):
         assert sorted(a.files) == sorted(b.files)
         for key in a.files:
             assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), key
-    report["single-process kills (landscape)"] = {"kills": log.kills, "at_write": log.at_write,
-                                                "finished_before_kill": log.finished_before_kill, "nothing_lost": True}
+    report["single-process kills (landscape)"] = {
+        "kills": log.kills,
+        "at_write": log.at_write,
+        "finished_before_kill": log.finished_before_kill,
+        "nothing_lost": True,
+    }
     print(f"landscape: {log}")
 
 
@@ -154,8 +205,12 @@ def test_kill_apply(tmp_path, report):
             shutil.rmtree(out)
     run("apply", "tiny-llama", mask, "--out", out)
     _same_model_folder(ref, out)
-    report["single-process kills (apply)"] = {"kills": log.kills, "at_write": log.at_write,
-                                                "finished_before_kill": log.finished_before_kill, "nothing_lost": True}
+    report["single-process kills (apply)"] = {
+        "kills": log.kills,
+        "at_write": log.at_write,
+        "finished_before_kill": log.finished_before_kill,
+        "nothing_lost": True,
+    }
     print(f"apply: {log}")
 
 
@@ -167,8 +222,25 @@ def test_kill_sweep_then_resume(tmp_path, data, report):
         pytest.skip("`mftlab sweep` (cli/cmd_sweep.py) does not exist yet; this test kills it once it does")
     ref = str(tmp_path / "ref")
     # No --resume flag: re-running a sweep into the same --out reuses its finished points.
-    args = ["sweep", "ratio", "tiny-llama", "--data", data, "--eval-data", data, "--ratios", "0.1,0.3",
-            "--max-steps", 3, "--batch-size", 2, "--max-seq-len", 24, "--no-figures", "--out"]
+    args = [
+        "sweep",
+        "ratio",
+        "tiny-llama",
+        "--data",
+        data,
+        "--eval-data",
+        data,
+        "--ratios",
+        "0.1,0.3",
+        "--max-steps",
+        3,
+        "--batch-size",
+        2,
+        "--max-seq-len",
+        24,
+        "--no-figures",
+        "--out",
+    ]
     wall = _timed(*args, ref)
     out, rng, log = str(tmp_path / "run"), random.Random(SEED + 3), KillLog()
     while log.kills < kills_per_command():
@@ -179,13 +251,18 @@ def test_kill_sweep_then_resume(tmp_path, data, report):
             shutil.rmtree(out)  # finished: a re-run would only reuse points, so start a fresh sweep
     run(*args, out)
     check_folder(out)
-    ref_masks = sorted(os.path.relpath(os.path.join(d, f), ref) for d, _, fs in os.walk(ref)
-                       for f in fs if f == "mask.safetensors")
+    ref_masks = sorted(
+        os.path.relpath(os.path.join(d, f), ref) for d, _, fs in os.walk(ref) for f in fs if f == "mask.safetensors"
+    )
     assert ref_masks, "the sweep wrote no masks"
     for rel in ref_masks:
         a, b = load_mask(os.path.join(ref, rel)), load_mask(os.path.join(out, rel))
         for name in a.names:
             assert np.array_equal(a.packed[name], b.packed[name]), (rel, name)
-    report["single-process kills (sweep)"] = {"kills": log.kills, "at_write": log.at_write,
-                                                "finished_before_kill": log.finished_before_kill, "nothing_lost": True}
+    report["single-process kills (sweep)"] = {
+        "kills": log.kills,
+        "at_write": log.at_write,
+        "finished_before_kill": log.finished_before_kill,
+        "nothing_lost": True,
+    }
     print(f"sweep: {log}")

@@ -23,11 +23,10 @@ import time
 
 import numpy as np
 import pytest
-
-from mftlab.training.checkpoint import latest_checkpoint, list_checkpoints, verify_checkpoint
-from mftlab.mask.maskfile import load_mask
-
 from killing import ENV, KillLog, check_folder, one_worker, run_and_kill, torchrun, workers
+
+from mftlab.mask.maskfile import load_mask
+from mftlab.training.checkpoint import latest_checkpoint, list_checkpoints, verify_checkpoint
 
 pytestmark = pytest.mark.reliability
 SEED = int(os.environ.get("RELIABILITY_SEED", "0"))
@@ -47,9 +46,31 @@ def data(tmp_path_factory):
 
 
 def _train_args(data, out, mode, steps=8):
-    return ["train", "tiny-llama", "--data", data, "--out", out, "--max-steps", steps, "--batch-size", 2,
-            "--max-seq-len", 24, "--save-every", 1, "--log-every", 1, "--keep-checkpoints", 2, "--seed", 3,
-            "--dist-timeout", 120, *MODES[mode]]
+    return [
+        "train",
+        "tiny-llama",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--max-steps",
+        steps,
+        "--batch-size",
+        2,
+        "--max-seq-len",
+        24,
+        "--save-every",
+        1,
+        "--log-every",
+        1,
+        "--keep-checkpoints",
+        2,
+        "--seed",
+        3,
+        "--dist-timeout",
+        120,
+        *MODES[mode],
+    ]
 
 
 def _run(argv, timeout=600):
@@ -106,15 +127,36 @@ def test_kill_one_process_then_resume(tmp_path, data, mode, report):
     _run(torchrun(*args))
     check_folder(out)
     _same_result(ref, out)
-    report[f"multi-process kills ({mode}, train)"] = {"kills": log.kills, "at_write": log.at_write,
-                                                      "finished_before_kill": log.finished_before_kill,
-                                                      "runs": runs + 1, "nothing_lost": True}
+    report[f"multi-process kills ({mode}, train)"] = {
+        "kills": log.kills,
+        "at_write": log.at_write,
+        "finished_before_kill": log.finished_before_kill,
+        "runs": runs + 1,
+        "nothing_lost": True,
+    }
     print(f"{mode}: {log}")
 
 
 def test_kill_one_landscape_process_then_resume(tmp_path, data, report):
-    args = ["landscape", "--model", "tiny-llama", "--data", data, "--eval-data", data, "--grid", "3x3",
-            "--max-tokens", 24, "--max-seq-len", 24, "--batch-size", 4, "--no-figures", "--resume"]
+    args = [
+        "landscape",
+        "--model",
+        "tiny-llama",
+        "--data",
+        data,
+        "--eval-data",
+        data,
+        "--grid",
+        "3x3",
+        "--max-tokens",
+        24,
+        "--max-seq-len",
+        24,
+        "--batch-size",
+        4,
+        "--no-figures",
+        "--resume",
+    ]
     ref = str(tmp_path / "ref")
     start = time.monotonic()
     _run(torchrun(*args, "--out", ref))
@@ -131,9 +173,12 @@ def test_kill_one_landscape_process_then_resume(tmp_path, data, report):
     with np.load(os.path.join(ref, "landscape.npz")) as a, np.load(os.path.join(out, "landscape.npz")) as b:
         for key in ("train_loss", "test_loss", "xs", "ys"):
             np.testing.assert_array_equal(a[key], b[key])
-    report["multi-process kills (ddp, landscape)"] = {"kills": log.kills, "at_write": log.at_write,
-                                                      "finished_before_kill": log.finished_before_kill,
-                                                      "nothing_lost": True}
+    report["multi-process kills (ddp, landscape)"] = {
+        "kills": log.kills,
+        "at_write": log.at_write,
+        "finished_before_kill": log.finished_before_kill,
+        "nothing_lost": True,
+    }
 
 
 # -- a process that stops answering -------------------------------------------------------------
@@ -198,7 +243,10 @@ def test_stopped_process_fails_the_run_within_dist_timeout(tmp_path, data, mode,
         if not list_checkpoints(out):
             shutil.rmtree(out)
     report[f"hangs ({mode}, train, --dist-timeout {TIMEOUT_S} s)"] = {
-        "stops": len(latencies), "seconds_to_error": latencies, "all_failed_with_one_error_line": True}
+        "stops": len(latencies),
+        "seconds_to_error": latencies,
+        "all_failed_with_one_error_line": True,
+    }
 
 
 # -- a held folder under a launcher -------------------------------------------------------------
@@ -208,14 +256,18 @@ def test_every_process_refuses_a_held_folder(tmp_path, data, mode, report):
     import sys
 
     out = tmp_path / "run"
-    hold = "import sys\nfrom mftlab.files.folder_lock import hold_folder\nwith hold_folder(sys.argv[1]):\n" \
-           "    print('held', flush=True)\n    sys.stdin.read()\n"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env=ENV)
+    hold = (
+        "import sys\nfrom mftlab.files.folder_lock import hold_folder\nwith hold_folder(sys.argv[1]):\n"
+        "    print('held', flush=True)\n    sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        done = subprocess.run(torchrun(*_train_args(data, str(out), mode)), capture_output=True, text=True, env=ENV,
-                              timeout=300)
+        done = subprocess.run(
+            torchrun(*_train_args(data, str(out), mode)), capture_output=True, text=True, env=ENV, timeout=300
+        )
     finally:
         holder.kill()
         holder.wait()

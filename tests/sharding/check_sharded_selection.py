@@ -11,16 +11,20 @@ def tensors(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     levels = torch.tensor([-0.02, -0.0, 0.0, 0.01, 0.02])
     heavy = levels[torch.randint(0, 5, (7, 9), generator=g)]  # heavy ties, with -0.0 and +0.0
-    return {"a": torch.randn(6, 5, generator=g), "ties": heavy, "vec": levels[torch.randint(0, 5, (11,), generator=g)],
-            "one_row": torch.randn(1, 16, generator=g),  # the last process holds no rows of it
-            "b": torch.randn(5, 3, generator=g).round(decimals=1)}
+    return {
+        "a": torch.randn(6, 5, generator=g),
+        "ties": heavy,
+        "vec": levels[torch.randint(0, 5, (11,), generator=g)],
+        "one_row": torch.randn(1, 16, generator=g),  # the last process holds no rows of it
+        "b": torch.randn(5, 3, generator=g).round(decimals=1),
+    }
 
 
 def shard(full: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, ShardedValues]:
     out = {}
     for n, t in full.items():
         rows = -(-t.shape[0] // world)  # FSDP2's chunking: ceil rows per process, the last may get fewer / none
-        out[n] = ShardedValues(t[rank * rows:(rank + 1) * rows], tuple(t.shape))
+        out[n] = ShardedValues(t[rank * rows : (rank + 1) * rows], tuple(t.shape))
     return out
 
 

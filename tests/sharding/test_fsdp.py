@@ -14,14 +14,19 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from mftlab.training.checkpoint import list_checkpoints
 from mftlab.cli.main import main
 from mftlab.mask.maskfile import load_mask
+from mftlab.training.checkpoint import list_checkpoints
 
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.abspath(__file__))
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-       "TOKENIZERS_PARALLELISM": "false"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 COMMON = ["--batch-size", "4", "--max-seq-len", "32", "--log-every", "1"]
 MASK = ["--score-lr", "0.05", *COMMON]
 
@@ -30,9 +35,19 @@ def _tiny_llama(tied: bool = False):
     """hidden 32, 2 layers (as tests/conftest.py, which another conftest.py shadows by name)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         tie_word_embeddings=tied, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=72,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=tied,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return LlamaForCausalLM(config).eval()
@@ -88,8 +103,11 @@ def assert_same_losses(a, b, steps):
 
 def same_mask(a, b) -> bool:
     ma, mb = load_mask(a), load_mask(b)
-    return ma.names == mb.names and all(np.array_equal(ma.packed[n], mb.packed[n]) for n in ma.names) \
+    return (
+        ma.names == mb.names
+        and all(np.array_equal(ma.packed[n], mb.packed[n]) for n in ma.names)
         and ma.fingerprints == mb.fingerprints
+    )
 
 
 def test_sharded_selection_equals_selection_on_two_processes():
@@ -251,11 +269,22 @@ def test_bad_inputs_are_one_line_errors(setup, tmp_path):
     jetmoe = tmp_path / "jetmoe"  # a real architecture without gradient checkpointing
     from transformers import JetMoeConfig, JetMoeForCausalLM
 
-    JetMoeForCausalLM(JetMoeConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_key_value_heads=2,
-                                   kv_channels=8, intermediate_size=32, num_local_experts=2,
-                                   num_experts_per_tok=1)).save_pretrained(jetmoe)
-    error(invoke("train", jetmoe, "--data", setup["data"], "--out", out, "--gradient-checkpointing"),
-          "does not support gradient checkpointing")
+    JetMoeForCausalLM(
+        JetMoeConfig(
+            vocab_size=100,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_key_value_heads=2,
+            kv_channels=8,
+            intermediate_size=32,
+            num_local_experts=2,
+            num_experts_per_tok=1,
+        )
+    ).save_pretrained(jetmoe)
+    error(
+        invoke("train", jetmoe, "--data", setup["data"], "--out", out, "--gradient-checkpointing"),
+        "does not support gradient checkpointing",
+    )
 
 
 def test_gathered_hf_folder_in_several_files(tmp_path):
@@ -280,9 +309,23 @@ def test_gathered_hf_folder_in_several_files(tmp_path):
 def test_accelerate_launch_with_sharding_fsdp(setup, tmp_path):
     """`accelerate launch` (plain multi-process config) runs --sharding fsdp like torchrun does."""
     extra = [*MASK, "--max-steps", "4"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mftlab.cli.main",
-           *map(str, train_args(setup, tmp_path / "acc", "--sharding", "fsdp", *extra))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "mftlab.cli.main",
+        *map(str, train_args(setup, tmp_path / "acc", "--sharding", "fsdp", *extra)),
+    ]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 process(es)" in done.stderr

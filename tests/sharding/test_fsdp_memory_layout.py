@@ -1,11 +1,14 @@
-"""What FSDP2 holds, as `mftlab.training.sharding.shard_model` sets it up, behind the planner's fsdp terms (1 process, gloo)."""
+"""What FSDP2 holds, as `mftlab.training.sharding.shard_model` sets it up, behind the planner's fsdp terms.
+
+1 process, gloo.
+"""
 
 import torch
 import torch.distributed as dist
 
-from mftlab.training import sharding
-from mftlab.plan.planner import PlanConfig, make_plan
 from mftlab.models.presets import build_preset
+from mftlab.plan.planner import PlanConfig, make_plan
+from mftlab.training import sharding
 
 
 def _unsharded(module) -> bool:
@@ -26,11 +29,13 @@ def test_backward_prefetches_the_next_layer_and_the_root_is_regathered_for_backw
         def forward_hook(i):
             def hook(module, args):
                 seen[f"forward {i}"] = [_unsharded(x) for x in layers] + [_unsharded(model)]
+
             return hook
 
         def backward_hook(i):
             def hook(module, grad_output):
                 seen[f"backward {i}"] = [_unsharded(x) for x in layers] + [_unsharded(model)]
+
             return hook
 
         for i, layer in enumerate(layers):
@@ -56,8 +61,9 @@ def test_backward_prefetches_the_next_layer_and_the_root_is_regathered_for_backw
 
 
 def test_plan_shows_the_host_load_before_sharding_uncounted():
-    result = make_plan(PlanConfig("llama2-7b", method="fft", dtype="bfloat16", sharding="fsdp", gpus=8,
-                                  batch_size=8, seq_len=512))
+    result = make_plan(
+        PlanConfig("llama2-7b", method="fft", dtype="bfloat16", sharding="fsdp", gpus=8, batch_size=8, seq_len=512)
+    )
     load = next(t for t in result.memory if t.name == "host RAM at load, before sharding (fsdp)")
     shape_params = next(t for t in result.memory if t.name == "weights").value * 8 / 4  # fp32 shards over 8
     assert load.value == shape_params * 2 and not load.counted
