@@ -117,3 +117,18 @@ def test_importing_the_contract_stays_light():
     code = "import sys, mftlab.files.results; print(sorted({'torch', 'numpy', 'matplotlib'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_demo_index_from_before_the_method_labels_is_refused_in_one_line(tmp_path):
+    # demo.json written before the labels moved into the results: the figures would have no labels.
+    write_result(tmp_path, "demo", {"domains": ["math"], "methods": ["fft", "mft"], "method_names": {"mft": "MFT"}})
+    one_line_error(
+        lambda: read_result(tmp_path, "demo"), "written by an older mftlab", "no 'method_short'", "`mftlab demo`"
+    )
+    from click.testing import CliRunner
+
+    from mftlab.cli.main import main
+
+    result = CliRunner().invoke(main, ["plot", str(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("Error: ") and "older mftlab" in result.output

@@ -36,6 +36,7 @@ class ResultFiles:
     writer: str  # what writes it (for error messages)
     csv: str | None = None  # one row per record (spreadsheets)
     arrays: str | None = None  # numpy arrays (npz)
+    requires: tuple[str, ...] = ()  # keys readers need that older versions of the writer did not write
 
 
 # kind -> its files. The tags and names predate this table and never change.
@@ -57,7 +58,13 @@ KINDS: dict[str, ResultFiles] = {
         "landscape", "landscape.json", "`mftlab landscape` or LandscapeResult.save", arrays="landscape.npz"
     ),
     "sweep": ResultFiles("sweep", "sweep.json", "`mftlab sweep`", csv="sweep.csv"),
-    "demo": ResultFiles("demo", "demo.json", "`mftlab demo`"),
+    "demo": ResultFiles(
+        "demo",
+        "demo.json",
+        "`mftlab demo` or `mftlab protocol`",
+        # the methods' labels and roles, which the figures and the report read (written since 0.1.0's protocol)
+        requires=("method_names", "method_short", "curve_names", "curve_from", "reference_lines", "roles"),
+    ),
 }
 
 
@@ -196,6 +203,12 @@ def read_result(folder_or_path: str | os.PathLike, kind: str) -> dict:
         )
         raise MftlabError(
             f"result file '{path}' holds {what}, not {spec.tag!r} results; pass a folder written by {spec.writer}"
+        )
+    missing = [key for key in spec.requires if key not in data]
+    if missing:
+        raise MftlabError(
+            f"result file '{path}' was written by an older mftlab (no '{missing[0]}'); run {spec.writer} "
+            "into the same folder again (finished steps are reused)"
         )
     return data
 
