@@ -273,7 +273,8 @@ class OverlapResult:
         return next(r for r in self.pairs if r["level"] == "overall" and r["a"] == a and r["b"] == b)
 
 
-def _load(mask: Mask | str | os.PathLike) -> tuple[Mask, str]:
+def load_with_source(mask: Mask | str | os.PathLike) -> tuple[Mask, str]:
+    """A Mask (given, or loaded from a path) and where it came from (the path, or its base model's name)."""
     if isinstance(mask, Mask):
         return mask, mask.base_model.get("name_or_path", "")
     return load_mask(mask), os.fspath(mask)
@@ -294,7 +295,7 @@ def compare_masks(masks: list, labels: list[str] | None = None, force: bool = Fa
 
     Works one tensor at a time on packed bytes. `progress(done, total)` is called per tensor.
     """
-    loaded = [_load(m) for m in masks]
+    loaded = [load_with_source(m) for m in masks]
     masks_, sources = [m for m, _ in loaded], [s for _, s in loaded]
     if len(masks_) < 2:
         raise MaskMismatchError(f"compare-masks needs at least 2 masks, got {len(masks_)}; pass two or more mask files")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from mftlab.analysis.criteria import mask_criterion_scores, run_scores, spearman
 from mftlab.analysis.groups import OVERALL, group_keys, projection_order, sorted_layers, tensor_groups
-from mftlab.analysis.overlap import PairCounts, _load, default_labels, pair_counts, shared_tensors
+from mftlab.analysis.overlap import PairCounts, default_labels, load_with_source, pair_counts, shared_tensors
 from mftlab.analysis.packed_counts import count
 from mftlab.analysis.results import finite
 from mftlab.errors import MaskMismatchError
@@ -86,8 +86,8 @@ def _metrics(counts: PairCounts) -> dict:
 
 def reference_overlap(reference, others: list, labels: list[str] | None = None, force: bool = False) -> ReferenceResult:
     """Overlap of `reference` (a Mask or path) with each of `others`; see the module doc."""
-    ref, ref_source = _load(reference)
-    loaded = [_load(m) for m in others]
+    ref, ref_source = load_with_source(reference)
+    loaded = [load_with_source(m) for m in others]
     if not loaded:
         raise MaskMismatchError("--reference needs at least one other MASK to compare with; pass mask files")
     masks, sources = [m for m, _ in loaded], [s for _, s in loaded]
@@ -187,7 +187,7 @@ def correlate_with_run(
         result.notes.append("no rank correlations: pass --model (and --data for wanda / snip) to recompute criteria")
         return
     for label, mask in zip(result.labels, masks):
-        scores, why = mask_criterion_scores(_load(mask)[0], label, result.tensors, loaded, data, force)
+        scores, why = mask_criterion_scores(load_with_source(mask)[0], label, result.tensors, loaded, data, force)
         if scores is None:
             result.notes.append(why)
         else:

@@ -12,8 +12,17 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mftlab.figures.overlap_figures import _lift_norm, _nan_to_none
-from mftlab.figures.style import DIVERGING_CMAP, PALETTE, RC, new_figure, out_base, save_figure, save_html
+from mftlab.figures.style import (
+    DIVERGING_CMAP,
+    PALETTE,
+    RC,
+    lift_norm,
+    nan_to_none,
+    new_figure,
+    out_base,
+    save_figure,
+    save_html,
+)
 from mftlab.files.results import read_result
 
 RESULT = "reference_overlap"  # the kind of result drawn here (see mftlab.files.results)
@@ -113,7 +122,7 @@ def heatmaps(result: dict, result_dir) -> list[str]:
     ref = _reference_name(result)
     lifts = {lab: _grid(result, lab, "lift") for lab in labels}
     shares = {lab: _grid(result, lab, "fraction_of_reference") for lab in labels}
-    norm = _lift_norm(np.concatenate([g.ravel() for g in lifts.values()]))
+    norm = lift_norm(np.concatenate([g.ravel() for g in lifts.values()]))
     ncols = min(2, len(labels))
     nrows = -(-len(labels) // ncols)
     fig, axes = new_figure(
@@ -175,10 +184,10 @@ def heatmaps(result: dict, result_dir) -> list[str]:
     for k, label in enumerate(labels):
         pfig.add_trace(
             go.Heatmap(
-                z=_nan_to_none(lifts[label]),
+                z=nan_to_none(lifts[label]),
                 x=projections,
                 y=layers,
-                customdata=_nan_to_none(100 * shares[label]),
+                customdata=nan_to_none(100 * shares[label]),
                 colorscale="RdBu_r",
                 zmid=1,
                 showscale=k == 0,

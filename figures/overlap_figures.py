@@ -6,9 +6,18 @@ Pure functions of overlap.json; each figure is written as PNG, PDF and self-cont
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.colors import LogNorm
 
-from mftlab.figures.style import DIVERGING_CMAP, PALETTE, SEQUENTIAL_CMAP, new_figure, out_base, save_figure, save_html
+from mftlab.figures.style import (
+    DIVERGING_CMAP,
+    PALETTE,
+    SEQUENTIAL_CMAP,
+    lift_norm,
+    nan_to_none,
+    new_figure,
+    out_base,
+    save_figure,
+    save_html,
+)
 from mftlab.files.results import read_result
 
 RESULT = "overlap"  # the kind of result drawn here (see mftlab.files.results)
@@ -57,7 +66,7 @@ def matrices(result: dict, result_dir) -> list[str]:
             "Lift over independent masks",
             "lift = shared / expected (log, 1 = chance)",
             DIVERGING_CMAP,
-            _lift_norm(lift),
+            lift_norm(lift),
             ".2f",
         ),
     )
@@ -97,7 +106,7 @@ def matrices(result: dict, result_dir) -> list[str]:
     )
     pfig.add_trace(
         go.Heatmap(
-            z=_nan_to_none(jac),
+            z=nan_to_none(jac),
             x=labels,
             y=labels,
             colorscale="Viridis",
@@ -111,7 +120,7 @@ def matrices(result: dict, result_dir) -> list[str]:
     )
     pfig.add_trace(
         go.Heatmap(
-            z=_nan_to_none(lift),
+            z=nan_to_none(lift),
             x=labels,
             y=labels,
             colorscale="RdBu_r",
@@ -125,18 +134,6 @@ def matrices(result: dict, result_dir) -> list[str]:
     pfig.update_yaxes(autorange="reversed")
     pfig.update_layout(title="Overlap of masked weights between masks")
     return paths + [save_html(pfig, out_base(result_dir, "overlap_matrix") + ".html")]
-
-
-def _lift_norm(lift: np.ndarray):
-    values = lift[np.isfinite(lift) & (lift > 0)]
-    if values.size == 0:
-        return LogNorm(0.5, 2)
-    span = max(2.0, float(np.exp(np.max(np.abs(np.log(values))))) * 1.05)  # symmetric around 1 on a log scale
-    return LogNorm(1 / span, span)
-
-
-def _nan_to_none(grid: np.ndarray) -> list:
-    return [[None if not np.isfinite(v) else float(v) for v in row] for row in grid]
 
 
 def layer_curves(result: dict, result_dir) -> list[str]:

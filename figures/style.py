@@ -79,3 +79,22 @@ def save_html(plotly_fig, path: str | os.PathLike) -> str:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(html)
     return os.fspath(path)
+
+
+def lift_norm(lift):
+    """A log colour scale symmetric around 1 for lifts over chance (0.5..2 when nothing is finite)."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    values = lift[np.isfinite(lift) & (lift > 0)]
+    if values.size == 0:
+        return LogNorm(0.5, 2)
+    span = max(2.0, float(np.exp(np.max(np.abs(np.log(values))))) * 1.05)  # symmetric around 1 on a log scale
+    return LogNorm(1 / span, span)
+
+
+def nan_to_none(grid) -> list:
+    """A 2-D array as nested lists with NaN / inf as None (plotly draws gaps, JSON stays strict)."""
+    import numpy as np
+
+    return [[None if not np.isfinite(v) else float(v) for v in row] for row in grid]

@@ -76,12 +76,10 @@ from mftlab.options_meta import doc
 from mftlab.plan.memory import dtype_name, landscape_memory, overhead_terms, train_memory
 from mftlab.plan.terms import DTYPE_BYTES, GIB, GPU, GPUS, SCORE_BYTES, Term, fmt_bytes, fmt_count, fmt_seconds  # noqa: F401
 from mftlab.plan.timing import landscape_time, train_time
+from mftlab.training.choices import METHODS, PRECISIONS, SHARDINGS  # what `mftlab train` runs
 
 TASKS = ("train", "landscape")
-METHODS = ("mask", "fft", "lora")
-SHARDINGS = ("none", "fsdp")  # what `mftlab train --sharding` runs
 PLANES = ("random", "models", "line")
-PRECISIONS = ("auto", "bf16", "fp32")
 ATTENTIONS = ("sdpa", "eager")
 
 

@@ -19,11 +19,9 @@ from mftlab.mft.masking import SCORE_INITS, SelectionConfig
 from mftlab.mft.targeting import TargetSpec
 from mftlab.models.loading import DTYPES
 from mftlab.options_meta import doc, like
+from mftlab.training.choices import METHODS, PRECISIONS, SHARDINGS
 from mftlab.training.trackers import parse_report_to
 
-METHODS = ("mask", "fft", "lora")
-PRECISIONS = ("auto", "bf16", "fp32")
-SHARDINGS = ("none", "fsdp")
 # Fields that may change between an interrupted run and its `--resume` without changing the result.
 RESUMABLE_FIELDS = (
     "resume",
