@@ -2,21 +2,14 @@
 
 import click
 
-from mftlab.cli.options import floats, option_for, options_for
+from mftlab.cli.options import floats, option_for, options_for, threads_option
 from mftlab.recipes.demo import DemoConfig
 
 
 @click.command("demo")
 @option_for(DemoConfig, "out", default="demo-out", type=click.Path(file_okay=False))
 @options_for(DemoConfig, "seed", "seeds", "quick", "layers", "mask_ratio", "mft_inits", "mft_score_lrs", "random_seeds")
-@click.option(
-    "--threads",
-    type=int,
-    default=1,
-    show_default=True,
-    help="CPU threads for torch. The demo's models are so small that one thread is fastest; more "
-    "threads only help bigger models and hurt badly when other processes share the cores.",
-)
+@threads_option
 def command(out, seed, seeds, quick, layers, mask_ratio, mft_inits, mft_score_lrs, random_seeds, threads):
     """Run backbone -> FFT (upper bound) -> continued FFT -> MFT (a small grid of variants, the best on
     validation kept) -> random / magnitude / Wanda / SNIP masks (-> LoRA when peft is installed) on three

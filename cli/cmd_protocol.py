@@ -5,6 +5,9 @@ import time
 
 import click
 
+from mftlab.cli.options import option_for, threads_option
+from mftlab.recipes.demo import DemoConfig
+
 
 def run_and_report(run, out: str, threads: int) -> dict:
     """Hold `out`, run `run(progress)` (the protocol, or the demo that runs it) on `threads` CPU threads,
@@ -37,20 +40,8 @@ def run_and_report(run, out: str, threads: int) -> dict:
 
 @click.command("protocol")
 @click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
-@click.option(
-    "--out",
-    default="protocol-out",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Folder for every run, result, figure and the report (re-running reuses finished steps).",
-)
-@click.option(
-    "--threads",
-    type=int,
-    default=1,
-    show_default=True,
-    help="CPU threads for torch (more help bigger models; fewer when other processes share the cores).",
-)
+@option_for(DemoConfig, "out", default="protocol-out", type=click.Path(file_okay=False))  # the same run folder
+@threads_option
 def command(config_file, out, threads):
     """Run the paper's protocol as CONFIG (YAML or JSON) describes it: a backbone (model folder, hub id
     or preset, optionally pre-trained first), domains each with train / validation / test files, the

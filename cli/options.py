@@ -140,3 +140,13 @@ def echo_targets(targets) -> None:
     for t in targets:
         click.echo(f"{t.param_name}\t{list(t.shape)}\t{t.numel}")
     click.echo(f"{len(targets)} tensors, {sum(t.numel for t in targets):,} weights")
+
+
+threads_option = click.option(
+    "--threads",
+    type=int,
+    default=1,
+    show_default=True,
+    help="CPU threads for torch. Tiny models (the demo's) run fastest on one; more threads help bigger models "
+    "and hurt badly when other processes share the cores.",
+)
