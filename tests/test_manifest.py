@@ -92,12 +92,36 @@ def test_resume_skips_a_damaged_newest_checkpoint_with_one_warning(tmp_path, dam
     assert warnings[0].endswith("); resuming from step 2")
 
 
-def test_checkpoints_without_a_manifest_are_accepted(tmp_path):
-    newest = _save(tmp_path, 1)
-    os.remove(os.path.join(newest, MANIFEST))  # written before manifests existed
+def _as_before_manifests(folder):
+    """What a checkpoint written before manifests looks like: no manifest, and no mention of one."""
+    os.remove(os.path.join(folder, MANIFEST))
+    state_file = os.path.join(folder, "trainer_state.json")
+    state = json.loads(open(state_file).read())
+    del state["manifest"]
+    open(state_file, "w").write(json.dumps(state))
+
+
+def test_checkpoints_from_before_manifests_are_accepted(tmp_path):
+    _as_before_manifests(_save(tmp_path, 1))
     warnings = []
     assert ckpt.latest_checkpoint(str(tmp_path), warnings.append).step == 1
     assert warnings == []
+
+
+def test_a_checkpoint_that_lost_its_manifest_is_skipped(tmp_path):
+    for step in (1, 2):
+        newest = _save(tmp_path, step)
+    os.remove(os.path.join(newest, MANIFEST))  # its trainer_state.json says it had one
+    warnings = []
+    assert ckpt.latest_checkpoint(str(tmp_path), warnings.append).step == 1
+    assert warnings == [
+        f"warning: skipped damaged checkpoint (step-000002: {MANIFEST} is missing); resuming from step 1"
+    ]
+
+
+def test_the_manifest_format_name_never_changes(tmp_path):
+    # Written into every checkpoint's manifest: a new name would make every older checkpoint "damaged".
+    assert write_manifest(str(_folder(tmp_path)))["format"] == "mftlab.manifest"
 
 
 def test_every_checkpoint_damaged_is_a_clear_error(tmp_path):

@@ -18,7 +18,7 @@ import os
 from mftlab.files.atomic import write_text_atomic
 
 MANIFEST = "manifest.json"
-FORMAT = "mftlab.files.manifest"
+FORMAT = "mftlab.manifest"  # written into every manifest: never changes
 _CHUNK = 1 << 20
 
 

@@ -27,7 +27,7 @@ import torch
 
 from mftlab.errors import ConfigError
 from mftlab.files.atomic import atomic_dir
-from mftlab.files.manifest import has_manifest, verify_manifest, write_manifest
+from mftlab.files.manifest import MANIFEST, has_manifest, verify_manifest, write_manifest
 from mftlab.mask.maskfile import Mask, save_mask
 
 CHECKPOINTS = "checkpoints"
@@ -116,7 +116,7 @@ def save_checkpoint(
             save_mask(mask, os.path.join(tmp, "mask.safetensors"))
         # Written last: a folder counts as a checkpoint only once this file exists.
         with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as f:
-            json.dump(dict(info, step=step), f, indent=2)
+            json.dump(dict(info, step=step, manifest=MANIFEST), f, indent=2)  # a checkpoint that must have one
         write_manifest(tmp)
         _plain_permissions(tmp)
     for _, old in list_checkpoints(out_dir)[:-keep]:
@@ -149,7 +149,16 @@ def load_checkpoint(path: str) -> Checkpoint:
 
 def verify_checkpoint(path: str) -> str | None:
     """None when the checkpoint matches its manifest (or predates manifests), else why it does not."""
-    return verify_manifest(path) if has_manifest(path) else None
+    if has_manifest(path):
+        return verify_manifest(path)
+    # No manifest: accepted unverified if the checkpoint predates manifests; one whose trainer_state.json
+    # names its manifest has lost it (deleted, or a partial copy), and nothing else in it can be trusted.
+    try:
+        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+            expected = json.load(f).get("manifest")
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable: reading the checkpoint reports it
+    return f"{expected} is missing" if expected else None
 
 
 def latest_checkpoint(out_dir: str, warn: Callable[[str], None] | None = None) -> Checkpoint:

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from mftlab.errors import ConfigError
-from mftlab.files.manifest import write_manifest
+from mftlab.files.manifest import MANIFEST, write_manifest
 from mftlab.mask.maskfile import Mask, save_mask
 from mftlab.training import checkpoint as ckpt
 
@@ -64,7 +64,7 @@ def save_sharded_checkpoint(
         if mask is not None:
             save_mask(mask, os.path.join(tmp, "mask.safetensors"))
         with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as f:  # the marker, last
-            json.dump(dict(info, step=step, sharding="fsdp", world_size=world), f, indent=2)
+            json.dump(dict(info, step=step, sharding="fsdp", world_size=world, manifest=MANIFEST), f, indent=2)
         write_manifest(tmp)
         if os.path.exists(target):  # a re-run of the same step after resume
             shutil.rmtree(target)
