@@ -13,7 +13,7 @@ import tempfile
 
 import torch
 
-from mftlab.analysis.landscape import LandscapeResult
+from mftlab.analysis.landscape_result import LandscapeResult
 from mftlab.analysis.overlap import OverlapResult
 from mftlab.analysis.stats import StatsResult
 from mftlab.mask.maskfile import Mask, load_mask

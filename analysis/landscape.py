@@ -27,17 +27,16 @@ import numpy as np
 import torch
 
 from mftlab.analysis.directions import DirectionSpec
+from mftlab.analysis.landscape_result import LandscapeResult, assemble_result, finite_or_none
 from mftlab.analysis.landscape_store import PointStore
 from mftlab.analysis.planes import ExplicitPlane, ModelLine, ModelPlane, Plane, RandomPlane, linspace, margin_ranges
 from mftlab.errors import ConfigError, MaskMismatchError
-from mftlab.files.results import header, read_arrays, read_result, result_files, result_path, write_result
 from mftlab.mask.fingerprint import combined_fingerprint, tensor_fingerprint
 from mftlab.options_meta import doc
-from mftlab.training.data import IGNORE_INDEX, Example
+from mftlab.training.data import Example, label_tokens
 from mftlab.training.evaluation import LossSums, TokenBatch, loss_sums, make_batches
 
 PLANES = ("random", "models", "line")
-LAYOUT = "losses[j, i] is the loss at (xs[i], ys[j]); shape (len(ys), len(xs)); point k = j * len(xs) + i"
 MODELS_NEEDED = {"models": 3, "line": 2}
 Progress = Callable[[str, dict], None]
 
@@ -123,10 +122,6 @@ class LandscapeConfig:
 
 
 # -- data ---------------------------------------------------------------------------------------
-def label_tokens(example: Example) -> int:
-    return sum(1 for label in example.labels[1:] if label != IGNORE_INDEX)
-
-
 def select_tokens(examples: list[Example], max_tokens: int | None) -> list[Example]:
     """The first examples (in data order) holding at least `max_tokens` label tokens (all when None)."""
     if max_tokens is None:
@@ -194,29 +189,6 @@ def restore_(params: dict[str, torch.Tensor], plane: Plane) -> None:
 
 
 # -- the grid loop ------------------------------------------------------------------------------
-@dataclass
-class LandscapeResult:
-    xs: np.ndarray  # (nx,)
-    ys: np.ndarray  # (ny,)
-    train_loss: np.ndarray  # (ny, nx), nats per label token
-    test_loss: np.ndarray  # (ny, nx)
-    markers: list[dict]
-    out_dir: str
-    seconds_per_point: float | None
-    computed: int  # points computed by this process in this call
-
-    def loss(self, split: str = "train") -> np.ndarray:
-        return self.train_loss if split == "train" else self.test_loss
-
-    def save(self, folder: str | os.PathLike) -> list[str]:
-        """Write landscape.json and landscape.npz (the ones in `out_dir`, read back kind-checked) into `folder`."""
-        if os.path.abspath(folder) == os.path.abspath(self.out_dir):
-            return [result_path(folder, "landscape"), result_path(folder, "landscape", "arrays")]
-        return write_result(
-            folder, "landscape", read_result(self.out_dir, "landscape"), arrays=read_arrays(self.out_dir, "landscape")
-        )
-
-
 def _sums_record(s: LossSums) -> list:
     return [s.nll, s.tokens, s.correct]
 
@@ -235,79 +207,6 @@ def _evaluate(model, params, plane, point, train: EvalData, test: EvalData) -> d
         "norm": norm,
         "seconds": time.perf_counter() - started,
     }
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
-def _assemble(records: dict[int, dict], xs, ys, markers: list[dict], out_dir: str, run: dict) -> LandscapeResult:
-    nx, ny = len(xs), len(ys)
-    total = nx * ny + len(markers)
-    missing = [k for k in range(total) if k not in records]
-    if missing:
-        raise ConfigError(f"{len(missing)} of {total} landscape points are missing in '{out_dir}'; rerun with --resume")
-    arrays = {
-        k: np.full((ny, nx), np.nan)
-        for k in ("train_loss", "test_loss", "train_token_accuracy", "test_token_accuracy", "perturbation_norm")
-    }
-    for k in range(nx * ny):
-        r = records[k]
-        j, i = divmod(k, nx)
-        for split in ("train", "test"):
-            nll, tokens, correct = r[split]
-            arrays[f"{split}_loss"][j, i] = nll / tokens
-            arrays[f"{split}_token_accuracy"][j, i] = correct / tokens
-        arrays["perturbation_norm"][j, i] = r["norm"]
-    for m, marker in enumerate(markers):
-        r = records[nx * ny + m]
-        marker["train_loss"] = _finite(r["train"][0] / r["train"][1])
-        marker["test_loss"] = _finite(r["test"][0] / r["test"][1])
-        marker["perturbation_norm"] = r["norm"]
-    seconds = [r["seconds"] for r in records.values() if "seconds" in r]
-    spp = float(np.median(seconds)) if seconds else None
-    result = LandscapeResult(
-        np.asarray(xs, dtype=np.float64),
-        np.asarray(ys, dtype=np.float64),
-        arrays["train_loss"],
-        arrays["test_loss"],
-        markers,
-        out_dir,
-        spp,
-        0,
-    )
-    _write_final(result, arrays, run)
-    return result
-
-
-def _write_final(result: LandscapeResult, arrays: dict, run: dict) -> None:
-    saved = dict(
-        xs=result.xs,
-        ys=result.ys,
-        layout=np.array(LAYOUT),
-        marker_xy=np.array([[m["x"], m["y"]] for m in result.markers], dtype=np.float64).reshape(-1, 2),
-        marker_train_loss=np.array(
-            [m["train_loss"] if m["train_loss"] is not None else np.nan for m in result.markers]
-        ),
-        marker_test_loss=np.array([m["test_loss"] if m["test_loss"] is not None else np.nan for m in result.markers]),
-        **arrays,
-    )
-    finite = {s: arrays[f"{s}_loss"][np.isfinite(arrays[f"{s}_loss"])] for s in ("train", "test")}
-    doc = {
-        **header("landscape"),
-        "layout": LAYOUT,
-        "files": {"arrays": result_files("landscape").arrays},
-        **{k: v for k, v in run.items() if k != "check"},
-        **run["check"],
-        "markers": result.markers,
-        "summary": {
-            f"{s}_loss_{what}": _finite(float(fn(finite[s]))) if finite[s].size else None
-            for s in ("train", "test")
-            for what, fn in (("min", np.min), ("max", np.max))
-        },
-        "seconds_per_point": result.seconds_per_point,
-    }
-    write_result(result.out_dir, "landscape", doc, arrays=saved)
 
 
 def compute_landscape(
@@ -388,7 +287,7 @@ def compute_landscape(
     barrier()
     result = None
     if rank == 0:
-        result = _assemble(store.done(), xs, ys, markers, out_dir, run)
+        result = assemble_result(store.done(), xs, ys, markers, out_dir, run)
         result.computed = computed
     barrier()
     return result
@@ -493,7 +392,7 @@ def landscape(
             other = tracked(source)()
             extra_rows[k] = plane.project(other, live)
             for split, data in (("train", train), ("test", test)):
-                extra_rows[k][f"{split}_loss_own"] = _finite(loss_sums(other, data.batches).loss)
+                extra_rows[k][f"{split}_loss_own"] = finite_or_none(loss_sums(other, data.batches).loss)
             del other
         coords = [(0.0, 0.0)] + [(r["x"], r["y"]) for r in extra_rows[1:]]
     elif config.plane == "models":

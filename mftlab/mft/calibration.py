@@ -17,7 +17,7 @@ import numpy as np
 from mftlab.errors import ConfigError, DataError
 from mftlab.models.tokenizer import padding_id
 from mftlab.options_meta import doc
-from mftlab.training.data import IGNORE_INDEX, Example, load_examples
+from mftlab.training.data import Example, label_tokens, load_examples
 from mftlab.training.evaluation import TokenBatch, make_batches
 
 
@@ -99,9 +99,9 @@ def calibration_from_examples(
     tokens = sum(len(e.input_ids) for e in taken)
     if tokens == 0:
         raise DataError(f"calibration data '{config.data}' has no tokens; pass a file with text records")
-    label_tokens = sum(sum(1 for x in e.labels[1:] if x != IGNORE_INDEX) for e in taken)
+    answer_tokens = sum(label_tokens(e) for e in taken)
     batches = make_batches(taken, config.batch_size, pad_id, device)
-    return Calibration(config, batches, len(taken), tokens, label_tokens, tokens_fingerprint(taken))
+    return Calibration(config, batches, len(taken), tokens, answer_tokens, tokens_fingerprint(taken))
 
 
 def load_calibration(config: CalibrationConfig, tokenizer, device="cpu") -> Calibration:

@@ -44,6 +44,11 @@ class Example:
     reference: str | None = None
 
 
+def label_tokens(example: Example) -> int:
+    """Answer tokens a next-token loss covers (labels shift by one, so the first never counts)."""
+    return sum(1 for label in example.labels[1:] if label != IGNORE_INDEX)
+
+
 @dataclass
 class DataReport:
     """What loading found: counts, and the problems of skipped records."""

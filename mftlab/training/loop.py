@@ -28,21 +28,21 @@ import torch
 
 from mftlab.errors import ConfigError, TrainingError
 from mftlab.files.folder_lock import hold_folder
-from mftlab.mask.maskfile import save_mask
-from mftlab.mft.masking import attach_masks, count_flips, detach_masks, export_mask, mask_stats, refresh_masks
-from mftlab.mft.targeting import resolve_targets
+from mftlab.mft.masking import count_flips, detach_masks, mask_stats, refresh_masks
 from mftlab.mft.warm_select import WarmSelector
-from mftlab.models.loading import LoadedModel, load_model
+from mftlab.models.loading import LoadedModel
 from mftlab.models.tokenizer import padding_id
 from mftlab.training import checkpoint as ckpt
 from mftlab.training import sharded_checkpoint as sckpt
 from mftlab.training import sharding
+from mftlab.training.artifacts import RunArtifacts
 from mftlab.training.config import TrainConfig
-from mftlab.training.data import IGNORE_INDEX, DataReport, Example, load_examples
+from mftlab.training.data import DataReport, Example, label_tokens, load_examples
 from mftlab.training.dist_faults import distributed_faults, process_group_timeout
 from mftlab.training.evaluation import EvalResult, batch_loss_sums, collate, evaluate
 from mftlab.training.master_weights import MasterWeights
-from mftlab.training.run_outputs import MetricsLog, check_out_dir, replace_dir, start_out_dir
+from mftlab.training.model_setup import disable_gradient_checkpointing, prepare_model, trainable_parameters
+from mftlab.training.run_outputs import MetricsLog, check_out_dir, start_out_dir
 from mftlab.training.step0 import evaluate_step0
 from mftlab.training.trackers import RunTrackers, check_report_to
 
@@ -92,73 +92,12 @@ def step_indices(n_examples: int, batch_size: int, seed: int, step: int) -> list
     return chosen
 
 
-def _label_tokens(example: Example) -> int:
-    return sum(1 for label in example.labels[1:] if label != IGNORE_INDEX)
-
-
 # -- model set-up -------------------------------------------------------------------------------
 def _precision(config: TrainConfig) -> str:
     bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if config.precision == "bf16" and not bf16_ok:
         raise ConfigError("--precision bf16 needs a CUDA device with bf16 support; use --precision fp32 here")
     return "bf16" if config.precision == "bf16" or (config.precision == "auto" and bf16_ok) else "no"
-
-
-def _attach_lora(model, targets, config: TrainConfig):
-    try:
-        import peft
-    except ImportError:
-        raise ConfigError(
-            "--method lora needs the peft library; install it with `pip install 'mftlab[lora]'`"
-        ) from None
-    lora = peft.LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=[t.module_name for t in targets],
-        task_type="CAUSAL_LM",
-    )
-    return peft.get_peft_model(model, lora)
-
-
-def _enable_gradient_checkpointing(model) -> None:
-    if not getattr(model, "supports_gradient_checkpointing", False):
-        raise ConfigError(
-            f"--gradient-checkpointing: {type(model).__name__} does not support gradient "
-            "checkpointing; drop the flag for this model"
-        )
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def _disable_gradient_checkpointing(model) -> None:
-    off = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
-    off()
-
-
-def _prepare_model(config: TrainConfig, loaded: LoadedModel | None):
-    """(model, tokenizer, masked layers or None) with exactly the right parameters trainable."""
-    loaded = loaded or load_model(config.model, config.dtype, config.gguf_file, config.trust_remote_code)
-    model = loaded.model
-    if config.gradient_checkpointing:
-        _enable_gradient_checkpointing(model)
-    layers = None
-    if config.method == "mask":
-        targets = resolve_targets(model, config.target_spec())
-        layers = attach_masks(model, targets, config.score_init, config.score_std, config.score_dtype, config.seed)
-    elif config.method == "lora":
-        model = _attach_lora(model, resolve_targets(model, config.target_spec()), config)
-    else:
-        for p in model.parameters():
-            p.requires_grad_(True)
-    return model, loaded.tokenizer, layers
-
-
-def _trainable(model) -> dict[str, torch.nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -186,7 +125,7 @@ def _accumulate_gradients(
     all micro-batches), so the gradient does not depend on how the step is split.
     """
     world, rank = accelerator.num_processes, accelerator.process_index
-    step_tokens = sum(_label_tokens(examples[i]) for i in ids)
+    step_tokens = sum(label_tokens(examples[i]) for i in ids)
     mine = ids[rank * micro * accum : (rank + 1) * micro * accum]
     stats = torch.zeros(3, dtype=torch.float64)
     for m in range(accum):
@@ -202,63 +141,6 @@ def _accumulate_gradients(
             accelerator.backward(nll * (world / max(step_tokens, 1)))  # x world: DDP and FSDP average gradients
         stats += torch.tensor([float(nll.detach()), tokens, float(batch.attention_mask.sum())], dtype=torch.float64)
     return accelerator.reduce(stats.to(accelerator.device), "sum").cpu() if world > 1 else stats
-
-
-# -- outputs ------------------------------------------------------------------------------------
-def _method_meta(config: TrainConfig, step: int) -> dict:
-    return {
-        "name": "mft",
-        "mask_ratio": config.mask_ratio,
-        "selection": config.selection,
-        "granularity": config.granularity,
-        "rank_by": config.rank_by,
-        "seed": config.seed,
-        "steps": step,
-        "config": config.to_dict(),
-    }
-
-
-def _save_hf(model, tokenizer, folder: str) -> None:
-    model.save_pretrained(folder, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
-
-
-@dataclass
-class _Outputs:
-    """Writes the method's artifact (final or best), sharded or not; every process calls `write`."""
-
-    config: TrainConfig
-    tokenizer: object
-    layers: dict | None
-    load_dtype: torch.dtype
-    main: bool
-    sharded: bool
-    model: object = None
-    fingerprints: dict | None = None  # of the frozen base weights, taken before sharding
-
-    def mask(self, step: int):
-        meta = _method_meta(self.config, step)
-        if self.sharded:
-            return sharding.export_sharded_mask(self.layers, self.fingerprints, self.config.model, meta)
-        return export_mask(self.layers, self.config.model, meta)
-
-    def write(self, folder_or_file: str, step: int) -> None:
-        """The final (or best) artifact of the method, written atomically."""
-        if self.config.method == "mask":
-            if self.main:
-                save_mask(self.mask(step), folder_or_file)
-        elif self.sharded:  # every process takes part in gathering each tensor
-
-            def gathered(tmp):
-                return sharding.save_gathered_hf(self.model, self.tokenizer, tmp, self.load_dtype)
-
-            if self.main:
-                replace_dir(folder_or_file, gathered)
-            else:
-                gathered(None)
-        elif self.main:
-            replace_dir(folder_or_file, lambda tmp: _save_hf(self.model, self.tokenizer, tmp))
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -310,7 +192,7 @@ def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
         )
     notify = progress if (progress and main) else (lambda event: None)
 
-    model, tokenizer, layers = _prepare_model(config, loaded)
+    model, tokenizer, layers = prepare_model(config, loaded)
     started = config.sharding == "fsdp" and sharding.ensure_process_group(accelerator.device)
     try:
         return _run(config, accelerator, model, tokenizer, layers, micro, notify)
@@ -318,7 +200,7 @@ def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
         if layers is not None:
             detach_masks(model)
         if config.gradient_checkpointing:
-            _disable_gradient_checkpointing(model)
+            disable_gradient_checkpointing(model)
         if started:
             torch.distributed.destroy_process_group()
 
@@ -369,7 +251,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
                 "master copies; updates below the bf16 spacing are lost",
             )
         )
-    out = _Outputs(config, tokenizer, layers, load_dtype, main, sharded)
+    out = RunArtifacts(config, tokenizer, layers, load_dtype, main, sharded)
     if sharded:
         out.fingerprints = sharding.base_fingerprints(layers) if layers is not None else None
         model = unwrapped = sharding.shard_model(model, accelerator.device, config.pure_bf16)
@@ -379,7 +261,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
             model = accelerator.prepare(model)
         unwrapped = accelerator.unwrap_model(model)
     out.model = unwrapped
-    trainable = _trainable(unwrapped)
+    trainable = trainable_parameters(unwrapped)
     master = None
     if not sharded and sharding.needs_master(trainable.values(), config.pure_bf16):
         master = MasterWeights(trainable, resume.trainable if resume is not None else None)
