@@ -29,3 +29,8 @@ with open(os.path.join(out, f"rank{trainer.args.process_index}.json"), "w") as f
     json.dump(
         {"digest": digest, "steps": handle.steps, "world": world, "kept": {n: int(k.sum()) for n, k in keep.items()}}, f
     )
+if torch.distributed.is_initialized():
+    # Close gloo before the interpreter exits: a process group torn down at exit can abort a rank
+    # ("terminate called without an active exception") after all its work is done.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
