@@ -135,3 +135,19 @@ def test_train_dry_run_lists_targets_without_training(tmp_path):
     assert "model.layers.3.self_attn.q_proj.weight\t[128, 128]\t16384" in result.output
     assert "2 tensors, 61,440 weights" in result.output
     assert_clean_error(invoke("train", "tiny-llama", "--layers", "9", "--dry-run"), "matches nothing")
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_commands_close_the_launch_process_group(mask_file, ok):
+    """A command closes the process group it ran in, whether it succeeds or fails: a gloo group left to
+    interpreter shutdown aborted a torchrun rank (exit -6) after its work was done."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        result = invoke("inspect", mask_file if ok else "missing.safetensors")
+        assert (result.exit_code == 0) == ok, result.output
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
