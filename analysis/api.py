@@ -115,23 +115,25 @@ def landscape(
         >>> result = mftlab.landscape("micro-llama", "train.jsonl", "test.jsonl", grid="5x5")  # doctest: +SKIP
         >>> result.train_loss.shape, result.save("results/landscape")  # doctest: +SKIP
     """
-    from mftlab.analysis.directions import DirectionSpec
-    from mftlab.analysis.landscape import LandscapeConfig, parse_range, prepare_data
+    from mftlab.analysis.landscape import LandscapeConfig, prepare_data
     from mftlab.analysis.landscape import landscape as _landscape
-    from mftlab.grid import parse_grid
-    from mftlab.mft.targeting import TargetSpec
     from mftlab.training.data import load_examples
 
     first = _model(model, **load)
     tokenizer = tokenizer if tokenizer is not None else first.tokenizer
-    spec = DirectionSpec(
-        seed,
-        normalization,
-        include_1d,
-        orthogonalize,
-        TargetSpec.parse(targets, layers, exclude) if (targets or layers or exclude) else None,
+    config = LandscapeConfig.from_options(
+        plane,
+        grid,
+        range,
+        margin,
+        seed=seed,
+        normalization=normalization,
+        include_1d=include_1d,
+        orthogonalize=orthogonalize,
+        targets=targets,
+        layers=layers,
+        exclude=exclude,
     )
-    config = LandscapeConfig(plane, parse_grid(grid), parse_range(range), spec, margin)
     device = next(first.model.parameters()).device
     pad_id = padding_id(tokenizer)
     sets = [

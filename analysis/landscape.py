@@ -96,6 +96,31 @@ class LandscapeConfig:
         ),
     )
 
+    @classmethod
+    def from_options(
+        cls,
+        plane: str,
+        grid: str,
+        ranges: str | None,
+        margin: float,
+        *,
+        seed: int,
+        normalization: str,
+        include_1d: bool,
+        orthogonalize: bool,
+        targets: str | None = None,
+        layers: str | None = None,
+        exclude: str | None = None,
+        cache_directions: bool | None = None,
+    ) -> "LandscapeConfig":
+        """The config from option text as `mftlab landscape` and `mftlab.landscape` take it ('21x21', '-1:1')."""
+        from mftlab.grid import parse_grid
+        from mftlab.mft.targeting import TargetSpec
+
+        target = TargetSpec.parse(targets, layers, exclude) if (targets or layers or exclude) else None
+        directions = DirectionSpec(seed, normalization, include_1d, orthogonalize, target)
+        return cls(plane, parse_grid(grid), parse_range(ranges), directions, margin, cache_directions)
+
     def __post_init__(self):
         if self.plane not in PLANES:
             raise ConfigError(f"--plane '{self.plane}' is unknown; choose one of {', '.join(PLANES)}")

@@ -183,20 +183,24 @@ def command(
           --data train.jsonl --eval-data test.jsonl --out runs/ls3
       torchrun --nproc_per_node 2 -m mftlab.cli.main landscape ...   (several processes split the grid)
     """
-    from mftlab.analysis.landscape import landscape, parse_range, prepare_data
-    from mftlab.grid import parse_grid
+    from mftlab.analysis.landscape import landscape, prepare_data
     from mftlab.mask.maskfile import load_mask
-    from mftlab.mft.targeting import TargetSpec
     from mftlab.training.data import load_examples
 
-    spec = DirectionSpec(
-        seed,
-        normalization,
-        include_1d,
-        orthogonalize,
-        TargetSpec.parse(targets, layers, exclude) if (targets or layers or exclude) else None,
+    config = LandscapeConfig.from_options(
+        plane,
+        grid,
+        range_,
+        margin,
+        seed=seed,
+        normalization=normalization,
+        include_1d=include_1d,
+        orthogonalize=orthogonalize,
+        targets=targets,
+        layers=layers,
+        exclude=exclude,
+        cache_directions=cache_directions,
     )
-    config = LandscapeConfig(plane, parse_grid(grid), parse_range(range_), spec, margin, cache_directions)
     label_list = [s.strip() for s in labels.split(",")] if labels else None
     if label_list is not None and len(label_list) != len(models):
         raise ConfigError(f"--labels has {len(label_list)} labels for {len(models)} --model; give one per model")
