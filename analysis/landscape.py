@@ -9,8 +9,9 @@ chunk from the pristine weights (kept in the model's dtype, see `planes`) and th
 model's dtype (never by cumulative add and subtract), and
 the realised perturbation norm |theta(a, b) - theta0| (after the cast) is recorded. Both losses
 come from `mftlab.training.evaluation.loss_sums` over data tokenised once and kept on the device. Every
-finished point is appended to the run's store (see `landscape_store`), so a killed run resumes
-where it stopped; several processes split the points (k % world_size == rank) and process 0
+finished point is appended to the run's store (see `landscape_store`) with the rank that computed it,
+so a killed run resumes where it stopped; several processes deal the points still to do (in point
+order, `todo[rank::world_size]`), so after any kill each has the same number left (+-1), and process 0
 merges them. The model's weights are restored bit-exactly afterwards, whatever happens.
 """
 
@@ -279,9 +280,14 @@ def compute_landscape(
     barrier()  # every process checked before process 0 writes anything
     if rank == 0:
         store.write_run(run)
-    barrier()
+    barrier()  # the run file is written before anyone goes on
     done = store.done()
-    mine = [p for p in points if p[0] % world_size == rank and p[0] not in done]
+    # Deal what is left rather than fixing points by k % world_size: after a partial run that would
+    # leave one process most of the work and the others idle in the final barrier. The deal needs
+    # every process to see the same `done`, hence the barriers around the read.
+    todo = [p for p in points if p[0] not in done]
+    mine = todo[rank::world_size]
+    barrier()  # every process has read the shards before anyone appends to its own
     progress(
         "start",
         {"points": len(points), "done": len(done), "todo_here": len(mine), "tokens": train.tokens + test.tokens},
@@ -292,7 +298,7 @@ def compute_landscape(
     store.open()
     try:
         for n, point in enumerate(mine):
-            record = _evaluate(model, params, plane, point, train, test)
+            record = {**_evaluate(model, params, plane, point, train, test), "rank": rank}
             store.append(record)
             computed += 1
             if n == 0:

@@ -6,7 +6,10 @@ Files in the output folder:
 - `landscape.points-<rank>.jsonl`: each process appends its own points, one line each, flushed
   and fsynced, so a kill loses at most the point being computed. A torn last line is dropped
   on resume. Floats are written with Python's shortest round-trip repr, so a resumed run
-  reproduces the uninterrupted one exactly.
+  reproduces the uninterrupted one exactly. A record is {"i", "x", "y", "train": [nll, tokens,
+  correct], "test": [...], "norm", "seconds", "rank"}; `rank` (the process that computed the point)
+  is absent in records of older versions, which load and resume all the same. Every process reads
+  every shard, so a resume may use any number of processes.
 The final `landscape.npz` / `landscape.json` are written from these by `mftlab.analysis.landscape`.
 """
 

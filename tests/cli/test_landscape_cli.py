@@ -192,3 +192,44 @@ def test_two_processes_give_the_single_process_grid(setup, tmp_path):
     with np.load(tmp_path / "one" / "landscape.npz") as a, np.load(tmp_path / "two" / "landscape.npz") as b:
         for key in ("train_loss", "test_loss", "marker_xy", "marker_train_loss"):
             np.testing.assert_array_equal(a[key], b[key])
+
+
+def _records(folder, rank):
+    return [json.loads(line) for line in (folder / f"landscape.points-{rank}.jsonl").read_text().splitlines()]
+
+
+def _write_records(folder, rank, records, tail=""):
+    (folder / f"landscape.points-{rank}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + tail)
+
+
+def test_two_process_resume_deals_the_remaining_points_evenly(setup, tmp_path):
+    """A partial 2-process run where rank 0 finished and rank 1 barely started: the resume splits what is left."""
+    common = ["--grid", "4x4", "--no-figures"]  # 16 grid points + the centre marker = points 0..16
+    full = _one_thread_invoke(_args(setup, tmp_path / "full", *common))
+    assert full.exit_code == 0, full.output
+    records = _records(tmp_path / "full", 0)
+    assert [r["rank"] for r in records] == [0] * 17 and all(r["seconds"] > 0 for r in records)
+
+    # What a kill of a 2-process run by a version without `rank` leaves when rank 1 stalled after
+    # its first point: rank 0's shard holds its 9 points (k % 2 == 0), rank 1's one and a torn line.
+    out = tmp_path / "partial"
+    out.mkdir()
+    (out / "landscape.run.json").write_text((tmp_path / "full" / "landscape.run.json").read_text())
+    old = [{k: v for k, v in r.items() if k != "rank"} for r in records]
+    _write_records(out, 0, old[0::2])
+    _write_records(out, 1, old[1:2], tail='{"i": 3, "x": ')
+    left = [r["i"] for r in old[3::2]]  # 7 points, which k % 2 would all give to rank 1
+
+    torchrun = [os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "mftlab.cli.main"]
+    resumed = subprocess.run(torchrun + _args(setup, out, *common, "--resume"), env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "(10 already done)" in resumed.stdout
+    new = {rank: [r for r in _records(out, rank) if "rank" in r] for rank in (0, 1)}
+    assert all(r["rank"] == rank and r["seconds"] > 0 for rank in (0, 1) for r in new[rank])
+    assert sorted(r["i"] for rank in (0, 1) for r in new[rank]) == left
+    assert abs(len(new[0]) - len(new[1])) <= 1, {rank: [r["i"] for r in new[rank]] for rank in (0, 1)}
+    assert [r for r in _records(out, 0) if "rank" not in r] == old[0::2]  # older records kept as they were
+    keys = ("xs", "ys", "train_loss", "test_loss", "perturbation_norm", "marker_train_loss", "marker_test_loss")
+    with np.load(tmp_path / "full" / "landscape.npz") as a, np.load(out / "landscape.npz") as b:
+        for key in keys:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
