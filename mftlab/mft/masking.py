@@ -139,6 +139,8 @@ def init_scores(
     """Initial scores with the weight's shape (drawn on the CPU in fp32, then cast)."""
     check_score_init(method, std)
     shape = tuple(weight.shape)
+    if weight.is_meta:  # a sharded run's rank > 0: its scores arrive by broadcast from rank 0
+        return torch.empty(shape, dtype=dtype, device="meta")
     if method == "random":
         scores = torch.randn(shape, generator=generator) * std
     elif method == "uniform":

@@ -123,3 +123,16 @@ def load_model(
 def named_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter by state-dict name (tied ones under each of their names)."""
     return dict(model.named_parameters(remove_duplicate=False))
+
+
+def meta_model(config, dtype: torch.dtype) -> torch.nn.Module:
+    """An AutoModelForCausalLM of `config` on the meta device: shapes and dtypes, no memory.
+
+    What the ranks > 0 of a sharded run build instead of reading the checkpoint (their shards are
+    allocated after sharding and filled by broadcast from rank 0).
+    """
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return model.to(dtype).eval()

@@ -28,7 +28,8 @@ import torch
 
 from mftlab.errors import ConfigError, TrainingError
 from mftlab.files.folder_lock import hold_folder
-from mftlab.mft.masking import count_flips, detach_masks, mask_stats, refresh_masks
+from mftlab.mft.flip_counter import FlipCounter
+from mftlab.mft.masking import detach_masks, mask_stats, refresh_masks
 from mftlab.mft.warm_select import WarmSelector
 from mftlab.models.loading import LoadedModel
 from mftlab.models.tokenizer import padding_id
@@ -42,6 +43,7 @@ from mftlab.training.dist_faults import distributed_faults, process_group_timeou
 from mftlab.training.evaluation import EvalResult, batch_loss_sums, collate, evaluate
 from mftlab.training.master_weights import MasterWeights
 from mftlab.training.model_setup import disable_gradient_checkpointing, prepare_model, trainable_parameters
+from mftlab.training.peak_memory import peak_memory
 from mftlab.training.run_outputs import MetricsLog, check_out_dir, start_out_dir
 from mftlab.training.step0 import evaluate_step0
 from mftlab.training.trackers import RunTrackers, check_report_to
@@ -130,11 +132,9 @@ def _accumulate_gradients(
     stats = torch.zeros(3, dtype=torch.float64)
     for m in range(accum):
         batch = collate([examples[i] for i in mine[m * micro : (m + 1) * micro]], pad_id).to(accelerator.device)
-        sync = (
-            contextlib.nullcontext()
-            if m == accum - 1
-            else (sharding.no_sync(model) if sharded else accelerator.no_sync(model))
-        )
+        # FSDP reduce-scatters every micro-batch into the sharded fp32 gradient (as torchtitan does):
+        # skipping the sync would keep a full unsharded gradient on every process until the last one.
+        sync = contextlib.nullcontext() if (m == accum - 1 or sharded) else accelerator.no_sync(model)
         with sync:
             with accelerator.autocast():
                 nll, tokens, _ = batch_loss_sums(model, batch)
@@ -192,10 +192,12 @@ def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
         )
     notify = progress if (progress and main) else (lambda event: None)
 
-    model, tokenizer, layers = prepare_model(config, loaded)
+    # Under FSDP only rank 0 reads the checkpoint; the others build the model on the meta device.
+    rank0_loads = config.sharding == "fsdp" and world > 1 and loaded is None and not config.trust_remote_code
+    model, tokenizer, layers = prepare_model(config, loaded, rank0_loads)
     started = config.sharding == "fsdp" and sharding.ensure_process_group(accelerator.device)
     try:
-        return _run(config, accelerator, model, tokenizer, layers, micro, notify)
+        return _run(config, accelerator, model, tokenizer, layers, micro, notify, rank0_loads)
     finally:
         if layers is not None:
             detach_masks(model)
@@ -205,7 +207,7 @@ def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
             torch.distributed.destroy_process_group()
 
 
-def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainResult:
+def _run(config, accelerator, model, tokenizer, layers, micro, notify, rank0_loads=False) -> TrainResult:
     main, world = accelerator.is_main_process, accelerator.num_processes
     examples, report = load_examples(
         config.data, tokenizer, config.max_seq_len, config.data_fraction, config.seed, config.skip_bad
@@ -222,10 +224,11 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     per_epoch = steps_per_epoch(len(examples), config.batch_size)
     total = config.max_steps or math.ceil(config.epochs * per_epoch)
     selection = config.selection_config()
-    keep0 = refresh_masks(layers, selection) if layers is not None else None
+    sharded = config.sharding == "fsdp"
+    # Flip counts compare with step 0 and the last log from bit-packed copies (one full mask held).
+    flips = FlipCounter(refresh_masks(layers, selection)) if layers is not None and not sharded else None
 
     warn = lambda message: notify(TrainProgress("warning", 0, 0, message=message))  # noqa: E731
-    sharded = config.sharding == "fsdp"
     resume, sharded_resume = None, None
     if config.resume and sharded:
         sharded_resume = sckpt.latest_sharded_info(config.out, warn)  # loaded once the model is sharded
@@ -251,10 +254,20 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
                 "master copies; updates below the bf16 spacing are lost",
             )
         )
+    if config.dtype == "auto" and load_dtype == torch.float16 and _precision(config) == "bf16":
+        warn(
+            "warning: --dtype auto loaded the model in float16 (its config says so); this GPU supports "
+            "bf16, which has float32's range: pass --dtype bfloat16"
+        )
     out = RunArtifacts(config, tokenizer, layers, load_dtype, main, sharded)
     if sharded:
-        out.fingerprints = sharding.base_fingerprints(layers) if layers is not None else None
-        model = unwrapped = sharding.shard_model(model, accelerator.device, config.pure_bf16)
+        out.fingerprints = sharding.base_fingerprints(layers) if layers is not None and main else None
+        state = sharding.full_state(model) if rank0_loads and main else None
+        param_dtype = sharding.fsdp_param_dtype(config.precision, _precision(config), model)
+        model = unwrapped = sharding.shard_model(model, accelerator.device, config.pure_bf16, param_dtype)
+        if rank0_loads:
+            sharding.broadcast_weights(model, state, accelerator.device)
+            del state  # rank 0's full copy goes now
     else:
         with warnings.catch_warnings():  # accelerate's note on broadcast_buffers; `keep` is never rank-local
             warnings.simplefilter("ignore", FutureWarning)
@@ -270,6 +283,9 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
     optimizer = torch.optim.AdamW(list(stepped.values()), lr=lr, weight_decay=config.weight_decay)
     warmup = math.ceil(config.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total))
+    masks = sharding.ShardedMasks(layers) if sharded and layers is not None else None
+    if masks is not None:  # the step-0 mask, from the initial scores (before a resumed checkpoint's)
+        flips = FlipCounter(masks.refresh(selection))
     step, best_loss, best_step = 0, None, None
     if sharded_resume is not None:
         resume = sckpt.load_sharded_checkpoint(*sharded_resume, model, optimizer)
@@ -280,14 +296,12 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
         ckpt.restore_rng(resume.state["rng"])
         step, best_loss, best_step = resume.step, resume.info.get("best_eval_loss"), resume.info.get("best_step")
     warm = WarmSelector()
-    masks = sharding.ShardedMasks(layers) if sharded and layers is not None else None
     refresh = (
         (lambda: masks.refresh(selection)) if masks is not None else (lambda: refresh_masks(layers, selection, warm))
     )
     keep = refresh() if layers is not None else None
-    last_keep = keep
-    if keep0 is not None:  # made on the CPU before `prepare` moved the model
-        keep0 = {n: k.to(keep[n].device) for n, k in keep0.items()}
+    if flips is not None:  # packed before `prepare` moved the model
+        flips.to(next(iter(keep.values())).device)
     metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
     trackers = RunTrackers(config.report_to, config.out, config.to_dict()) if main else None
     if layers is not None and eval_examples is not None and resume is None:  # the initial mask, once
@@ -301,6 +315,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
             accelerator.device,
             distributed=world > 1,
         )
+        row0.update(peak_memory(accelerator.device, distributed=world > 1))
         if main:
             metrics.write(row0)
             trackers.log(row0)
@@ -365,12 +380,8 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
                 }
                 if layers is not None:
                     masked, n = mask_stats(keep)
-                    row.update(
-                        mask_ratio=masked / n,
-                        flips=count_flips(keep, last_keep),
-                        flips_since_start=count_flips(keep, keep0),
-                    )
-                    last_keep = keep
+                    since_last, since_start = flips.count(keep)
+                    row.update(mask_ratio=masked / n, flips=since_last, flips_since_start=since_start)
                 window.zero_()
                 window_start = time.perf_counter()
             if eval_examples is not None and config.eval_every and (step % config.eval_every == 0 or step == total):
@@ -396,6 +407,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify) -> TrainR
                     notify(TrainProgress("best", step, total, {"eval_loss": best_loss}))
                 notify(TrainProgress("eval", step, total, last_eval.to_dict()))
             if row is not None:
+                row.update(peak_memory(accelerator.device, distributed=world > 1))  # every process takes part
                 if main:
                     metrics.write(row)
                     trackers.log(row)

@@ -2,8 +2,12 @@
 
 - `shard_model`: one FSDP unit per decoder layer (found generically: the largest ModuleList of
   identical blocks), then the root (embeddings, final norm, head). Trainable parameters loaded
-  in 16 bits become fp32 sharded master parameters and compute in the load dtype
-  (`MixedPrecisionPolicy(param_dtype=load dtype, reduce_dtype=fp32)`), unless `pure_bf16`.
+  in 16 bits become fp32 sharded master parameters, unless `pure_bf16`; the compute dtype
+  comes from `--precision` (`fsdp_param_dtype`), gradients are reduced in fp32. Gradient
+  accumulation reduce-scatters every micro-batch into the sharded gradient (never an unsharded
+  full-size gradient held across micro-batches).
+- `full_state`, `broadcast_weights`: rank 0 loads the checkpoint, the other ranks build the model
+  on the meta device; after sharding the weights arrive by broadcast, one tensor at a time.
 - `ShardedMasks`: MFT's keep-masks chosen from the row shards of the scores with the exact
   distributed selection of `mftlab.mft.sharded_selection`; the masks stay replicated (bool per weight).
 - `export_sharded_mask`, `save_gathered_hf`: the run's outputs, the same files as without
@@ -14,7 +18,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
@@ -75,23 +78,48 @@ def needs_master(params, pure_bf16: bool) -> bool:
     return not pure_bf16 and any(_sixteen_bit(p) for p in params)
 
 
-def shard_model(model: nn.Module, device: torch.device, pure_bf16: bool) -> nn.Module:
+def fsdp_param_dtype(precision: str, resolved: str, model: nn.Module) -> torch.dtype | None:
+    """The dtype FSDP computes in (`MixedPrecisionPolicy.param_dtype`), from `--precision`.
+
+    `precision` is the option (auto / bf16 / fp32), `resolved` what the loop resolved it to
+    ("bf16" where the GPU supports bf16 autocast, else "no"). fp32 computes in fp32 whatever the
+    weights are stored in; bf16 in bf16; auto without bf16 autocast in the trainable weights' own
+    16-bit dtype, as DDP does (None: every parameter in its stored dtype). fp16 compute has no loss
+    scaler here, so a model that would compute in fp16 is refused.
+    """
+    if precision == "fp32":
+        return torch.float32
+    if resolved == "bf16":
+        return torch.bfloat16
+    if any(p.dtype == torch.float16 for p in model.parameters()):
+        raise ConfigError(
+            "--sharding fsdp would compute in float16, which needs loss scaling that FSDP training here does "
+            "not do; load the model with --dtype bfloat16 (or use --precision fp32)"
+        )
+    return next((p.dtype for p in model.parameters() if p.requires_grad and _sixteen_bit(p)), None)
+
+
+def shard_model(
+    model: nn.Module, device: torch.device, pure_bf16: bool, param_dtype: torch.dtype | None = None
+) -> nn.Module:
     """Apply FSDP2 in place (see the module docstring); returns the same module.
 
     Unit by unit, so only one decoder layer at a time is cast to fp32 and moved to `device`
     unsharded (fully_shard moves its unit's parameters to the mesh's device, then shards them).
+    Trainable 16-bit weights become fp32 sharded masters unless `pure_bf16`; `param_dtype` (see
+    `fsdp_param_dtype`) is what the gathered weights compute in, with gradients reduced in fp32.
+    A model on the meta device is sharded the same way (see `broadcast_weights`).
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    compute = next((p.dtype for p in model.parameters() if p.requires_grad and _sixteen_bit(p)), None)
     policy = MixedPrecisionPolicy()
-    if compute is not None and not pure_bf16:
-        policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=torch.float32)
+    if param_dtype is not None:
+        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
 
     def shard(unit: nn.Module) -> None:
-        if compute is not None and not pure_bf16:
+        if not pure_bf16:
             for p in unit.parameters():
                 if p.requires_grad and _sixteen_bit(p):
                     p.data = p.data.float()  # the fp32 master, sharded below
@@ -103,14 +131,36 @@ def shard_model(model: nn.Module, device: torch.device, pure_bf16: bool) -> nn.M
     return model
 
 
-@contextlib.contextmanager
-def no_sync(model: nn.Module):
-    """Skip the gradient reduce-scatter (for all but the last micro-batch of a step)."""
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
+# -- load once, shard, broadcast ---------------------------------------------------------------------
+def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """References to the loaded model's tensors, taken before sharding (rank 0 broadcasts them)."""
+    return dict(model.state_dict())
+
+
+def broadcast_weights(model: nn.Module, state: dict[str, torch.Tensor] | None, device: torch.device) -> None:
+    """Fill a sharded model from rank 0's full `state`; the other ranks pass None.
+
+    Ranks > 0 built their model on the meta device (never the full weights in host memory): their
+    shards are allocated here, then every tensor of rank 0's state dict is broadcast one at a time
+    and each rank keeps its own shard (torch's `set_model_state_dict(broadcast_from_rank0=True)`).
+    Buffers that are not in the state dict (rotary frequencies) are broadcast too; the keep-masks
+    of MFT wrappers are skipped, the trainer recomputes them from the scores.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if any(t.is_meta for t in model.parameters()) or any(t.is_meta for t in model.buffers()):
+        model.to_empty(device=device)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, state if dist.get_rank() == 0 else {}, options=options)
+    listed = [set(state) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(listed, src=0)
+    for name, buf in model.named_buffers():
+        if name in listed[0] or name.endswith(".keep"):
+            continue
+        carrier = buf.to(torch.uint8) if buf.dtype == torch.bool else buf  # gloo broadcasts no bool
+        dist.broadcast(carrier, src=0)
+        if carrier is not buf:
+            buf.copy_(carrier.bool())
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
