@@ -2,7 +2,7 @@
 
 import click
 
-from mftlab.cli.options import force_option, model_options
+from mftlab.cli.options import device_option, force_option, model_options
 
 
 @click.command("apply")
@@ -13,12 +13,13 @@ from mftlab.cli.options import force_option, model_options
 )
 @force_option
 @model_options
-def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_code):
+@device_option
+def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_code, device):
     """Zero MODEL's masked weights and save it to --out, loadable by plain transformers, vLLM or lm-eval.
     Without MASK, MODEL is written as it is (e.g. a GGUF file as an ordinary safetensors folder).
 
     A local folder of safetensors shards is rewritten one shard at a time (peak memory about
-    one shard); anything else is loaded once, masked in place and saved.
+    one shard); anything else is loaded once (on --device), masked in place and saved.
 
     \b
     Example:
@@ -28,11 +29,20 @@ def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_cod
     from mftlab.files.folder_lock import hold_output
     from mftlab.mask.maskfile import load_mask
     from mftlab.mft.apply import write_merged
+    from mftlab.models.device import resolve_device
 
+    where = resolve_device(device)
     click.get_current_context().with_resource(hold_output(out_dir))  # two applies to one --out: one is refused
     mask = load_mask(mask_path) if mask_path is not None else None
     mismatched = write_merged(
-        model, mask, out_dir, force=force, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code
+        model,
+        mask,
+        out_dir,
+        force=force,
+        dtype=dtype,
+        gguf_file=gguf_file,
+        trust_remote_code=trust_remote_code,
+        device=where,
     )
     if mismatched:
         click.echo(

@@ -5,7 +5,7 @@ import os
 
 import click
 
-from mftlab.cli.options import load_model_from, model_options, no_figures_option
+from mftlab.cli.options import device_option, load_model_from, model_options, no_figures_option
 from mftlab.errors import MftlabError
 
 
@@ -42,7 +42,8 @@ from mftlab.errors import MftlabError
     "--data", default=None, help="With --scores: the calibration data of wanda / snip masks (checked by fingerprint)."
 )
 @model_options
-def command(mask_paths, labels, out, force, no_figures, reference, scores_run, model, data, **model_kw):
+@device_option
+def command(mask_paths, labels, out, force, no_figures, reference, scores_run, model, data, device, **model_kw):
     """Jaccard, Dice, Hamming, shared masked weights, lift over independent masks and a
     hypergeometric p-value for every pair (per tensor, layer, projection and overall), and
     k-of-N consensus counts. Works on the packed bytes: memory stays near the masks' file size.
@@ -60,9 +61,11 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
     """
     from mftlab.analysis.overlap import compare_masks
     from mftlab.files.folder_lock import hold_folder
+    from mftlab.models.device import resolve_device
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")
+    where = resolve_device(device)  # where --model recomputes the criteria's scores (Wanda / SNIP passes)
     click.get_current_context().with_resource(hold_folder(out, clean="top"))  # one writer at a time
     names = [x.strip() for x in labels.split(",")] if labels is not None else None
     if names is not None and any(not x for x in names):
@@ -71,7 +74,7 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
         raise click.UsageError("--scores, --model and --data go with --reference")
     if reference is not None:
         return _compare_to_reference(
-            reference, list(mask_paths), names, out, force, no_figures, scores_run, model, data, model_kw
+            reference, list(mask_paths), names, out, force, no_figures, scores_run, model, data, where, model_kw
         )
     result = compare_masks(list(mask_paths), names, force=force)
 
@@ -97,7 +100,9 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
     click.echo(f"wrote {len(written)} files to {out}")
 
 
-def _compare_to_reference(reference, mask_paths, names, out, force, no_figures, scores_run, model, data, model_kw):
+def _compare_to_reference(
+    reference, mask_paths, names, out, force, no_figures, scores_run, model, data, device, model_kw
+):
     from mftlab.analysis.criteria import run_scores
     from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
 
@@ -107,7 +112,7 @@ def _compare_to_reference(reference, mask_paths, names, out, force, no_figures, 
         run_scores(scores_run)  # a run without checkpoints is reported before any work
     result = reference_overlap(reference, mask_paths, names, force=force)
     if scores_run:
-        loaded = load_model_from(model, **model_kw) if model else None
+        loaded = load_model_from(model, device=device, **model_kw) if model else None
         correlate_with_run(result, mask_paths, scores_run, loaded, data, force)
 
     written = result.save(out)

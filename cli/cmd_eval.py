@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
-from mftlab.cli.options import force_option, load_model_from, model_options, option_for, seed_option
+from mftlab.cli.options import (
+    device_option,
+    force_option,
+    load_model_from,
+    model_options,
+    option_for,
+    seed_option,
+)
 from mftlab.training.config import TrainConfig
-
-
-def _launched() -> bool:
-    """Under torchrun / accelerate launch: join the launch's (gloo) process group to share the work."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    from accelerate import PartialState
-
-    PartialState(cpu=True)  # the model is evaluated on the CPU, as without a launcher
-    return True
-
-
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 @click.command("eval")
@@ -37,6 +29,7 @@ def _is_main() -> bool:
 @option_for(TrainConfig, "skip_bad")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the result as JSON.")
 @model_options
+@device_option
 @force_option
 @seed_option
 def command(
@@ -50,6 +43,7 @@ def command(
     no_generate,
     skip_bad,
     as_json,
+    device,
     force,
     seed,
     **model_kwargs,
@@ -63,18 +57,26 @@ def command(
     Example:
       mftlab eval tiny-llama --data test.jsonl
       mftlab eval ./fft-model --mask run/mask.safetensors --data test.jsonl --json
-      torchrun --nproc_per_node 2 -m mftlab.cli.main eval MODEL --data test.jsonl  (examples split)
+      torchrun --nproc_per_node 2 -m mftlab.cli.main eval MODEL --data test.jsonl  (examples split;
+          one GPU per process with NCCL where there are GPUs, gloo processes on the CPU)
+
+    With --json the result also holds the peak memory (GiB; on a GPU the allocator's peak) of the
+    largest process and of each process in rank order.
     """
     from mftlab.errors import ConfigError
     from mftlab.mask.maskfile import load_mask
     from mftlab.mft.apply import apply_mask_
+    from mftlab.models.device import join_launch, resolve_device
     from mftlab.training.data import load_examples
     from mftlab.training.evaluation import evaluate
+    from mftlab.training.peak_memory import peak_memory
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
+    where = resolve_device(device)  # a GPU that is not there is reported before anything is loaded
     mask = load_mask(mask_path) if mask_path else None  # validate the file before loading a model
-    loaded = load_model_from(model, **model_kwargs)
+    launch = join_launch(where)  # under torchrun / accelerate launch the processes share the examples
+    loaded = load_model_from(model, device=where, **model_kwargs)
     mismatched = apply_mask_(loaded.model, mask, force=force) if mask is not None else []
     if mismatched:
         click.echo(f"warning: {len(mismatched)} tensors differ from the mask's base (--force)", err=True)
@@ -88,11 +90,13 @@ def command(
         batch_size,
         generate=not no_generate,
         max_new_tokens=max_new_tokens,
-        distributed=_launched(),
+        device=where,
+        distributed=launch.distributed,
     )
-    if not _is_main():
+    peaks = peak_memory(where, distributed=launch.distributed)  # every process takes part
+    if not launch.is_main:
         return
-    values = dict(result.to_dict(), model=model, mask=mask_path, data=data)
+    values = dict(result.to_dict(), model=model, mask=mask_path, data=data, **peaks)
     if as_json:
         click.echo(json.dumps(values, indent=2))
         return

@@ -8,34 +8,19 @@ import click
 
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.landscape import LandscapeConfig
-from mftlab.cli.options import force_option, model_options, no_figures_option, option_for, seed_option
+from mftlab.cli.options import (
+    device_option,
+    force_option,
+    model_options,
+    no_figures_option,
+    option_for,
+    seed_option,
+)
 from mftlab.errors import ConfigError
 from mftlab.models.tokenizer import padding_id
 from mftlab.training.config import TrainConfig
 
 MASK_SEPARATOR = "::"
-
-
-def _distributed(timeout_s: float):
-    """(rank, world_size, barrier, device) from a torchrun / accelerate launch environment."""
-    import torch
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    if world <= 1:
-        return 0, 1, None, device
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        if device.startswith("cuda"):
-            torch.cuda.set_device(local)
-        from mftlab.training.dist_faults import process_group_timeout
-
-        dist.init_process_group(
-            "nccl" if device.startswith("cuda") else "gloo", timeout=process_group_timeout(timeout_s)
-        )
-    return dist.get_rank(), dist.get_world_size(), dist.barrier, device
 
 
 def _split_model(text: str) -> tuple[str, str | None]:
@@ -47,7 +32,7 @@ def _split_model(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-def _loader(text: str, dtype: str, trust_remote_code: bool, device: str, force: bool, gguf_file: str | None = None):
+def _loader(text: str, dtype: str, trust_remote_code: bool, device, force: bool, gguf_file: str | None = None):
     def load():
         from mftlab.mask.maskfile import load_mask
         from mftlab.mft.apply import apply_mask_
@@ -143,6 +128,7 @@ def _progress(rank: int):
 @option_for(TrainConfig, "dist_timeout")
 @seed_option
 @model_options
+@device_option
 def command(
     models,
     plane,
@@ -172,6 +158,7 @@ def command(
     dtype,
     gguf_file,
     trust_remote_code,
+    device,
 ):
     """Loss landscape (train and test loss) on a grid over a plane or line in weight space.
 
@@ -182,9 +169,12 @@ def command(
           --model runs/fft::runs/mft/mask.safetensors --labels 'FFT,continued FFT,MFT' \\
           --data train.jsonl --eval-data test.jsonl --out runs/ls3
       torchrun --nproc_per_node 2 -m mftlab.cli.main landscape ...   (several processes split the grid)
+
+    landscape.json also records the peak memory (GiB) of the largest process and of each process.
     """
     from mftlab.analysis.landscape import landscape, prepare_data
     from mftlab.mask.maskfile import load_mask
+    from mftlab.models.device import join_launch, resolve_device
     from mftlab.training.data import load_examples
 
     config = LandscapeConfig.from_options(
@@ -212,19 +202,23 @@ def command(
     if not dist_timeout > 0:
         raise ConfigError(f"--dist-timeout {dist_timeout} must be positive seconds (default 1800 = 30 minutes)")
     from mftlab.files.folder_lock import hold_folder
+    from mftlab.files.results import add_to_result
     from mftlab.training.dist_faults import distributed_faults
+    from mftlab.training.peak_memory import peak_memory
 
-    rank, world, barrier, device = _distributed(dist_timeout)
+    where = resolve_device(device)
+    launch = join_launch(where, timeout_s=dist_timeout)
+    rank, world = launch.rank, launch.world_size
     # Process 0 owns --out from here (before any check of it) to the end of the command; the others wait.
     click.get_current_context().with_resource(hold_folder(out))
-    loaders = [_loader(m, dtype, trust_remote_code, device, force, gguf_file) for m in models]
+    loaders = [_loader(m, dtype, trust_remote_code, where, force, gguf_file) for m in models]
     first = loaders[0]()
     tokenizer = first.tokenizer
     pad_id = padding_id(tokenizer)
     sets = []
     for source in (data, eval_data):
         examples, _ = load_examples(source, tokenizer, max_seq_len)
-        sets.append(prepare_data(examples, pad_id, batch_size, max_tokens, device))
+        sets.append(prepare_data(examples, pad_id, batch_size, max_tokens, where))
     sources = [first.model] + [(lambda load=load: load().model) for load in loaders[1:]]
     info = {
         "sources": list(models),
@@ -248,11 +242,13 @@ def command(
             resume,
             rank,
             world,
-            barrier,
+            launch.barrier,
             _progress(rank),
         )
+        peaks = peak_memory(where, distributed=launch.distributed)  # every process takes part
     if rank != 0:
         return
+    add_to_result(out, "landscape", peaks)
     written = result.save(out)  # already there: only their paths
     if not no_figures:
         from mftlab.figures.landscape_figures import render

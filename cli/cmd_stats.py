@@ -4,7 +4,7 @@ import os
 
 import click
 
-from mftlab.cli.options import force_option, load_model_from, model_options, no_figures_option
+from mftlab.cli.options import device_option, force_option, load_model_from, model_options, no_figures_option
 from mftlab.errors import MftlabError
 
 
@@ -31,7 +31,8 @@ from mftlab.errors import MftlabError
 @no_figures_option
 @force_option
 @model_options
-def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **model_kw):
+@device_option
+def command(mask_path, model, pretrained, run_dir, out, no_figures, force, device, **model_kw):
     """Masked fraction per tensor, layer, projection and overall; concentration over rows and
     columns; with --model and --base, what the masked weights were. MASK defaults to the final
     mask of --run.
@@ -45,6 +46,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
     from mftlab.analysis.stats import mask_stats
     from mftlab.files.folder_lock import hold_folder
     from mftlab.mask.maskfile import load_mask
+    from mftlab.models.device import resolve_device
 
     if mask_path is None and run_dir is None:
         raise MftlabError("give a MASK file or --run DIR (a training run folder); see mftlab stats --help")
@@ -52,6 +54,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
         raise MftlabError("--base (the pre-trained model) needs --model (the base the mask was learned on) too")
     if os.path.exists(out) and not os.path.isdir(out):
         raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")
+    where = resolve_device(device)  # where --model and --base are loaded
     click.get_current_context().with_resource(hold_folder(out, clean="top"))  # one writer at a time
     dynamics = None
     if run_dir is not None:
@@ -59,8 +62,8 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, **mod
         dynamics = mask_dynamics(paths, steps, labels)
         mask_path = mask_path or paths[-1]
     mask = load_mask(mask_path)
-    base_model = load_model_from(model, **model_kw).model if model else None
-    before = load_model_from(pretrained, **model_kw).model if pretrained else None
+    base_model = load_model_from(model, device=where, **model_kw).model if model else None
+    before = load_model_from(pretrained, device=where, **model_kw).model if pretrained else None
     result = mask_stats(mask, base_model, before, force=force, source=os.fspath(mask_path))
 
     written = result.save(out)

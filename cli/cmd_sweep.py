@@ -3,7 +3,7 @@ method's own knobs, for any model and data; the selected point is the best on va
 
 import click
 
-from mftlab.cli.options import floats, model_options, no_figures_option, option_for, stack_options
+from mftlab.cli.options import device_option, floats, model_options, no_figures_option, option_for, stack_options
 from mftlab.recipes.sweeps import AXES, SweepConfig
 from mftlab.training.config import TrainConfig
 
@@ -22,6 +22,7 @@ _train_options = stack_options(
     option_for(TrainConfig, "batch_size"),
     option_for(TrainConfig, "max_seq_len"),
     model_options,
+    device_option,
     option_for(TrainConfig, "seed"),
 )
 

@@ -3,7 +3,7 @@
 An option's help, choices and default live with its config field (`mftlab.options_meta.doc`);
 `option_for(Config, "field")` / `options_for(Config, "a", "b", ...)` make the click options from
 them. Options that several commands share are defined here once (`model_options`,
-`target_options`, `mask_ratio_option`, `force_option`, `seed_option`, ...); commands never import
+`target_options`, `device_option`, `mask_ratio_option`, `force_option`, `seed_option`, ...); commands never import
 each other's private helpers.
 """
 
@@ -86,6 +86,9 @@ model_options = options_for(TrainConfig, "dtype", "gguf_file", "trust_remote_cod
 
 target_options = options_for(TrainConfig, "targets", "layers", "exclude")
 
+# Every command that computes with a model takes it (mftlab.models.device.resolve_device reads it).
+device_option = option_for(TrainConfig, "device")
+
 mask_ratio_option = option_for(SelectionConfig, "mask_ratio")
 
 force_option = click.option(
@@ -126,9 +129,11 @@ def own_folder(folder: str, **kwargs):
     return hold_folder(folder, **kwargs)
 
 
-def load_model_from(model: str, dtype: str = "auto", gguf_file=None, trust_remote_code: bool = False, **_):
-    """Load the model named by a MODEL argument plus `model_options`."""
-    return load_model(model, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
+def load_model_from(
+    model: str, dtype: str = "auto", gguf_file=None, trust_remote_code: bool = False, device="cpu", **_
+):
+    """Load the model named by a MODEL argument plus `model_options`, onto `device` (a resolved torch.device)."""
+    return load_model(model, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code, device=device)
 
 
 def target_spec_from(targets: str, layers: str | None, exclude: str | None) -> TargetSpec:

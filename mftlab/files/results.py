@@ -8,6 +8,7 @@ file atomically and the JSON last: a folder that holds the JSON holds a complete
     write_result(folder, "stats", data, rows=csv_rows)   # stats.json (+ stats.csv); returns the paths
     read_result(folder, "stats")                         # the dict, kind-checked
     read_arrays(folder, "landscape")                     # the npz companion, as {name: array}
+    add_to_result(folder, "landscape", {"peak_mem_gib": 1.2})  # keys known only after writing
 
 Readers check the kind, so passing the wrong folder is a one-line `MftlabError` naming the file and
 what to run, never a KeyError deep inside a figure. Light on purpose (no torch): analysis, figures
@@ -174,6 +175,13 @@ def write_result(
         companions.append(path)
     document = {**header(kind), **{k: v for k, v in data.items() if k not in ("kind", "mftlab_version")}}
     return [write_json(result_path(folder, kind), document)] + companions
+
+
+def add_to_result(folder: str | os.PathLike, kind: str, values: dict) -> str:
+    """Add `values` (keys measured after the result was written, e.g. peak memory) to the `kind` result's
+    JSON in `folder`, rewriting only the JSON (atomically); the other keys stay as they are. Returns its path."""
+    data = read_result(folder, kind)
+    return write_json(result_path(folder, kind), {**data, **values})
 
 
 def _path_of(folder_or_path: str | os.PathLike, kind: str, part: str = "json") -> str:

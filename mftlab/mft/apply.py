@@ -99,8 +99,12 @@ def write_merged(
     dtype: str = "auto",
     gguf_file: str | None = None,
     trust_remote_code: bool = False,
+    device="cpu",
 ) -> list[str]:
     """Write `model_source` with `mask` applied as a Hugging Face folder at `out_dir` (atomically).
+
+    A local safetensors folder is masked shard by shard on the CPU; anything else is loaded onto
+    `device`, masked there and saved.
 
     Returns the names of tensors whose fingerprints differed from the mask's base (only with force).
     With `mask=None` the model is written as it is: e.g. a GGUF file as an ordinary safetensors folder.
@@ -112,7 +116,9 @@ def write_merged(
         if os.path.isdir(model_source) and gguf_file is None and dtype == "auto" and mask is not None:
             mismatched = _mask_shards_in_place(model_source, mask, tmp, force)
         if mismatched is None:
-            loaded = load_model(model_source, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
+            loaded = load_model(
+                model_source, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code, device=device
+            )
             mismatched = apply_mask_(loaded.model, mask, force=force) if mask is not None else []
             loaded.model.save_pretrained(tmp, safe_serialization=True)
             if loaded.tokenizer is not None:

@@ -113,16 +113,18 @@ def shared_masked_fraction(a: Mask, b: Mask) -> float:
 def evaluate_draws(model: torch.nn.Module, tokenizer, masks: list[Mask], examples, batch_size: int = 16) -> list[float]:
     """Validation loss of `model` under each mask in turn (the weights are restored after each)."""
     from mftlab.mft.apply import apply_mask_
+    from mftlab.models.device import model_device
     from mftlab.models.loading import named_weights
     from mftlab.training.evaluation import evaluate
 
     weights = named_weights(model)
+    device = model_device(model)  # batches go where the model is
     losses = []
     for mask in masks:
         saved = {n: weights[n].detach().clone() for n in mask.names}
         try:
             apply_mask_(model, mask)
-            losses.append(evaluate(model, tokenizer, examples, batch_size, generate=False).loss)
+            losses.append(evaluate(model, tokenizer, examples, batch_size, generate=False, device=device).loss)
         finally:
             for n, w in saved.items():
                 weights[n].copy_(w)

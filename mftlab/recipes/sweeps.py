@@ -29,6 +29,7 @@ from mftlab.files.atomic import write_text_atomic
 from mftlab.files.results import header, write_result
 from mftlab.mft.masking import SCORE_INITS
 from mftlab.mft.selection import check_ratio
+from mftlab.models.device import resolve_device
 from mftlab.models.loading import load_model
 from mftlab.options_meta import doc
 from mftlab.recipes import steps
@@ -135,17 +136,22 @@ def sweep_points(config: SweepConfig) -> list[dict]:
     ]
 
 
-def _score_one(model, tokenizer, data: str, max_seq_len: int) -> dict:
+def _score_one(model, tokenizer, data: str, max_seq_len: int, device) -> dict:
     examples, _ = load_examples(data, tokenizer, max_seq_len)
-    r = evaluate(model, tokenizer, examples, batch_size=64, generate=False)
+    r = evaluate(model, tokenizer, examples, batch_size=64, generate=False, device=device)
     return {"loss": r.loss, "answer_accuracy": r.answer_accuracy, "token_accuracy": r.token_accuracy}
 
 
-def _score(model, tokenizer, config: SweepConfig) -> dict:
-    """Validation scores (`loss`, ...) and, with test data, `test_loss`, ... beside them."""
-    scores = _score_one(model, tokenizer, config.eval_data, config.train.max_seq_len)
+def _score(config: SweepConfig, mask_path: str | None = None) -> dict:
+    """Validation scores (`loss`, ...) of the model (with `mask_path` applied) and, with test data,
+    `test_loss`, ... beside them; computed on `config.train.device`, the model let go on return."""
+    device = resolve_device(config.train.device)
+    model, tokenizer = steps.load_method_model(
+        config.train.model, mask_path, device=device, **_model_options(config.train)
+    )
+    scores = _score_one(model, tokenizer, config.eval_data, config.train.max_seq_len, device)
     if config.test_data:
-        test = _score_one(model, tokenizer, config.test_data, config.train.max_seq_len)
+        test = _score_one(model, tokenizer, config.test_data, config.train.max_seq_len, device)
         scores.update({f"test_{k}": v for k, v in test.items()})
     return scores
 
@@ -193,6 +199,7 @@ def markdown(rows: list[list[str]]) -> str:
 
 def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Run (or finish) the sweep; returns the dict written to `out/sweep.json`."""
+    resolve_device(config.train.device)  # a GPU that is not there is reported before any work
     points = sweep_points(config)
     say = progress or (lambda done, total, message: None)
     os.makedirs(out, exist_ok=True)
@@ -200,8 +207,7 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
     reference = steps.cached(reference_dir)
     if reference is None:
         say(0, len(points), "scoring the starting model (the FFT line)")
-        loaded = load_model(config.train.model, **_model_options(config.train))
-        reference = steps.finish(reference_dir, _score(loaded.model, loaded.tokenizer, config))
+        reference = steps.finish(reference_dir, _score(config))
     rows = []
     for k, point in enumerate(points):
         folder = os.path.join(out, "points", point["name"])
@@ -219,13 +225,10 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
                 **point["overrides"],
             )
             run = steps.run_training(run_dir, train)
-            model, tokenizer = steps.load_method_model(
-                config.train.model, run["output"], **_model_options(config.train)
-            )
             result = steps.finish(
                 folder,
                 {
-                    **_score(model, tokenizer, config),
+                    **_score(config, run["output"]),
                     "step0_loss": _step0_loss(run),
                     "mask_ratio": run["mask_ratio"],
                     "steps": run["steps"],

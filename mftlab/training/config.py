@@ -17,6 +17,7 @@ from mftlab.errors import ConfigError
 from mftlab.mft.masked_layer import SCORE_DTYPES
 from mftlab.mft.masking import SCORE_INITS, SelectionConfig
 from mftlab.mft.targeting import TargetSpec
+from mftlab.models.device import DEVICES, check_device
 from mftlab.models.loading import DTYPES
 from mftlab.options_meta import doc, like
 from mftlab.training.choices import METHODS, PRECISIONS, SHARDINGS
@@ -34,6 +35,7 @@ RESUMABLE_FIELDS = (
     "gradient_checkpointing",
     "report_to",
     "dist_timeout",
+    "device",  # a run checkpointed on one machine may go on on another (e.g. GPU -> CPU)
 )
 
 
@@ -54,8 +56,15 @@ class TrainConfig:
     method: str = field(
         default="mask", metadata=doc("mask = MFT; fft = full fine-tuning; lora = LoRA (needs peft).", choices=METHODS)
     )
-    # model loading (the one definition of every command's --dtype / --gguf-file / --trust-remote-code)
+    # model loading (the one definition of every command's --dtype / --device / --gguf-file / --trust-remote-code)
     dtype: str = field(default="auto", metadata=doc("Weight dtype to load the model in.", choices=DTYPES))
+    device: str = field(
+        default="auto",
+        metadata=doc(
+            f"Where to compute: {DEVICES}. auto = cuda:LOCAL_RANK when torch sees a GPU, else cpu; "
+            "cuda = cuda:LOCAL_RANK (one GPU per launched process)."
+        ),
+    )
     gguf_file: str | None = field(
         default=None, metadata=doc("Load this GGUF file (in the model folder) through transformers.")
     )
@@ -165,6 +174,7 @@ class TrainConfig:
             bad("method", self.method, f"is unknown; choose one of {', '.join(METHODS)}")
         if self.precision not in PRECISIONS:
             bad("precision", self.precision, f"is unknown; choose one of {', '.join(PRECISIONS)}")
+        check_device(self.device)
         if self.sharding not in SHARDINGS:
             bad("sharding", self.sharding, f"is unknown; choose one of {', '.join(SHARDINGS)}")
         if self.sharding == "fsdp" and self.method == "lora":

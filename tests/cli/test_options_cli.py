@@ -32,6 +32,7 @@ SHARED = (
     "codec",
     "dist_timeout",
     "skip_bad",
+    "device",
 )
 OWN_MEANING = {
     ("landscape", "targets"),
