@@ -31,6 +31,7 @@ from mftlab.files.folder_lock import hold_folder
 from mftlab.mft.flip_counter import FlipCounter
 from mftlab.mft.masking import detach_masks, mask_stats, refresh_masks
 from mftlab.mft.warm_select import WarmSelector
+from mftlab.models.device import resolve_device
 from mftlab.models.loading import LoadedModel
 from mftlab.models.tokenizer import padding_id
 from mftlab.training import checkpoint as ckpt
@@ -96,7 +97,8 @@ def step_indices(n_examples: int, batch_size: int, seed: int, step: int) -> list
 
 # -- model set-up -------------------------------------------------------------------------------
 def _precision(config: TrainConfig) -> str:
-    bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    on_cuda = resolve_device(config.device).type == "cuda"
+    bf16_ok = on_cuda and torch.cuda.is_bf16_supported()
     if config.precision == "bf16" and not bf16_ok:
         raise ConfigError("--precision bf16 needs a CUDA device with bf16 support; use --precision fp32 here")
     return "bf16" if config.precision == "bf16" or (config.precision == "auto" and bf16_ok) else "no"
@@ -163,12 +165,15 @@ def train(
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     sharding.refuse_accelerate_sharding()
+    device = resolve_device(config.device)  # a GPU that is not there fails here, before any work
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # accelerate trains on the current device (cuda:LOCAL_RANK by default)
     # cpu=True on a machine without a GPU: otherwise accelerate ignores torchrun's process group.
     timeout = InitProcessGroupKwargs(timeout=process_group_timeout(config.dist_timeout))
     with distributed_faults(config.dist_timeout):  # a process that never arrives fails like one that stops later
         accelerator = Accelerator(
             mixed_precision=_precision(config),
-            cpu=not torch.cuda.is_available(),
+            cpu=device.type == "cpu",
             kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False), timeout],
         )
     # The main process owns OUT from before its first check to the end; the others wait for it.
@@ -262,12 +267,8 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify, rank0_loa
     out = RunArtifacts(config, tokenizer, layers, load_dtype, main, sharded)
     if sharded:
         out.fingerprints = sharding.base_fingerprints(layers) if layers is not None and main else None
-        state = sharding.full_state(model) if rank0_loads and main else None
         param_dtype = sharding.fsdp_param_dtype(config.precision, _precision(config), model)
-        model = unwrapped = sharding.shard_model(model, accelerator.device, config.pure_bf16, param_dtype)
-        if rank0_loads:
-            sharding.broadcast_weights(model, state, accelerator.device)
-            del state  # rank 0's full copy goes now
+        model = unwrapped = sharding.shard_loaded(model, accelerator.device, config.pure_bf16, param_dtype, rank0_loads)
     else:
         with warnings.catch_warnings():  # accelerate's note on broadcast_buffers; `keep` is never rank-local
             warnings.simplefilter("ignore", FutureWarning)

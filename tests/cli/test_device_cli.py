@@ -83,7 +83,7 @@ def test_every_command_that_computes_with_a_model_offers_device(command):
 
 
 @no_cuda
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "train"])  # train: the loop's Accelerator
+@pytest.mark.parametrize("command", COMMANDS)
 def test_cuda_without_cuda_is_one_error_line(setup, tmp_path, command):
     result = invoke(*_args(command, setup, tmp_path), "--device", "cuda")
     _one_error_line(result, "--device cuda needs a CUDA GPU, and torch sees none here")
