@@ -125,14 +125,31 @@ def named_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return dict(model.named_parameters(remove_duplicate=False))
 
 
-def meta_model(config, dtype: torch.dtype) -> torch.nn.Module:
+def meta_model(config, dtypes: dict[str, torch.dtype]) -> torch.nn.Module:
     """An AutoModelForCausalLM of `config` on the meta device: shapes and dtypes, no memory.
 
     What the ranks > 0 of a sharded run build instead of reading the checkpoint (their shards are
-    allocated after sharding and filled by broadcast from rank 0).
+    allocated after sharding and filled by broadcast from rank 0). `dtypes` (by parameter and
+    buffer name) are the loaded model's own: a bf16 checkpoint keeps fp32 rotary frequencies.
     """
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    return model.to(dtype).eval()
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        for kind in (module._parameters, module._buffers):
+            for key, t in kind.items():
+                want = dtypes.get(prefix + key)
+                if t is not None and want is not None and t.dtype != want:
+                    if isinstance(t, torch.nn.Parameter):
+                        t.data = t.data.to(want)  # free on the meta device
+                    else:
+                        kind[key] = t.to(want)
+    return model.eval()
+
+
+def tensor_dtypes(model: torch.nn.Module) -> dict[str, torch.dtype]:
+    """The dtype of every parameter and buffer by name (tied ones under each name)."""
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    return {name: t.dtype for name, t in named}

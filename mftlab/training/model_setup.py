@@ -11,7 +11,7 @@ import torch
 from mftlab.errors import ConfigError, MftlabError, ModelLoadError
 from mftlab.mft.masking import attach_masks
 from mftlab.mft.targeting import resolve_targets
-from mftlab.models.loading import LoadedModel, load_model, meta_model
+from mftlab.models.loading import LoadedModel, load_model, meta_model, tensor_dtypes
 from mftlab.training.config import TrainConfig
 
 
@@ -55,7 +55,7 @@ def load_on_rank0(config: TrainConfig) -> LoadedModel:
 
     For `--sharding fsdp` with several processes: the full weights are in host memory once, on
     rank 0, not once per process (8 x 13.5 GB for a 7B model in bf16). Rank 0 sends the model's
-    config, every parameter's dtype and the tokenizer (pickled, a few MB); after sharding the
+    config, every parameter's and buffer's dtype and the tokenizer (pickled, a few MB); after sharding the
     weights follow by broadcast (`sharding.broadcast_weights`). A load error on rank 0 is raised
     on every rank, so none waits for weights that never come.
     """
@@ -69,18 +69,13 @@ def load_on_rank0(config: TrainConfig) -> LoadedModel:
             sent = exc if isinstance(exc, MftlabError) else ModelLoadError(f"rank 0 could not load the model: {exc}")
             dist.broadcast_object_list([sent], src=0)
             raise
-        dtypes = {n: p.dtype for n, p in loaded.model.named_parameters()}
-        dist.broadcast_object_list([(loaded.model.config, dtypes, loaded.tokenizer)], src=0)
+        dist.broadcast_object_list([(loaded.model.config, tensor_dtypes(loaded.model), loaded.tokenizer)], src=0)
         return loaded
     dist.broadcast_object_list(payload, src=0)
     if isinstance(payload[0], Exception):
         raise payload[0]
     model_config, dtypes, tokenizer = payload[0]
-    model = meta_model(model_config, next(iter(dtypes.values()), torch.float32))
-    for name, p in model.named_parameters():
-        if name in dtypes and p.dtype != dtypes[name]:
-            p.data = p.data.to(dtypes[name])  # free on the meta device
-    return LoadedModel(model, tokenizer, config.model)
+    return LoadedModel(meta_model(model_config, dtypes), tokenizer, config.model)
 
 
 def prepare_model(config: TrainConfig, loaded: LoadedModel | None, rank0_loads: bool = False):

@@ -132,6 +132,20 @@ def shard_model(
 
 
 # -- load once, shard, broadcast ---------------------------------------------------------------------
+def shard_loaded(
+    model: nn.Module, device: torch.device, pure_bf16: bool, param_dtype: torch.dtype | None, rank0_loads: bool
+) -> nn.Module:
+    """`shard_model`, then, when rank 0 alone loaded (`rank0_loads`), its weights broadcast to every shard.
+
+    Rank 0 keeps references to its full tensors only until the broadcast is done.
+    """
+    state = full_state(model) if rank0_loads and dist.get_rank() == 0 else None
+    model = shard_model(model, device, pure_bf16, param_dtype)
+    if rank0_loads:
+        broadcast_weights(model, state, device)
+    return model
+
+
 def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """References to the loaded model's tensors, taken before sharding (rank 0 broadcasts them)."""
     return dict(model.state_dict())

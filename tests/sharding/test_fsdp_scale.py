@@ -112,6 +112,17 @@ def test_rank0_loads_and_broadcasts_tied_weights(setup, tmp_path):
     assert [r["flips"] for r in rows(tmp_path / "one")] == [r["flips"] for r in rows(tmp_path / "two")]
 
 
+@pytest.mark.parametrize("method", ["mask", "fft"])
+def test_rank0_load_gives_every_process_the_checkpoint_in_bf16(setup, method):
+    """C, tensor by tensor: after the broadcast every process holds the folder's weights, tied embeddings,
+    fp32 rotary buffers beside bf16 weights, MFT scores (and FFT's fp32 masters) bit for bit."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "check_rank0_load.py")
+    cmd = [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", script, setup["tied"], method]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("identical") == 2
+
+
 def test_fsdp_compute_dtype_follows_precision(tiny_llama):
     """G: --precision fp32 computes in fp32 over bf16 weights; auto without bf16 autocast follows the
     trainable weights (as DDP); a model that would compute in fp16 is refused, naming --dtype bfloat16."""
