@@ -36,6 +36,7 @@ def _table(title: str, terms) -> None:
     "dtype",
     "precision",
     "batch_size",
+    "eval_batch_size",
     "grad_accum",
     "seq_len",
     "gpus",
@@ -70,6 +71,7 @@ def command(model, as_json, checkpointing_alias, **options):
       mftlab plan llama2-7b --method fft --batch-size 64 --seq-len 2048 --gpus 8 --sharding fsdp \\
           --gradient-checkpointing
       mftlab plan llama3.1-8b --task landscape --plane models --grid 21x21 --landscape-tokens 4096
+      mftlab plan llama2-7b --task eval --batch-size 16 --seq-len 2048 --dtype bfloat16
     """
     from mftlab.plan.planner import fmt_bytes, fmt_count, fmt_seconds, make_plan
 
@@ -81,7 +83,11 @@ def command(model, as_json, checkpointing_alias, **options):
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
     m = result.model
-    what = f"{config.task} --method {config.method}" if config.task == "train" else f"landscape --plane {config.plane}"
+    what = {
+        "train": f"train --method {config.method}",
+        "landscape": f"landscape --plane {config.plane}",
+        "eval": f"eval, batch {config.batch_size}",
+    }[config.task]
     click.echo(
         f"{m['name']} ({m['model_type']}): {fmt_count(m['params'])} params, {m['layers']} layers, "
         f"hidden {m['hidden']}, vocab {m['vocab']}, {m['dtype']}; {what}"

@@ -281,3 +281,44 @@ def test_activation_estimate_matches_what_autograd_saves(layers):
     got = terms(make_plan(PlanConfig("tiny-llama", layers=layers, batch_size=2, seq_len=256, precision="fp32")))
     estimate = got["activations"] + got["logits + grad"] / 2  # no loss here: the logits without their gradient
     assert 0.75 < measured / estimate < 1.25
+
+
+def test_mask_plan_counts_the_packed_flip_copies_the_loop_holds():
+    """One full keep-mask (bool) plus two bit-packed copies (step 0, last log): what FlipCounter keeps."""
+    from mftlab.mft.flip_counter import FlipCounter, packed_bytes
+    from mftlab.mft.masking import SelectionConfig, attach_masks, refresh_masks
+
+    result = make_plan(PlanConfig("tiny-llama", layers="0-1"))
+    model, _ = build_preset("tiny-llama")
+    layers = attach_masks(model, resolve_targets(model, TargetSpec.parse("all-linear", "0-1", None)))
+    counter = FlipCounter(refresh_masks(layers, SelectionConfig()))
+    counter.count({n: m.keep for n, m in layers.items()})  # after a log: 'last' is its own copy
+    held = sum(t.nbytes for t in counter.start.values()) + sum(t.nbytes for t in counter.last.values())
+    assert held == 2 * packed_bytes({n: m.keep for n, m in layers.items()})
+    assert terms(result)["packed masks for flip counts"] == pytest.approx(held, rel=0.01)
+
+
+def test_eval_plan_counts_the_weights_one_layer_and_the_logits_without_an_fp32_copy():
+    shape, _ = model_shape("llama2-7b", None)
+    result = plan(PlanConfig("llama2-7b", task="eval", batch_size=16, seq_len=2048, dtype="bfloat16"), shape, [])
+    got = terms(result)
+    assert got["weights"] == shape.params * 2
+    chunks = 2 * 2**24 * 4  # two fp32 chunks of the chunked loss
+    assert got["logits + fp32 loss chunks"] == 16 * 2048 * 32000 * 2 + chunks  # bf16 logits, no fp32 copy
+    assert result.fits and result.step_seconds is None
+
+
+def test_fsdp_load_terms_put_the_checkpoint_on_rank_0_only():
+    shape, targets = model_shape("llama2-7b", TargetSpec.parse("all-linear", "4-7", None))
+    result = plan(PlanConfig("llama2-7b", gpus=8, sharding="fsdp", dtype="bfloat16", batch_size=8), shape, targets)
+    got = terms(result)
+    assert got["host RAM at load, rank 0 (fsdp)"] == shape.params * 2
+    assert got["host RAM at load, ranks > 0 (fsdp)"] == 32000 * 4096 * 2  # the embedding in flight
+    assert any("rank 0 alone loads" in note for note in result.notes)
+
+
+def test_evaluation_between_steps_counts_only_what_exceeds_the_step():
+    small = terms(make_plan(PlanConfig("tiny-llama", layers="0", eval_batch_size=1)))
+    large = terms(make_plan(PlanConfig("tiny-llama", layers="0", eval_batch_size=512)))
+    assert small["evaluation pass (between steps)"] == 0
+    assert large["evaluation pass (between steps)"] > 0

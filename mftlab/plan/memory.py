@@ -12,6 +12,7 @@ from mftlab.grid import parse_grid
 from mftlab.mft.targeting import Target
 from mftlab.models.shapes import ModelShape
 from mftlab.plan.terms import GIB, SCORE_BYTES, Term, fmt_bytes, fmt_count
+from mftlab.training.chunked_nll import CHUNK_ELEMENTS
 
 if TYPE_CHECKING:
     from mftlab.plan.planner import PlanConfig
@@ -69,13 +70,47 @@ def activation_terms(
     return terms
 
 
-def logits_term(c: "PlanConfig", m: ModelShape, micro: int) -> Term:
+def loss_chunks(m: ModelShape, rows: int) -> float:
+    """Bytes of the fp32 chunks the chunked loss holds at once (mftlab.training.chunked_nll): two."""
+    return 2 * min(CHUNK_ELEMENTS, rows * m.vocab) * 4
+
+
+def logits_term(c: "PlanConfig", m: ModelShape, micro: int, b_a: int) -> Term:
+    """The logits and their gradient in the activation dtype; the fp32 loss is taken chunk by chunk."""
     return Term(
         "logits + grad",
-        f"B x S x V x 4 B (fp32 loss) x 2 = {micro} x {c.seq_len} x {m.vocab} x 4 x 2",
-        micro * c.seq_len * m.vocab * 8,
+        f"B x S x V x b_a x 2 + 2 fp32 loss chunks = {micro} x {c.seq_len} x {m.vocab} x {b_a} x 2 + "
+        f"{fmt_bytes(loss_chunks(m, micro * c.seq_len))}",
+        micro * c.seq_len * m.vocab * b_a * 2 + loss_chunks(m, micro * c.seq_len),
         "B",
     )
+
+
+def eval_transient_terms(c: "PlanConfig", m: ModelShape, batch: int, b_a: int) -> list[Term]:
+    """What one evaluation batch adds (no grad): one layer's activations, the logits, two fp32 chunks."""
+    s = c.seq_len
+    per_layer = s * batch * m.hidden * (34 + (5 * m.heads * s / m.hidden if c.attention == "eager" else 0)) * b_a / 2
+    return [
+        Term(
+            "one layer's activations",
+            f"S x B x h x 34 x b_a/2 = {s} x {batch} x {m.hidden} x 34 x {b_a}/2 B (no grad)",
+            per_layer,
+            "B",
+        ),
+        Term(
+            "logits + fp32 loss chunks",
+            f"B x S x V x b_a + 2 chunks = {batch} x {s} x {m.vocab} x {b_a} + {fmt_bytes(loss_chunks(m, batch * s))}",
+            batch * s * m.vocab * b_a + loss_chunks(m, batch * s),
+            "B",
+        ),
+    ]
+
+
+def eval_memory(c: "PlanConfig", m: ModelShape, b_w: int, b_a: int) -> list[Term]:
+    """What `mftlab eval` holds per process: the model and one batch's forward (batch = --batch-size)."""
+    dt = dtype_name(c, m)
+    terms = [Term("weights", f"{fmt_count(m.params)} params x {b_w} B ({dt})", m.params * b_w, "B")]
+    return terms + eval_transient_terms(c, m, c.batch_size, b_a)
 
 
 def _trainable_terms(what: str, n: int, b_t: int, c: "PlanConfig", g: int, fsdp: bool) -> list[Term]:
@@ -149,6 +184,9 @@ def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int
                 terms.append(Term("scores", f"{fmt_count(T)} targeted x {b_s} B ({c.score_dtype})", T * b_s, "B"))
             terms += _trainable_terms("scores", T, b_s, c, g, fsdp)
             terms.append(Term("keep-mask buffer", f"{fmt_count(T)} x 1 B (bool, replicated)", T, "B"))
+            terms.append(
+                Term("packed masks for flip counts", f"step 0 + last log: 2 x {fmt_count(T)} x 1/8 B", T / 4, "B")
+            )
             largest = max(t.numel for t in targets)
             terms.append(
                 Term(
@@ -215,19 +253,55 @@ def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int
                 "B",
             )
         )
-        # Not per-GPU memory: every process first loads the whole model on the host (then shards it).
+        # Not per-GPU memory: rank 0 alone reads the checkpoint into host RAM; the others build the
+        # model on the meta device and receive their shards by broadcast, one tensor at a time.
+        largest = m.vocab * m.hidden  # the embedding (or head): the largest tensor broadcast
         terms.append(
             Term(
-                "host RAM at load, before sharding (fsdp)",
-                f"{fmt_count(N)} params x {b_w} B per process (host RAM, not GPU memory; not in the total)",
+                "host RAM at load, rank 0 (fsdp)",
+                f"{fmt_count(N)} params x {b_w} B, the whole checkpoint (host RAM; not in the total)",
                 N * b_w,
                 "B",
                 counted=False,
             )
         )
+        terms.append(
+            Term(
+                "host RAM at load, ranks > 0 (fsdp)",
+                f"largest tensor in flight {fmt_count(largest)} x {b_w} B (their shards are counted above)",
+                largest * b_w,
+                "B",
+                counted=False,
+            )
+        )
     terms += activation_terms(c, m, micro, b_a, m.layers - first, first)
-    terms.append(logits_term(c, m, micro))
+    terms.append(logits_term(c, m, micro, b_a))
+    if c.eval_batch_size:
+        terms += _eval_during_training(c, m, micro, b_a, first, terms)
     return terms
+
+
+def _eval_during_training(c: "PlanConfig", m: ModelShape, micro: int, b_a: int, first: int, terms: list[Term]):
+    """Evaluation runs between optimizer steps, with the gradients freed: it raises the peak only when
+    its batch's logits and activations exceed the training step's gradients and activations."""
+    step_transients = sum(
+        t.value
+        for t in terms
+        if t.counted and t.unit == "B" and ("grads" in t.name or t.name.startswith(("activations", "logits")))
+    )
+    step_transients += sum(
+        t.value for t in terms if t.counted and t.name in ("checkpointed layer inputs", "recomputed layer")
+    )
+    evaluation = sum(t.value for t in eval_transient_terms(c, m, c.eval_batch_size, b_a))
+    return [
+        Term(
+            "evaluation pass (between steps)",
+            f"batch {c.eval_batch_size}: one layer's activations + logits + 2 fp32 chunks ({fmt_bytes(evaluation)}) "
+            f"beyond the step's grads, activations and logits ({fmt_bytes(step_transients)})",
+            max(0.0, evaluation - step_transients),
+            "B",
+        )
+    ]
 
 
 def landscape_memory(c: "PlanConfig", m: ModelShape, b_w: int, b_a: int, perturbed: int, largest: int) -> list[Term]:
@@ -283,7 +357,10 @@ def landscape_memory(c: "PlanConfig", m: ModelShape, b_w: int, b_a: int, perturb
     )
     terms.append(
         Term(
-            "logits", f"B x S x V x ({b_a} + 4) B = {b} x {s} x {m.vocab} x {b_a + 4}", b * s * m.vocab * (b_a + 4), "B"
+            "logits + fp32 loss chunks",
+            f"B x S x V x b_a + 2 chunks = {b} x {s} x {m.vocab} x {b_a} + {fmt_bytes(loss_chunks(m, b * s))}",
+            b * s * m.vocab * b_a + loss_chunks(m, b * s),
+            "B",
         )
     )
     return terms

@@ -73,12 +73,12 @@ from mftlab.grid import parse_grid
 from mftlab.mft.targeting import Target, TargetSpec
 from mftlab.models.shapes import ModelShape
 from mftlab.options_meta import doc
-from mftlab.plan.memory import dtype_name, landscape_memory, overhead_terms, train_memory
+from mftlab.plan.memory import dtype_name, eval_memory, landscape_memory, overhead_terms, train_memory
 from mftlab.plan.terms import DTYPE_BYTES, GIB, GPU, GPUS, SCORE_BYTES, Term, fmt_bytes, fmt_count, fmt_seconds  # noqa: F401
-from mftlab.plan.timing import landscape_time, train_time
+from mftlab.plan.timing import eval_time, landscape_time, train_time
 from mftlab.training.choices import METHODS, PRECISIONS, SHARDINGS  # what `mftlab train` runs
 
-TASKS = ("train", "landscape")
+TASKS = ("train", "landscape", "eval")
 PLANES = ("random", "models", "line")
 ATTENTIONS = ("sdpa", "eager")
 
@@ -89,7 +89,8 @@ class PlanConfig:
 
     model: str
     task: str = field(
-        default="train", metadata=doc("What to plan: a `mftlab train` or a `mftlab landscape` run.", choices=TASKS)
+        default="train",
+        metadata=doc("What to plan: a `mftlab train`, `mftlab landscape` or `mftlab eval` run.", choices=TASKS),
     )
     method: str = field(
         default="mask", metadata=doc("mask = MFT, fft = full fine-tuning, lora (train only).", choices=METHODS)
@@ -115,7 +116,13 @@ class PlanConfig:
     )
     batch_size: int = field(
         default=8,
-        metadata=doc("train: examples per optimizer step over all GPUs (as `mftlab train`); landscape: per GPU."),
+        metadata=doc(
+            "train: examples per optimizer step over all GPUs (as `mftlab train`); landscape and eval: per GPU."
+        ),
+    )
+    eval_batch_size: int = field(
+        default=16,
+        metadata=doc("train: batch of the evaluation between steps (as `mftlab train --eval-batch-size`; 0 = none)."),
     )
     grad_accum: int = field(
         default=1, metadata=doc("Micro-batches per optimizer step on each GPU (as `mftlab train`).")
@@ -194,6 +201,8 @@ class PlanConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise ConfigError(f"--{name.replace('_', '-')} {value} must be a whole number of at least 1")
+        if not (isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 0):
+            raise ConfigError(f"--eval-batch-size {self.eval_batch_size} must be a whole number (0 = no evaluation)")
         for name in ("tokens", "examples"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value >= 1):
@@ -303,6 +312,23 @@ def plan(c: PlanConfig, m: ModelShape, targets: list[Target]) -> Plan:
             time.append(Term("total", f"{steps} steps x {fmt_seconds(step)}", total, "s", counted=False))
         else:
             notes.append("give --tokens or --examples for the run's total time")
+    elif c.task == "eval":
+        memory = eval_memory(c, m, b_w, b_a)
+        time, step, total = eval_time(c, m, gpu, peak), None, None
+        if c.tokens is not None or c.examples is not None:
+            tokens = c.tokens if c.tokens is not None else c.examples * c.seq_len
+            total = tokens * time[0].value / (peak * c.mfu) / c.gpus
+            time.append(
+                Term(
+                    "total",
+                    f"{tokens} tokens x {fmt_count(time[0].value)} / ({peak / 1e12:g}e12 x {c.mfu}) / {c.gpus} GPUs",
+                    total,
+                    "s",
+                    counted=False,
+                )
+            )
+        else:
+            notes.append("give --tokens or --examples for the evaluation's total time")
     else:
         if c.plane == "random":
             perturbed = targeted if targets else m.matrix_params
@@ -330,9 +356,9 @@ def plan(c: PlanConfig, m: ModelShape, targets: list[Target]) -> Plan:
         if c.gpus == 1:
             notes.append("--sharding fsdp on 1 GPU shards nothing; it only adds the fp32 copies")
         notes.append(
-            f"--sharding fsdp: every process first loads the whole model into host memory "
-            f"({fmt_bytes(m.params * b_w)}), then shards it layer by layer; rank 0 gathers the saved "
-            "FFT model one file (<= 5 GiB) at a time"
+            f"--sharding fsdp: rank 0 alone loads the whole model into host memory ({fmt_bytes(m.params * b_w)}); "
+            "the other ranks build it on the meta device and receive their shards by broadcast; rank 0 "
+            "gathers the saved FFT model one file (<= 5 GiB) at a time"
         )
     notes.append("estimates; BENCHMARKS.md compares them with measurements (bench/bench_scale.py, bench/gpu_check.sh)")
     model = {

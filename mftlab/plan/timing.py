@@ -140,3 +140,18 @@ def landscape_time(c: "PlanConfig", m: ModelShape, gpu: GPU, peak: float, pertur
             "s",
         ),
     ]
+
+
+def eval_time(c: "PlanConfig", m: ModelShape, gpu: GPU, peak: float) -> list[Term]:
+    """Forward FLOPs per token of `mftlab eval` (teacher-forced loss; generation is not planned)."""
+    s, L, h = c.seq_len, m.layers, m.hidden
+    fwd = 2 * m.matmul_params + 4 * L * s * h
+    return [
+        Term(
+            "forward",
+            f"2 x N_mm + 4 x L x S x h = 2 x {fmt_count(m.matmul_params)} + 4 x {L} x {s} x {h}",
+            fwd,
+            "FLOP/token",
+            counted=False,
+        )
+    ]
