@@ -23,7 +23,7 @@ import torch
 from mftlab.errors import ConfigError, TargetError
 from mftlab.mft.calibration import Calibration
 from mftlab.mft.targeting import Target, is_maskable
-from mftlab.training.evaluation import batch_loss_sums
+from mftlab.training.evaluation import training_nll
 
 CRITERIA = ("magnitude", "wanda", "snip")
 NEEDS_DATA = ("wanda", "snip")
@@ -146,8 +146,7 @@ def snip_scores(model: torch.nn.Module, targets: list[Target], calibration: Cali
             w.grad = None
             handles.append(w.register_post_accumulate_grad_hook(add(n)))
         for batch in calibration.batches:
-            nll, _tokens, _ = batch_loss_sums(model, batch.to(device))
-            (nll / calibration.label_tokens).backward()
+            (training_nll(model, batch.to(device)) / calibration.label_tokens).backward()
     finally:
         for h in handles:
             h.remove()

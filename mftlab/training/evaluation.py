@@ -14,9 +14,9 @@ import re
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
 from mftlab.models.tokenizer import padding_id
+from mftlab.training.chunked_nll import next_token_targets, token_nll, token_nll_and_hits
 from mftlab.training.data import IGNORE_INDEX, Example
 
 
@@ -95,40 +95,60 @@ class LossSums:
         return self.answers_correct / self.answers if self.answers else float("nan")
 
 
-def _batch_stats(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, int, int, int, int]:
-    """(summed fp32 NLL tensor, label tokens, argmax-correct tokens, answers, fully correct answers)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
-    shift_logits = logits[:, :-1, :].float()  # fp32 for the log-softmax even under bf16
-    shift_labels = batch.labels[:, 1:]
-    nll = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    valid = shift_labels != IGNORE_INDEX  # (B, T-1)
-    hit = (shift_logits.argmax(-1) == shift_labels) & valid
+def _logits(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
+
+
+def training_nll(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """Summed fp32 NLL (nats) over the label tokens of one batch, differentiable: the training loss.
+
+    No argmax and no host synchronisation; the log-softmax runs in fp32 one chunk of rows at a
+    time (see `chunked_nll`), so no fp32 copy of the (B, T, V) logits is made, nor kept for the
+    backward.
+    """
+    return token_nll(_logits(model, batch), next_token_targets(batch.labels)).sum()
+
+
+def _batch_stats(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """(5,) float64 on the batch's device: summed fp32 NLL, label tokens, argmax-correct tokens,
+    answers, fully correct answers; read back by the caller, so a batch costs no host sync."""
+    targets = next_token_targets(batch.labels)  # (B, T)
+    nll, hit = token_nll_and_hits(_logits(model, batch), targets)  # (B, T) each
+    valid = targets != IGNORE_INDEX
     has_answer = valid.any(dim=1)  # (B,)
     answer_right = (hit | ~valid).all(dim=1) & has_answer
-    return nll, int(valid.sum()), int(hit.sum()), int(has_answer.sum()), int(answer_right.sum())
+    counts = torch.stack([valid.sum(), hit.sum(), has_answer.sum(), answer_right.sum()])  # (4,) int64
+    return torch.cat([nll.sum().double()[None], counts.double()])
 
 
 def batch_loss_sums(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, int, int]:
-    """(summed fp32 NLL as a tensor, label-token count, correct count) for one batch."""
-    nll, tokens, correct, _, _ = _batch_stats(model, batch)
-    return nll, tokens, correct
+    """(summed fp32 NLL as a tensor, label-token count, correct count) for one batch.
+
+    Differentiable in the NLL; reads the counts back to the host (training uses `training_nll`).
+    """
+    logits = _logits(model, batch)  # (B, T, V)
+    targets = next_token_targets(batch.labels)  # (B, T)
+    nll = token_nll(logits, targets).sum()
+    valid = targets != IGNORE_INDEX
+    # argmax of the model-dtype logits: the fp32 upcast is exact, so it picks the same token
+    counts = torch.stack([valid.sum(), ((logits.detach().argmax(-1) == targets) & valid).sum()]).tolist()
+    return nll, counts[0], counts[1]
 
 
 @torch.no_grad()
 def loss_sums(model: torch.nn.Module, batches: list[TokenBatch]) -> LossSums:
-    """Token-weighted loss statistics of `model` over `batches` (model put in eval mode)."""
+    """Token-weighted loss statistics of `model` over `batches` (model put in eval mode).
+
+    The batches' statistics stay on the device until the end of the pass (one host sync in all);
+    the per-batch fp32 NLL sums are then added up in float64, in batch order.
+    """
     was_training = model.training
     model.eval()
-    total = LossSums()
-    for batch in batches:
-        nll, tokens, correct, answers, answers_correct = _batch_stats(model, batch)
-        total = total + LossSums(float(nll.double()), tokens, correct, answers, answers_correct)
+    per_batch = [_batch_stats(model, batch) for batch in batches]
     model.train(was_training)
+    total = LossSums()
+    for nll, tokens, correct, answers, answers_correct in torch.stack(per_batch).tolist() if per_batch else []:
+        total = total + LossSums(nll, int(tokens), int(correct), int(answers), int(answers_correct))
     return total
 
 
