@@ -41,7 +41,7 @@ from mftlab.training.artifacts import RunArtifacts
 from mftlab.training.config import TrainConfig
 from mftlab.training.data import DataReport, Example, label_tokens, load_examples
 from mftlab.training.dist_faults import distributed_faults, process_group_timeout
-from mftlab.training.evaluation import EvalResult, batch_loss_sums, collate, evaluate
+from mftlab.training.evaluation import EvalResult, collate, evaluate, training_nll
 from mftlab.training.master_weights import MasterWeights
 from mftlab.training.model_setup import disable_gradient_checkpointing, prepare_model, trainable_parameters
 from mftlab.training.peak_memory import peak_memory
@@ -131,18 +131,23 @@ def _accumulate_gradients(
     world, rank = accelerator.num_processes, accelerator.process_index
     step_tokens = sum(label_tokens(examples[i]) for i in ids)
     mine = ids[rank * micro * accum : (rank + 1) * micro * accum]
-    stats = torch.zeros(3, dtype=torch.float64)
+    nll_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)  # read back once per step
+    tokens = [0, 0]  # label tokens, input tokens: counted on the host from the CPU batches
     for m in range(accum):
-        batch = collate([examples[i] for i in mine[m * micro : (m + 1) * micro]], pad_id).to(accelerator.device)
+        cpu_batch = collate([examples[i] for i in mine[m * micro : (m + 1) * micro]], pad_id)
+        tokens[0] += cpu_batch.num_label_tokens
+        tokens[1] += int(cpu_batch.attention_mask.sum())
+        batch = cpu_batch.to(accelerator.device)
         # FSDP reduce-scatters every micro-batch into the sharded fp32 gradient (as torchtitan does):
         # skipping the sync would keep a full unsharded gradient on every process until the last one.
         sync = contextlib.nullcontext() if (m == accum - 1 or sharded) else accelerator.no_sync(model)
         with sync:
             with accelerator.autocast():
-                nll, tokens, _ = batch_loss_sums(model, batch)
+                nll = training_nll(model, batch)  # no argmax, no host sync
             accelerator.backward(nll * (world / max(step_tokens, 1)))  # x world: DDP and FSDP average gradients
-        stats += torch.tensor([float(nll.detach()), tokens, float(batch.attention_mask.sum())], dtype=torch.float64)
-    return accelerator.reduce(stats.to(accelerator.device), "sum").cpu() if world > 1 else stats
+        nll_sum += nll.detach().double()
+    stats = torch.cat([nll_sum.reshape(1), torch.tensor(tokens, dtype=torch.float64, device=nll_sum.device)])
+    return (accelerator.reduce(stats, "sum") if world > 1 else stats).cpu()
 
 
 # -- the loop -----------------------------------------------------------------------------------
