@@ -110,8 +110,8 @@ def train_time(
 def landscape_time(c: "PlanConfig", m: ModelShape, gpu: GPU, peak: float, perturbed: int, b_w: int) -> list[Term]:
     nx, ny = parse_grid(c.grid)
     points = nx * ny
-    s, L, h = c.seq_len, m.layers, m.hidden
-    fwd = 2 * m.matmul_params + 4 * L * s * h
+    forward = forward_term(c, m)
+    fwd = forward.value
     tokens = 2 * c.landscape_tokens
     eval_s = tokens * fwd / (peak * c.mfu)
     # Bytes moved per perturbed weight and point: read what the plane holds, write the weight, and
@@ -120,13 +120,7 @@ def landscape_time(c: "PlanConfig", m: ModelShape, gpu: GPU, peak: float, pertur
     update_s = perturbed * per_weight / gpu.bandwidth
     return [
         Term("grid points", f"{nx} x {ny}", points, "points", counted=False),
-        Term(
-            "forward",
-            f"2 x N_mm + 4 x L x S x h = 2 x {fmt_count(m.matmul_params)} + 4 x {L} x {s} x {h}",
-            fwd,
-            "FLOP/token",
-            counted=False,
-        ),
+        forward,
         Term(
             "evaluation per point",
             f"2 subsets x {c.landscape_tokens} tokens x {fmt_count(fwd)} / ({peak / 1e12:g}e12 x {c.mfu})",
@@ -142,16 +136,18 @@ def landscape_time(c: "PlanConfig", m: ModelShape, gpu: GPU, peak: float, pertur
     ]
 
 
+def forward_term(c: "PlanConfig", m: ModelShape) -> Term:
+    """Forward FLOPs per token: every matmul weight twice, plus attention's 4 x L x S x h."""
+    s, L, h = c.seq_len, m.layers, m.hidden
+    return Term(
+        "forward",
+        f"2 x N_mm + 4 x L x S x h = 2 x {fmt_count(m.matmul_params)} + 4 x {L} x {s} x {h}",
+        2 * m.matmul_params + 4 * L * s * h,
+        "FLOP/token",
+        counted=False,
+    )
+
+
 def eval_time(c: "PlanConfig", m: ModelShape, gpu: GPU, peak: float) -> list[Term]:
     """Forward FLOPs per token of `mftlab eval` (teacher-forced loss; generation is not planned)."""
-    s, L, h = c.seq_len, m.layers, m.hidden
-    fwd = 2 * m.matmul_params + 4 * L * s * h
-    return [
-        Term(
-            "forward",
-            f"2 x N_mm + 4 x L x S x h = 2 x {fmt_count(m.matmul_params)} + 4 x {L} x {s} x {h}",
-            fwd,
-            "FLOP/token",
-            counted=False,
-        )
-    ]
+    return [forward_term(c, m)]

@@ -12,45 +12,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fsdp_fixtures import BIN, ENV, tiny_llama
 from safetensors.torch import load_file
 
 from mftlab.cli.main import main
 from mftlab.mask.maskfile import load_mask
 from mftlab.training.checkpoint import list_checkpoints
 
-BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.abspath(__file__))
-ENV = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "OMP_NUM_THREADS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 COMMON = ["--batch-size", "4", "--max-seq-len", "32", "--log-every", "1"]
 MASK = ["--score-lr", "0.05", *COMMON]
-
-
-def _tiny_llama(tied: bool = False):
-    """hidden 32, 2 layers (as tests/conftest.py, which another conftest.py shadows by name)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=72,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=tied,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +30,7 @@ def setup(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fsdp")
     model = str(root / "llama")
-    _tiny_llama().save_pretrained(model)
+    tiny_llama().save_pretrained(model)
     build_char_tokenizer().save_pretrained(model)
     rng = np.random.default_rng(0)
     data = root / "train.jsonl"
@@ -293,7 +264,7 @@ def test_gathered_hf_folder_in_several_files(tmp_path):
 
     from mftlab.training.sharding import save_gathered_hf
 
-    model = _tiny_llama(tied=True)
+    model = tiny_llama(tied=True)
     save_gathered_hf(model, None, str(tmp_path), torch.bfloat16, max_shard_bytes=20_000)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     files = set(index["weight_map"].values())

@@ -6,42 +6,18 @@ every metrics row, and the compute dtype comes from --precision (fp16 refused)."
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fsdp_fixtures import BIN, ENV, tiny_llama
 from safetensors.torch import load_file
 
 from mftlab.cli.main import main
 from mftlab.errors import ConfigError
 from mftlab.mask.maskfile import load_mask
 from mftlab.training.sharding import fsdp_param_dtype
-
-BIN = os.path.dirname(sys.executable)
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
-def _tiny_llama(tied: bool):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=72,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=tied,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +28,7 @@ def setup(tmp_path_factory):
     folders = {}
     for name, tied in (("llama", False), ("tied", True)):
         folders[name] = str(root / name)
-        _tiny_llama(tied).save_pretrained(folders[name])
+        tiny_llama(tied).save_pretrained(folders[name])
         build_char_tokenizer().save_pretrained(folders[name])
     rng = np.random.default_rng(1)
     data = root / "train.jsonl"
