@@ -1,4 +1,4 @@
-"""GPU check: one short script for one H100 / H200 (at most ~5 minutes), with a clean CPU fallback.
+"""GPU check: one short script for one H100 / H200 (at most ~13 minutes), with a clean CPU fallback.
 
 On CUDA it builds a Llama-shaped model of ~300M parameters (hidden 1024, 24 layers, intermediate
 2816, vocab 32000) in bf16 and measures, on one fixed batch (8 x 512 random tokens):
@@ -12,9 +12,16 @@ On CUDA it builds a Llama-shaped model of ~300M parameters (hidden 1024, 24 laye
 - landscape point vs eval pass: `landscape()` on a small random plane against one `loss_sums` pass
   over the same train + test batches.
 
-Then the 7B stage (bench/gpu_check_7b.py, at most ~8 minutes): LLaMA-2-7B's full shapes built on
-the GPU in bf16, MFT on layers 4-7 with and without gradient checkpointing, one models-plane
-landscape point, a 1-process `--sharding fsdp` smoke run, each beside `mftlab plan`.
+Then the 7B stage (bench/gpu_check_7b.py and bench/gpu_check_7b_commands.py, the rest of the 13
+minutes): LLaMA-2-7B's full shapes built on the GPU in bf16, MFT on layers 4-7 with and without
+gradient checkpointing, one models-plane landscape point, a 1-process `--sharding fsdp` smoke run,
+then the real commands on a saved copy: FSDP FFT at `--grad-accum 4` (torchrun, 1 process),
+`mftlab eval`, `mftlab baseline --kind wanda / snip` with `--device cuda`, and a 2x2 models-plane
+`mftlab landscape`, each beside `mftlab plan` or a plain eval pass. Commands that would start after
+the 13-minute deadline are marked "skipped"; the rows measured before stand.
+
+Every row of the table (and of `rows` in bench/gpu_results.json) says where its figure comes from:
+"measured" (on this machine, by this run) or "plan" (`mftlab plan` arithmetic, `make_plan`).
 
 Without CUDA it runs the same code on a tiny model for a few steps (< 60 s), marks the results
 "cpu fallback", and the section says that the GPU rows (the 7B stage's included) are pending.
@@ -40,6 +47,8 @@ from report import ROOT, git_revision, machine, write_section  # noqa: E402
 
 TITLE = "GPU check"
 COMMAND = "bash bench/gpu_check.sh"
+BUDGET_S = 750  # the whole check, GPU mode: commands of the 7B stage start only before this (~13 minutes)
+MEASURED, PLAN = "measured", "plan"
 GPU_SIZE = dict(
     hidden=1024,
     layers=24,
@@ -282,6 +291,14 @@ def _rel(measured, estimate):
     return None if not measured or estimate is None else (estimate - measured) / measured
 
 
+def table_row(check: str, source: str, figure: str, baseline: str = "", ratio: str = "") -> dict:
+    """One row of the section's table. `source` says where `figure` comes from: MEASURED (this run, on
+    this machine; pending rows say so in `figure`) or PLAN (`mftlab plan` arithmetic)."""
+    if source not in (MEASURED, PLAN):
+        raise ValueError(f"source {source!r}: a row is {MEASURED!r} or {PLAN!r}")
+    return {"check": check, "source": source, "figure": figure, "baseline": baseline, "ratio": ratio}
+
+
 def run(force_cpu: bool = False) -> dict:
     import torch
 
@@ -323,16 +340,18 @@ def run(force_cpu: bool = False) -> dict:
             m: {"memory": _rel(r["peak_bytes"], plan[k]["memory_bytes"]), "step": _rel(r["step_s"], plan[k]["step_s"])}
             for m, r, k in (("mft", mft, "mask"), ("fft", fft, "fft"))
         }
-    result["stage_7b"] = stage_7b(gpu_name) if cuda else {"pending": "pending: no GPU was available"}
+    deadline = started + BUDGET_S
+    result["stage_7b"] = stage_7b(gpu_name, deadline) if cuda else {"pending": "pending: no GPU was available"}
+    result["rows"] = table_rows(result)
     result["seconds"] = time.perf_counter() - started
     return result
 
 
-def stage_7b(gpu_name: str) -> dict:
+def stage_7b(gpu_name: str, deadline: float | None = None) -> dict:
     from gpu_check_7b import SEVEN_B, run_7b
 
     try:
-        return run_7b(SEVEN_B, "cuda", "h200" if "H200" in gpu_name.upper() else "h100")
+        return run_7b(SEVEN_B, "cuda", "h200" if "H200" in gpu_name.upper() else "h100", deadline=deadline)
     except Exception as error:  # noqa: BLE001 - recorded in the results; the earlier rows stand
         return {"pending": f"FAILED: {type(error).__name__}: {str(error)[:200]}"}
 
@@ -343,6 +362,71 @@ def _gib(b):
 
 def _pct(x):
     return "n/a" if x is None else f"{x:+.0%}"
+
+
+def table_rows(r: dict) -> list[dict]:
+    """Every row of the check (this part's, then the 7B stage's), each marked measured or plan."""
+    from gpu_check_7b import rows as rows_7b
+
+    peaks = (r["mft"]["peak_bytes"], r["fft"]["peak_bytes"])
+    masks = r["masks_cpu_gpu"]
+    rows = [
+        table_row(
+            "MFT step / FFT step",
+            MEASURED,
+            f"{r['mft']['step_s']:.3f} s",
+            f"{r['fft']['step_s']:.3f} s",
+            f"{r['mft_over_fft_step']:.2f}x",
+        ),
+        table_row(
+            "peak memory MFT / FFT (GiB)",
+            MEASURED,
+            _gib(peaks[0]),
+            _gib(peaks[1]),
+            f"{peaks[0] / peaks[1]:.2f}x" if peaks[0] else "n/a",
+        ),
+        table_row(
+            "landscape point / eval pass",
+            MEASURED,
+            f"{r['landscape']['point_wall_s']:.3f} s",
+            f"{r['landscape']['eval_pass_s']:.3f} s",
+            f"{r['point_over_eval']:.2f}x",
+        ),
+        table_row(
+            f"masks CPU vs {masks['device']} (same scores)",
+            MEASURED,
+            f"{'identical' if masks['equal'] else 'DIFFERENT'} in {masks['comparisons']} comparisons",
+        ),
+    ]
+    if "plan" in r:
+        for method, key in (("mft", "mask"), ("fft", "fft")):
+            est = r["plan"][key]
+            rel = r["plan_rel_error"][method]
+            rows.append(
+                table_row(
+                    f"`mftlab plan` {method} memory (GiB)",
+                    PLAN,
+                    f"{_gib(est['memory_bytes'])} estimated",
+                    f"{_gib(r[method]['peak_bytes'])} measured",
+                    f"error {_pct(rel['memory'])}",
+                )
+            )
+            if est["step_s"] is not None:
+                rows.append(
+                    table_row(
+                        f"`mftlab plan` {method} step",
+                        PLAN,
+                        f"{est['step_s']:.3f} s estimated",
+                        f"{r[method]['step_s']:.3f} s measured",
+                        f"error {_pct(rel['step'])}",
+                    )
+                )
+    return rows + rows_7b(r.get("stage_7b"))
+
+
+def markdown_table(rows: list[dict]) -> list[str]:
+    lines = ["| check | measured or plan | figure | baseline | ratio |", "|---|---|---|---|---|"]
+    return lines + [f"| {x['check']} | {x['source']} | {x['figure']} | {x['baseline']} | {x['ratio']} |" for x in rows]
 
 
 def section(r: dict) -> str:
@@ -362,37 +446,13 @@ def section(r: dict) -> str:
             f"{m['dtype']}, batch {m['batch']} x {m['seq']} tokens.",
             "",
         ]
-    rows = [
-        "| check | figure | baseline | ratio |",
-        "|---|---|---|---|",
-        f"| MFT step / FFT step | {r['mft']['step_s']:.3f} s | {r['fft']['step_s']:.3f} s | "
-        f"{r['mft_over_fft_step']:.2f}x |",
-        f"| peak memory MFT / FFT (GiB) | {_gib(r['mft']['peak_bytes'])} | {_gib(r['fft']['peak_bytes'])} | "
-        + (f"{r['mft']['peak_bytes'] / r['fft']['peak_bytes']:.2f}x |" if r["mft"]["peak_bytes"] else "n/a |"),
-        f"| landscape point / eval pass | {r['landscape']['point_wall_s']:.3f} s | "
-        f"{r['landscape']['eval_pass_s']:.3f} s | {r['point_over_eval']:.2f}x |",
-        f"| masks CPU vs {r['masks_cpu_gpu']['device']} (same scores) | "
-        f"{'identical' if r['masks_cpu_gpu']['equal'] else 'DIFFERENT'} in "
-        f"{r['masks_cpu_gpu']['comparisons']} comparisons | | |",
+    head += [
+        '"measured": this run on this machine (pending until it has run on a GPU); "plan": `mftlab plan` '
+        "arithmetic for the same config (no GPU involved).",
+        "",
     ]
-    if "plan" in r:
-        for method, key in (("mft", "mask"), ("fft", "fft")):
-            est = r["plan"][key]
-            rel = r["plan_rel_error"][method]
-            rows.append(
-                f"| `mftlab plan` {method} memory (GiB) | {_gib(est['memory_bytes'])} estimated | "
-                f"{_gib(r[method]['peak_bytes'])} measured | error {_pct(rel['memory'])} |"
-            )
-            if est["step_s"] is not None:
-                rows.append(
-                    f"| `mftlab plan` {method} step | {est['step_s']:.3f} s estimated | "
-                    f"{r[method]['step_s']:.3f} s measured | error {_pct(rel['step'])} |"
-                )
-    from gpu_check_7b import rows as rows_7b
-
-    rows += rows_7b(r.get("stage_7b"))
     tail = ["", f"Whole check: {r['seconds']:.0f} s. Raw numbers: `bench/gpu_results.json`."]
-    return "\n".join(head + rows + tail)
+    return "\n".join(head + markdown_table(r.get("rows") or table_rows(r)) + tail)
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""GPU check, 7B stage (issue 10 G): LLaMA-2-7B's full shapes on one H100 / H200, at most ~8 minutes.
+"""GPU check, 7B stage (issue 10 G): LLaMA-2-7B's full shapes on one H100 / H200, within the check's 13 minutes.
 
 Built directly on the GPU in bf16 with random weights (no download), 32 layers:
 - MFT on layers 4-7 (fp32 scores, the trainer's wrappers, AdamW, one exact top-k refresh per
@@ -9,19 +9,22 @@ Built directly on the GPU in bf16 with random weights (no download), 32 layers:
   as loaders, as `mftlab landscape --plane models` loads them): seconds per point against one plain
   eval pass over the same tokens, and peak memory against `mftlab plan --task landscape --plane models`;
 - a 1-process `mftlab train --sharding fsdp` smoke run (torchrun, tiny-llama, 3 steps), skipped
-  ("pending") while TrainConfig has no `sharding` field.
-`run_7b(size, device)` runs the same code on any size (the tests use a tiny one on the CPU).
+  ("pending") while TrainConfig has no `sharding` field;
+- then the model is saved and freed, and the real commands run on the copy (bench/gpu_check_7b_commands.py:
+  FSDP FFT at `--grad-accum 4`, `mftlab eval`, `baseline --kind wanda / snip` with `--device`, a 2x2
+  models-plane `mftlab landscape`), until the check's deadline.
+`run_7b(size, device)` runs the same code on any size (the tests use a tiny one on the CPU, with the
+commands started in-process: `launch=in_process`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -39,10 +42,18 @@ SEVEN_B = dict(
     warmup=2,
     eval_tokens=4096,
     landscape_batch=4,
+    # the command rows (bench/gpu_check_7b_commands.py)
+    cmd_examples=16,  # records of `seq` tokens: 16,384 tokens for eval, wanda, snip and the landscape
+    cmd_batch=4,
+    answer=64,  # answer tokens per record (the loss of eval, SNIP and the landscape)
+    fsdp_layers=8,  # FSDP FFT on 8 of the 32 layers: all 32 need 122 GiB by `mftlab plan` on one GPU
+    fsdp_batch=8,
+    grad_accum=4,
+    fsdp_steps=3,
 )
 PENDING_FSDP = "pending: --sharding fsdp not available"
 
-from gpu_check import _peak, _sync, timed_steps  # noqa: E402 - the GPU check's own timing and memory helpers
+from gpu_check import MEASURED, PLAN, _peak, _sync, table_row, timed_steps  # noqa: E402 - the check's own helpers
 from gpu_check import _peak_reset as _reset  # noqa: E402
 
 
@@ -216,52 +227,40 @@ def models_plane_point(model, size: dict, device: str) -> dict:
     }
 
 
-def fsdp_smoke(device: str, timeout: int = 180) -> dict:
+def fsdp_smoke(device: str, launch=None, deadline: float | None = None) -> dict:
     """`torchrun --nproc_per_node 1 mftlab train --sharding fsdp` on tiny-llama for 3 steps."""
+    from gpu_check_7b_commands import in_subprocess, run_command
+
     from mftlab.training.config import TrainConfig
 
     if "sharding" not in {f.name for f in dataclasses.fields(TrainConfig)}:
         return {"status": PENDING_FSDP}
-    bindir = os.path.dirname(sys.executable)
     with tempfile.TemporaryDirectory() as folder:
         data = os.path.join(folder, "d.jsonl")
         with open(data, "w") as f:
             f.writelines(json.dumps({"prompt": f"{i}+1=", "completion": str(i + 1)}) + "\n" for i in range(16))
-        cmd = [
-            os.path.join(bindir, "torchrun"),
-            "--nproc_per_node",
-            "1",
-            os.path.join(bindir, "mftlab"),
-            "train",
-            "tiny-llama",
-            "--data",
-            data,
-            "--out",
-            os.path.join(folder, "out"),
-            "--method",
-            "fft",
-            "--sharding",
-            "fsdp",
-            "--max-steps",
-            "3",
-            "--batch-size",
-            "4",
-        ]
-        started = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"status": f"timed out after {timeout} s"}
-        ok = proc.returncode == 0 and os.path.isdir(os.path.join(folder, "out", "model"))
-        return {
-            "status": "ok" if ok else f"FAILED (exit {proc.returncode}): {proc.stderr.strip()[-300:]}",
-            "seconds": time.perf_counter() - started,
-            "device": device,
-        }
+        args = ["train", "tiny-llama", "--data", data, "--out", os.path.join(folder, "out"), "--method", "fft"]
+        args += ["--sharding", "fsdp", "--max-steps", "3", "--batch-size", "4", "--device", device]
+        done = run_command(launch or in_subprocess, args, deadline, torchrun=True)
+        status = done.status
+        if done.ok and not os.path.isdir(os.path.join(folder, "out", "model")):
+            status = "FAILED: no model folder was written"
+        return {"status": status, "seconds": done.seconds, "device": device}
 
 
-def run_7b(size: dict, device: str, gpu: str = "h100") -> dict:
-    """Every 7B row; plan comparisons where a peak was measured (CUDA)."""
+def _free(device: str) -> None:
+    import torch
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the commands run in other processes: give them the memory
+
+
+def run_7b(size: dict, device: str, gpu: str = "h100", launch=None, deadline: float | None = None) -> dict:
+    """Every 7B row; plan comparisons where a peak was measured (CUDA). `launch` starts the commands
+    (default: a fresh process each); `deadline` (time.perf_counter) bounds when they may run."""
+    import gpu_check_7b_commands as commands
+
     started = time.perf_counter()
     model = build(size, device)
     params = sum(p.numel() for p in model.parameters())
@@ -283,6 +282,7 @@ def run_7b(size: dict, device: str, gpu: str = "h100") -> dict:
             batch_size=size["batch"],
             seq_len=size["seq"],
             gradient_checkpointing=ckpt,
+            eval_batch_size=0,  # no evaluation between the steps, as mft_steps runs them
         )
     out["models_plane"] = models_plane_point(model, size, device)
     out["models_plane"]["plan"] = _plan(
@@ -295,8 +295,22 @@ def run_7b(size: dict, device: str, gpu: str = "h100") -> dict:
         seq_len=size["seq"],
         landscape_tokens=size["eval_tokens"],
     )
-    del model
-    out["fsdp_smoke"] = fsdp_smoke(device)
+    launch = launch or commands.in_subprocess
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            prepared = commands.prepare(model, size, device, folder)
+        except Exception as error:  # noqa: BLE001 - the rows above stand; the command rows say why
+            prepared, out["commands"] = None, {"pending": commands.failed(error)}
+        del model
+        _free(device)
+        out["fsdp_smoke"] = fsdp_smoke(device, launch, deadline)
+        if prepared is not None:
+            try:
+                out["fft_params"] = commands.save_fft_model(prepared, size, device)
+                _free(device)
+                out["commands"] = commands.run_commands(prepared, size, device, gpu, launch, deadline)
+            except Exception as error:  # noqa: BLE001 - as above
+                out["commands"] = {"pending": commands.failed(error)}
     out["seconds"] = time.perf_counter() - started
     return out
 
@@ -305,39 +319,64 @@ def _gib(b) -> str:
     return "n/a" if b is None else f"{b / 2**30:.1f}"
 
 
-def rows(r: dict | None) -> list[str]:
-    """Markdown rows of the 7B stage for the GPU check's table (pending when it did not run)."""
+def rows(r: dict | None) -> list[dict]:
+    """Rows of the 7B stage for the GPU check's table (pending when it did not run), each measured or plan."""
+    import gpu_check_7b_commands as commands
+
     if not r or "pending" in r:
         why = (r or {}).get("pending", "pending: no GPU was available")
-        return [
-            f"| 7B: MFT layers 4-7 step, peak memory vs plan | {why} | | |",
-            f"| 7B: same with gradient checkpointing | {why} | | |",
-            f"| 7B: models-plane point / eval pass, peak memory vs plan | {why} | | |",
-            f"| 7B: `train --sharding fsdp` smoke (1 process) | {why} | | |",
+        pending = [
+            "7B: MFT layers 4-7 step, peak memory vs plan",
+            "7B: same with gradient checkpointing",
+            "7B: models-plane point / eval pass, peak memory vs plan",
+            "7B: `train --sharding fsdp` smoke (1 process)",
         ]
+        return [table_row(check, MEASURED, why) for check in pending] + commands.rows(None, why)
     lines = []
     for key, label in (
         ("mft", "7B: MFT layers 4-7 step"),
         ("mft_checkpointing", "7B: MFT layers 4-7 step, checkpointing"),
     ):
         m = r[key]
+        check = f"{label} ({r['model']['batch']} x {r['model']['seq']})"
+        lines.append(table_row(check, MEASURED, f"{m['step_s']:.3f} s, {_gib(m['peak_bytes'])} GiB"))
         lines.append(
-            f"| {label} ({r['model']['batch']} x {r['model']['seq']}) | {m['step_s']:.3f} s, "
-            f"{_gib(m['peak_bytes'])} GiB measured | plan {m['plan']['step_s']:.3f} s, "
-            f"{_gib(m['plan']['memory_bytes'])} GiB | memory {_ratio(m['peak_bytes'], m['plan']['memory_bytes'])} |"
+            table_row(
+                f"{check}: `mftlab plan`",
+                PLAN,
+                f"{m['plan']['step_s']:.3f} s, {_gib(m['plan']['memory_bytes'])} GiB",
+                f"measured {m['step_s']:.3f} s, {_gib(m['peak_bytes'])} GiB",
+                f"memory {_ratio(m['peak_bytes'], m['plan']['memory_bytes'])}",
+            )
         )
     p = r["models_plane"]
     lines.append(
-        f"| 7B: models-plane point / eval pass | {p['point_inner_s']:.3f} s / {p['eval_pass_s']:.3f} s | "
-        f"{p['label_tokens']} label tokens | {p['point_over_eval']:.2f}x |"
+        table_row(
+            "7B: models-plane point / eval pass",
+            MEASURED,
+            f"{p['point_inner_s']:.3f} s / {p['eval_pass_s']:.3f} s",
+            f"{p['label_tokens']} label tokens",
+            f"{p['point_over_eval']:.2f}x",
+        )
     )
     lines.append(
-        f"| 7B: models-plane peak memory | {_gib(p['peak_bytes'])} GiB measured (eval alone "
-        f"{_gib(p['eval_peak_bytes'])}) | plan {_gib(p['plan']['memory_bytes'])} GiB | "
-        f"{_ratio(p['peak_bytes'], p['plan']['memory_bytes'])} |"
+        table_row(
+            "7B: models-plane peak memory",
+            MEASURED,
+            f"{_gib(p['peak_bytes'])} GiB (eval alone {_gib(p['eval_peak_bytes'])})",
+        )
     )
-    lines.append(f"| 7B: `train --sharding fsdp` smoke (1 process) | {r['fsdp_smoke']['status']} | | |")
-    return lines
+    lines.append(
+        table_row(
+            "7B: models-plane peak memory: `mftlab plan`",
+            PLAN,
+            f"{_gib(p['plan']['memory_bytes'])} GiB",
+            f"measured {_gib(p['peak_bytes'])} GiB",
+            _ratio(p["peak_bytes"], p["plan"]["memory_bytes"]),
+        )
+    )
+    lines.append(table_row("7B: `train --sharding fsdp` smoke (1 process)", MEASURED, r["fsdp_smoke"]["status"]))
+    return lines + commands.rows(r.get("commands"))
 
 
 def _ratio(measured, estimate) -> str:
