@@ -107,15 +107,16 @@ def shard_model(
     Unit by unit, so only one decoder layer at a time is cast to fp32 and moved to `device`
     unsharded (fully_shard moves its unit's parameters to the mesh's device, then shards them).
     Trainable 16-bit weights become fp32 sharded masters unless `pure_bf16`; `param_dtype` (see
-    `fsdp_param_dtype`) is what the gathered weights compute in, with gradients reduced in fp32.
+    `fsdp_param_dtype`) is what the gathered weights compute in, with gradients reduced in fp32 (in
+    the weights' own dtype with `pure_bf16`, which keeps no fp32 copy of anything).
     A model on the meta device is sharded the same way (see `broadcast_weights`).
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     policy = MixedPrecisionPolicy()
-    if param_dtype is not None:
-        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    if param_dtype is not None:  # gradients reduced in fp32 into fp32 masters; --pure-bf16 reduces in bf16
+        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=None if pure_bf16 else torch.float32)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
 
     def shard(unit: nn.Module) -> None:

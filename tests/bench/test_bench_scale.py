@@ -53,3 +53,21 @@ def test_fsdp_row_is_pending_without_the_sharding_field():
         log=lambda *_: None,
     )
     assert rows["fft-fsdp"]["pending"] == "pending: --sharding fsdp not available"
+
+
+def test_the_accumulation_and_load_claims_are_checked_beside_the_table():
+    import bench_scale
+
+    gib = 2**30
+    rows = {
+        "baseline": {"peak": gib},
+        "fft-fsdp": {"peak": 5 * gib},
+        "fft-fsdp-accum4": {"peak": 5.2 * gib},
+        "mft-fsdp-load": {"peak": 3 * gib, "peak_rank1": 2 * gib},
+    }
+    text = bench_scale.checks(rows)
+    assert "peak per process: 1.050 (goal <= 1.10: yes)" in text
+    model = bench_scale._plan("mft-fsdp-load").model["params"] * 2
+    assert f"{gib / model:.2f} x the model's bytes" in text and "(goal >= 0.30: yes)" in text
+    rows["fft-fsdp-accum4"]["peak"] = 6 * gib
+    assert "(goal <= 1.10: NO)" in bench_scale.checks(rows)
