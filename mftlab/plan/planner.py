@@ -9,9 +9,14 @@ L layers, g GPUs (processes). GiB = 2^30 bytes. Terms: `planning_memory`, `plann
 Memory per process, mask training (`--method mask`):
   frozen weights N*b_w; scores T*b_s and their grads T*b_s; AdamW exp_avg + exp_avg_sq in the
   scores' dtype for fp32 scores; bf16 scores get fp32 master scores, master grads and fp32 states
-  (unless --pure-bf16); the keep-mask buffer T*1 byte (never sharded); the STE's backward
-  transient for the largest targeted weight (W*keep in b_w plus fp32 dL/dW, W and product:
-  +12 B each); activations; logits B*S*V*4 (fp32 loss) x2 for their gradient.
+  (unless --pure-bf16); the keep-mask buffer T*1 byte (never sharded) and two bit-packed copies
+  for the flip counts (step 0 and the last log, T/8 each); the STE's backward transient for the
+  largest targeted weight (W*keep in b_w plus fp32 dL/dW, W and product: +12 B each);
+  activations; the logits B*S*V*b_a and their gradient (the same again), plus two fp32 chunks of
+  the chunked loss (at most 2 x 2^24 x 4 B: no fp32 copy of the logits).
+Evaluation (`--task eval`, and the evaluation between training steps at --eval-batch-size, whose
+  peak counts only where it exceeds the step's gradients, activations and logits, freed by then):
+  the weights, one layer's activations (no grad), the logits in b_a and two fp32 loss chunks.
 Activations (Korthikanti et al. 2022, "Reducing activation recomputation"): S*B*h*(34 + 5*a*S/h)
   bytes per layer in 16-bit without recomputation (scaled by b_a/2 in fp32); with SDPA / flash
   attention the 5*a*S/h term (the S x S scores) is not stored. With --gradient-checkpointing
@@ -38,8 +43,11 @@ Sharding: `--sharding fsdp` is `mftlab train --sharding fsdp` (FSDP2, one unit p
   resharded after it (the trainer passes reshard_after_forward=True to the root too) and gathered
   again for the whole backward; the keep buffers are replicated. AdamW creates its states in the
   first step, so the peak (states beside the backward's gathered units) is reached from the second
-  step on, which is where bench/bench_scale.py reads it. Every process first loads the whole model
-  on the host, N*b_w (an uncounted term: host RAM, not GPU memory). MFT with fp32 scores gets no
+  step on, which is where bench/bench_scale.py reads it. Gradient accumulation reduce-scatters every
+  micro-batch into the sharded gradient (already counted): no unsharded gradient is held across
+  micro-batches. Rank 0 alone loads the whole model on the host, N*b_w; the other ranks build it
+  on the meta device and receive their shards by broadcast, one tensor in flight (uncounted terms:
+  host RAM, not GPU memory). MFT with fp32 scores gets no
   mixed-precision policy (as the trainer does it): a gathered layer holds its weights in b_w and its
   scores in fp32, and the exact sharded selection adds T*(4/g + 1 + 1/8) bytes of transients.
   Without sharding and with g > 1, DDP keeps gradient buckets: one more copy of the grads. A
@@ -56,7 +64,8 @@ Time: FLOPs per token: forward 2*N_mm (N_mm = weights of every matmul, output he
   MFU 0.4; per optimizer step add the memory-bound mask selection (kthvalue over T scores,
   ~3*T*b_s bytes) and AdamW update (~7 reads/writes of the trainable values) over bandwidth.
   Landscape: points x tokens per point (train + test subsets) x forward FLOPs + per point the
-  weight update (bytes per perturbed weight by plane) over bandwidth; points split over g.
+  weight update (bytes per perturbed weight by plane) over bandwidth; points split over g (evenly,
+  also when a killed run resumes: the remaining points are dealt todo[rank::g]).
 
 These are estimates; bench/bench_scale.py (CPU) and bench/gpu_check.sh (GPU) check them against
 measurements (BENCHMARKS.md).
