@@ -40,3 +40,11 @@ def test_counter_moves_with_the_model():
     counter = FlipCounter(a)
     counter.to("cpu")
     assert counter.count(b) == (_flips(a, b), _flips(a, b))
+
+
+def test_restart_counts_the_next_flips_from_the_resumed_mask():
+    shapes = [(6, 11)]
+    start, resumed, later = _masks(1, shapes), _masks(2, shapes), _masks(3, shapes)
+    counter = FlipCounter(start)
+    counter.restart(resumed)
+    assert counter.count(later) == (_flips(later, resumed), _flips(later, start))

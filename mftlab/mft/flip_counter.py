@@ -50,6 +50,10 @@ class FlipCounter:
         self.last = moved if self.last is self.start else {name: t.to(device) for name, t in self.last.items()}
         self.start = moved
 
+    def restart(self, keep: dict[str, torch.Tensor]) -> None:
+        """`keep` becomes the new 'last' (the mask a resumed run starts from; step 0's stays)."""
+        self.last = {name: pack_flat(k) for name, k in keep.items()}
+
     def count(self, keep: dict[str, torch.Tensor]) -> tuple[int, int]:
         """(flips since the last call, flips since step 0); `keep` becomes the new 'last'."""
         packed = {name: pack_flat(k) for name, k in keep.items()}

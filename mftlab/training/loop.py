@@ -308,6 +308,8 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify, rank0_loa
     keep = refresh() if layers is not None else None
     if flips is not None:  # packed before `prepare` moved the model
         flips.to(next(iter(keep.values())).device)
+        if resume is not None:  # the first flips after a resume count from the resumed mask
+            flips.restart(keep)
     metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
     trackers = RunTrackers(config.report_to, config.out, config.to_dict()) if main else None
     if layers is not None and eval_examples is not None and resume is None:  # the initial mask, once

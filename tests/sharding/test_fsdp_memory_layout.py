@@ -60,12 +60,14 @@ def test_backward_prefetches_the_next_layer_and_the_root_is_regathered_for_backw
             dist.destroy_process_group()
 
 
-def test_plan_shows_the_host_load_before_sharding_uncounted():
+def test_plan_shows_the_host_load_of_rank_0_and_the_others_uncounted():
     result = make_plan(
         PlanConfig("llama2-7b", method="fft", dtype="bfloat16", sharding="fsdp", gpus=8, batch_size=8, seq_len=512)
     )
-    load = next(t for t in result.memory if t.name == "host RAM at load, before sharding (fsdp)")
+    load = next(t for t in result.memory if t.name == "host RAM at load, rank 0 (fsdp)")
+    others = next(t for t in result.memory if t.name == "host RAM at load, ranks > 0 (fsdp)")
     shape_params = next(t for t in result.memory if t.name == "weights").value * 8 / 4  # fp32 shards over 8
-    assert load.value == shape_params * 2 and not load.counted
+    assert load.value == shape_params * 2 and not load.counted  # rank 0 alone reads the checkpoint
+    assert others.value == 32000 * 4096 * 2 and not others.counted  # the largest tensor in flight
     assert result.memory_per_gpu == sum(t.value for t in result.memory if t.counted)
     assert "prefetched" in next(t for t in result.memory if t.name == "gathered layers (fsdp)").formula
