@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mftlab.errors import ConfigError
-from mftlab.files.manifest import MANIFEST, verify_manifest, write_manifest
+from mftlab.files.manifest import MANIFEST, Problem, find_problem, hash_files, verify_manifest, write_manifest
 from mftlab.training import checkpoint as ckpt
 
 
@@ -58,6 +58,46 @@ def test_missing_or_broken_manifest(tmp_path):
     assert verify_manifest(str(folder)) == f"no {MANIFEST}"
     (folder / MANIFEST).write_text("{not json")
     assert verify_manifest(str(folder)) == f"{MANIFEST} is unreadable"
+
+
+def test_entries_hashed_elsewhere_are_taken_and_the_rest_hashed(tmp_path):
+    """How processes split the hashing: one writes the manifest from the others' entries."""
+    folder = _folder(tmp_path)
+    (folder / ".index").write_bytes(b"hidden")
+    theirs = hash_files(str(folder), ["part/b.json", ".index"])
+    alone = write_manifest(str(folder))
+    manifest = write_manifest(str(folder), theirs)
+    assert sorted(alone["files"]) == ["a.bin", "part/b.json"]
+    assert sorted(manifest["files"]) == [".index", "a.bin", "part/b.json"]  # a hidden file only when handed in
+    assert manifest["files"] == alone["files"] | {".index": theirs[".index"]}
+    assert manifest["format"] == "mftlab.manifest" and verify_manifest(str(folder)) is None
+    (folder / ".index").write_bytes(b"hidxen")
+    assert verify_manifest(str(folder)) == ".index does not match its sha256"
+    write_manifest(str(folder), {"a.bin": {"size": 1024, "sha256": "0" * 64}})  # taken as it is
+    assert verify_manifest(str(folder)) == "a.bin does not match its sha256"
+
+
+def test_shares_of_the_hashing_find_what_one_process_finds(tmp_path):
+    folder = _folder(tmp_path)
+    (folder / "c.bin").write_bytes(b"c" * 100)
+    write_manifest(str(folder))
+    shares = [lambda files: ["a.bin"], lambda files: ["c.bin", "part/b.json"]]
+    assert [find_problem(str(folder), share) for share in shares] == [None, None]
+    for name in ("c.bin", "part/b.json"):
+        data = bytearray((folder / name).read_bytes())
+        data[1] ^= 0x01
+        (folder / name).write_bytes(bytes(data))
+    (folder / "d.bin").write_bytes(b"x")  # not in the manifest: found by every share, after the hashes
+    found = [find_problem(str(folder), share) for share in shares]
+    assert found == [
+        Problem(3, "d.bin", "d.bin is not in the manifest"),
+        Problem(2, "c.bin", "c.bin does not match its sha256"),
+    ]
+    assert min(found).reason == verify_manifest(str(folder)) == "c.bin does not match its sha256"
+    os.truncate(folder / "a.bin", 10)  # sizes are checked in full by every share, before any hashing
+    assert {find_problem(str(folder), share) for share in shares} == {
+        Problem(1, "a.bin", "a.bin has 10 bytes, the manifest says 1024")
+    }
 
 
 # -- checkpoints --------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ Each folder holds everything needed to continue bit-exactly on one process:
 A folder is written under a temporary name and renamed into place, so a kill at any moment
 leaves only complete checkpoints; the latest `keep` are kept. `--resume` verifies the newest
 checkpoint against its manifest and falls back to the previous one if it is damaged (a flipped
-byte, a truncated file); checkpoints from before manifests are accepted unverified.
+byte, a truncated file); checkpoints from before manifests are accepted unverified. In a
+multi-process run only the main process verifies; the others are told which checkpoint to read.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 
 from mftlab.errors import ConfigError
 from mftlab.files.atomic import atomic_dir
-from mftlab.files.manifest import MANIFEST, has_manifest, verify_manifest, write_manifest
+from mftlab.files.manifest import MANIFEST, Problem, Share, find_problem, has_manifest, write_manifest
 from mftlab.mask.maskfile import Mask, save_mask
 
 CHECKPOINTS = "checkpoints"
@@ -147,10 +149,13 @@ def load_checkpoint(path: str) -> Checkpoint:
         ) from None
 
 
-def verify_checkpoint(path: str) -> str | None:
-    """None when the checkpoint matches its manifest (or predates manifests), else why it does not."""
+def checkpoint_problem(path: str, share: Share | None = None) -> Problem | None:
+    """Why the checkpoint does not match its manifest, or None (also for one that predates manifests).
+
+    `share`: which of the manifest's files this process hashes (`mftlab.files.manifest.find_problem`).
+    """
     if has_manifest(path):
-        return verify_manifest(path)
+        return find_problem(path, share)
     # No manifest: accepted unverified if the checkpoint predates manifests; one whose trainer_state.json
     # names its manifest has lost it (deleted, or a partial copy), and nothing else in it can be trusted.
     try:
@@ -158,21 +163,40 @@ def verify_checkpoint(path: str) -> str | None:
             expected = json.load(f).get("manifest")
     except (OSError, ValueError, AttributeError):
         return None  # unreadable: reading the checkpoint reports it
-    return f"{expected} is missing" if expected else None
+    return Problem(0, MANIFEST, f"{expected} is missing") if expected else None
 
 
-def latest_checkpoint(out_dir: str, warn: Callable[[str], None] | None = None) -> Checkpoint:
-    """The newest intact checkpoint of a run, or ConfigError when there is none.
+def verify_checkpoint(path: str) -> str | None:
+    """None when the checkpoint matches its manifest (or predates manifests), else why it does not."""
+    problem = checkpoint_problem(path)
+    return None if problem is None else problem.reason
 
-    Damaged checkpoints (manifest mismatch, unreadable files) are skipped, newest first; `warn`
-    gets one line naming them and the step resumed from instead.
-    """
+
+def skipped_warning(damaged: list[str], step: int) -> str:
+    return (
+        f"warning: skipped damaged checkpoint{'s' if len(damaged) > 1 else ''} "
+        f"({'; '.join(damaged)}); resuming from step {step}"
+    )
+
+
+def no_checkpoint(out_dir: str) -> ConfigError:
+    return ConfigError(
+        f"--resume: '{out_dir}' holds no checkpoint to resume from; start the run without "
+        "--resume (and use --save-every N to write checkpoints)"
+    )
+
+
+def all_damaged(out_dir: str, damaged: list[str]) -> ConfigError:
+    return ConfigError(
+        f"--resume: every checkpoint in '{out_dir}' is damaged ({'; '.join(damaged)}); start the "
+        "run again without --resume (--force)"
+    )
+
+
+def _newest_intact(out_dir: str, warn: Callable[[str], None] | None) -> Checkpoint:
     found = list_checkpoints(out_dir)
     if not found:
-        raise ConfigError(
-            f"--resume: '{out_dir}' holds no checkpoint to resume from; start the run without "
-            "--resume (and use --save-every N to write checkpoints)"
-        )
+        raise no_checkpoint(out_dir)
     damaged = []
     for step, path in reversed(found):
         problem = verify_checkpoint(path)
@@ -185,12 +209,38 @@ def latest_checkpoint(out_dir: str, warn: Callable[[str], None] | None = None) -
             damaged.append(f"{os.path.basename(path)}: {problem}")
             continue
         if damaged and warn is not None:
-            warn(
-                f"warning: skipped damaged checkpoint{'s' if len(damaged) > 1 else ''} "
-                f"({'; '.join(damaged)}); resuming from step {step}"
-            )
+            warn(skipped_warning(damaged, step))
         return checkpoint
-    raise ConfigError(
-        f"--resume: every checkpoint in '{out_dir}' is damaged ({'; '.join(damaged)}); start the "
-        "run again without --resume (--force)"
-    )
+    raise all_damaged(out_dir, damaged)
+
+
+def _world() -> tuple[int, int]:
+    """(rank, number of processes) of the launch; (0, 1) without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def latest_checkpoint(out_dir: str, warn: Callable[[str], None] | None = None) -> Checkpoint:
+    """The newest intact checkpoint of a run, or ConfigError when there is none.
+
+    Damaged checkpoints (manifest mismatch, unreadable files) are skipped, newest first; `warn`
+    gets one line naming them and the step resumed from instead. With several processes this is
+    collective: the main process verifies (hashing once, not once per process) and sends its choice
+    (or its error) to the others, which then read that checkpoint.
+    """
+    rank, world = _world()
+    if world == 1:
+        return _newest_intact(out_dir, warn)
+    checkpoint, choice = None, [None]
+    if rank == 0:
+        try:
+            checkpoint = _newest_intact(out_dir, warn)
+            choice = [("path", checkpoint.path)]
+        except ConfigError as exc:
+            choice = [("error", str(exc))]
+    dist.broadcast_object_list(choice, src=0)
+    kind, value = choice[0]
+    if kind == "error":
+        raise ConfigError(value)
+    return checkpoint if rank == 0 else load_checkpoint(value)

@@ -8,26 +8,70 @@ Same place and marker as `mftlab.training.checkpoint` (`OUT/checkpoints/step-XXX
 - `trainer_state.json`: step, best evaluation, and `sharding` / `world_size` of the writer;
 - `manifest.json`: size and sha256 of every other file (`mftlab.files.manifest`), written last.
 
-Every process writes into `.step-XXXXXX.tmp`; after a barrier the main process adds the marker
+Every process writes into `.step-XXXXXX.tmp`; once all are done the main process adds the marker
 and renames the folder into place, so a kill of any process at any moment leaves no checkpoint
-that looks complete. `--resume` verifies the newest checkpoint against its manifest (on the main
-process, which tells the others) and falls back to the previous one if it is damaged, as
-`mftlab.training.checkpoint` does. Resuming needs the same number of processes (a one-line error otherwise).
+that looks complete. Hashing is split: each process hashes the files it wrote (DCP names them
+`dcp/__<rank>_<i>.distcp`; `rng-<rank>.pt`) and the main process the rest, then writes one manifest.
+`--resume` verifies the newest checkpoint against its manifest the same way, each process its own
+files (an even split by size if the number of processes changed), all agreeing on the verdict,
+and falls back to the previous one if it is damaged, as `mftlab.training.checkpoint` does.
+Resuming needs the same number of processes (a one-line error otherwise).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import torch
 import torch.distributed as dist
 
 from mftlab.errors import ConfigError
-from mftlab.files.manifest import MANIFEST, write_manifest
+from mftlab.files.manifest import MANIFEST, hash_files, manifest_files, write_manifest
 from mftlab.mask.maskfile import Mask, save_mask
 from mftlab.training import checkpoint as ckpt
+
+# The files one process writes: DCP's FileSystemWriter names each process's shards `__<rank>_<i>.distcp`
+# (torch 2.4 and later); `.metadata` and anything else is the main process's.
+_WRITER = re.compile(r"dcp/__(\d+)_\d+\.distcp|rng-(\d+)\.pt")
+_DCP_INDEX = "dcp/.metadata"  # written by the main process; a hidden name, so listed only when handed in
+
+
+def _writer(rel: str, world: int) -> int:
+    """The process that wrote file `rel` of a checkpoint by `world` processes (0 when unknown)."""
+    m = _WRITER.fullmatch(rel)
+    rank = int(m.group(1) or m.group(2)) if m else 0
+    return rank if rank < world else 0
+
+
+def hash_own_files(folder: str, rank: int, world: int) -> dict[str, dict]:
+    """Manifest entries of the checkpoint files in `folder` that process `rank` wrote (on the main
+    process also those of unknown writers, and DCP's index); call it once they are complete."""
+    names = [rel for rel in manifest_files(folder) if _writer(rel, world) == rank]
+    if rank == 0 and os.path.isfile(os.path.join(folder, _DCP_INDEX)):
+        names.append(_DCP_INDEX)
+    return hash_files(folder, names)
+
+
+def _size(entry: dict) -> int:
+    size = entry.get("size")
+    return size if isinstance(size, int) else 0
+
+
+def verify_share(files: dict[str, dict], rank: int, world: int, saved_world: int | None) -> list[str]:
+    """The files of a manifest ({name: entry}) that process `rank` of `world` hashes on resume: those
+    it wrote when the checkpoint was written by as many processes, else an even split by size."""
+    if saved_world == world:
+        return [rel for rel in files if _writer(rel, world) == rank]
+    loads, mine = [0] * world, []
+    for rel in sorted(files, key=lambda r: (-_size(files[r]), r)):  # largest first to the least loaded
+        least = loads.index(min(loads))
+        loads[least] += _size(files[rel])
+        if least == rank:
+            mine.append(rel)
+    return mine
 
 
 def _options(strict: bool = True):
@@ -56,16 +100,18 @@ def save_sharded_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
     dist.barrier()
-    dcp.save(_state(model, optimizer), checkpoint_id=os.path.join(tmp, "dcp"))
+    dcp.save(_state(model, optimizer), checkpoint_id=os.path.join(tmp, "dcp"))  # every shard complete on return
     torch.save(ckpt.capture_rng(), os.path.join(tmp, f"rng-{rank}.pt"))
-    dist.barrier()
     if rank == 0:
         torch.save({"scheduler": scheduler.state_dict()}, os.path.join(tmp, "state.pt"))
         if mask is not None:
             save_mask(mask, os.path.join(tmp, "mask.safetensors"))
         with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as f:  # the marker, last
             json.dump(dict(info, step=step, sharding="fsdp", world_size=world, manifest=MANIFEST), f, indent=2)
-        write_manifest(tmp)
+    parts = [None] * world
+    dist.all_gather_object(parts, hash_own_files(tmp, rank, world))  # also: every process has written its files
+    if rank == 0:
+        write_manifest(tmp, {rel: entry for part in parts for rel, entry in part.items()})
         if os.path.exists(target):  # a re-run of the same step after resume
             shutil.rmtree(target)
         os.rename(tmp, target)
@@ -75,37 +121,42 @@ def save_sharded_checkpoint(
     return target
 
 
-def _newest_intact(out_dir: str, warn) -> str:
-    """The newest checkpoint that matches its manifest (main process only: hashing is done once)."""
-    damaged = []
-    for step, path in reversed(ckpt.list_checkpoints(out_dir)):
-        problem = ckpt.verify_checkpoint(path)
-        if problem is None:
-            if damaged and warn is not None:
-                warn(
-                    f"warning: skipped damaged checkpoint{'s' if len(damaged) > 1 else ''} "
-                    f"({'; '.join(damaged)}); resuming from step {step}"
-                )
-            return path
-        damaged.append(f"{os.path.basename(path)}: {problem}")
-    return "damaged: " + "; ".join(damaged)
+def _saved_world(path: str) -> int | None:
+    try:
+        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+            return json.load(f).get("world_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _problem(path: str) -> str | None:
+    """Why checkpoint `path` is damaged, or None (collective: each process hashes its share)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    saved = _saved_world(path)
+    mine = ckpt.checkpoint_problem(path, lambda files: verify_share(files, rank, world, saved))
+    found = [None] * world
+    dist.all_gather_object(found, mine)
+    problems = [p for p in found if p is not None]
+    return min(problems).reason if problems else None  # the one a single process would have named
 
 
 def latest_sharded_info(out_dir: str, warn=None) -> tuple[str, dict]:
     """(path, trainer_state) of the newest intact checkpoint, checked against this launch (collective)."""
-    if not ckpt.list_checkpoints(out_dir):
-        raise ConfigError(
-            f"--resume: '{out_dir}' holds no checkpoint to resume from; start the run without "
-            "--resume (and use --save-every N to write checkpoints)"
-        )
-    chosen = [_newest_intact(out_dir, warn) if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(chosen, src=0)
-    path = chosen[0]
-    if path.startswith("damaged: "):
-        raise ConfigError(
-            f"--resume: every checkpoint in '{out_dir}' is damaged ({path[len('damaged: ') :]}); "
-            "start the run again without --resume (--force)"
-        )
+    listed = [ckpt.list_checkpoints(out_dir) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(listed, src=0)  # every process walks the same list
+    if not listed[0]:
+        raise ckpt.no_checkpoint(out_dir)
+    damaged, path = [], None
+    for step, candidate in reversed(listed[0]):
+        problem = _problem(candidate)
+        if problem is None:
+            if damaged and warn is not None and dist.get_rank() == 0:
+                warn(ckpt.skipped_warning(damaged, step))
+            path = candidate
+            break
+        damaged.append(f"{os.path.basename(candidate)}: {problem}")
+    if path is None:
+        raise ckpt.all_damaged(out_dir, damaged)
     with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
         info = json.load(f)
     world = dist.get_world_size()
