@@ -7,6 +7,7 @@ Every module `cli/cmd_<name>.py` that defines `command` becomes the sub-command 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import pkgutil
 import sys
@@ -42,14 +43,17 @@ class MftlabGroup(click.Group):
         return importlib.import_module(module).command
 
     def invoke(self, ctx):
+        finished = False
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            finished = True
+            return result
         except MftlabError as exc:
             raise click.ClickException(exc.cli_message()) from None
         except MemoryError:
             raise click.ClickException("out of memory; use a smaller model, batch or --max-tokens") from None
         finally:
-            _close_process_group()
+            _close_process_group(finished)
 
 
 @click.group(cls=MftlabGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -65,16 +69,26 @@ def main():
     _quiet_transformers()
 
 
-def _close_process_group() -> None:
+def _close_process_group(finished: bool) -> None:
     """Close the launch's process group (torchrun / accelerate) before the interpreter exits.
 
     A gloo group left open is torn down during interpreter shutdown, where its threads can abort the
     process ("terminate called without an active exception", exit -6) after the command has finished
-    its work; seen on a loaded machine in about 1 of 8 two-process runs.
+    its work; seen on a loaded machine in about 1 of 8 two-process runs. Closing it is not enough
+    when one process closes while another still talks to it (its last all-gather of peak memory, a
+    barrier): so a process that `finished` waits for the others first (a peer that failed closes
+    its end, which ends the wait), and objects still holding the group are collected before it goes.
     """
     dist = sys.modules.get("torch.distributed")  # never import torch just to find there is nothing to close
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    if finished and dist.get_world_size() > 1:
+        try:
+            dist.barrier()
+        except Exception:  # noqa: BLE001 - a peer that failed has gone; closing is all that is left
+            pass
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def _quiet_transformers() -> None:
