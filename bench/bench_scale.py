@@ -50,8 +50,9 @@ sys.path.insert(0, HERE)
 SECTION = "Scale rehearsal (CPU)"
 SHAPE = dict(hidden=4096, intermediate=11008, heads=32, vocab=32000, layers=2)
 SEQ = 128  # tokens per example (every example exactly this long)
-CASES = ("mft", "mft-all", "fft", "fft-fsdp", "fft-fsdp-accum4", "mft-fsdp-load", "eval-16", "random", "models")
-TWO_PROCESSES = ("fft-fsdp", "fft-fsdp-accum4", "mft-fsdp-load")
+ACCUM = ("fft-fsdp", "fft-fsdp-accum4", "fft-fsdp-ckpt", "fft-fsdp-accum4-ckpt")
+CASES = ("mft", "mft-all", "fft", *ACCUM, "mft-fsdp-load", "eval-16", "random", "models")
+TWO_PROCESSES = (*ACCUM, "mft-fsdp-load")
 GIB = 2**30
 
 
@@ -118,8 +119,11 @@ def train_config(kind: str, folder: str):
         extra["sharding"] = "fsdp"
     if kind == "mft-fsdp-load":
         extra["targets"] = "q_proj"
+    if kind.endswith("-ckpt"):
+        extra["gradient_checkpointing"] = True
     method = "mask" if kind.startswith("mft") else "fft"
-    batch = {"fft-fsdp": 2, "fft-fsdp-accum4": 8, "mft-fsdp-load": 2}.get(kind, 1)
+    accum = 4 if "accum4" in kind else 1
+    batch = 2 * accum if kind in TWO_PROCESSES else 1
     return TrainConfig(
         model=os.path.join(folder, "model") if kind == "mft-fsdp-load" else "bench-7b-shapes",
         data=write_data(folder),
@@ -128,7 +132,7 @@ def train_config(kind: str, folder: str):
         layers="1" if kind in ("mft", "mft-fsdp-load") else None,
         dtype="bfloat16",
         batch_size=batch,
-        grad_accum=4 if kind == "fft-fsdp-accum4" else 1,
+        grad_accum=accum,
         max_steps=2,
         max_seq_len=SEQ + 8,
         log_every=1,
@@ -150,10 +154,17 @@ def plan_config(kind: str, config_dir: str):
         return PlanConfig(**train, method="mask", targets="q_proj", layers="1", batch_size=2, gpus=2, sharding="fsdp")
     if kind == "fft":
         return PlanConfig(**train, method="fft", batch_size=1, pure_bf16=True)
-    if kind in ("fft-fsdp", "fft-fsdp-accum4"):
-        accum = 4 if kind == "fft-fsdp-accum4" else 1
+    if kind in ACCUM:
+        accum = 4 if "accum4" in kind else 1
         return PlanConfig(
-            **train, method="fft", batch_size=2 * accum, grad_accum=accum, gpus=2, sharding="fsdp", pure_bf16=True
+            **train,
+            method="fft",
+            batch_size=2 * accum,
+            grad_accum=accum,
+            gpus=2,
+            sharding="fsdp",
+            pure_bf16=True,
+            gradient_checkpointing=kind.endswith("-ckpt"),
         )
     if kind == "eval-16":
         return PlanConfig(**common, task="eval", batch_size=16)
@@ -363,6 +374,8 @@ DESCRIPTIONS = {
     "fft": "FFT step (`--method fft --pure-bf16`, batch 1 x 128), 1 process",
     "fft-fsdp": "FFT step, 2 processes `--sharding fsdp --pure-bf16` (torchrun, gloo), per process",
     "fft-fsdp-accum4": "the same, `--grad-accum 4` (same micro-batch: 1 example per process), per process",
+    "fft-fsdp-ckpt": "FFT step, 2 processes `--sharding fsdp --pure-bf16 --gradient-checkpointing`, per process",
+    "fft-fsdp-accum4-ckpt": "the same, `--grad-accum 4` (same micro-batch), per process",
     "mft-all": "MFT step, every linear of both layers (fp32 scores, batch 1 x 128), 1 process",
     "mft-fsdp-load": "load for MFT (`q_proj`, layer 1), 2 processes `--sharding fsdp`, a saved folder: rank 0 (reads it)",
     "eval-16": "`evaluate` at batch 16 x 128 tokens (loss, token accuracy), 1 process",
@@ -397,14 +410,15 @@ def table(rows: dict) -> str:
 def checks(rows: dict) -> str:
     """The two claims beside the table: accumulation costs no extra copy; rank 1 never holds the model."""
     out = []
-    one, four = rows.get("fft-fsdp", {}), rows.get("fft-fsdp-accum4", {})
-    if "peak" in one and "peak" in four:
-        base = rows["baseline"].get("peak", 0)
-        ratio = (four["peak"] - base) / (one["peak"] - base)
-        out.append(
-            f"- FSDP `--grad-accum 4` / `--grad-accum 1` at the same micro-batch, peak per process: {ratio:.3f} "
-            f"(goal <= 1.10: {'yes' if ratio <= 1.10 else 'NO'})"
-        )
+    for suffix, how in (("", ""), ("-ckpt", ", with `--gradient-checkpointing`")):
+        one, four = rows.get(f"fft-fsdp{suffix}", {}), rows.get(f"fft-fsdp-accum4{suffix}", {})
+        if "peak" in one and "peak" in four:
+            base = rows["baseline"].get("peak", 0)
+            ratio = (four["peak"] - base) / (one["peak"] - base)
+            out.append(
+                f"- FSDP `--grad-accum 4` / `--grad-accum 1` at the same micro-batch{how}, peak per process: "
+                f"{ratio:.3f} (goal <= 1.10: {'yes' if ratio <= 1.10 else 'NO'})"
+            )
     load = rows.get("mft-fsdp-load", {})
     if "peak" in load and "peak_rank1" in load:
         model = _plan("mft-fsdp-load").model["params"] * 2  # bf16 bytes
