@@ -142,6 +142,20 @@ def test_training_nll_value_and_gradient_equal_the_full_logits_computation(
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_training_gradient_is_bit_identical_to_cross_entropys_in_fp32(tiny_llama, tokenizer, qa_file, monkeypatch):
+    """The trainer's scaled loss (nll x world / step tokens) gives cross_entropy's gradient bit for bit,
+    so fp32 training follows the trajectory it followed before the chunked loss (the demo's numbers)."""
+    model = tiny_llama.train()
+    monkeypatch.setattr(chunked_nll, "CHUNK_ELEMENTS", 7 * 100)  # chunk boundaries inside sequences
+    examples, _ = load_examples(qa_file, tokenizer, 64)
+    batch = make_batches(examples, 6, 0)[1]
+    params = [p for p in model.parameters() if p.requires_grad]
+    scale = 2 / 37  # world / step tokens, not a power of two
+    old = torch.autograd.grad(_old_batch_stats(model, batch)[0] * scale, params)
+    new = torch.autograd.grad(training_nll(model, batch) * scale, params)
+    assert all(torch.equal(a, b) for a, b in zip(new, old))
+
+
 def test_batch_loss_sums_keeps_its_counts(tiny_llama, tokenizer, qa_file):
     examples, _ = load_examples(qa_file, tokenizer, 64)
     batch = _batches_the_model_partly_gets_right(tiny_llama, examples, 6)[1]

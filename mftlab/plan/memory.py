@@ -70,18 +70,19 @@ def activation_terms(
     return terms
 
 
-def loss_chunks(m: ModelShape, rows: int) -> float:
-    """Bytes of the fp32 chunks the chunked loss holds at once (mftlab.training.chunked_nll): two."""
-    return 2 * min(CHUNK_ELEMENTS, rows * m.vocab) * 4
+def loss_chunks(m: ModelShape, rows: int, count: int = 2) -> float:
+    """Bytes of the fp32 chunks the chunked loss holds at once (mftlab.training.chunked_nll): two in
+    the forward (evaluation), up to four in the training backward."""
+    return count * min(CHUNK_ELEMENTS, rows * m.vocab) * 4
 
 
 def logits_term(c: "PlanConfig", m: ModelShape, micro: int, b_a: int) -> Term:
     """The logits and their gradient in the activation dtype; the fp32 loss is taken chunk by chunk."""
     return Term(
         "logits + grad",
-        f"B x S x V x b_a x 2 + 2 fp32 loss chunks = {micro} x {c.seq_len} x {m.vocab} x {b_a} x 2 + "
-        f"{fmt_bytes(loss_chunks(m, micro * c.seq_len))}",
-        micro * c.seq_len * m.vocab * b_a * 2 + loss_chunks(m, micro * c.seq_len),
+        f"B x S x V x b_a x 2 + 4 fp32 loss chunks = {micro} x {c.seq_len} x {m.vocab} x {b_a} x 2 + "
+        f"{fmt_bytes(loss_chunks(m, micro * c.seq_len, 4))}",
+        micro * c.seq_len * m.vocab * b_a * 2 + loss_chunks(m, micro * c.seq_len, 4),
         "B",
     )
 

@@ -12,8 +12,8 @@ Memory per process, mask training (`--method mask`):
   (unless --pure-bf16); the keep-mask buffer T*1 byte (never sharded) and two bit-packed copies
   for the flip counts (step 0 and the last log, T/8 each); the STE's backward transient for the
   largest targeted weight (W*keep in b_w plus fp32 dL/dW, W and product: +12 B each);
-  activations; the logits B*S*V*b_a and their gradient (the same again), plus two fp32 chunks of
-  the chunked loss (at most 2 x 2^24 x 4 B: no fp32 copy of the logits).
+  activations; the logits B*S*V*b_a and their gradient (the same again), plus up to four fp32 chunks of
+  the chunked loss (at most 4 x 2^24 x 4 B: no fp32 copy of the logits).
 Evaluation (`--task eval`, and the evaluation between training steps at --eval-batch-size, whose
   peak counts only where it exceeds the step's gradients, activations and logits, freed by then):
   the weights, one layer's activations (no grad), the logits in b_a and two fp32 loss chunks.

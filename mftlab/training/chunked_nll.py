@@ -1,9 +1,9 @@
 """Next-token negative log-likelihood without an fp32 copy of the whole logits.
 
 The log-softmax is taken in fp32 (as the loss should be, even under bf16), but one chunk of rows
-at a time, so the memory beyond the model's own (B, T, V) logits is two fp32 chunks,
-2 x chunk_rows(V) x V x 4 bytes (about 2 x CHUNK_ELEMENTS x 4 = 128 MiB, whatever B, T and V),
-instead of two or three B x T x V x 4-byte copies. With a gradient the logits are kept for the
+at a time, so the memory beyond the model's own (B, T, V) logits is a few fp32 chunks of
+chunk_rows(V) x V x 4 bytes (64 MiB each: two in the forward, up to four in the backward, whatever
+B, T and V), instead of two or three B x T x V x 4-byte copies. With a gradient the logits are kept for the
 backward and their gradient (B x T x V, model dtype) is made there, as the lm_head needs it anyway.
 
 Why a custom autograd function rather than plain autograd over chunks or a checkpoint per chunk:
@@ -12,8 +12,10 @@ measured peak memory beyond the logits, forward + backward, 8 x 512 x 32000 bf16
 609 MiB (autograd keeps every chunk's fp32 log-softmax for the backward: the whole fp32 copy
 again); torch.utils.checkpoint per chunk 578 MiB and about twice the time (the chunks' gradients
 are all held until the split's backward joins them, and the forward is repeated); this function
-400 MiB: the logits' gradient plus two fp32 chunks. It keeps only the logits (which the backward
-must read anyway) and writes each chunk's gradient straight into one buffer.
+about 400-500 MiB: the logits' gradient plus a few fp32 chunks. It keeps only the logits (which the
+backward must read anyway) and writes each chunk's gradient straight into one buffer. The backward
+runs cross_entropy's own backward on each chunk, so the gradient equals the full-logits one bit for
+bit in fp32 (training follows the same trajectory as before the chunking).
 
 Every position is scored (an ignored one gives 0): taking only the label positions would need
 their number on the host, a synchronisation, to save a softmax that costs little next to the
@@ -47,8 +49,8 @@ class _ChunkedNLL(torch.autograd.Function):
     """Per-row cross-entropy -log softmax(x)[t] in fp32, chunk by chunk; 0 where t is IGNORE_INDEX.
 
     Backward: d nll / d x = softmax(x) - onehot(t) (0 on ignored rows), times the incoming
-    gradient of the row, the same formula as F.cross_entropy's, recomputed one chunk at a time
-    from the saved logits (a recomputed log-softmax costs less than keeping them all in fp32).
+    gradient of the row: F.cross_entropy's own backward, run one chunk at a time on the saved
+    logits (a recomputed log-softmax costs less than keeping them all in fp32).
     """
 
     @staticmethod
@@ -70,10 +72,14 @@ class _ChunkedNLL(torch.autograd.Function):
         for start in range(0, logits.shape[0], ctx.rows):
             stop = start + ctx.rows
             t = targets[start:stop]
-            valid = t != IGNORE_INDEX
-            g = torch.log_softmax(logits[start:stop].float(), dim=-1).exp_()  # (C, V) softmax
-            g.scatter_add_(1, t.clamp(min=0)[:, None], -valid[:, None].to(g.dtype))
-            g.mul_(torch.where(valid, grad_out[start:stop], 0.0)[:, None])
+            # cross_entropy's own backward on the chunk (its log-softmax recomputed): the same kernels and
+            # roundings as the full-logits loss, so fp32 training follows the trajectory it followed
+            # before, bit for bit (a hand-written softmax - onehot rounds differently and moved every
+            # number of the demo). Up to four fp32 chunks are alive here, never the whole logits.
+            chunk = logits[start:stop].detach().float().requires_grad_(True)  # (C, V)
+            with torch.enable_grad():
+                nll = F.cross_entropy(chunk, t, ignore_index=IGNORE_INDEX, reduction="none")  # (C,)
+            (g,) = torch.autograd.grad(nll, chunk, grad_out[start:stop])
             grad[start:stop].copy_(g)
         return grad, None, None
 
