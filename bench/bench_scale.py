@@ -39,7 +39,6 @@ import functools
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,10 @@ GIB = 2**30
 
 
 def _peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """Peak RSS of this process: the number the metrics rows report as peak_mem_gib on the CPU."""
+    from mftlab.training.peak_memory import local_peak_bytes
+
+    return int(local_peak_bytes("cpu")[0])
 
 
 def llama_config():
