@@ -18,6 +18,7 @@ from mftlab.figures import (
     dynamics_figures,
     landscape_figures,
     overlap_figures,
+    runtime_section,
     stats_figures,
 )
 from mftlab.files.atomic import write_text_atomic
@@ -395,6 +396,17 @@ def render(result_dir) -> list[str]:
             "<h2>Appendix: MFT variants, chosen on validation</h2>",
             f"<p>{html.escape(VARIANTS_NOTE)}</p>",
             _html_table([[c.replace("**", "") for c in r] for r in variants_table(demo)]),
+        ]
+    ran = runtime_section.rows(result_dir)
+    settings = runtime_section.settings_line(cfg)
+    if settings is not None and len(ran) > 1:
+        card = runtime_section.plan_card(result_dir)
+        note = runtime_section.NOTE + (f" Planned for: {card}; see plan.md." if card else "")
+        md += ["## Appendix: where it ran", "", settings, "", note, "", _markdown_table(ran), ""]
+        page += [
+            "<h2>Appendix: where it ran</h2>",
+            f"<p>{html.escape(settings)}</p><p>{html.escape(note)}</p>",
+            _html_table(ran),
         ]
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"

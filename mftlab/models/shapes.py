@@ -84,6 +84,10 @@ def known_names() -> str:
     return ", ".join(list(PRESETS) + list(BUILTIN_SHAPES))
 
 
+# Hub ids whose config.json is the built-in shape above (plans of a protocol that names them read no hub).
+HUB_SHAPES = {"meta-llama/Llama-2-7b-hf": "llama2-7b", "meta-llama/Llama-3.1-8B": "llama3.1-8b"}
+
+
 def load_config(source: str):
     """A transformers config for a preset, built-in shape, folder, config.json or hub id."""
     from transformers import AutoConfig, LlamaConfig
@@ -93,6 +97,8 @@ def load_config(source: str):
         return PRESETS[source]()
     if source in BUILTIN_SHAPES:
         return LlamaConfig(**BUILTIN_SHAPES[source])
+    if source in HUB_SHAPES:  # the public config, written out: planning needs no network
+        return LlamaConfig(**BUILTIN_SHAPES[HUB_SHAPES[source]])
     if _looks_local(source):
         if os.path.isdir(source) and not os.path.isfile(os.path.join(source, "config.json")):
             raise ModelLoadError(f"folder '{source}' has no config.json; pass a Hugging Face model folder")

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mftlab.files.results import header, write_result
-from mftlab.recipes import steps
+from mftlab.recipes import protocol_runs, steps
 from mftlab.recipes import variants as recipe
 from mftlab.recipes.methods import METHODS, NAMES, describe_methods
 from mftlab.recipes.protocol_config import ProtocolConfig, config_to_dict
-from mftlab.training.config import TrainConfig
+from mftlab.recipes.step_runner import ScoreJob, StepRunner
 from mftlab.training.data import read_rows
 
 
@@ -44,80 +44,52 @@ def lora_available() -> bool:
     return importlib.util.find_spec("peft") is not None
 
 
-def _runs_lora(config: ProtocolConfig) -> bool:
+def runs_lora(config: ProtocolConfig) -> bool:
     return "lora" in config.methods and lora_available()
 
 
-def _train_config(t, **kw) -> TrainConfig:
-    return TrainConfig(
-        batch_size=t.batch_size,
-        max_seq_len=t.max_seq_len,
-        eval_every=t.eval_every,
-        log_every=t.eval_every,
-        warmup_ratio=t.warmup_ratio,
-        **kw,
-    )
-
-
-def _domain_runs(config: ProtocolConfig, out: str, seed: int, domain: str, backbone: str, say) -> dict:
+def _domain_runs(
+    config: ProtocolConfig, out: str, seed: int, domain: str, backbone: str, say, runner: StepRunner
+) -> dict:
     """Train every method of one domain and seed; returns run summaries and method sources."""
-    t, root = config.training, os.path.join(out, f"seed-{seed}", domain)
-    files, methods = config.domains[domain], config.methods
-    common = dict(data=files.train, eval_data=files.validation, seed=seed)
-    say(f"{domain} (seed {seed}): full fine-tuning from the backbone")
-    fft = steps.run_training(
-        os.path.join(root, "fft"),
-        _train_config(
-            t, model=backbone, out=os.path.join(root, "fft"), method="fft", lr=t.fft_lr, epochs=t.fft_epochs, **common
-        ),
-    )
+    root, methods = protocol_runs.domain_root(out, seed, domain), config.methods
+    files, where = config.domains[domain], f"{domain} (seed {seed})"
+    planned = protocol_runs.domain_runs(config, out, seed, domain, backbone, runs_lora(config))
+    runs, variants = {}, {}
+    for run in [r for r in planned if r.key != "lora"]:
+        if run.key == "fft":
+            say(f"{where}: full fine-tuning from the backbone")
+        elif run.key == "continued_fft":
+            say(f"{where}: continued fine-tuning from the best checkpoint (step {runs['fft']['best_step']})")
+        else:
+            say(
+                f"{where}: MFT ({recipe.describe(run.key)}) on layers {config.layers} at mask ratio {config.mask_ratio}"
+            )
+        summary = runner.train(run.label, run.folder, run.config)
+        if run.score_init is None:
+            runs[run.key] = summary
+        else:  # the mask MFT contributes is the best-on-validation checkpoint, as for FFT and continued FFT
+            variants[run.key] = dict(
+                summary,
+                source=os.path.join(run.folder, "best", "mask.safetensors"),
+                folder=run.folder,
+                score_init=run.score_init,
+                score_lr=run.score_lr,
+            )
     best = os.path.join(root, "fft", "best")
-    mft_steps = max(1, round(t.mft_epochs * len(read_rows(files.train)) / t.batch_size))
-    runs = {"fft": fft}
-    if "continued_fft" in methods:
-        say(f"{domain} (seed {seed}): continued fine-tuning from the best checkpoint (step {fft['best_step']})")
-        runs["continued_fft"] = steps.run_training(
-            os.path.join(root, "continued"),
-            _train_config(
-                t,
-                model=best,
-                out=os.path.join(root, "continued"),
-                method="fft",
-                lr=t.fft_lr,
-                max_steps=mft_steps,
-                **common,
-            ),
-        )
-
-    def mft_config(out: str, score_init: str, score_lr: float) -> TrainConfig:
-        return _train_config(
-            t,
-            model=best,
-            out=out,
-            method="mask",
-            layers=config.layers,
-            mask_ratio=config.mask_ratio,
-            score_init=score_init,
-            score_lr=score_lr,
-            max_steps=mft_steps,
-            save_every=max(1, mft_steps // 6),
-            keep_checkpoints=100,
-            **common,
-        )
-
-    variants = recipe.train_variants(config, root, best, mft_config, mft_steps, say, f"{domain} (seed {seed})")
     sources = {"backbone": (backbone, None)} if "backbone" in methods else {}
     sources["fft"] = (best, None)
     if "continued_fft" in methods:  # continued FFT's length is chosen on validation too: its best checkpoint
         sources["continued_fft"] = (os.path.join(root, "continued", "best"), None)
-    draws = recipe.random_draws(root, best, config, seed) if "random" in methods else []
+    place = runner.placement()
+    draws = recipe.random_draws(root, best, config, seed, **place) if "random" in methods else []
     if draws:
         sources["random"] = (best, draws[0][1])
     if "magnitude" in methods:
         sources["magnitude"] = (
             best,
             steps.make_baseline_mask(
-                os.path.join(root, "baselines"), best, "magnitude", config.mask_ratio, config.layers, seed
+                os.path.join(root, "baselines"), best, "magnitude", config.mask_ratio, config.layers, seed, **place
             ),
         )
     for kind in [k for k in steps.PRUNING_KINDS if k in methods]:  # calibrated on the domain's training data
@@ -130,47 +102,50 @@ def _domain_runs(config: ProtocolConfig, out: str, seed: int, domain: str, backb
                 config.mask_ratio,
                 config.layers,
                 files.train,
-                t.max_seq_len,
+                config.training.max_seq_len,
                 config.calibration_tokens,
+                **place,
             ),
         )
-    if _runs_lora(config):
-        say(f"{domain} (seed {seed}): LoRA from the backbone")
-        runs["lora"] = steps.run_training(
-            os.path.join(root, "lora"),
-            _train_config(
-                t,
-                model=backbone,
-                out=os.path.join(root, "lora"),
-                method="lora",
-                lr=t.lora_lr,
-                epochs=t.lora_epochs,
-                layers=None,
-                lora_r=t.lora_r,
-                lora_alpha=t.lora_alpha,
-                lora_dropout=t.lora_dropout,
-                **common,
-            ),
-        )
+    for run in [r for r in planned if r.key == "lora"]:
+        say(f"{where}: LoRA from the backbone")
+        runs["lora"] = runner.train(run.label, run.folder, run.config)
         sources["lora"] = ("lora", runs["lora"]["output"])
     return {
         "runs": runs,
         "sources": sources,
         "root": root,
-        "mft_steps": mft_steps,
+        "mft_steps": protocol_runs.mft_steps(config, domain),
         "variants": variants,
         "random_draws": draws,
     }
 
 
-def _loader(method: str, model_dir: str, extra, backbone: str):
-    """A function that loads `method`'s model (and tokenizer) when its scores are not cached yet."""
+def _job(method: str, model_dir: str, extra, backbone: str, name: str | None = None) -> ScoreJob:
+    """What to load to score `method` (saved as eval-`name or method`.json)."""
     if method == "lora":
-        return lambda: steps.load_lora_model(extra, backbone)
-    return lambda: steps.load_method_model(model_dir, extra)
+        return ScoreJob(name or method, backbone, adapter=extra)
+    return ScoreJob(name or method, model_dir, mask=extra)
 
 
-def _evaluate_all(config: ProtocolConfig, domain_runs: dict, backbone: str, say) -> dict:
+def _score_jobs(info: dict, backbone: str) -> dict[str, list[ScoreJob]]:
+    """What to score for each method of one domain (the random draws each; every MFT variant as mft-NAME)."""
+    jobs = {}
+    for method, (model_dir, extra) in info["sources"].items():
+        if method == "random" and len(info["random_draws"]) > 1:
+            jobs[method] = [
+                _job(method, model_dir, path, backbone, "random" if k == 0 else f"random-seed{s}")
+                for k, (s, path) in enumerate(info["random_draws"])
+            ]
+        else:
+            jobs[method] = [_job(method, model_dir, extra, backbone)]
+    best_dir = info["sources"]["fft"][0]
+    for name, run in info["variants"].items():
+        jobs[f"mft-{name}"] = [ScoreJob(f"mft-{name}", best_dir, mask=run["source"])]
+    return jobs
+
+
+def _evaluate_all(config: ProtocolConfig, domain_runs: dict, backbone: str, say, runner: StepRunner) -> dict:
     """scores[train_domain][method][test_domain] = {exact_match, loss, ...} for one seed."""
     max_seq_len = config.training.max_seq_len
     tests = {d: files.test for d, files in config.domains.items()}
@@ -178,42 +153,32 @@ def _evaluate_all(config: ProtocolConfig, domain_runs: dict, backbone: str, say)
     for domain, info in domain_runs.items():
         scores[domain] = {}
         folder, val = os.path.join(info["root"], "eval"), config.domains[domain].validation
-        for method, (model_dir, extra) in info["sources"].items():
+
+        def score(label: str, jobs: list[ScoreJob], domain=domain, folder=folder, val=val) -> list[dict]:
+            results = runner.score(f"{domain}: scoring {label}", folder, jobs, tests, val, max_seq_len)
+            return [results[j.name] for j in jobs]
+
+        jobs = _score_jobs(info, backbone)
+        every = [j for group in jobs.values() for j in group]
+        runner.score_ahead(f"{domain}: scoring {len(every)} models", folder, every, tests, val, max_seq_len)
+        for method in info["sources"]:
             say(f"{domain}: scoring {NAMES[method]} on every test set")
-            load = _loader(method, model_dir, extra, backbone)
-            if method == "random" and len(info["random_draws"]) > 1:
-                results = [
-                    steps.evaluate_method(
-                        folder,
-                        "random" if k == 0 else f"random-seed{s}",
-                        lambda path=path: steps.load_method_model(model_dir, path),
-                        tests,
-                        val,
-                        max_seq_len,
-                    )
-                    for k, (s, path) in enumerate(info["random_draws"])
-                ]
+            results = score(NAMES[method], jobs[method])
+            if method == "random" and len(results) > 1:
                 scores[domain][method] = recipe.combine_draws(results, [s for s, _ in info["random_draws"]])
-                continue
-            scores[domain][method] = steps.evaluate_method(folder, method, load, tests, val, max_seq_len)
-        scores[domain]["mft"] = _choose_mft(info, domain, folder, tests, val, max_seq_len, say)
+            else:
+                scores[domain][method] = results[0]
+        scores[domain]["mft"] = _choose_mft(info, domain, say, score, jobs)
     return scores
 
 
-def _choose_mft(info: dict, domain: str, folder: str, tests: dict, val: str, max_seq_len: int, say) -> dict:
+def _choose_mft(info: dict, domain: str, say, score, jobs: dict) -> dict:
     """Score every MFT variant, choose on validation loss, and make the chosen one the method `mft`."""
     best_dir, _ = info["sources"]["fft"]
     scored = {}
-    for name, run in info["variants"].items():
+    for name in info["variants"]:
         say(f"{domain}: scoring MFT ({recipe.describe(name)}) on every test set")
-        scored[name] = steps.evaluate_method(
-            folder,
-            f"mft-{name}",
-            lambda path=run["source"]: steps.load_method_model(best_dir, path),
-            tests,
-            val,
-            max_seq_len,
-        )
+        scored[name] = score(f"MFT ({recipe.describe(name)})", jobs[f"mft-{name}"])[0]
     chosen = recipe.choose_variant(scored)
     info["selected"] = chosen
     info["runs"]["mft"] = info["variants"][chosen]
@@ -222,34 +187,18 @@ def _choose_mft(info: dict, domain: str, folder: str, tests: dict, val: str, max
     return dict(scored[chosen], method="mft", variant=chosen)
 
 
-def _backbone(config: ProtocolConfig, out: str, say) -> str:
+def _backbone(config: ProtocolConfig, out: str, say, runner: StepRunner) -> str:
     """The backbone model: the configured one, or the one pre-trained from it on `pretrain.data`."""
-    if config.pretrain is None:
-        return config.backbone
-    p, folder = config.pretrain, os.path.join(out, "backbone")
-    say(f"pre-training the backbone ({config.backbone}) on {os.path.basename(p.data)}")
-    run = steps.run_training(
-        folder,
-        TrainConfig(
-            model=config.backbone,
-            data=p.data,
-            out=folder,
-            method="fft",
-            lr=p.lr,
-            epochs=p.epochs,
-            batch_size=p.batch_size,
-            max_seq_len=p.max_seq_len,
-            warmup_ratio=p.warmup_ratio,
-            log_every=p.log_every,
-            seed=config.seed,
-        ),
-    )
-    return run["output"]
+    run = protocol_runs.backbone_run(config, out)
+    if run is not None:
+        say(f"pre-training the backbone ({config.backbone}) on {os.path.basename(config.pretrain.data)}")
+        runner.train(run.label, run.folder, run.config)
+    return protocol_runs.backbone_model(config, out)
 
 
 def planned_steps(config: ProtocolConfig) -> int:
     """How many progress messages `run_protocol` sends (trainings, scorings and analyses)."""
-    methods, n_variants, lora = config.methods, len(config.mft_variants), int(_runs_lora(config))
+    methods, n_variants, lora = config.methods, len(config.mft_variants), int(runs_lora(config))
     scored = len([m for m in methods if m not in ("mft", "lora")]) + lora
     trained = 1 + int("continued_fft" in methods) + n_variants + lora
     per_domain = trained + scored + n_variants
@@ -285,11 +234,13 @@ def run_protocol(
     progress: Callable[[ProtocolProgress], None] | None = None,
     done_before: int = 0,
     command: str = "protocol",
+    plans: dict[str, float] | None = None,
 ) -> dict:
     """Run (or resume) the whole protocol into `out`; returns the index written to `out/demo.json`.
 
     `done_before` progress steps were already reported by the caller (the demo's data step);
-    `command` names the command in the index (the report's title).
+    `command` names the command in the index (the report's title); `plans` maps step folders
+    (relative to `out`) to their planned peak GiB per GPU, recorded beside what each step measured.
     """
     from mftlab.recipes import protocol_analysis
 
@@ -305,12 +256,13 @@ def run_protocol(
         if progress:
             progress(ProtocolProgress(min(counter["n"], total), total, message))
 
-    backbone = _backbone(config, out, say)
+    runner = StepRunner(out, config.runtime, plans)
+    backbone = _backbone(config, out, say, runner)
     per_seed = {}
     for seed in seeds:
-        runs = {d: _domain_runs(config, out, seed, d, backbone, say) for d in domains}
-        per_seed[seed] = {"runs": runs, "scores": _evaluate_all(config, runs, backbone, say)}
-    analysis = protocol_analysis.analyse(config, out, per_seed[seeds[0]]["runs"], backbone, say)
+        runs = {d: _domain_runs(config, out, seed, d, backbone, say, runner) for d in domains}
+        per_seed[seed] = {"runs": runs, "scores": _evaluate_all(config, runs, backbone, say, runner)}
+    analysis = protocol_analysis.analyse(config, out, per_seed[seeds[0]]["runs"], backbone, say, runner)
     methods = [m for m in METHODS if all(m in s["scores"][d] for s in per_seed.values() for d in domains)]
     index = {
         **header("demo"),
@@ -326,7 +278,7 @@ def run_protocol(
         "analysis": analysis,
         "mft_variants": _variant_index(per_seed),
         "selected_on": "validation loss (test numbers are not used to choose)",
-        "lora": _runs_lora(config),
+        "lora": runs_lora(config),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     write_result(out, "demo", index)

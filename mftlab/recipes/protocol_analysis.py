@@ -63,32 +63,57 @@ def _criteria(folder: str, mft_mask: str, run_dir: str, sources: dict, fft_dir: 
     return folder
 
 
-def _eval_data(path: str, tokenizer, max_seq_len: int, tokens: int):
+def _eval_data(path: str, tokenizer, max_seq_len: int, tokens: int, device="cpu", batch_size: int | None = None):
     examples, _ = load_examples(path, tokenizer, max_seq_len)
     pad = padding_id(tokenizer)
-    return prepare_data(examples, pad, batch_size=64, max_tokens=tokens)
+    return prepare_data(examples, pad, batch_size=batch_size or 64, max_tokens=tokens, device=device)
 
 
-def _landscape(folder: str, fft_dir: str, continued_dir: str, mask_path: str, files, settings, max_seq_len: int) -> str:
+def _landscape(
+    folder: str, fft_dir: str, continued_dir: str, mask_path: str, files, settings, max_seq_len: int, runner
+):
     if steps.cached(folder) is None:
         steps.fresh(folder)
-        live = load_model(fft_dir)
-        train = _eval_data(files.train, live.tokenizer, max_seq_len, settings.tokens)
-        test = _eval_data(files.test, live.tokenizer, max_seq_len, settings.tokens)
-        config = LandscapeConfig(
-            plane="models", grid=tuple(settings.grid), directions=DirectionSpec(seed=0), margin=settings.margin
+        runner.landscape(
+            folder,
+            {
+                "fft_dir": fft_dir,
+                "continued_dir": continued_dir,
+                "mask_path": mask_path,
+                "train": files.train,
+                "test": files.test,
+                "grid": list(settings.grid),
+                "tokens": settings.tokens,
+                "margin": settings.margin,
+                "max_seq_len": max_seq_len,
+                "batch_size": runner.runtime.eval_batch_size,
+            },
         )
-        models = [
-            live.model,
-            lambda: load_model(continued_dir).model,
-            lambda: steps.load_method_model(fft_dir, mask_path)[0],
-        ]
-        landscape(models, train, test, config, folder, labels=[NAMES[m] for m in ("fft", "continued_fft", "mft")])
         steps.finish(folder, {"landscape": "landscape.json"})
     return folder
 
 
-def analyse(config, out: str, runs: dict, backbone: str, say) -> dict:
+def compute_landscape(folder: str, job: dict, device="cpu", dtype: str = "auto", launch=None) -> None:
+    """The plane through FFT best, continued FFT and MFT into `folder`; under a launch its points are
+    dealt over the processes (`launch`: mftlab.models.device.Launch)."""
+    load = {"device": device, "dtype": dtype}
+    live = load_model(job["fft_dir"], **load)
+    batch = job.get("batch_size")  # the runtime's eval_batch_size, else 64
+    train = _eval_data(job["train"], live.tokenizer, job["max_seq_len"], job["tokens"], device, batch)
+    test = _eval_data(job["test"], live.tokenizer, job["max_seq_len"], job["tokens"], device, batch)
+    config = LandscapeConfig(
+        plane="models", grid=tuple(job["grid"]), directions=DirectionSpec(seed=0), margin=job["margin"]
+    )
+    models = [
+        live.model,
+        lambda: load_model(job["continued_dir"], **load).model,
+        lambda: steps.load_method_model(job["fft_dir"], job["mask_path"], **load)[0],
+    ]
+    spread = {} if launch is None else {"rank": launch.rank, "world_size": launch.world_size, "barrier": launch.barrier}
+    landscape(models, train, test, config, folder, labels=[NAMES[m] for m in ("fft", "continued_fft", "mft")], **spread)
+
+
+def analyse(config, out: str, runs: dict, backbone: str, say, runner) -> dict:
     """Run every analysis of the first seed; returns folder paths relative to `out`."""
     root = os.path.join(out, "analysis")
     result = {"stats": {}, "landscape": {}, "criteria": {}}
@@ -134,6 +159,7 @@ def analyse(config, out: str, runs: dict, backbone: str, say) -> dict:
                 config.domains[domain],
                 config.landscape,
                 config.training.max_seq_len,
+                runner,
             ),
             out,
         )

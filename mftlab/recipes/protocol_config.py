@@ -18,6 +18,7 @@ from mftlab.mft.selection import check_ratio
 from mftlab.mft.targeting import parse_layers
 from mftlab.models.presets import is_preset
 from mftlab.recipes.methods import METHODS, REQUIRED
+from mftlab.recipes.runtime import Runtime
 
 SPLITS = ("train", "validation", "test")
 PATH_NOTE = "relative paths are read from the config file's folder"
@@ -134,6 +135,7 @@ class ProtocolConfig:
     random_seeds: int = 3  # draws of the random-mask baseline per domain and seed
     training: Training = field(default_factory=Training)
     landscape: Landscape = field(default_factory=Landscape)
+    runtime: Runtime = field(default_factory=Runtime)  # where the steps run (recipes.runtime)
     calibration_tokens: int = 4096  # Wanda / SNIP calibration tokens from each domain's training data
     title: str = "Protocol"  # the report's first words
     data_note: str = ""  # shown before the training-record count in the report
@@ -201,7 +203,7 @@ def _number(value):
 
 def _path(value, base_dir: str):
     if isinstance(value, str) and value and not os.path.isabs(value):
-        return os.path.join(base_dir, value) if base_dir else value
+        return os.path.normpath(os.path.join(base_dir, value)) if base_dir else value
     return value
 
 
@@ -237,6 +239,14 @@ def config_from_dict(values: dict, base_dir: str = "") -> ProtocolConfig:
             if isinstance(part.get("grid"), list):
                 part["grid"] = tuple(part["grid"])
             values[key] = cls(**part)
+    if "runtime" in values:
+        part = _check_keys(values["runtime"] or {}, Runtime, "runtime")
+        if "launcher_args" in part:
+            args = part["launcher_args"]
+            part["launcher_args"] = tuple(args) if isinstance(args, (list, tuple)) else (args,)
+        if "gpu_memory_gib" in part:
+            part["gpu_memory_gib"] = _number(part["gpu_memory_gib"])
+        values["runtime"] = Runtime(**part)
     for key in ("methods", "mft_inits"):
         if key in values:
             values[key] = tuple(values[key]) if isinstance(values[key], (list, tuple)) else (values[key],)
@@ -270,4 +280,5 @@ def config_to_dict(config: ProtocolConfig, relative_to: str | None = None) -> di
     for key in ("methods", "mft_inits", "mft_score_lrs"):
         values[key] = list(values[key])
     values["landscape"]["grid"] = list(config.landscape.grid)
+    values["runtime"]["launcher_args"] = list(config.runtime.launcher_args)
     return values

@@ -13,6 +13,7 @@ import shutil
 
 import torch
 
+from mftlab.errors import MftlabError
 from mftlab.files.results import read_json, write_json
 from mftlab.mask.maskfile import load_mask, save_mask
 from mftlab.mft.apply import apply_mask_
@@ -26,6 +27,12 @@ from mftlab.training.evaluation import evaluate, loss_sums, make_batches
 from mftlab.training.loop import train
 
 DONE = "result.json"
+
+
+class StepError(MftlabError):
+    """A protocol step left something other than what it should have (e.g. no metrics)."""
+
+
 PRUNING_KINDS = ("wanda", "snip")
 CALIBRATION_TOKENS = 4096  # a few thousand tokens: enough for a stable ranking of the tiny models' weights
 
@@ -51,41 +58,58 @@ def fresh(folder: str) -> str:
     return folder
 
 
+def resumable(folder: str) -> bool:
+    """Whether `folder` holds a training run that was killed after writing a checkpoint."""
+    from mftlab.training.checkpoint import list_checkpoints
+
+    return os.path.isfile(os.path.join(folder, "config.json")) and bool(list_checkpoints(folder))
+
+
 def run_training(folder: str, config: TrainConfig, progress=None) -> dict:
     """Train (or reuse) one run; returns the run's summary and its eval-loss curve."""
     done = cached(folder)
     if done is not None:
         return done
     fresh(folder)
+    return finish(folder, train_summary(config, progress))
+
+
+def train_summary(config: TrainConfig, progress=None) -> dict:
+    """Train `config` in this process; the run's summary and its eval-loss curve."""
     result = train(config, progress=progress)
     curve = []
-    with open(os.path.join(folder, "metrics.jsonl"), encoding="utf-8") as f:
+    with open(os.path.join(config.out, "metrics.jsonl"), encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
             if "eval_loss" in row:
                 curve.append({"step": row["step"], "eval_loss": row["eval_loss"]})
-    return finish(
-        folder,
-        {
-            "output": result.output_path,
-            "steps": result.steps,
-            "best_step": result.best_step,
-            "best_eval_loss": result.best_eval_loss,
-            "final_loss": result.final_loss,
-            "mask_ratio": result.mask_ratio,
-            "curve": curve,
-        },
-    )
+    return {
+        "output": result.output_path,
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "best_eval_loss": result.best_eval_loss,
+        "final_loss": result.final_loss,
+        "mask_ratio": result.mask_ratio,
+        "curve": curve,
+    }
 
 
 def make_baseline_mask(
-    folder: str, model_dir: str, kind: str, mask_ratio: float, layers: str, seed: int, name: str | None = None
+    folder: str,
+    model_dir: str,
+    kind: str,
+    mask_ratio: float,
+    layers: str,
+    seed: int,
+    name: str | None = None,
+    device="cpu",
+    dtype: str = "auto",
 ) -> str:
     """A random or magnitude mask of the FFT model at the MFT ratio and layers (cached as `name or kind`)."""
     path = os.path.join(folder, f"{name or kind}.safetensors")
     if not os.path.exists(path):
         os.makedirs(folder, exist_ok=True)
-        model = load_model(model_dir).model
+        model = load_model(model_dir, dtype=dtype, device=device).model
         mask, _ = baseline_mask(
             model, kind, mask_ratio, TargetSpec.parse("all-linear", layers), seed=seed, base_name=model_dir
         )
@@ -102,16 +126,18 @@ def make_pruning_mask(
     calibration_file: str,
     max_seq_len: int,
     calibration_tokens: int = CALIBRATION_TOKENS,
+    device="cpu",
+    dtype: str = "auto",
 ) -> str:
-    """A Wanda or SNIP mask of the FFT model, calibrated on `calibration_file` (cached)."""
+    """A Wanda or SNIP mask of the FFT model, calibrated on `calibration_file` (cached), on `device`."""
     from mftlab.mft.calibration import CalibrationConfig, load_calibration
 
     path = os.path.join(folder, f"{kind}.safetensors")
     if not os.path.exists(path):
         os.makedirs(folder, exist_ok=True)
-        loaded = load_model(model_dir)
+        loaded = load_model(model_dir, dtype=dtype, device=device)
         calibration = load_calibration(
-            CalibrationConfig(calibration_file, calibration_tokens, 16, max_seq_len), loaded.tokenizer
+            CalibrationConfig(calibration_file, calibration_tokens, 16, max_seq_len), loaded.tokenizer, device
         )
         mask, _ = baseline_mask(
             loaded.model,
@@ -133,19 +159,32 @@ def load_method_model(model_dir: str, mask_path: str | None = None, **load) -> t
     return loaded.model, loaded.tokenizer
 
 
-def load_lora_model(adapter_dir: str, base_dir: str):
-    """The backbone with a trained LoRA adapter merged in."""
+def load_lora_model(adapter_dir: str, base_dir: str, **load):
+    """The backbone with a trained LoRA adapter merged in; `load` goes to load_model."""
     import peft
 
-    loaded = load_model(base_dir)
+    loaded = load_model(base_dir, **load)
     model = peft.PeftModel.from_pretrained(loaded.model, adapter_dir).merge_and_unload()
     return model.eval(), loaded.tokenizer
 
 
-def evaluate_method(folder: str, name: str, load, test_files: dict[str, str], val_file: str, max_seq_len: int) -> dict:
+def evaluate_method(
+    folder: str,
+    name: str,
+    load,
+    test_files: dict[str, str],
+    val_file: str,
+    max_seq_len: int,
+    device="cpu",
+    distributed: bool = False,
+    batch_size: int | None = None,
+) -> dict:
     """Exact-match and loss of one method on every domain's test set (cached per method).
 
-    `load()` returns (model, tokenizer); it is only called when the result is not cached yet.
+    `load()` returns (model, tokenizer) on `device`; it is only called when the result is not cached
+    yet. `distributed`: every process of a launch calls this and does its share of the batches (the
+    sums are added up, process 0 writes the result). `batch_size` overrides the test (128) and
+    validation (64) batches.
     """
     path = os.path.join(folder, f"eval-{name}.json")
     if os.path.exists(path):
@@ -156,11 +195,31 @@ def evaluate_method(folder: str, name: str, load, test_files: dict[str, str], va
         examples, _ = load_examples(test, tokenizer, max_seq_len)
         # Every answer ends with end-of-text, so teacher-forced whole-answer accuracy equals greedy
         # exact match (see LossSums.answer_accuracy) at the cost of one forward pass.
-        r = evaluate(model, tokenizer, examples, batch_size=128, generate=False)
+        r = evaluate(
+            model,
+            tokenizer,
+            examples,
+            batch_size=batch_size or 128,
+            generate=False,
+            device=device,
+            distributed=distributed,
+        )
         scores[domain] = {"exact_match": r.answer_accuracy, "loss": r.loss, "token_accuracy": r.token_accuracy}
     val, _ = load_examples(val_file, tokenizer, max_seq_len)
-    pad = padding_id(tokenizer)
-    result = {"method": name, "test": scores, "validation_loss": loss_sums(model, make_batches(val, 64, pad)).loss}
-    os.makedirs(folder, exist_ok=True)
-    write_json(path, result)
+    if distributed:
+        val_loss = evaluate(
+            model, tokenizer, val, batch_size or 64, generate=False, device=device, distributed=True
+        ).loss
+    else:
+        val_loss = loss_sums(model, make_batches(val, batch_size or 64, padding_id(tokenizer), device)).loss
+    result = {"method": name, "test": scores, "validation_loss": val_loss}
+    if not distributed or _rank() == 0:
+        os.makedirs(folder, exist_ok=True)
+        write_json(path, result)
     return result
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0

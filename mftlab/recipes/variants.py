@@ -1,9 +1,9 @@
 """MFT's recipe chosen on validation, and the random-mask baseline over several draws (issue 13).
 
-- `train_variants`: every MFT variant of the protocol's grid (score init x score learning rate)
-  trains from the same FFT checkpoint on the same data, each in its own cached folder
-  (`mft-<init>-lr<lr>`); each variant's mask is its best-on-validation checkpoint, as for FFT
-  and continued FFT.
+- every MFT variant of the protocol's grid (score init x score learning rate) trains from the same
+  FFT checkpoint on the same data, each in its own cached folder (`mft-<init>-lr<lr>`, named by
+  `variant_name`; recipes.protocol_runs); each variant's mask is its best-on-validation
+  checkpoint, as for FFT and continued FFT.
 - `choose_variant`: the variant with the lowest validation loss is "MFT" in the tables
   (recipes.choose: test numbers are never read).
 - `random_draws` / `combine_draws`: the random mask drawn with several seeds, scored one by one
@@ -28,21 +28,6 @@ def describe(name: str) -> str:
     return f"{init} init, score-lr {lr}"
 
 
-def train_variants(config, root: str, best: str, make_config, mft_steps: int, say, where: str) -> dict[str, dict]:
-    """name -> run summary of every MFT variant (cached per folder); `make_config(out, init, lr)` builds each."""
-    runs = {}
-    for init, lr in config.mft_variants:
-        name = variant_name(init, lr)
-        folder = os.path.join(root, f"mft-{name}")
-        say(f"{where}: MFT ({describe(name)}) on layers {config.layers} at mask ratio {config.mask_ratio}")
-        run = steps.run_training(folder, make_config(folder, init, lr))
-        # The mask MFT contributes is the best-on-validation checkpoint, as for FFT and continued FFT.
-        runs[name] = dict(
-            run, source=os.path.join(folder, "best", "mask.safetensors"), folder=folder, score_init=init, score_lr=lr
-        )
-    return runs
-
-
 def choose_variant(scored: dict[str, dict]) -> str:
     """The variant whose (best-checkpoint) mask has the lowest validation loss."""
     names = list(scored)
@@ -54,14 +39,22 @@ def draw_seeds(seed: int, draws: int) -> list[int]:
     return [seed * draws + k for k in range(draws)]
 
 
-def random_draws(root: str, best: str, config, seed: int) -> list[tuple[int, str]]:
-    """(mask seed, path) of every random-mask draw at the MFT ratio and layers (cached)."""
+def random_draws(root: str, best: str, config, seed: int, **place) -> list[tuple[int, str]]:
+    """(mask seed, path) of every random-mask draw at the MFT ratio and layers (cached); `place`
+    (device, dtype) is where the model is loaded."""
     folder = os.path.join(root, "baselines")
     return [
         (
             s,
             steps.make_baseline_mask(
-                folder, best, "random", config.mask_ratio, config.layers, s, name=f"random-seed{s}" if k else "random"
+                folder,
+                best,
+                "random",
+                config.mask_ratio,
+                config.layers,
+                s,
+                name=f"random-seed{s}" if k else "random",
+                **place,
             ),
         )
         for k, s in enumerate(draw_seeds(seed, config.random_seeds))

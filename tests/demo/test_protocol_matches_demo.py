@@ -10,8 +10,9 @@ import yaml
 
 
 def _tables(report: str) -> list[str]:
-    """Every line of the report but the title and the intro (which holds the wall time)."""
-    lines = report.splitlines()
+    """Every line of the report but the title, the intro (which holds the wall time) and the appendix of
+    where it ran (the steps' wall times)."""
+    lines = report.split("## Appendix: where it ran")[0].splitlines()
     return [line for line in lines[3:] if not line.startswith("![")]  # figure paths differ by folder only
 
 
