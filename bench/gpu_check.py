@@ -18,7 +18,9 @@ gradient checkpointing, one models-plane landscape point, a 1-process `--shardin
 then the real commands on a saved copy: FSDP FFT at `--grad-accum 4` (torchrun, 1 process),
 `mftlab eval`, `mftlab baseline --kind wanda / snip` with `--device cuda`, and a 2x2 models-plane
 `mftlab landscape`, each beside `mftlab plan` or a plain eval pass. Commands that would start after
-the 13-minute deadline are marked "skipped"; the rows measured before stand.
+the 13-minute deadline are marked "skipped"; the rows measured before stand. Last, the protocol stage
+(bench/gpu_check_protocol.py, until 870 s): `mftlab protocol --dry-run` on the README's 7B config and a
+real protocol run on this GPU with a 7B-wide, 2-layer model, each step's peak memory beside its plan.
 
 Every row of the table (and of `rows` in bench/gpu_results.json) says where its figure comes from:
 "measured" (on this machine, by this run) or "plan" (`mftlab plan` arithmetic, `make_plan`).
@@ -48,6 +50,7 @@ from report import ROOT, git_revision, machine, write_section  # noqa: E402
 TITLE = "GPU check"
 COMMAND = "bash bench/gpu_check.sh"
 BUDGET_S = 750  # the whole check, GPU mode: commands of the 7B stage start only before this (~13 minutes)
+PROTOCOL_BUDGET_S = 870  # the protocol stage (after the 7B stage) stops here, before gpu_check.sh's 900-s timeout
 MEASURED, PLAN = "measured", "plan"
 GPU_SIZE = dict(
     hidden=1024,
@@ -342,6 +345,7 @@ def run(force_cpu: bool = False) -> dict:
         }
     deadline = started + BUDGET_S
     result["stage_7b"] = stage_7b(gpu_name, deadline) if cuda else {"pending": "pending: no GPU was available"}
+    result["stage_protocol"] = stage_protocol(gpu_name, started + PROTOCOL_BUDGET_S) if cuda else None
     result["rows"] = table_rows(result)
     result["seconds"] = time.perf_counter() - started
     return result
@@ -354,6 +358,15 @@ def stage_7b(gpu_name: str, deadline: float | None = None) -> dict:
         return run_7b(SEVEN_B, "cuda", "h200" if "H200" in gpu_name.upper() else "h100", deadline=deadline)
     except Exception as error:  # noqa: BLE001 - recorded in the results; the earlier rows stand
         return {"pending": f"FAILED: {type(error).__name__}: {str(error)[:200]}"}
+
+
+def stage_protocol(gpu_name: str, deadline: float | None = None) -> dict:
+    from gpu_check_protocol import run_protocol_stage
+
+    try:
+        return run_protocol_stage("h200" if "H200" in gpu_name.upper() else "h100", deadline)
+    except Exception as error:  # noqa: BLE001 - recorded in the results; the earlier rows stand
+        return {"dry_run": None, "run": {"pending": f"FAILED: {type(error).__name__}: {str(error)[:200]}"}}
 
 
 def _gib(b):
@@ -421,7 +434,9 @@ def table_rows(r: dict) -> list[dict]:
                         f"error {_pct(rel['step'])}",
                     )
                 )
-    return rows + rows_7b(r.get("stage_7b"))
+    from gpu_check_protocol import rows as rows_protocol
+
+    return rows + rows_7b(r.get("stage_7b")) + rows_protocol(r.get("stage_protocol"))
 
 
 def markdown_table(rows: list[dict]) -> list[str]:

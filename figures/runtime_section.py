@@ -15,8 +15,9 @@ STEPS_LOG = "steps.jsonl"  # written by mftlab.recipes.step_runner
 PLAN_JSON = "plan.json"  # written by mftlab.recipes.protocol_plan
 NOTE = (
     "Peak memory is the largest process's: CUDA's peak allocated memory on a GPU, the peak resident "
-    "set on the CPU (where a step run in the protocol's own process also counts what that process "
-    "held before it). The plan is `mftlab plan`'s estimate for the same step (plan.md)."
+    "set on the CPU (which includes Python and torch themselves, about 0.4 GiB, and for a step run in "
+    "the protocol's own process whatever that process held before it). The plan is `mftlab plan`'s "
+    "estimate for the same step (plan.md): model, optimizer and activation memory only."
 )
 
 

@@ -104,6 +104,7 @@ def _domain_runs(
                 files.train,
                 config.training.max_seq_len,
                 config.calibration_tokens,
+                batch_size=config.runtime.calibration_batch_size,
                 **place,
             ),
         )

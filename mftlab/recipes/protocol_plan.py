@@ -37,6 +37,7 @@ from mftlab.training.data import read_rows
 PLAN_MD = "plan.md"
 PLAN_JSON = "plan.json"
 SCORE_BATCH = 128  # the scoring batch when the runtime gives none (recipes.steps.evaluate_method)
+CALIBRATION_BATCH = 16  # Wanda / SNIP batches when the runtime gives none (recipes.steps.make_pruning_mask)
 LANDSCAPE_BATCH = 64  # the landscape's batch when the runtime gives none (recipes.protocol_analysis)
 
 
@@ -161,21 +162,25 @@ class _Planner:
         tips.append(f"runtime.processes: {r.processes * 2}" if cfg.method == "fft" else "runtime.dtype: bfloat16")
         return "try " + ", ".join(tips)
 
-    def mask(self, label: str, folder: str, snip: bool = False, batch: int = 1) -> StepPlan:
-        t = self.config.training
+    def mask(self, label: str, folder: str, snip: bool = False, calibrated: bool = False) -> StepPlan:
+        t, dtype = self.config.training, self.runtime.dtype or "auto"
+        batch = (self.runtime.calibration_batch_size or CALIBRATION_BATCH) if calibrated or snip else 1
         if snip:  # a backward pass through the targeted layers
             p = self._plan(
                 task="train",
                 method="mask",
                 layers=self.config.layers,
-                dtype=self.runtime.dtype or "auto",
-                batch_size=16,
+                dtype=dtype,
+                batch_size=batch,
                 eval_batch_size=0,
                 seq_len=t.max_seq_len,
             )
-        else:
-            p = self._plan(task="eval", dtype=self.runtime.dtype or "auto", batch_size=batch, seq_len=t.max_seq_len)
-        return StepPlan(label, "mask", self.rel(folder), 1, "(in this process)", p.memory_per_gpu, None, "")
+        else:  # the model and one forward pass
+            p = self._plan(task="eval", dtype=dtype, batch_size=batch, seq_len=t.max_seq_len)
+        fix = (
+            f"try runtime.calibration_batch_size: {max(1, batch // 2)}" if batch > 1 else "try runtime.dtype: bfloat16"
+        )
+        return StepPlan(label, "mask", self.rel(folder), 1, "(in this process)", p.memory_per_gpu, None, fix)
 
     def score(self, label: str, folder: str, models: int = 1) -> StepPlan:
         t, launched = self.config.training, self.runtime.launched
@@ -238,7 +243,7 @@ def _domain_steps(planner, config, out: str, seed: int, domain: str, backbone: s
     if "magnitude" in methods:
         found.append(planner.mask(f"{where}: magnitude mask", baselines))
     if "wanda" in methods:
-        found.append(planner.mask(f"{where}: Wanda mask (calibration)", baselines, batch=16))
+        found.append(planner.mask(f"{where}: Wanda mask (calibration)", baselines, calibrated=True))
     if "snip" in methods:
         found.append(planner.mask(f"{where}: SNIP mask (calibration)", baselines, snip=True))
     return found + [planner.train(r) for r in runs if r.key == "lora"]
@@ -286,6 +291,14 @@ def plan_protocol(config, out: str, lora: bool) -> ProtocolPlan:
 
 
 # -- writing it ---------------------------------------------------------------------------------------------
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else fmt_seconds(seconds)
+
+
 def _gib(value: float | None) -> str:
     return f"{value / GIB:.2f} GiB" if value is not None else "host"
 
@@ -301,12 +314,12 @@ def plan_lines(p: ProtocolPlan, runtime) -> list[str]:
     ]
     total = 0.0
     for k, s in enumerate(p.steps, 1):
-        time = fmt_seconds(s.seconds) if s.seconds is not None else "-"
+        time = _duration(s.seconds)
         total += s.seconds or 0.0
         over = "  DOES NOT FIT" if s in p.misfits() else ""
         lines.append(f"{k:3d}. {s.label}: {s.processes} proc, peak {_gib(s.memory_bytes)}/GPU, {time}{over}")
         lines.append(f"     {s.command}")
-    lines.append(f"planned compute time: {fmt_seconds(total)} (training, scoring and landscapes; loading not counted)")
+    lines.append(f"planned compute time: {_duration(total)} (training, scoring and landscapes; loading not counted)")
     return lines
 
 
@@ -326,7 +339,7 @@ def plan_markdown(p: ProtocolPlan, runtime, config_file: str) -> str:
     ]
     misfits = p.misfits()
     for k, s in enumerate(p.steps, 1):
-        time = fmt_seconds(s.seconds) if s.seconds is not None else "-"
+        time = _duration(s.seconds)
         fits = "no" if s in misfits else ("yes" if s.memory_bytes is not None and p.limit_bytes is not None else "-")
         rows.append(f"| {k} | {s.label} | {s.processes} | {_gib(s.memory_bytes)} | {time} | {fits} |")
     rows += ["", "## Commands", ""]

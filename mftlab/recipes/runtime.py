@@ -34,7 +34,8 @@ class Runtime:
     fft_sharding: str = "none"  # FFT and continued FFT: fsdp | none
     grad_accum: int = 1
     gradient_checkpointing: bool = False
-    eval_batch_size: int | None = None  # evaluation between training steps; None = `mftlab train`'s default
+    eval_batch_size: int | None = None  # between training steps, scoring, landscape; None = each one's default
+    calibration_batch_size: int | None = None  # Wanda / SNIP calibration batches; None = 16
     gpu_memory_gib: float | None = None  # the plan's limit per GPU; None = the card's memory (`gpu`)
     gpu: str = "h100"  # the card the plan's memory and time assume when the device is a GPU
     checkpoint_every: int = 0  # FFT / continued FFT / LoRA write a resumable checkpoint every N steps (0 = never)
@@ -58,7 +59,7 @@ class Runtime:
         if self.dtype is not None:
             _choice("dtype", self.dtype, DTYPES)
         _choice("fft_sharding", self.fft_sharding, FFT_SHARDINGS)
-        for name in ("grad_accum", "eval_batch_size", "checkpoint_every"):
+        for name in ("grad_accum", "eval_batch_size", "calibration_batch_size", "checkpoint_every"):
             value = getattr(self, name)
             low = 0 if name == "checkpoint_every" else 1
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):

@@ -171,6 +171,7 @@ class StepRunner:
             launch_step(label, folder, CLI + ["train", *train_arguments(config)], self.runtime)
             summary = summary_from_folder(folder, config.method)
         else:
+            self._reset_peak()  # the metrics' peak is then this step's
             summary = steps.train_summary(config, progress)
         self._record(
             label, "train", folder, time.perf_counter() - started, _peak_from_metrics(folder), self.runtime.launched

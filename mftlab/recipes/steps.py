@@ -128,6 +128,7 @@ def make_pruning_mask(
     calibration_tokens: int = CALIBRATION_TOKENS,
     device="cpu",
     dtype: str = "auto",
+    batch_size: int | None = None,
 ) -> str:
     """A Wanda or SNIP mask of the FFT model, calibrated on `calibration_file` (cached), on `device`."""
     from mftlab.mft.calibration import CalibrationConfig, load_calibration
@@ -137,7 +138,9 @@ def make_pruning_mask(
         os.makedirs(folder, exist_ok=True)
         loaded = load_model(model_dir, dtype=dtype, device=device)
         calibration = load_calibration(
-            CalibrationConfig(calibration_file, calibration_tokens, 16, max_seq_len), loaded.tokenizer, device
+            CalibrationConfig(calibration_file, calibration_tokens, batch_size or 16, max_seq_len),
+            loaded.tokenizer,
+            device,
         )
         mask, _ = baseline_mask(
             loaded.model,

@@ -152,7 +152,7 @@ def test_gpu_mode_section_marks_plan_rows():
         "stage_7b": {"pending": "FAILED: RuntimeError: CUDA out of memory"},
     }
     rows = gpu_check.table_rows(r)
-    plans = [x for x in rows if x["source"] == "plan"]
+    plans = [x for x in rows if x["source"] == "plan" and x["check"].startswith("`mftlab plan`")]
     assert [x["check"] for x in plans] == [
         "`mftlab plan` mft memory (GiB)",
         "`mftlab plan` mft step",
@@ -161,6 +161,35 @@ def test_gpu_mode_section_marks_plan_rows():
     text = gpu_check.section(r)
     assert "GPU: **NVIDIA H100 80GB HBM3**" in text and "| `mftlab plan` mft step | plan | 0.400 s estimated |" in text
     assert "| 7B: `mftlab eval --device cuda` / plain eval pass | measured | FAILED: RuntimeError" in text
+
+
+def test_protocol_stage_rows_put_each_step_s_peak_beside_its_plan():
+    import gpu_check_protocol as protocol
+
+    pending = protocol.rows(None)
+    assert [x["figure"] for x in pending] == ["pending: no GPU was available"] * 2
+    r = {
+        "dry_run": {"exit": 0, "seconds": 6.5, "steps": 14, "misfits": 0},
+        "run": {
+            "seconds": 90.0,
+            "steps": [
+                {"step": "math (seed 0): full fine-tuning", "peak_mem_gib": 12.0, "plan_gib": 10.0},
+                {"step": "loss landscape (landscape-math)", "peak_mem_gib": 5.0, "plan_gib": None},
+            ],
+        },
+    }
+    rows = protocol.rows(r)
+    assert rows[0]["source"] == "plan" and rows[0]["figure"] == "exit 0, 14 steps, every step fits"
+    assert rows[1] == {
+        "check": "protocol step: math (seed 0): full fine-tuning (GiB)",
+        "source": "measured",
+        "figure": "12.00 measured",
+        "baseline": "10.00 plan",
+        "ratio": "1.20x plan",
+    }
+    assert rows[2]["baseline"] == "no plan" and rows[2]["ratio"] == "n/a"
+    failed = protocol.rows(dict(r, run={"pending": "timed out after 120 s"}))
+    assert failed[-1]["figure"] == "timed out after 120 s"
 
 
 def test_command_rows_render_failures_and_skips():

@@ -42,6 +42,8 @@ OWN_MEANING = {
     ("plan", "dtype"),  # plans without loading: auto = the dtype the model's config names
     ("train", "force"),  # start over in an --out that holds a run
     ("compare-masks", "force"),  # compare masks over different tensors
+    ("protocol", "force"),  # run although the plan says a step does not fit
+    ("protocol", "device"),  # overrides the config's runtime.device (auto | cpu | cuda, no cuda:N)
 }
 
 

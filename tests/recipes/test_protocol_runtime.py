@@ -253,3 +253,22 @@ def test_a_step_killed_after_a_checkpoint_resumes_from_it(tmp_path):
     assert a.names == b.names and all(torch.equal(a.keep(n), b.keep(n)) for n in a.names)
     records = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == ["straight", "resumed"] and records[0]["processes"] == 1
+
+
+def test_the_readme_s_7b_config_is_shown_as_shipped_and_every_step_fits_8_a100s(tmp_path):
+    from pathlib import Path
+
+    from mftlab.recipes.protocol_plan import plan_protocol
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "protocol-llama2-7b.yaml").read_text()
+    assert text in (root / "README.md").read_text()
+    values = yaml.safe_load(text)
+    for path in values["domains"]["math"].values():  # placeholders: the plan reads record counts only
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text('{"prompt": "q", "completion": "a"}\n' * 100)
+    config = config_from_dict(values, str(tmp_path))
+    plan = plan_protocol(config, str(tmp_path / "out"), lora=False)
+    assert config.runtime.processes == 8 and plan.card == "a100" and plan.misfits() == []
+    trainings = [s for s in plan.steps if s.kind == "train"]
+    assert len(trainings) == 2 + 4 and all(s.processes == 8 and "--nproc_per_node 8" in s.command for s in trainings)
