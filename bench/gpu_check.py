@@ -25,8 +25,9 @@ real protocol run on this GPU with a 7B-wide, 2-layer model, each step's peak me
 Every row of the table (and of `rows` in bench/gpu_results.json) says where its figure comes from:
 "measured" (on this machine, by this run) or "plan" (`mftlab plan` arithmetic, `make_plan`).
 
-Without CUDA it runs the same code on a tiny model for a few steps (< 60 s), marks the results
-"cpu fallback", and the section says that the GPU rows (the 7B stage's included) are pending.
+Without CUDA it runs the same code on a tiny model for a few steps (< 60 s) and the protocol's 7B
+dry run (no GPU needed), marks the results "cpu fallback", and the section says that the GPU rows (the
+7B and protocol stages' included) are pending.
 
     bash bench/gpu_check.sh                      # writes bench/gpu_results.json and its BENCHMARKS.md section
     .venv/bin/python bench/gpu_check.py --cpu --no-write --out /tmp/gpu.json
@@ -345,7 +346,12 @@ def run(force_cpu: bool = False) -> dict:
         }
     deadline = started + BUDGET_S
     result["stage_7b"] = stage_7b(gpu_name, deadline) if cuda else {"pending": "pending: no GPU was available"}
-    result["stage_protocol"] = stage_protocol(gpu_name, started + PROTOCOL_BUDGET_S) if cuda else None
+    if cuda:
+        result["stage_protocol"] = stage_protocol(gpu_name, started + PROTOCOL_BUDGET_S)
+    else:  # the dry run needs no GPU (no weights at all)
+        from gpu_check_protocol import dry_run
+
+        result["stage_protocol"] = {"dry_run": dry_run(), "run": {"pending": "pending: no GPU was available"}}
     result["rows"] = table_rows(result)
     result["seconds"] = time.perf_counter() - started
     return result

@@ -47,30 +47,16 @@ def dry_run() -> dict:
 
 
 def _save_model(folder: str, size: dict, device: str) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """Random bf16 weights of `size`, built on `device`, saved with the character tokenizer."""
+    from gpu_check_7b import build
+    from gpu_check_7b_commands import _save
 
-    from mftlab.models.tokenizer import build_char_tokenizer
-
-    config = LlamaConfig(
-        vocab_size=size["vocab"],
-        hidden_size=size["hidden"],
-        intermediate_size=size["inter"],
-        num_hidden_layers=size["layers"],
-        num_attention_heads=size["heads"],
-        num_key_value_heads=size["kv"],
-        max_position_embeddings=4096,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(folder)
-    build_char_tokenizer().save_pretrained(folder)
+    model = build(dict(size, seq=256), device)
+    _save(model, folder)
     del model
     if device == "cuda":
+        import torch
+
         torch.cuda.empty_cache()
 
 

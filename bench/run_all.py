@@ -255,6 +255,27 @@ def summary_rows(text: str) -> list[list[str]]:
         _command("bench_scale.py"),
     )
 
+    rehearsal = s.get("Protocol rehearsal (2 CPU processes)")
+    walls = _search(
+        r"\| 1 process \(no runtime section\) \| ([\d.]+) s .*?\| 2 processes [^|]*\| ([\d.]+) s \(([\d.]+)x\)",
+        rehearsal,
+    )
+    diff = _search(r"exact match (identical|DIFFERENT) .*?loss ([\d.e+-]+) ", rehearsal)
+    if walls and diff:
+        row(
+            "`mftlab protocol`, 2 CPU processes vs 1: tables (exact match; largest loss difference)",
+            f"exact match {diff[0]}; {diff[1]} relative",
+            "1 process",
+            "",
+            "identical; <= 1e-6",
+            _command("bench_protocol_rehearsal.py"),
+        )
+    else:
+        pending(
+            "`mftlab protocol` on 2 CPU processes vs 1",
+            "Protocol rehearsal (2 CPU processes)",
+            _command("bench_protocol_rehearsal.py"),
+        )
     demo = os.path.join(HERE, "demo_time.json")
     if os.path.exists(demo):
         d = json.load(open(demo))
