@@ -12,21 +12,38 @@ from mftlab.cli.options import (
     load_model_from,
     model_options,
     option_for,
+    options_for,
     seed_option,
 )
+from mftlab.harness.config import HarnessConfig
 from mftlab.training.config import TrainConfig
 
 
 @click.command("eval")
 @click.argument("model")
 @click.option("--mask", "mask_path", default=None, help="Apply this mask (mask.safetensors) before evaluating.")
-@click.option("--data", required=True, help="Data to evaluate on (.jsonl/.json/.parquet/.csv, folder or hub id).")
+@click.option(
+    "--data", default=None, help="Data to evaluate on (.jsonl/.json/.parquet/.csv, folder or hub id); or --tasks."
+)
+@option_for(HarnessConfig, "tasks")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Examples per batch.")
 @option_for(TrainConfig, "max_seq_len")
 @click.option("--data-fraction", type=float, default=1.0, show_default=True, help="Evaluate on this seeded fraction.")
 @click.option("--max-new-tokens", type=int, default=32, show_default=True, help="Generation length for exact-match.")
 @click.option("--no-generate", is_flag=True, default=False, help="Skip generation exact-match (loss metrics only).")
 @option_for(TrainConfig, "skip_bad")
+@options_for(
+    HarnessConfig,
+    "num_fewshot",
+    "limit",
+    "apply_chat_template",
+    "fewshot_as_multiturn",
+    "gen_kwargs",
+    "include_path",
+    "log_samples",
+    "output_path",
+    "confirm_run_unsafe_code",
+)
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the result as JSON.")
 @model_options
 @device_option
@@ -36,6 +53,7 @@ def command(
     model,
     mask_path,
     data,
+    tasks,
     batch_size,
     max_seq_len,
     data_fraction,
@@ -46,6 +64,15 @@ def command(
     device,
     force,
     seed,
+    num_fewshot,
+    limit,
+    apply_chat_template,
+    fewshot_as_multiturn,
+    gen_kwargs,
+    include_path,
+    log_samples,
+    output_path,
+    confirm_run_unsafe_code,
     **model_kwargs,
 ):
     """Evaluate MODEL (optionally with a mask applied) on answer tokens of DATA.
@@ -62,6 +89,15 @@ def command(
 
     With --json the result also holds the peak memory (GiB; on a GPU the allocator's peak) of the
     largest process and of each process in rank order.
+
+    With --tasks instead of --data, lm-evaluation-harness (`pip install 'mftlab[eval]'`) scores the
+    model as it is in memory, mask applied, on its tasks (no merged copy on disk); the options after
+    --tasks are lm-eval's own. Prints one line per task metric (--json: lm-eval's whole result with
+    mftlab's header: model, mask, fingerprint check, mask ratio, method); --output-path writes it.
+
+    \b
+      mftlab eval ./fft-model --mask mft/mask.safetensors --tasks gsm8k --num-fewshot 5 --batch-size 16
+      mftlab eval tiny-llama --tasks my_task --include-path ./tasks --limit 20 --output-path res.json
     """
     from mftlab.errors import ConfigError
     from mftlab.mask.maskfile import load_mask
@@ -73,6 +109,23 @@ def command(
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
+    if (data is None) == (tasks in (None, "")):
+        raise click.UsageError("give --data FILE (loss and exact match) or --tasks T1,T2 (lm-eval), not both")
+    harness = None
+    if tasks:
+        harness = HarnessConfig.from_text(
+            tasks,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            batch_size=batch_size,
+            apply_chat_template=apply_chat_template,
+            fewshot_as_multiturn=fewshot_as_multiturn,
+            gen_kwargs=gen_kwargs,
+            include_path=include_path,
+            log_samples=log_samples,
+            output_path=output_path,
+            confirm_run_unsafe_code=confirm_run_unsafe_code,
+        )
     where = resolve_device(device)  # a GPU that is not there is reported before anything is loaded
     mask = load_mask(mask_path) if mask_path else None  # validate the file before loading a model
     launch = join_launch(where)  # under torchrun / accelerate launch the processes share the examples
@@ -80,6 +133,9 @@ def command(
     mismatched = apply_mask_(loaded.model, mask, force=force) if mask is not None else []
     if mismatched:
         click.echo(f"warning: {len(mismatched)} tensors differ from the mask's base (--force)", err=True)
+    if harness is not None:
+        _run_tasks(loaded, harness, launch, model, mask_path, mask, mismatched, as_json)
+        return
     examples, report = load_examples(data, loaded.tokenizer, max_seq_len, data_fraction, seed, skip_bad)
     for problem in report.skipped[:5]:
         click.echo(f"skipped: {problem}", err=True)
@@ -106,3 +162,20 @@ def command(
     if result.exact_match is not None:
         click.echo(f"exact match     {result.exact_match:.4f}")
     click.echo(f"tokens          {result.tokens} in {result.examples} examples")
+
+
+def _run_tasks(loaded, harness, launch, model, mask_path, mask, mismatched, as_json) -> None:
+    from mftlab.harness.run import header, metric_lines, run_tasks, write_results
+
+    results = run_tasks(loaded.model, loaded.tokenizer, harness, launch)
+    if results is None:  # not process 0 of a launch
+        return
+    results = {"mftlab": header(model, mask_path, mask, mismatched, harness), **results}
+    written = write_results(results, harness.output_path) if harness.output_path else []
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in results.items() if k != "samples"}, indent=2))
+        return
+    for line in metric_lines(results):
+        click.echo(line)
+    for path in written:
+        click.echo(f"wrote {path}")

@@ -14,6 +14,7 @@ The public API (everything else is internal):
     mask_stats(mask, model=) / compare_masks([masks]) / landscape(model, data, eval_data)
                                                 -> results with .save(folder); plot(folder) draws them
     train(TrainConfig(model=, data=, out=, ...)) -> TrainResult (the `mftlab train` loop)
+    evaluate(model_or_loaded, tasks=[...], mask=, **lm_eval_options) -> lm-eval's results (mftlab[eval])
     mftlab.integrations.MaskCallback            -> MFT inside transformers.Trainer / TRL's SFTTrainer
 
 Example:
@@ -48,6 +49,7 @@ _LAZY = {
     "compare_masks": "mftlab.analysis.api",
     "landscape": "mftlab.analysis.api",
     "plot": "mftlab.figures.render",
+    "evaluate": "mftlab.api.benchmarks",
 }
 
 __all__ = ["__version__", "MftlabError", "ConfigError", *_LAZY]

@@ -34,6 +34,13 @@ def test_readme_section_runs(section, tmp_path, monkeypatch):
         with open(name, "w") as f:
             for i in range(n):
                 f.write(json.dumps({"prompt": f"{i}+3=", "completion": str(i + 3)}) + "\n")
+    if section == "Python API":  # the task YAML the README shows under "Evaluate on standard benchmarks"
+        os.makedirs("tasks")
+        with open(README, encoding="utf-8") as f:
+            text = f.read()
+        yaml_block = re.search(r"```yaml\n(task: my_task\n.*?)```", text, flags=re.S).group(1)
+        with open("tasks/my_task.yaml", "w") as f:
+            f.write(yaml_block)
     blocks = _blocks(section)
     assert blocks, f"no python blocks under '## {section}'"
     namespace = {}
@@ -41,6 +48,7 @@ def test_readme_section_runs(section, tmp_path, monkeypatch):
         exec(compile(code, f"README.md ({section})", "exec"), namespace)
     if section == "Python API":
         assert os.path.exists("run/mask.safetensors") and any(p.endswith(".png") for p in namespace["figures"])
+        assert 0.0 <= namespace["exact"] <= 1.0 and namespace["scores"]["mftlab"]["mask"] is None
     else:
         assert os.path.exists("mask.safetensors") and os.path.exists("hf-run/mask.safetensors")
         assert abs(namespace["mask"].mask_ratio - 0.1) < 1e-3
