@@ -13,6 +13,7 @@ import os
 import statistics
 
 from mftlab.figures import (
+    benchmark_table,
     criteria_figures,
     curves_figures,
     dynamics_figures,
@@ -346,6 +347,11 @@ def render(result_dir) -> list[str]:
     md += [TABLE_NOTES["cross"], ""]
     for train, rows in cross_domain_tables(demo).items():
         md += [f"Trained on **{train}**, scored on every domain's test set.", "", _markdown_table(rows), ""]
+    if "benchmarks" in demo:
+        bench_rows = benchmark_table.table(demo)
+        bench_diffs = benchmark_table.mft_vs_fft(demo)
+        md += ["## Table 1 on benchmarks (lm-eval, %)", "", benchmark_table.NOTE, "", _markdown_table(bench_rows), ""]
+        md += [f"- {line}" for line in bench_diffs] + [""]
     page = [f"<h1>{title}</h1><p>{html.escape(intro)}</p><h2>Did MFT beat full fine-tuning?</h2><ul>"]
     page += [f"<li>{html.escape(v).replace('**', '')}</li>" for v in verdicts(demo)] + ["</ul>"]
     if pruning:
@@ -364,6 +370,13 @@ def render(result_dir) -> list[str]:
     ]
     for train, rows in cross_domain_tables(demo).items():
         page += [f"<h3>Trained on {html.escape(train)}</h3>", _html_table(rows)]
+    if "benchmarks" in demo:
+        page += [
+            "<h2>Table 1 on benchmarks (lm-eval, %)</h2>",
+            f"<p>{html.escape(benchmark_table.NOTE)}</p>",
+            _html_table([[c.replace("**", "") for c in r] for r in bench_rows]),
+            "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in bench_diffs) + "</ul>",
+        ]
     for title, _folder, written in sections:
         md += [f"## {title}", ""]
         page.append(f"<h2>{html.escape(title)}</h2>")

@@ -39,10 +39,17 @@ def _offline() -> str | None:
     return next((v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip() not in ("", "0", "false")), None)
 
 
+_MANAGERS: dict = {}  # include_path -> TaskManager: indexing lm-eval's task YAMLs takes seconds
+
+
 def task_manager(config: HarnessConfig):
+    """lm-eval's task index with `config.include_path` (built once per folder in this process)."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(verbosity="ERROR", include_path=config.include_path)
+    key = os.path.abspath(config.include_path) if config.include_path else None
+    if key not in _MANAGERS:
+        _MANAGERS[key] = TaskManager(verbosity="ERROR", include_path=config.include_path)
+    return _MANAGERS[key]
 
 
 def check_tasks(config: HarnessConfig, manager) -> None:

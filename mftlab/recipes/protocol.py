@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mftlab.files.results import header, write_result
-from mftlab.recipes import protocol_runs, steps
+from mftlab.recipes import benchmarks, protocol_runs, steps
 from mftlab.recipes import variants as recipe
 from mftlab.recipes.methods import METHODS, NAMES, describe_methods
 from mftlab.recipes.protocol_config import ProtocolConfig, config_to_dict
@@ -188,6 +188,31 @@ def _choose_mft(info: dict, domain: str, say, score, jobs: dict) -> dict:
     return dict(scored[chosen], method="mft", variant=chosen)
 
 
+def _benchmark_all(config: ProtocolConfig, domain_runs: dict, backbone: str, say, runner: StepRunner) -> dict:
+    """bench[domain] = {"methods": {method: {task: {metric: value}}}, "higher_is_better": lm-eval's {task: {metric:
+    bool}}} on the domain's lm-eval tasks (no entry for a domain without tasks)."""
+    bench = {}
+    for domain, info in domain_runs.items():
+        harness = benchmarks.harness_for(config.domains[domain], config.evaluation)
+        if harness is None:
+            continue
+        say(f"{domain}: lm-eval tasks {', '.join(harness.tasks)} for every method")
+        jobs = _score_jobs(info, backbone)
+        jobs["mft"] = jobs[f"mft-{info['selected']}"]  # the variant chosen on validation
+        wanted = {m: jobs[m] for m in list(info["sources"]) if m in jobs}
+        every = [j for group in wanted.values() for j in group]
+        folder = os.path.join(info["root"], "eval")
+        label = f"{domain}: lm-eval {', '.join(harness.tasks)} ({len(every)} models)"
+        entries = runner.benchmark(label, folder, every, harness)
+        methods = {}
+        for method, group in wanted.items():
+            found = [entries[j.name] for j in group]
+            methods[method] = (benchmarks.combine_draws(found) if len(found) > 1 else found[0])["metrics"]
+        direction = next(iter(entries.values())).get("higher_is_better", {})
+        bench[domain] = {"methods": methods, "higher_is_better": direction}
+    return bench
+
+
 def _backbone(config: ProtocolConfig, out: str, say, runner: StepRunner) -> str:
     """The backbone model: the configured one, or the one pre-trained from it on `pretrain.data`."""
     run = protocol_runs.backbone_run(config, out)
@@ -204,7 +229,18 @@ def planned_steps(config: ProtocolConfig) -> int:
     trained = 1 + int("continued_fft" in methods) + n_variants + lora
     per_domain = trained + scored + n_variants
     analyses = len(config.domains) * (2 + int("continued_fft" in methods)) + int(len(config.domains) > 1)
-    return int(config.pretrain is not None) + config.seeds * len(config.domains) * per_domain + analyses
+    benchmarked = sum(1 for d in config.domains.values() if d.tasks)  # one message per domain with tasks
+    return int(config.pretrain is not None) + config.seeds * (len(config.domains) * per_domain + benchmarked) + analyses
+
+
+def _benchmark_index(config: ProtocolConfig, per_seed: dict) -> dict:
+    """The index's lm-eval part (nothing when no domain names tasks: the demo's index is unchanged)."""
+    if not any(d.tasks for d in config.domains.values()):
+        return {}
+    return {
+        "benchmarks": {str(s): v["benchmarks"] for s, v in per_seed.items()},
+        "benchmark_tasks": {d: list(files.tasks) for d, files in config.domains.items() if files.tasks},
+    }
 
 
 def _variant_index(per_seed: dict) -> dict:
@@ -263,6 +299,7 @@ def run_protocol(
     for seed in seeds:
         runs = {d: _domain_runs(config, out, seed, d, backbone, say, runner) for d in domains}
         per_seed[seed] = {"runs": runs, "scores": _evaluate_all(config, runs, backbone, say, runner)}
+        per_seed[seed]["benchmarks"] = _benchmark_all(config, runs, backbone, say, runner)
     analysis = protocol_analysis.analyse(config, out, per_seed[seeds[0]]["runs"], backbone, say, runner)
     methods = [m for m in METHODS if all(m in s["scores"][d] for s in per_seed.values() for d in domains)]
     index = {
@@ -275,6 +312,7 @@ def run_protocol(
         **describe_methods(methods),
         "seeds": seeds,
         "scores": {str(s): v["scores"] for s, v in per_seed.items()},
+        **_benchmark_index(config, per_seed),
         "curves": {d: {m: r for m, r in per_seed[seeds[0]]["runs"][d]["runs"].items()} for d in domains},
         "analysis": analysis,
         "mft_variants": _variant_index(per_seed),

@@ -47,10 +47,41 @@ class DomainData:
     validation: str
     test: str
     name: str = "domain"  # for messages only
+    tasks: tuple[str, ...] = ()  # lm-eval tasks every method of this domain is also scored on
+    num_fewshot: int | None = None  # for those tasks (None: each task's own default)
 
     def __post_init__(self):
         for split in SPLITS:
             _file(f"domains.{self.name}.{split}", getattr(self, split))
+        if not all(isinstance(t, str) and t.strip() for t in self.tasks):
+            raise ConfigError(
+                f"domains.{self.name}.tasks={list(self.tasks)!r} must be lm-eval task names, e.g. [gsm8k]"
+            )
+        if self.num_fewshot is not None and (not isinstance(self.num_fewshot, int) or self.num_fewshot < 0):
+            raise ConfigError(f"domains.{self.name}.num_fewshot={self.num_fewshot!r} must be a whole number, 0 or more")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How the domains' lm-eval tasks are run (lm-eval's option names; see `mftlab eval --tasks`)."""
+
+    include_path: str | None = None  # a folder of task YAMLs of your own
+    limit: float | None = None  # examples per task (tests only)
+    batch_size: int = 16
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    gen_kwargs: str | None = None
+    confirm_run_unsafe_code: bool = False
+
+    def __post_init__(self):
+        if self.include_path is not None and not os.path.isdir(self.include_path):
+            raise ConfigError(
+                f"evaluation.include_path '{self.include_path}' is not a folder; give the folder of task YAMLs "
+                f"({PATH_NOTE})"
+            )
+        _positive("evaluation.batch_size", self.batch_size, 16)
+        if self.limit is not None:
+            _positive("evaluation.limit", self.limit, 100)
 
 
 @dataclass(frozen=True)
@@ -136,6 +167,7 @@ class ProtocolConfig:
     training: Training = field(default_factory=Training)
     landscape: Landscape = field(default_factory=Landscape)
     runtime: Runtime = field(default_factory=Runtime)  # where the steps run (recipes.runtime)
+    evaluation: Evaluation = field(default_factory=Evaluation)  # how the domains' lm-eval tasks run
     calibration_tokens: int = 4096  # Wanda / SNIP calibration tokens from each domain's training data
     title: str = "Protocol"  # the report's first words
     data_note: str = ""  # shown before the training-record count in the report
@@ -224,7 +256,13 @@ def config_from_dict(values: dict, base_dir: str = "") -> ProtocolConfig:
         for split in SPLITS:
             if split not in files:
                 raise ConfigError(f"domains.{name}.{split} is missing; give the {split} data file")
-        parsed[str(name)] = DomainData(**{s: _path(files[s], base_dir) for s in SPLITS}, name=str(name))
+        extra = {}
+        if "tasks" in files:
+            tasks = files["tasks"]
+            extra["tasks"] = tuple(tasks) if isinstance(tasks, (list, tuple)) else (tasks,)
+        if "num_fewshot" in files:
+            extra["num_fewshot"] = files["num_fewshot"]
+        parsed[str(name)] = DomainData(**{s: _path(files[s], base_dir) for s in SPLITS}, name=str(name), **extra)
     values["domains"] = parsed
     backbone = values["backbone"]
     if isinstance(backbone, str) and backbone.startswith("."):
@@ -239,6 +277,10 @@ def config_from_dict(values: dict, base_dir: str = "") -> ProtocolConfig:
             if isinstance(part.get("grid"), list):
                 part["grid"] = tuple(part["grid"])
             values[key] = cls(**part)
+    if "evaluation" in values:
+        part = _check_keys(values["evaluation"] or {}, Evaluation, "evaluation")
+        part = {k: (_path(v, base_dir) if k == "include_path" else _number(v)) for k, v in part.items()}
+        values["evaluation"] = Evaluation(**part)
     if "runtime" in values:
         part = _check_keys(values["runtime"] or {}, Runtime, "runtime")
         if "launcher_args" in part:
@@ -267,6 +309,15 @@ def load_protocol_config(path: str) -> ProtocolConfig:
     return config_from_dict(load_config_file(path), os.path.dirname(os.path.abspath(path)))
 
 
+def _domain_values(domain: DomainData, rel) -> dict:
+    values = {s: rel(getattr(domain, s)) for s in SPLITS}
+    if domain.tasks:
+        values["tasks"] = list(domain.tasks)
+    if domain.num_fewshot is not None:
+        values["num_fewshot"] = domain.num_fewshot
+    return values
+
+
 def config_to_dict(config: ProtocolConfig, relative_to: str | None = None) -> dict:
     """Plain values (YAML/JSON-ready); with `relative_to`, file paths are written relative to that folder."""
 
@@ -274,7 +325,9 @@ def config_to_dict(config: ProtocolConfig, relative_to: str | None = None) -> di
         return os.path.relpath(path, relative_to) if relative_to else path
 
     values = asdict(config)
-    values["domains"] = {name: {s: rel(getattr(d, s)) for s in SPLITS} for name, d in config.domains.items()}
+    values["domains"] = {name: _domain_values(d, rel) for name, d in config.domains.items()}
+    if config.evaluation.include_path is not None:
+        values["evaluation"]["include_path"] = rel(config.evaluation.include_path)
     if config.pretrain is not None:
         values["pretrain"]["data"] = rel(config.pretrain.data)
     for key in ("methods", "mft_inits", "mft_score_lrs"):

@@ -203,6 +203,22 @@ class _Planner:
             label, "score", self.rel(folder), self._where(launched), command, p.memory_per_gpu, p.total_seconds, fix
         )
 
+    def benchmark(self, label: str, folder: str, models: int) -> StepPlan:
+        """lm-eval on a domain's tasks: the memory of an evaluation at the config's evaluation batch; the
+        time is not planned (it depends on the tasks' generation lengths)."""
+        launched, batch = self.runtime.launched, self.config.evaluation.batch_size
+        p = self._plan(
+            task="eval", dtype=self.runtime.dtype or "auto", batch_size=batch, seq_len=self.config.training.max_seq_len
+        )
+        spec = os.path.join(folder, "benchmark-spec.json")
+        command = (
+            shlex.join(launch_command(self.runtime, CLI + ["protocol-step", spec])) if launched else "(in this process)"
+        )
+        fix = f"try evaluation.batch_size: {max(1, batch // 2)}"
+        return StepPlan(
+            label, "benchmark", self.rel(folder), self._where(launched), command, p.memory_per_gpu, None, fix
+        )
+
     def landscape(self, label: str, folder: str) -> StepPlan:
         s, launched = self.config.landscape, self.runtime.launched
         p = self._plan(
@@ -271,6 +287,15 @@ def plan_protocol(config, out: str, lora: bool) -> ProtocolPlan:
                 found.append(planner.score(f"{domain}: scoring {n} models", folder, models=n))
             else:
                 found += [planner.score(f"{domain}: scoring {label}", folder) for label in labels]
+        for domain, files in config.domains.items():
+            if files.tasks:  # every method (the chosen MFT variant once) on the domain's lm-eval tasks
+                folder = os.path.join(protocol_runs.domain_root(out, seed, domain), "eval")
+                n = (
+                    len([m for m in methods if m != "lora"])
+                    + int(lora)
+                    + (config.random_seeds - 1 if "random" in methods else 0)
+                )
+                found.append(planner.benchmark(f"{domain}: lm-eval {', '.join(files.tasks)} ({n} models)", folder, n))
     root = os.path.join(out, "analysis")
     for domain in config.domains:
         found.append(

@@ -226,6 +226,33 @@ class StepRunner:
             batch_size=self.runtime.eval_batch_size,
         )
 
+    # -- benchmarks (lm-eval) ---------------------------------------------------------------------
+    def benchmark(self, label: str, folder: str, jobs: list[ScoreJob], harness) -> dict:
+        """name -> lm-eval entry of every job on `harness`'s tasks (cached as bench-NAME.json in `folder`)."""
+        from dataclasses import asdict as plain
+
+        from mftlab.recipes import benchmarks
+
+        todo = [j for j in jobs if not os.path.exists(benchmarks.bench_path(folder, j.name))]
+        if todo:
+            started = time.perf_counter()
+            if self.runtime.launched:
+                spec = {
+                    "task": "benchmark",
+                    "jobs": [asdict(j) for j in todo],
+                    "harness": plain(harness),
+                    "device": self.runtime.device,
+                    "dtype": self.dtype,
+                }
+                peak = self._launch_worker(label, folder, "benchmark", spec)
+            else:
+                self._reset_peak()
+                for job in todo:
+                    benchmarks.score_job(folder, job, harness, self.device, self.dtype)
+                peak = self._local_peak()
+            self._record(label, "benchmark", folder, time.perf_counter() - started, peak, self.runtime.launched)
+        return {j.name: benchmarks.score_job(folder, j, harness) for j in jobs}
+
     # -- landscape -----------------------------------------------------------------------------
     def landscape(self, folder: str, job: dict) -> None:
         from mftlab.recipes.protocol_analysis import compute_landscape
@@ -281,6 +308,15 @@ def run_worker(spec_path: str) -> None:
                 batch_size=spec["batch_size"],
             )
             launch.barrier()  # process 0 has written eval-NAME.json before anyone goes on
+    elif spec["task"] == "benchmark":
+        from mftlab.harness.config import HarnessConfig
+        from mftlab.recipes.benchmarks import score_job
+
+        values = dict(spec["harness"], tasks=tuple(spec["harness"]["tasks"]))
+        harness = HarnessConfig(**values)
+        for job in (ScoreJob(**j) for j in spec["jobs"]):
+            score_job(folder, job, harness, device, spec["dtype"], launch)
+            launch.barrier()  # process 0 has written bench-NAME.json before anyone goes on
     elif spec["task"] == "landscape":
         compute_landscape(folder, spec["job"], device, spec["dtype"], launch)
     else:

@@ -24,12 +24,16 @@ def _protocol(config_path, out, *extra):
 
 
 def test_two_processes_give_the_tables_of_one(quick_demo, tmp_path):
+    from mftlab.harness.local_tasks import exact_match_task, write_task
+
     out, _ = quick_demo
     demo = yaml.safe_load((out / "protocol.yaml").read_text())
     data = {split: str(out / path) for split, path in demo["domains"]["math"].items()}
+    write_task(str(tmp_path / "tasks"), exact_match_task("tiny_math", data["test"]))  # lm-eval over the test set
     config = {
         "backbone": str(out / "backbone" / "model"),  # the quick demo's pre-trained backbone
-        "domains": {"math": data},
+        "domains": {"math": dict(data, tasks=["tiny_math"])},
+        "evaluation": {"include_path": str(tmp_path / "tasks"), "batch_size": 32},
         "layers": demo["layers"],
         "methods": ["fft", "continued_fft", "mft"],
         "mft_inits": ["magnitude"],
@@ -52,6 +56,14 @@ def test_two_processes_give_the_tables_of_one(quick_demo, tmp_path):
         assert abs(a["loss"] - b["loss"]) <= 1e-6 * abs(a["loss"]), method
         assert abs(row["validation_loss"] - other["validation_loss"]) <= 1e-6 * row["validation_loss"], method
     assert one["curves"]["math"]["fft"]["best_step"] == two["curves"]["math"]["fft"]["best_step"]
+    # lm-eval's exact match (greedy generation to end-of-text) is the built-in one (teacher-forced), per method
+    bench = one["benchmarks"]["0"]["math"]["methods"]
+    assert set(bench) == {"fft", "continued_fft", "mft"}
+    for method, tasks in bench.items():
+        assert (
+            tasks["tiny_math"]["exact_match,none"] == one["scores"]["0"]["math"][method]["test"]["math"]["exact_match"]
+        )
+    assert two["benchmarks"] == one["benchmarks"]  # the launched worker splits the requests: same numbers
 
     steps = tmp_path / "two" / "seed-0" / "math"
     fft_command = (steps / "fft" / "command.sh").read_text()
@@ -65,7 +77,8 @@ def test_two_processes_give_the_tables_of_one(quick_demo, tmp_path):
     assert landscape["world_size"] == 2  # the points were dealt over both processes
     records = [json.loads(line) for line in (tmp_path / "two" / "steps.jsonl").read_text().splitlines()]
     assert {r["processes"] for r in records} == {2} and all(r["peak_mem_gib"] > 0 for r in records)
-    assert len(records) == 3 + 1 + 1  # trainings, one launch scoring the 3 models, landscape
+    assert len(records) == 3 + 1 + 1 + 1  # trainings, one launch scoring the 3 models, lm-eval, landscape
     report = (tmp_path / "two" / "report.md").read_text()
     assert "## Appendix: where it ran" in report and "2 process(es) per launched step (torchrun), device cpu" in report
     assert "| math (seed 0): full fine-tuning | 2 | cpu |" in report
+    assert "## Table 1 on benchmarks (lm-eval, %)" in report and "math, tiny_math exact_match: MFT - FFT = " in report
