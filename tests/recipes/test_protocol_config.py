@@ -45,6 +45,8 @@ def test_a_minimal_config_resolves_paths_and_round_trips(tmp_path):
         ({"seeds": 0}, r"seeds=0 is outside 1..20"),
         ({"mft_inits": ["gaussian"]}, r"mft_inits=\['gaussian'\] must name"),
         ({"pretrain": {"data": "nope.jsonl"}}, "pretrain.data file '.*nope.jsonl' does not exist; fix the path"),
+        ({"evaluation": {"include_path": "no-tasks"}}, "evaluation.include_path '.*no-tasks' is not a folder"),
+        ({"evaluation": {"batch_sizes": 8}}, "unknown key 'evaluation.batch_sizes'"),
     ],
 )
 def test_bad_values_are_named_with_the_fix(tmp_path, extra, message):
@@ -75,8 +77,9 @@ def test_the_readme_example_config_parses(tmp_path):
     values = yaml.safe_load(block.group(1))
     (tmp_path / values["backbone"]).mkdir()
     for files in values["domains"].values():
-        for path in files.values():
+        for path in (files[split] for split in ("train", "validation", "test")):
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / path).write_text("")
     config = config_from_dict(values, str(tmp_path))
     assert list(config.domains) == list(values["domains"])
+    assert config.domains["math"].tasks == ("gsm8k",) and config.evaluation.batch_size == 16
