@@ -312,6 +312,8 @@ def render(result_dir) -> list[str]:
     )
     if "lora" in cfg["methods"] and not demo.get("lora"):
         intro += " LoRA was skipped: install the `lora` extra (peft) to include it."
+    if demo.get("command") == "demo" and "benchmarks" not in demo:
+        intro += " The lm-eval benchmark table was skipped: install the `eval` extra (lm-eval) to include it."
     has_variants = "mft_variants" in demo
     if has_variants:
         intro += (

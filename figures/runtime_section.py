@@ -40,8 +40,13 @@ def settings_line(config: dict) -> str | None:
     r = config.get("runtime")
     if r is None:
         return None
+    where = (
+        f"{r['processes']} processes per step, launched by {r['launcher']}"
+        if r["processes"] > 1 and r["launcher"] != "none"
+        else "every step in the protocol's own process"
+    )
     return (
-        f"{r['processes']} process(es) per launched step ({r['launcher']}), device {r['device']}, "
+        f"{where}, device {r['device']}, "
         f"dtype {r['dtype'] or 'auto'}, FFT sharding {r['fft_sharding']}, grad_accum {r['grad_accum']}, "
         f"gradient checkpointing {'on' if r['gradient_checkpointing'] else 'off'}."
     )

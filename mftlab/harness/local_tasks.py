@@ -22,8 +22,10 @@ def exact_match_task(name: str, data_file: str, max_gen_toks: int = 32) -> dict:
         "dataset_kwargs": {"data_files": {"test": os.path.abspath(data_file)}},
         "test_split": "test",
         "output_type": "generate_until",
-        "doc_to_text": "{{prompt}}",
-        "doc_to_target": "{{completion}}",
+        # Field names, not "{{completion}}" templates: lm-eval reads a rendered target that looks like a
+        # Python list ("[1,2]") as a list of references, which broke exact match on the code domain.
+        "doc_to_text": "prompt",
+        "doc_to_target": "completion",
         "generation_kwargs": {"until": [], "max_gen_toks": max_gen_toks, "do_sample": False},
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
     }

@@ -25,6 +25,12 @@ INSTALL = "install it with: pip install 'mftlab[eval]'"
 OFFLINE_VARIABLES = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
 
 
+def lm_eval_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("lm_eval") is not None
+
+
 def _lm_eval():
     try:
         import lm_eval

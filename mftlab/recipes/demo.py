@@ -25,7 +25,15 @@ from mftlab.options_meta import doc, like
 from mftlab.recipes import steps
 from mftlab.recipes.methods import METHODS
 from mftlab.recipes.protocol import ProtocolProgress, planned_steps, run_protocol
-from mftlab.recipes.protocol_config import DomainData, Landscape, Pretraining, ProtocolConfig, Training, config_to_dict
+from mftlab.recipes.protocol_config import (
+    DomainData,
+    Evaluation,
+    Landscape,
+    Pretraining,
+    ProtocolConfig,
+    Training,
+    config_to_dict,
+)
 from mftlab.recipes.tinybench import DOMAINS, SplitSizes, pretraining_records, write_benchmark, write_jsonl
 
 CONFIG_FILE = "protocol.yaml"
@@ -102,12 +110,15 @@ class DemoConfig:
         return 150 if self.quick else 600
 
 
-def builtin_config(config: DemoConfig, paths: dict) -> ProtocolConfig:
-    """The tiny benchmark's protocol config for the data in `paths` (as `write_data` returns them)."""
+def builtin_config(config: DemoConfig, paths: dict, tasks: str | None = None) -> ProtocolConfig:
+    """The tiny benchmark's protocol config for the data in `paths` (as `write_data` returns them); with
+    `tasks` (the folder `write_tasks` wrote) every domain is also scored through lm-eval."""
     quick = config.quick
+    named = {d: (task_name(d),) if tasks else () for d in config.domains}
     return ProtocolConfig(
         backbone=config.backbone,
-        domains={d: DomainData(**paths[d], name=d) for d in config.domains},
+        domains={d: DomainData(**paths[d], name=d, tasks=named[d]) for d in config.domains},
+        evaluation=Evaluation(include_path=tasks, batch_size=64),
         layers=config.layers,
         pretrain=Pretraining(
             data=paths["pretrain"],
@@ -145,6 +156,27 @@ def write_data(config: DemoConfig) -> dict:
     return steps.finish(folder, paths)
 
 
+def task_name(domain: str) -> str:
+    return f"tinybench_{domain}"
+
+
+def write_tasks(config: DemoConfig, paths: dict) -> str:
+    """Each domain's test set as an lm-eval exact-match task, in `OUT/tasks/` (what the benchmark table runs).
+
+    Generation stops at end-of-text, and at two tokens past the longest reference (a wrong answer needs no
+    more), so lm-eval's exact match is the built-in teacher-forced whole-answer accuracy.
+    """
+    from mftlab.harness.local_tasks import exact_match_task, write_task
+    from mftlab.training.data import read_rows
+
+    folder = os.path.join(config.out, "tasks")
+    for domain in config.domains:
+        test = paths[domain]["test"]
+        longest = max(len(str(row.get("completion", ""))) for row, _ in read_rows(test))
+        write_task(folder, exact_match_task(task_name(domain), test, max_gen_toks=longest + 2))
+    return folder
+
+
 def write_config(protocol: ProtocolConfig, path: str) -> str:
     """`protocol` as YAML at `path`, file paths relative to its folder (what `mftlab protocol` reads)."""
     values = config_to_dict(protocol, relative_to=os.path.dirname(os.path.abspath(path)))
@@ -160,7 +192,10 @@ def run_demo(config: DemoConfig, progress: Callable[[ProtocolProgress], None] | 
     """Write the benchmark's data and `OUT/protocol.yaml`, then run the protocol; returns `OUT/demo.json`'s index."""
     os.makedirs(config.out, exist_ok=True)
     paths = write_data(config)
-    protocol = builtin_config(config, paths)
+    from mftlab.harness.run import lm_eval_available
+
+    # The benchmark table goes through lm-eval when it is installed (mftlab[eval]); without it, it is left out.
+    protocol = builtin_config(config, paths, write_tasks(config, paths) if lm_eval_available() else None)
     if progress:
         progress(
             ProtocolProgress(

@@ -21,7 +21,7 @@ def test_report_tables_and_figures(quick_demo):
     # Every table cell of the main tables is a number (or mean ± std) in range; nothing is missing.
     for line in report.split("## Appendix")[0].splitlines():
         if line.startswith("| ") and not line.startswith("| Method"):
-            cells = [c.strip() for c in line.strip("|").split("|")][1:]
+            cells = [c.strip().strip("*") for c in line.strip("|").split("|")][1:]  # bold: a column's best
             assert cells and all(re.fullmatch(r"\d+\.\d+( ± \d+\.\d+)?", c) for c in cells), line
             assert all(0.0 <= float(c.split(" ± ")[0]) <= 100.0 for c in cells), line
     for seed, by_domain in demo["scores"].items():
@@ -126,3 +126,22 @@ def test_plot_redraws_the_demo_from_json(quick_demo):
     result = CliRunner().invoke(main, ["plot", str(out)])
     assert result.exit_code == 0, result.output
     assert png.stat().st_size > 5000
+
+
+def test_the_benchmark_table_comes_through_lm_eval_and_equals_the_built_in_exact_match(quick_demo):
+    pytest.importorskip("lm_eval")
+    out, _ = quick_demo
+    demo = json.loads((out / "demo.json").read_text())
+    assert demo["benchmark_tasks"] == {d: [f"tinybench_{d}"] for d in demo["domains"]}
+    for seed, per_domain in demo["benchmarks"].items():
+        for domain, entry in per_domain.items():
+            assert set(entry["methods"]) == set(demo["methods"])
+            for method, tasks in entry["methods"].items():
+                through_lm_eval = tasks[f"tinybench_{domain}"]["exact_match,none"]
+                assert through_lm_eval == demo["scores"][seed][domain][method]["test"][domain]["exact_match"], (
+                    domain,
+                    method,
+                )
+    report = (out / "report.md").read_text()
+    assert "## Table 1 on benchmarks (lm-eval, %)" in report and "math, tinybench_math exact_match: MFT - FFT" in report
+    assert (out / "tasks" / "tinybench_math.yaml").exists()

@@ -28,7 +28,7 @@ def test_two_processes_give_the_tables_of_one(quick_demo, tmp_path):
 
     out, _ = quick_demo
     demo = yaml.safe_load((out / "protocol.yaml").read_text())
-    data = {split: str(out / path) for split, path in demo["domains"]["math"].items()}
+    data = {split: str(out / demo["domains"]["math"][split]) for split in ("train", "validation", "test")}
     write_task(str(tmp_path / "tasks"), exact_match_task("tiny_math", data["test"]))  # lm-eval over the test set
     config = {
         "backbone": str(out / "backbone" / "model"),  # the quick demo's pre-trained backbone
@@ -79,6 +79,6 @@ def test_two_processes_give_the_tables_of_one(quick_demo, tmp_path):
     assert {r["processes"] for r in records} == {2} and all(r["peak_mem_gib"] > 0 for r in records)
     assert len(records) == 3 + 1 + 1 + 1  # trainings, one launch scoring the 3 models, lm-eval, landscape
     report = (tmp_path / "two" / "report.md").read_text()
-    assert "## Appendix: where it ran" in report and "2 process(es) per launched step (torchrun), device cpu" in report
+    assert "## Appendix: where it ran" in report and "2 processes per step, launched by torchrun, device cpu" in report
     assert "| math (seed 0): full fine-tuning | 2 | cpu |" in report
     assert "## Table 1 on benchmarks (lm-eval, %)" in report and "math, tiny_math exact_match: MFT - FFT = " in report
