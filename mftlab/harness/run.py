@@ -45,17 +45,26 @@ def _offline() -> str | None:
     return next((v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip() not in ("", "0", "false")), None)
 
 
-_MANAGERS: dict = {}  # include_path -> TaskManager: indexing lm-eval's task YAMLs takes seconds
+_MANAGERS: dict = {}  # (include_path, with lm-eval's own tasks) -> TaskManager: indexing takes seconds
+
+
+def _manager(include_path: str | None, defaults: bool):
+    from lm_eval.tasks import TaskManager
+
+    key = (os.path.abspath(include_path) if include_path else None, defaults)
+    if key not in _MANAGERS:
+        _MANAGERS[key] = TaskManager(verbosity="ERROR", include_path=include_path, include_defaults=defaults)
+    return _MANAGERS[key]
 
 
 def task_manager(config: HarnessConfig):
-    """lm-eval's task index with `config.include_path` (built once per folder in this process)."""
-    from lm_eval.tasks import TaskManager
-
-    key = os.path.abspath(config.include_path) if config.include_path else None
-    if key not in _MANAGERS:
-        _MANAGERS[key] = TaskManager(verbosity="ERROR", include_path=config.include_path)
-    return _MANAGERS[key]
+    """lm-eval's task index (built once per folder in this process). When every task is one of the
+    --include-path folder's own, lm-eval's thousands of built-in task files are not indexed at all."""
+    if config.include_path:
+        own = _manager(config.include_path, defaults=False)
+        if all(name in own.all_tasks for name in config.tasks):
+            return own
+    return _manager(config.include_path, defaults=True)
 
 
 def check_tasks(config: HarnessConfig, manager) -> None:

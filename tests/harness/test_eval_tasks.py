@@ -54,8 +54,10 @@ metric_list:
 """
 
 
-@pytest.fixture
-def tasks(tmp_path):
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    """One task folder for the module: lm-eval indexes a folder once per process (seconds)."""
+    tmp_path = tmp_path_factory.mktemp("lm-eval-tasks")
     folder = tmp_path / "tasks"
     folder.mkdir()
     records = generate_records("math", 12, 7)
@@ -188,6 +190,7 @@ def test_gen_kwargs_read_as_lm_eval_writes_them():
         HarnessConfig.from_text("a", fewshot_as_multiturn=True)
 
 
+@pytest.mark.slow  # the protocol's 2-process rehearsal checks the same launched path in the default suite
 def test_two_processes_split_the_examples_and_give_the_result_of_one(tmp_path, llama_dir, mask_path, tasks):
     args = [
         "eval",
