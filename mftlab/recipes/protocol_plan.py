@@ -182,6 +182,13 @@ class _Planner:
         )
         return StepPlan(label, "mask", self.rel(folder), 1, "(in this process)", p.memory_per_gpu, None, fix)
 
+    def _worker_command(self, folder: str, task: str) -> str:
+        """The launched worker's command line for a scoring / benchmark / landscape step (StepRunner._launch_worker)."""
+        if not self.runtime.launched:
+            return "(in this process)"
+        spec = os.path.join(folder, f"{task}-spec.json")
+        return shlex.join(launch_command(self.runtime, CLI + ["protocol-step", spec]))
+
     def score(self, label: str, folder: str, models: int = 1) -> StepPlan:
         t, launched = self.config.training, self.runtime.launched
         records = sum(len(read_rows(d.test)) for d in self.config.domains.values())
@@ -194,10 +201,7 @@ class _Planner:
             gpus=self._where(launched),
             examples=records * models,
         )
-        spec = os.path.join(folder, "score-spec.json")
-        command = (
-            shlex.join(launch_command(self.runtime, CLI + ["protocol-step", spec])) if launched else "(in this process)"
-        )
+        command = self._worker_command(folder, "score")
         fix = f"try runtime.eval_batch_size: {max(1, batch // 2)}"
         return StepPlan(
             label, "score", self.rel(folder), self._where(launched), command, p.memory_per_gpu, p.total_seconds, fix
@@ -210,10 +214,7 @@ class _Planner:
         p = self._plan(
             task="eval", dtype=self.runtime.dtype or "auto", batch_size=batch, seq_len=self.config.training.max_seq_len
         )
-        spec = os.path.join(folder, "benchmark-spec.json")
-        command = (
-            shlex.join(launch_command(self.runtime, CLI + ["protocol-step", spec])) if launched else "(in this process)"
-        )
+        command = self._worker_command(folder, "benchmark")
         fix = f"try evaluation.batch_size: {max(1, batch // 2)}"
         return StepPlan(
             label, "benchmark", self.rel(folder), self._where(launched), command, p.memory_per_gpu, None, fix
@@ -231,10 +232,7 @@ class _Planner:
             grid=f"{s.grid[0]}x{s.grid[1]}",
             landscape_tokens=s.tokens,
         )
-        spec = os.path.join(folder, "landscape-spec.json")
-        command = (
-            shlex.join(launch_command(self.runtime, CLI + ["protocol-step", spec])) if launched else "(in this process)"
-        )
+        command = self._worker_command(folder, "landscape")
         batch = self.runtime.eval_batch_size or LANDSCAPE_BATCH
         fix = (
             f"try runtime.eval_batch_size: {max(1, batch // 2)}, runtime.dtype: bfloat16 (the plane holds three models)"

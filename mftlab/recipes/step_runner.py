@@ -229,8 +229,6 @@ class StepRunner:
     # -- benchmarks (lm-eval) ---------------------------------------------------------------------
     def benchmark(self, label: str, folder: str, jobs: list[ScoreJob], harness) -> dict:
         """name -> lm-eval entry of every job on `harness`'s tasks (cached as bench-NAME.json in `folder`)."""
-        from dataclasses import asdict as plain
-
         from mftlab.recipes import benchmarks
 
         todo = [j for j in jobs if not os.path.exists(benchmarks.bench_path(folder, j.name))]
@@ -240,7 +238,7 @@ class StepRunner:
                 spec = {
                     "task": "benchmark",
                     "jobs": [asdict(j) for j in todo],
-                    "harness": plain(harness),
+                    "harness": asdict(harness),
                     "device": self.runtime.device,
                     "dtype": self.dtype,
                 }
