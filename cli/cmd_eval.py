@@ -44,6 +44,13 @@ from mftlab.training.config import TrainConfig
     "output_path",
     "confirm_run_unsafe_code",
 )
+@click.option(
+    "--per-example",
+    "per_example",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write one JSON line per example (loss, correct, ...) for `mftlab compare-evals`.",
+)
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the result as JSON.")
 @model_options
 @device_option
@@ -60,6 +67,7 @@ def command(
     max_new_tokens,
     no_generate,
     skip_bad,
+    per_example,
     as_json,
     device,
     force,
@@ -98,6 +106,11 @@ def command(
     \b
       mftlab eval ./fft-model --mask mft/mask.safetensors --tasks gsm8k --num-fewshot 5 --batch-size 16
       mftlab eval tiny-llama --tasks my_task --include-path ./tasks --limit 20 --output-path res.json
+
+    --per-example FILE.jsonl writes one line per example: index, id (the record's `id`), key (a hash of
+    its text), answer-token loss_sum and tokens, and `correct` (exact match: by generation where there is
+    a reference, else teacher-forced; with --tasks, lm-eval's per-document acc / exact_match). Two such
+    files are compared, with a confidence interval and a paired test, by `mftlab compare-evals A B`.
     """
     from mftlab.errors import ConfigError
     from mftlab.mask.maskfile import load_mask
@@ -111,6 +124,8 @@ def command(
         raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
     if (data is None) == (tasks in (None, "")):
         raise click.UsageError("give --data FILE (loss and exact match) or --tasks T1,T2 (lm-eval), not both")
+    if per_example is not None and not per_example.endswith(".jsonl"):
+        raise ConfigError(f"--per-example '{per_example}' must be a .jsonl file (one JSON line per example)")
     harness = None
     if tasks:
         harness = HarnessConfig.from_text(
@@ -122,7 +137,7 @@ def command(
             fewshot_as_multiturn=fewshot_as_multiturn,
             gen_kwargs=gen_kwargs,
             include_path=include_path,
-            log_samples=log_samples,
+            log_samples=log_samples or per_example is not None,  # per-example rows come from lm-eval's samples
             output_path=output_path,
             confirm_run_unsafe_code=confirm_run_unsafe_code,
         )
@@ -134,7 +149,7 @@ def command(
     if mismatched:
         click.echo(f"warning: {len(mismatched)} tensors differ from the mask's base (--force)", err=True)
     if harness is not None:
-        _run_tasks(loaded, harness, launch, model, mask_path, mask, mismatched, as_json)
+        _run_tasks(loaded, harness, launch, model, mask_path, mask, mismatched, as_json, per_example, log_samples)
         return
     examples, report = load_examples(data, loaded.tokenizer, max_seq_len, data_fraction, seed, skip_bad)
     for problem in report.skipped[:5]:
@@ -148,11 +163,17 @@ def command(
         max_new_tokens=max_new_tokens,
         device=where,
         distributed=launch.distributed,
+        per_example=per_example is not None,
     )
     peaks = peak_memory(where, distributed=launch.distributed)  # every process takes part
     if not launch.is_main:
         return
     values = dict(result.to_dict(), model=model, mask=mask_path, data=data, **peaks)
+    if per_example is not None:
+        from mftlab.significance.per_example import write_per_example
+
+        write_per_example(per_example, result.per_example)
+        click.echo(f"wrote {per_example} ({len(result.per_example)} examples)", err=True)
     if as_json:
         click.echo(json.dumps(values, indent=2))
         return
@@ -164,12 +185,20 @@ def command(
     click.echo(f"tokens          {result.tokens} in {result.examples} examples")
 
 
-def _run_tasks(loaded, harness, launch, model, mask_path, mask, mismatched, as_json) -> None:
-    from mftlab.harness.run import header, metric_lines, run_tasks, write_results
+def _run_tasks(loaded, harness, launch, model, mask_path, mask, mismatched, as_json, per_example, log_samples):
+    from mftlab.harness.run import header, metric_lines, per_example_rows, run_tasks, write_results
 
     results = run_tasks(loaded.model, loaded.tokenizer, harness, launch)
     if results is None:  # not process 0 of a launch
         return
+    if per_example is not None:
+        from mftlab.significance.per_example import write_per_example
+
+        rows = per_example_rows(results)
+        write_per_example(per_example, rows)
+        click.echo(f"wrote {per_example} ({len(rows)} examples)", err=True)
+        if not log_samples:  # asked for per-example rows only: the samples are not written with the results
+            results.pop("samples", None)
     results = {"mftlab": header(model, mask_path, mask, mismatched, harness), **results}
     written = write_results(results, harness.output_path) if harness.output_path else []
     if as_json:

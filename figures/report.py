@@ -20,6 +20,8 @@ from mftlab.figures import (
     landscape_figures,
     overlap_figures,
     runtime_section,
+    significance_figures,
+    significance_section,
     stats_figures,
 )
 from mftlab.files.atomic import write_text_atomic
@@ -29,6 +31,11 @@ RESULT = "demo"
 OWNS_SUBFOLDERS = True  # `mftlab plot` redraws the demo's sub-results through this module only
 
 CAPTIONS = {
+    "forest_plot": (
+        "MFT minus FFT (and minus continued FFT) on each domain's test set, with 95% confidence intervals "
+        "paired over the test examples; a filled marker is significant at 5% after Holm's adjustment over "
+        "the domains. Left: exact match in points (above 0: MFT better); right: loss (below 0: MFT better)."
+    ),
     "training_curves": (
         "Validation loss against optimizer steps (the paper's Figure 2): FFT from the backbone, continued "
         "FFT and MFT (the variant chosen on validation) from the best FFT checkpoint, LoRA, with the "
@@ -202,8 +209,9 @@ def cross_domain_tables(demo: dict) -> dict[str, list[list[str]]]:
     return tables
 
 
-def verdicts(demo: dict) -> list[str]:
-    """One plain sentence per domain: did the method (MFT) beat the upper bound (FFT), by how much, with what spread."""
+def verdicts(demo: dict, significance: dict | None = None) -> list[str]:
+    """One plain sentence per domain: did the method (MFT) beat the upper bound (FFT), by how much, and
+    (with the protocol's `significance` result) is the difference real: its 95% CI and paired test."""
     lines = []
     method, upper = demo["roles"]["method"], demo["roles"]["upper_bound"]
     name, upper_name = demo["method_short"][method], demo["method_short"][upper]
@@ -213,15 +221,19 @@ def verdicts(demo: dict) -> list[str]:
         spread = f" (± {100 * std:.1f} over {len(diffs)} seeds)" if len(diffs) > 1 else " (one seed)"
         fft_mean = 100 * _mean_std(score_values(demo, d, upper, d))[0]
         mft_mean = 100 * _mean_std(score_values(demo, d, method, d))[0]
-        if mean > 0:
+        tested = significance_section.verdict_clause(significance, demo, d)
+        if tested is not None and not tested[0]:
+            word = "did not significantly differ from"
+        elif mean > 0:
             word = "beat"
         elif mean == 0:
             word = "tied with"
         else:
             word = "did not beat"
+        tail = tested[1] if tested is not None else f"{spread}."
         lines.append(
             f"**{d}**: {name} {word} the {upper_name} upper bound: {mft_mean:.1f}% vs {fft_mean:.1f}% exact match, "
-            f"a difference of {100 * mean:+.1f} points{spread}."
+            f"a difference of {100 * mean:+.1f} points{tail}"
         )
     return lines
 
@@ -266,8 +278,13 @@ def _caption(path: str) -> str:
 
 def _redraw(result_dir: str, demo: dict) -> list[tuple[str, str, list[str]]]:
     """Redraw every figure; returns (section title, folder, written paths) in report order."""
-    sections = [("Training curves", result_dir, curves_figures.render(result_dir))]
+    sections = []
     analysis = demo["analysis"]
+    if "significance" in analysis:
+        folder = analysis["significance"]
+        written = significance_figures.render(os.path.join(result_dir, folder))
+        sections.append(("Is the gain real? Paired differences with 95% CIs", folder, written))
+    sections.append(("Training curves", result_dir, curves_figures.render(result_dir)))
     for domain, folder in analysis["landscape"].items():
         sections.append(
             (f"Loss landscape: {domain}", folder, landscape_figures.render(os.path.join(result_dir, folder)))
@@ -322,8 +339,18 @@ def render(result_dir) -> list[str]:
             f"{', '.join(f'{lr:g}' for lr in cfg['mft_score_lrs'])}); chosen: " + "; ".join(chosen_lines(demo)) + "."
         )
     spread = random_spread(demo)
+    significance = significance_section.load(result_dir, demo)
+    said = verdicts(demo, significance)
+    exact_rows = in_domain_table(demo) + significance_section.difference_rows(significance, demo, "exact_match")
+    loss_rows = in_domain_table(demo, "loss") + significance_section.difference_rows(significance, demo, "loss")
+    notes = {
+        k: v + (f" {significance_section.ROWS_NOTE}" if significance and k != "cross" else "")
+        for k, v in TABLE_NOTES.items()
+    }
     title = f"mftlab {demo.get('command', 'demo')} report"
-    md = [f"# {title}", "", intro, "", "## Did MFT beat full fine-tuning?", ""] + [f"- {v}" for v in verdicts(demo)]
+    md = [f"# {title}", "", intro, "", "## Did MFT beat full fine-tuning?", ""] + [f"- {v}" for v in said]
+    if significance is not None:
+        md += ["", significance_section.NOTE]
     pruning = pruning_sentences(result_dir, demo)
     if pruning:
         md += ["", "## Is MFT just pruning?", "", PRUNING_NOTE, ""] + [f"- {p}" for p in pruning]
@@ -331,17 +358,17 @@ def render(result_dir) -> list[str]:
         "",
         "## Table 1: in-domain test exact match (%)",
         "",
-        TABLE_NOTES["in_domain"],
+        notes["in_domain"],
         "",
-        _markdown_table(in_domain_table(demo)),
+        _markdown_table(exact_rows),
         "",
         spread,
         "",
         "## In-domain test loss (nats/token)",
         "",
-        TABLE_NOTES["loss"],
+        notes["loss"],
         "",
-        _markdown_table(in_domain_table(demo, "loss")),
+        _markdown_table(loss_rows),
         "",
         "## Table 5: cross-domain exact match (%)",
         "",
@@ -355,18 +382,20 @@ def render(result_dir) -> list[str]:
         md += ["## Table 1 on benchmarks (lm-eval, %)", "", benchmark_table.NOTE, "", _markdown_table(bench_rows), ""]
         md += [f"- {line}" for line in bench_diffs] + [""]
     page = [f"<h1>{title}</h1><p>{html.escape(intro)}</p><h2>Did MFT beat full fine-tuning?</h2><ul>"]
-    page += [f"<li>{html.escape(v).replace('**', '')}</li>" for v in verdicts(demo)] + ["</ul>"]
+    page += [f"<li>{html.escape(v).replace('**', '')}</li>" for v in said] + ["</ul>"]
+    if significance is not None:
+        page.append(f"<p>{html.escape(significance_section.NOTE)}</p>")
     if pruning:
         page += ["<h2>Is MFT just pruning?</h2>", f"<p>{html.escape(PRUNING_NOTE)}</p><ul>"]
         page += [f"<li>{html.escape(p)}</li>" for p in pruning] + ["</ul>"]
     page += [
         "<h2>Table 1: in-domain test exact match (%)</h2>",
-        f"<p>{html.escape(TABLE_NOTES['in_domain'])}</p>",
-        _html_table(in_domain_table(demo)),
+        f"<p>{html.escape(notes['in_domain'])}</p>",
+        _html_table(exact_rows),
         f"<p>{html.escape(spread)}</p>",
         "<h2>In-domain test loss (nats/token)</h2>",
-        f"<p>{html.escape(TABLE_NOTES['loss'])}</p>",
-        _html_table(in_domain_table(demo, "loss")),
+        f"<p>{html.escape(notes['loss'])}</p>",
+        _html_table(loss_rows),
         "<h2>Table 5: cross-domain exact match (%)</h2>",
         f"<p>{html.escape(TABLE_NOTES['cross'])}</p>",
     ]

@@ -15,6 +15,7 @@ The public API (everything else is internal):
                                                 -> results with .save(folder); plot(folder) draws them
     train(TrainConfig(model=, data=, out=, ...)) -> TrainResult (the `mftlab train` loop)
     evaluate(model_or_loaded, tasks=[...], mask=, **lm_eval_options) -> lm-eval's results (mftlab[eval])
+    compare_evals(a, b, metric="exact_match"|"loss") -> paired CI and test of B - A; .save(folder)
     mftlab.integrations.MaskCallback            -> MFT inside transformers.Trainer / TRL's SFTTrainer
 
 Example:
@@ -50,6 +51,7 @@ _LAZY = {
     "landscape": "mftlab.analysis.api",
     "plot": "mftlab.figures.render",
     "evaluate": "mftlab.api.benchmarks",
+    "compare_evals": "mftlab.significance.api",
 }
 
 __all__ = ["__version__", "MftlabError", "ConfigError", *_LAZY]

@@ -7,7 +7,7 @@ import re
 import pytest
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
-SECTIONS = ("Python API", "MFT in your own trainer")
+SECTIONS = ("Python API", "MFT in your own trainer", "Is the gain real?")
 
 
 def _blocks(section: str) -> list[str]:
@@ -41,6 +41,14 @@ def test_readme_section_runs(section, tmp_path, monkeypatch):
         yaml_block = re.search(r"```yaml\n(task: my_task\n.*?)```", text, flags=re.S).group(1)
         with open("tasks/my_task.yaml", "w") as f:
             f.write(yaml_block)
+    if section == "Is the gain real?":  # the two per-example files its commands write, made by `mftlab eval`
+        from click.testing import CliRunner
+
+        from mftlab.cli.main import main
+
+        for name, extra in (("fft.jsonl", []), ("mft.jsonl", ["--data-fraction", "1.0", "--batch-size", "2"])):
+            args = ["eval", "micro-llama", "--data", "test.jsonl", "--per-example", name, "--no-generate", *extra]
+            assert CliRunner().invoke(main, args).exit_code == 0
     blocks = _blocks(section)
     assert blocks, f"no python blocks under '## {section}'"
     namespace = {}
@@ -49,6 +57,8 @@ def test_readme_section_runs(section, tmp_path, monkeypatch):
     if section == "Python API":
         assert os.path.exists("run/mask.safetensors") and any(p.endswith(".png") for p in namespace["figures"])
         assert 0.0 <= namespace["exact"] <= 1.0 and namespace["scores"]["mftlab"]["mask"] is None
+    elif section == "Is the gain real?":
+        assert namespace["gain"].examples == 4 and any(p.endswith("forest_plot.png") for p in namespace["figures"])
     else:
         assert os.path.exists("mask.safetensors") and os.path.exists("hf-run/mask.safetensors")
         assert abs(namespace["mask"].mask_ratio - 0.1) < 1e-3

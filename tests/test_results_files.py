@@ -28,6 +28,7 @@ NAMES = {
     "reference_overlap": ("mftlab.reference_overlap", "reference_overlap.json", "reference_overlap.csv", None),
     "landscape": ("landscape", "landscape.json", None, "landscape.npz"),
     "sweep": ("sweep", "sweep.json", "sweep.csv", None),
+    "significance": ("mftlab.significance", "significance.json", "significance.csv", None),
     "demo": ("demo", "demo.json", None, None),
 }
 

@@ -59,6 +59,12 @@ KINDS: dict[str, ResultFiles] = {
         "landscape", "landscape.json", "`mftlab landscape` or LandscapeResult.save", arrays="landscape.npz"
     ),
     "sweep": ResultFiles("sweep", "sweep.json", "`mftlab sweep`", csv="sweep.csv"),
+    "significance": ResultFiles(
+        "mftlab.significance",
+        "significance.json",
+        "`mftlab compare-evals --out` or EvalComparison.save",
+        csv="significance.csv",
+    ),
     "demo": ResultFiles(
         "demo",
         "demo.json",

@@ -203,3 +203,30 @@ def header(model: str, mask_path: str | None, mask, mismatched: list[str], confi
             method=mask.method,
         )
     return values
+
+
+def per_example_rows(results: dict) -> list[dict]:
+    """lm-eval's per-document scores (results["samples"], from log_samples) as per-example rows.
+
+    One row per task and document, from the task's first filter (lm-eval logs a document once per
+    filter, e.g. gsm8k's strict and flexible answer extraction); `correct` is the document's value of
+    the task's first metric (acc, exact_match, ...). No loss: lm-eval does not score answer tokens.
+    """
+    rows = []
+    for task, samples in (results.get("samples") or {}).items():
+        first = samples[0].get("filter") if samples else None
+        for sample in sorted((s for s in samples if s.get("filter") == first), key=lambda s: s["doc_id"]):
+            metric = sample["metrics"][0]
+            rows.append(
+                {
+                    "index": len(rows),
+                    "id": f"{task}/{sample['doc_id']}",
+                    "key": str(sample.get("doc_hash", ""))[:12] or None,
+                    "task": task,
+                    "filter": first,
+                    "scored_by": f"lm-eval:{metric}",
+                    "correct": sample[metric],
+                    **{m: sample[m] for m in sample["metrics"]},
+                }
+            )
+    return rows

@@ -4,11 +4,14 @@ A domain of the protocol config may name lm-evaluation-harness tasks (`tasks: [g
 `num_fewshot`); the config's `evaluation` section says how they run (include_path, limit, batch_size,
 chat template, ...). Each method's model (its mask applied in memory) is scored by `mftlab.harness`
 and the result is cached in the domain's eval folder as `bench-NAME.json` (its task metrics,
-few-shot counts and lm-eval's version); the random mask's draws are averaged like its other numbers.
+few-shot counts and lm-eval's version), with lm-eval's per-document scores beside it in
+`bench-NAME.examples.jsonl` (for `mftlab compare-evals`); the random mask's draws are averaged like
+its other numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 
@@ -51,15 +54,19 @@ def metrics(results: dict) -> dict[str, dict[str, float]]:
 
 def score_job(folder: str, job, harness: HarnessConfig, device="cpu", dtype: str = "auto", launch=None) -> dict | None:
     """`job`'s model on `harness`'s tasks, cached as bench-NAME.json (process 0 writes it)."""
-    from mftlab.harness.run import run_tasks
+    from mftlab.harness.run import per_example_rows, run_tasks
+    from mftlab.significance.per_example import write_per_example
 
     path = bench_path(folder, job.name)
     if os.path.exists(path):
         return read_json(path)
     model, tokenizer = job.loader(device, dtype)()
-    results = run_tasks(model, tokenizer, harness, launch)
+    results = run_tasks(model, tokenizer, dataclasses.replace(harness, log_samples=True), launch)
     if results is None:  # another process of the launch: process 0 writes
         return None
+    os.makedirs(folder, exist_ok=True)
+    examples = f"bench-{job.name}.examples.jsonl"
+    write_per_example(os.path.join(folder, examples), per_example_rows(results))  # before the JSON that marks it done
     entry = {
         "method": job.name,
         "tasks": list(harness.tasks),
@@ -67,8 +74,8 @@ def score_job(folder: str, job, harness: HarnessConfig, device="cpu", dtype: str
         "higher_is_better": results.get("higher_is_better", {}),
         "n-shot": results.get("n-shot", {}),
         "lm_eval_version": results.get("lm_eval_version"),
+        "per_example": examples,
     }
-    os.makedirs(folder, exist_ok=True)
     write_json(path, entry)
     return entry
 

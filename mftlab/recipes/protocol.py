@@ -279,7 +279,7 @@ def run_protocol(
     `command` names the command in the index (the report's title); `plans` maps step folders
     (relative to `out`) to their planned peak GiB per GPU, recorded beside what each step measured.
     """
-    from mftlab.recipes import protocol_analysis
+    from mftlab.recipes import protocol_analysis, protocol_significance
 
     os.makedirs(out, exist_ok=True)
     started = time.perf_counter()
@@ -302,6 +302,9 @@ def run_protocol(
         per_seed[seed]["benchmarks"] = _benchmark_all(config, runs, backbone, say, runner)
     analysis = protocol_analysis.analyse(config, out, per_seed[seeds[0]]["runs"], backbone, say, runner)
     methods = [m for m in METHODS if all(m in s["scores"][d] for s in per_seed.values() for d in domains)]
+    significance = protocol_significance.write_significance(out, per_seed, domains, methods)
+    if significance is not None:  # MFT - FFT (and - continued FFT) with intervals and tests, for the report
+        analysis["significance"] = significance
     index = {
         **header("demo"),
         "command": command,

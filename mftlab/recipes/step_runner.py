@@ -181,7 +181,7 @@ class StepRunner:
     # -- scoring -------------------------------------------------------------------------------
     def score(self, label: str, folder: str, jobs: list[ScoreJob], tests: dict, val: str, max_seq_len: int) -> dict:
         """name -> eval result of every job (cached per method as eval-NAME.json in `folder`)."""
-        todo = [j for j in jobs if not os.path.exists(os.path.join(folder, f"eval-{j.name}.json"))]
+        todo = [j for j in jobs if not steps.scored(folder, j.name)]
         if todo:
             started = time.perf_counter()
             os.makedirs(folder, exist_ok=True)

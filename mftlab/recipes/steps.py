@@ -21,6 +21,7 @@ from mftlab.mft.baselines import baseline_mask
 from mftlab.mft.targeting import TargetSpec
 from mftlab.models.loading import load_model
 from mftlab.models.tokenizer import padding_id
+from mftlab.significance.per_example import write_per_example
 from mftlab.training.config import TrainConfig
 from mftlab.training.data import load_examples
 from mftlab.training.evaluation import evaluate, loss_sums, make_batches
@@ -182,7 +183,8 @@ def evaluate_method(
     distributed: bool = False,
     batch_size: int | None = None,
 ) -> dict:
-    """Exact-match and loss of one method on every domain's test set (cached per method).
+    """Exact-match and loss of one method on every domain's test set (cached per method), with the
+    per-example rows of each test set in `examples-NAME-DOMAIN.jsonl` (for the paired tests).
 
     `load()` returns (model, tokenizer) on `device`; it is only called when the result is not cached
     yet. `distributed`: every process of a launch calls this and does its share of the batches (the
@@ -190,10 +192,10 @@ def evaluate_method(
     validation (64) batches.
     """
     path = os.path.join(folder, f"eval-{name}.json")
-    if os.path.exists(path):
+    if scored(folder, name):
         return read_json(path)
     model, tokenizer = load()
-    scores = {}
+    scores, rows = {}, {}
     for domain, test in test_files.items():
         examples, _ = load_examples(test, tokenizer, max_seq_len)
         # Every answer ends with end-of-text, so teacher-forced whole-answer accuracy equals greedy
@@ -206,8 +208,10 @@ def evaluate_method(
             generate=False,
             device=device,
             distributed=distributed,
+            per_example=True,
         )
         scores[domain] = {"exact_match": r.answer_accuracy, "loss": r.loss, "token_accuracy": r.token_accuracy}
+        rows[domain] = r.per_example
     val, _ = load_examples(val_file, tokenizer, max_seq_len)
     if distributed:
         val_loss = evaluate(
@@ -218,8 +222,25 @@ def evaluate_method(
     result = {"method": name, "test": scores, "validation_loss": val_loss}
     if not distributed or _rank() == 0:
         os.makedirs(folder, exist_ok=True)
+        for domain, domain_rows in rows.items():  # before the JSON, whose presence marks the method scored
+            write_per_example(os.path.join(folder, per_example_file(name, domain)), domain_rows)
         write_json(path, result)
     return result
+
+
+def per_example_file(name: str, test_domain: str) -> str:
+    """The per-example results of method `name` on a domain's test set, in the scoring folder."""
+    return f"examples-{name}-{test_domain}.jsonl"
+
+
+def scored(folder: str, name: str) -> bool:
+    """Whether method `name` is scored in `folder`: its eval JSON and a per-example file for every test set
+    (a folder scored by an older mftlab, without per-example files, is scored again)."""
+    path = os.path.join(folder, f"eval-{name}.json")
+    if not os.path.exists(path):
+        return False
+    tests = read_json(path).get("test", {})
+    return all(os.path.exists(os.path.join(folder, per_example_file(name, d))) for d in tests)
 
 
 def _rank() -> int:

@@ -35,12 +35,13 @@ class PairedComparison:
     difference: float  # mean(b - a)
     ci_low: float
     ci_high: float
-    test: str  # "mcnemar-exact" | "permutation"
+    test: str  # "mcnemar-exact" | "permutation" | "hierarchical-bootstrap"
     p_value: float
     discordant: tuple[int, int] | None = None  # exact match: (a wrong & b right, a right & b wrong)
     confidence: float = CONFIDENCE
     resamples: int = RESAMPLES
     seed: int = 0
+    seeds: int = 1  # training seeds combined (more than one: see hierarchical.py)
 
     def to_dict(self) -> dict:
         values = asdict(self)

@@ -34,6 +34,7 @@ class Record:
     reference: str | None  # expected answer for exact-match, if any
     where: str  # "file.jsonl:12" for messages
     chat: bool = False  # rendered by a chat template, which already holds the special tokens
+    id: str | None = None  # the record's own `id` field, when it has one (per-example results name it)
 
 
 @dataclass
@@ -42,6 +43,16 @@ class Example:
     labels: list[int]  # IGNORE_INDEX on prompt tokens
     prompt_ids: list[int]
     reference: str | None = None
+    id: str | None = None  # the record's `id` field
+    key: str | None = None  # a short hash of the record's prompt and answer text: which example this is
+
+
+def text_key(prompt: str, answer: str) -> str:
+    """12 hex digits naming an example by its text, so per-example results of two models can be checked
+    to cover the same examples (independent of tokenizer and file path)."""
+    import hashlib
+
+    return hashlib.sha1(f"{prompt}\x00{answer}".encode()).hexdigest()[:12]
 
 
 def label_tokens(example: Example) -> int:
@@ -147,6 +158,13 @@ def to_record(row: object, where: str, tokenizer=None) -> Record:
         raise row
     if not isinstance(row, dict):
         raise DataError(f"{where}: a record must be a JSON object, got {type(row).__name__}")
+    record = _record(row, where, tokenizer)
+    if isinstance(row.get("id"), (str, int)) and not isinstance(row.get("id"), bool):
+        record.id = str(row["id"])
+    return record
+
+
+def _record(row: dict, where: str, tokenizer) -> Record:
     reference = row.get("answer") if isinstance(row.get("answer"), str) else None
     if "messages" in row:
         return _messages_record(row["messages"], where, tokenizer, reference)
@@ -228,7 +246,15 @@ def tokenize_record(record: Record, tokenizer, max_seq_len: int) -> tuple[Exampl
     ids = list(prompt_ids) + list(answer_ids)
     labels = [IGNORE_INDEX] * len(prompt_ids) + list(answer_ids)
     truncated = len(ids) > max_seq_len
-    return Example(ids[:max_seq_len], labels[:max_seq_len], list(prompt_ids), record.reference), truncated
+    example = Example(
+        ids[:max_seq_len],
+        labels[:max_seq_len],
+        list(prompt_ids),
+        record.reference,
+        record.id,
+        text_key(record.prompt, record.answer),
+    )
+    return example, truncated
 
 
 def tokenize_records(

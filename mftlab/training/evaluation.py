@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -48,17 +48,19 @@ def collate(examples: list[Example], pad_id: int) -> TokenBatch:
     return TokenBatch(ids, attention, labels)
 
 
+def length_groups(examples: list[Example], batch_size: int) -> list[list[int]]:
+    """Example indices per batch: grouped by length (stable order) so padding stays small."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def make_batches(examples: list[Example], batch_size: int, pad_id: int, device="cpu") -> list[TokenBatch]:
     """Tokenised data as fixed batches, moved to `device` once (kept there for repeated passes).
 
-    Examples are grouped by length (stable order) so padding stays small; the result does not
+    Examples are grouped by length (`length_groups`) so padding stays small; the result does not
     depend on the grouping because the loss is token-weighted.
     """
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    return [
-        collate([examples[i] for i in order[start : start + batch_size]], pad_id).to(device)
-        for start in range(0, len(order), batch_size)
-    ]
+    return [collate([examples[i] for i in group], pad_id).to(device) for group in length_groups(examples, batch_size)]
 
 
 @dataclass
@@ -109,16 +111,18 @@ def training_nll(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
     return token_nll(_logits(model, batch), next_token_targets(batch.labels)).sum()
 
 
-def _batch_stats(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+def _batch_stats(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(5,) float64 on the batch's device: summed fp32 NLL, label tokens, argmax-correct tokens,
-    answers, fully correct answers; read back by the caller, so a batch costs no host sync."""
+    answers, fully correct answers; and the same per example, (B, 4) float64: NLL, label tokens,
+    correct tokens, answer fully correct. Read back by the caller, so a batch costs no host sync."""
     targets = next_token_targets(batch.labels)  # (B, T)
     nll, hit = token_nll_and_hits(_logits(model, batch), targets)  # (B, T) each
     valid = targets != IGNORE_INDEX
     has_answer = valid.any(dim=1)  # (B,)
     answer_right = (hit | ~valid).all(dim=1) & has_answer
     counts = torch.stack([valid.sum(), hit.sum(), has_answer.sum(), answer_right.sum()])  # (4,) int64
-    return torch.cat([nll.sum().double()[None], counts.double()])
+    rows = torch.stack([nll.sum(dim=1).double(), valid.sum(1).double(), hit.sum(1).double(), answer_right.double()], 1)
+    return torch.cat([nll.sum().double()[None], counts.double()]), rows
 
 
 def batch_loss_sums(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, int, int]:
@@ -136,20 +140,30 @@ def batch_loss_sums(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Te
 
 
 @torch.no_grad()
+def _scored(model: torch.nn.Module, batches: list[TokenBatch]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`_batch_stats` of every batch (model put in eval mode, then back)."""
+    was_training = model.training
+    model.eval()
+    stats = [_batch_stats(model, batch) for batch in batches]
+    model.train(was_training)
+    return stats
+
+
+def _total(stats: list[tuple[torch.Tensor, torch.Tensor]]) -> LossSums:
+    """The per-batch sums added up in float64, in batch order (one host sync in all)."""
+    total = LossSums()
+    for nll, tokens, correct, answers, answers_correct in torch.stack([s for s, _ in stats]).tolist() if stats else []:
+        total = total + LossSums(nll, int(tokens), int(correct), int(answers), int(answers_correct))
+    return total
+
+
 def loss_sums(model: torch.nn.Module, batches: list[TokenBatch]) -> LossSums:
     """Token-weighted loss statistics of `model` over `batches` (model put in eval mode).
 
     The batches' statistics stay on the device until the end of the pass (one host sync in all);
     the per-batch fp32 NLL sums are then added up in float64, in batch order.
     """
-    was_training = model.training
-    model.eval()
-    per_batch = [_batch_stats(model, batch) for batch in batches]
-    model.train(was_training)
-    total = LossSums()
-    for nll, tokens, correct, answers, answers_correct in torch.stack(per_batch).tolist() if per_batch else []:
-        total = total + LossSums(nll, int(tokens), int(correct), int(answers), int(answers_correct))
-    return total
+    return _total(_scored(model, batches))
 
 
 # -- generation exact-match -------------------------------------------------------------------
@@ -208,9 +222,10 @@ class EvalResult:
     examples: int
     exact_match: float | None = None  # generation exact-match in [0, 1], when references exist
     answer_accuracy: float | None = None  # teacher-forced whole-answer accuracy (see LossSums)
+    per_example: list[dict] | None = field(default=None, repr=False)  # with per_example=True: see example_rows
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "per_example"}
 
 
 def _process() -> tuple[int, int]:
@@ -219,23 +234,76 @@ def _process() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def _shared_loss_sums(model, batches: list[TokenBatch], device) -> LossSums:
-    """Each process evaluates every world-th batch; all run the same number of forward passes
-    (a sharded model gathers its weights in each), then the sums are added up."""
+def _shared_pass(
+    model, examples: list[Example], batch_size: int, pad_id: int, device, rank: int, world: int
+) -> tuple[LossSums, torch.Tensor]:
+    """Process `rank` of `world` evaluates every world-th batch; all run the same number of forward passes (a
+    sharded model gathers its weights in each), then the sums are added up. Also returns the
+    (N, 4) per-example table (NLL, tokens, correct tokens, answer correct) in example order."""
     import torch.distributed as dist
 
-    rank, world = _process()
-    mine = batches[rank::world]
-    sums = loss_sums(model, [b.to(device) for b in mine])
-    for _ in range(-(-len(batches) // world) - len(mine)):  # a discarded pass keeps the processes in step
-        loss_sums(model, [batches[0].to(device)])
+    groups = length_groups(examples, batch_size)
+    batches = [collate([examples[i] for i in g], pad_id) for g in groups]
+    stats = _scored(model, [b.to(device) for b in batches[rank::world]])
+    for _ in range(-(-len(batches) // world) - len(batches[rank::world])):  # keeps the processes in step
+        _scored(model, [batches[0].to(device)])
+    sums = _total(stats)
+    table = torch.zeros((len(examples), 4), dtype=torch.float64, device=device)
+    for group, (_, rows) in zip(groups[rank::world], stats):
+        table[torch.tensor(group, device=device)] = rows
     total = torch.tensor(
         [sums.nll, sums.tokens, sums.correct, sums.answers, sums.answers_correct], dtype=torch.float64, device=device
     )
     if world > 1:
         dist.all_reduce(total)
+        dist.all_reduce(table)  # every example's row comes from exactly one process
     nll, tokens, correct, answers, answers_correct = total.tolist()
-    return LossSums(nll, int(tokens), int(correct), int(answers), int(answers_correct))
+    return LossSums(nll, int(tokens), int(correct), int(answers), int(answers_correct)), table.cpu()
+
+
+def _shared_predictions(predictions: list[str], world: int) -> list[str]:
+    """Every process's predictions (each generated every world-th example) back in example order."""
+    if world == 1:
+        return predictions
+    import torch.distributed as dist
+
+    parts = [None] * world
+    dist.all_gather_object(parts, predictions)
+    merged = [None] * sum(len(p) for p in parts)
+    for rank, part in enumerate(parts):
+        merged[rank::world] = part
+    return merged
+
+
+def example_rows(examples: list[Example], table: torch.Tensor, predictions: dict[int, str]) -> list[dict]:
+    """One dict per example (the lines of `mftlab eval --per-example`), in the data's order.
+
+    index, id (the record's `id` or None), key (hash of its text), tokens and loss_sum (nats over its
+    answer tokens), loss (their mean), answer_correct (every answer token is the argmax under teacher
+    forcing), correct (exact match: by generation where a prediction was made, else teacher-forced)
+    and scored_by; with generation also the normalised prediction and reference.
+    """
+    rows = []
+    for index, (example, (nll, tokens, _, right)) in enumerate(zip(examples, table.tolist())):
+        row = {
+            "index": index,
+            "id": example.id,
+            "key": example.key,
+            "tokens": int(tokens),
+            "loss_sum": nll,
+            "loss": nll / tokens if tokens else None,
+            "answer_correct": int(right),
+        }
+        if index in predictions:
+            reference = normalize_answer(example.reference, example.reference)
+            predicted = normalize_answer(predictions[index], example.reference)
+            row.update(
+                scored_by="generation", correct=int(predicted == reference), prediction=predicted, reference=reference
+            )
+        else:
+            row.update(scored_by="teacher-forcing", correct=int(right))
+        rows.append(row)
+    return rows
 
 
 def evaluate(
@@ -247,40 +315,27 @@ def evaluate(
     max_new_tokens: int = 32,
     device="cpu",
     distributed: bool = False,
+    per_example: bool = False,
 ) -> EvalResult:
     """Loss, perplexity, token accuracy and (when references exist and `generate`) exact-match.
 
     `distributed`: every process of the launch calls this with the same examples; each does its
     share (generation must not be combined with a sharded model: its passes differ per process).
+    `per_example`: also return one row per example (`example_rows`), on every process.
     """
     pad_id = padding_id(tokenizer)
     rank, world = _process() if distributed else (0, 1)
-    if world > 1:
-        sums = _shared_loss_sums(model, make_batches(examples, batch_size, pad_id), device)
-    else:
-        sums = loss_sums(model, make_batches(examples, batch_size, pad_id, device))
-    exact = None
-    with_ref = [e for e in examples if e.reference is not None and e.prompt_ids]
+    sums, table = _shared_pass(model, examples, batch_size, pad_id, device, rank, world)
+    exact, predictions = None, {}
+    with_ref = [i for i, e in enumerate(examples) if e.reference is not None and e.prompt_ids]
     if generate and with_ref:
         mine = with_ref[rank::world]
-        predictions = generate_answers(model, tokenizer, mine, batch_size, max_new_tokens, device)
-        hits = torch.tensor(
-            [
-                float(
-                    sum(
-                        normalize_answer(p, e.reference) == normalize_answer(e.reference, e.reference)
-                        for p, e in zip(predictions, mine)
-                    )
-                )
-            ],
-            dtype=torch.float64,
-            device=device,
-        )
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(hits)
-        exact = float(hits) / len(with_ref)
+        generated = generate_answers(model, tokenizer, [examples[i] for i in mine], batch_size, max_new_tokens, device)
+        predictions = dict(zip(with_ref, _shared_predictions(generated, world)))
+        exact = sum(
+            normalize_answer(p, examples[i].reference) == normalize_answer(examples[i].reference, examples[i].reference)
+            for i, p in predictions.items()
+        ) / len(with_ref)
     return EvalResult(
         loss=sums.loss,
         perplexity=math.exp(min(sums.loss, 700.0)),
@@ -289,4 +344,5 @@ def evaluate(
         examples=len(examples),
         exact_match=exact,
         answer_accuracy=sums.answer_accuracy,
+        per_example=example_rows(examples, table, predictions) if per_example else None,
     )

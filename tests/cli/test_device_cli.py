@@ -132,11 +132,12 @@ def test_eval_on_the_cpu_gives_the_numbers_of_the_default_and_its_peak_memory(se
     assert "peak" not in plain.output and plain.output.startswith("loss ")  # the text output is as it was
 
 
-def test_eval_under_torchrun_reports_every_process(setup):
+def test_eval_under_torchrun_reports_every_process(setup, tmp_path):
     args = ["eval", setup["model"], "--data", setup["data"], "--batch-size", "3", "--json", "--device", "cpu"]
-    one = invoke(*args)
+    one = invoke(*args, "--per-example", tmp_path / "one.jsonl")
     assert one.exit_code == 0, one.output
-    cmd = [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "-m", "mftlab.cli.main", *args]
+    two_args = [*args, "--per-example", tmp_path / "two.jsonl"]
+    cmd = [os.path.join(BIN, "torchrun"), "--nproc_per_node", "2", "-m", "mftlab.cli.main", *map(str, two_args)]
     two = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = json.loads(one.stdout), json.loads(two.stdout)  # only the main process prints
@@ -144,6 +145,13 @@ def test_eval_under_torchrun_reports_every_process(setup):
         assert a[key] == b[key], key
     assert abs(a["loss"] - b["loss"]) <= 1e-12 * a["loss"]
     _check_peaks(b, 2)
+    # every example's row, generated and scored by one of the two processes, as one process has it
+    rows = [[json.loads(line) for line in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("one", "two")]
+    assert len(rows[0]) == len(rows[1]) == a["examples"]
+    for x, y in zip(*rows):
+        for key in ("loss_sum", "loss"):  # the same batches, summed in the same order: equal to rounding
+            assert abs(x.pop(key) - y.pop(key)) <= 1e-6 * x["tokens"] * 10, key
+        assert x == y
 
 
 def test_baseline_json_reports_what_was_written_and_peak_memory(setup, tmp_path):

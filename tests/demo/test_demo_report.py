@@ -20,7 +20,10 @@ def test_report_tables_and_figures(quick_demo):
         assert method in demo["methods"]
     # Every table cell of the main tables is a number (or mean ± std) in range; nothing is missing.
     for line in report.split("## Appendix")[0].splitlines():
-        if line.startswith("| ") and not line.startswith("| Method"):
+        if line.startswith("| ") and " (95% CI) |" in line:  # the paired differences under Table 1 and the loss table
+            cells = [c.strip() for c in line.strip("|").split("|")][1:]
+            assert all(re.fullmatch(r"[+-]\d+\.\d+ \[[+-]\d+\.\d+, [+-]\d+\.\d+\]( \*)?", c) for c in cells), line
+        elif line.startswith("| ") and not line.startswith("| Method"):
             cells = [c.strip().strip("*") for c in line.strip("|").split("|")][1:]  # bold: a column's best
             assert cells and all(re.fullmatch(r"\d+\.\d+( ± \d+\.\d+)?", c) for c in cells), line
             assert all(0.0 <= float(c.split(" ± ")[0]) <= 100.0 for c in cells), line
@@ -32,9 +35,12 @@ def test_report_tables_and_figures(quick_demo):
                     assert math.isfinite(s["loss"]) and s["loss"] > 0
     verdicts = [line for line in report.splitlines() if line.startswith("- **")]
     assert len(verdicts) == 3
+    pattern = r"MFT (beat|did not beat|did not significantly differ from) the FFT upper bound: [\d.]+% vs [\d.]+%"
+    assert all(re.search(pattern, v) for v in verdicts)
     assert all(
-        re.search(r"MFT (beat|did not beat|tied with) the FFT upper bound: [\d.]+% vs [\d.]+%", v) for v in verdicts
+        re.search(r"\(95% CI [+-][\d.]+ to [+-][\d.]+ over \d+ test examples, exact McNemar p = ", v) for v in verdicts
     )
+    assert all(v.endswith((": not significant.", ": significant at 5% (Holm over domains).")) for v in verdicts)
     assert "## Table 1" in report and "## Table 5" in report
     # Every figure the report shows exists and is non-empty, with PDF and interactive versions.
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
@@ -145,3 +151,37 @@ def test_the_benchmark_table_comes_through_lm_eval_and_equals_the_built_in_exact
     report = (out / "report.md").read_text()
     assert "## Table 1 on benchmarks (lm-eval, %)" in report and "math, tinybench_math exact_match: MFT - FFT" in report
     assert (out / "tasks" / "tinybench_math.yaml").exists()
+    rows = (out / "seed-0" / "math" / "eval" / "bench-fft.examples.jsonl").read_text().splitlines()
+    assert (
+        len(rows) == 60 and json.loads(rows[0])["scored_by"] == "lm-eval:exact_match"
+    )  # lm-eval's per-document scores
+
+
+def test_the_reports_intervals_are_those_of_compare_evals_on_the_kept_per_example_files(quick_demo):
+    from click.testing import CliRunner
+
+    from mftlab.cli.main import main
+
+    out, _ = quick_demo
+    demo = json.loads((out / "demo.json").read_text())
+    saved = json.loads((out / demo["analysis"]["significance"] / "significance.json").read_text())
+    assert {(c["b"], c["a"], c["metric"]) for c in saved["comparisons"]} == {
+        ("MFT", a, m) for a in ("FFT", "continued FFT") for m in ("exact_match", "loss")
+    }
+    for c in saved["comparisons"]:
+        family = [x for x in saved["comparisons"] if x["family"] == c["family"]]
+        assert len(family) == 3 and c["p_adjusted"] >= c["p_value"]  # Holm over the three domains
+    domain = "math"
+    chosen = demo["mft_variants"]["0"][domain]["selected"]
+    folder = out / "seed-0" / domain / "eval"
+    fft, mft = folder / f"examples-fft-{domain}.jsonl", folder / f"examples-mft-{chosen}-{domain}.jsonl"
+    assert len(fft.read_text().splitlines()) == 60  # one line per test example
+    for metric in ("exact_match", "loss"):
+        result = CliRunner().invoke(main, ["compare-evals", str(fft), str(mft), "--metric", metric, "--json"])
+        assert result.exit_code == 0, result.output
+        [alone] = json.loads(result.stdout)["comparisons"]
+        [in_report] = [c for c in saved["comparisons"] if (c["group"], c["a"], c["metric"]) == (domain, "FFT", metric)]
+        for key in ("difference", "ci_low", "ci_high", "p_value", "examples"):
+            assert alone[key] == in_report[key], (metric, key)
+    report = (out / "report.md").read_text()
+    assert "![MFT minus FFT" in report and (out / "analysis" / "significance" / "forest_plot.png").stat().st_size > 5000

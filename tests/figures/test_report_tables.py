@@ -53,3 +53,37 @@ def test_verdicts_take_names_and_roles_from_the_results():
     assert verdicts(demo)[0].startswith("**math**: masking beat the full FT upper bound")
     demo["roles"] = {"method": "fft", "upper_bound": "mft"}
     assert verdicts(demo)[0].startswith("**math**: full FT did not beat the masking upper bound")
+
+
+def _significance(tmp_path, p_values, seeds=1):
+    """A saved significance result of MFT - FFT in exact match over both domains (known p-values)."""
+    from mftlab.significance.paired import PairedComparison
+    from mftlab.significance.result import Comparison, EvalComparison
+
+    comparisons = []
+    for domain, p, adjusted in zip(("math", "code"), p_values, (min(1, 2 * min(p_values)), max(p_values))):
+        stats = PairedComparison(
+            "exact_match", 100, 0.45, 0.51, 0.06, 0.01, 0.11, "mcnemar-exact", p, (9, 3), seeds=seeds
+        )
+        comparisons.append(Comparison("FFT", "MFT", domain, "MFT - FFT, exact_match", stats, adjusted))
+    folder = tmp_path / "analysis" / "significance"
+    EvalComparison(tuple(comparisons)).save(folder)
+    return "analysis/significance"
+
+
+def test_verdicts_come_from_the_paired_tests_when_the_protocol_made_them(tmp_path):
+    from mftlab.figures import significance_section
+
+    demo = _demo()
+    demo["analysis"] = {"significance": _significance(tmp_path, (0.004, 0.2))}
+    result = significance_section.load(str(tmp_path), demo)
+    math, code = verdicts(demo, result)
+    assert math.startswith("**math**: MFT beat the FFT upper bound: 51.0% vs 45.0%")
+    assert "(95% CI +1.0 to +11.0 over 100 test examples, exact McNemar p = 0.004, Holm over 2 domains: 0.008)" in math
+    assert math.endswith(": significant at 5% (Holm over domains).")
+    assert code.startswith("**code**: MFT did not significantly differ from the FFT upper bound")
+    assert code.endswith(": not significant.")
+    rows = significance_section.difference_rows(result, demo, "exact_match")
+    assert rows == [["MFT - FFT (95% CI)", "+6.0 [+1.0, +11.0] *", "+6.0 [+1.0, +11.0]"]]
+    assert significance_section.difference_rows(result, demo, "loss") == []  # no loss comparisons saved
+    assert verdicts(demo)[0].endswith("(± 1.4 over 2 seeds).")  # without the result: as before

@@ -227,3 +227,18 @@ def test_two_processes_split_the_examples_and_give_the_result_of_one(tmp_path, l
     two = json.loads(launched.stdout[launched.stdout.index("{") :])
     assert _metrics(two) == _metrics(one)
     assert two["results"]["tiny_math"]["sample_len"] == 12
+
+
+def test_per_example_rows_come_from_lm_evals_samples_and_average_to_its_metrics(tmp_path, llama_dir, tasks):
+    path = tmp_path / "rows.jsonl"
+    args = ["eval", llama_dir, "--tasks", "tiny_math,tiny_choice", "--include-path", tasks, "--batch-size", "4"]
+    result = json.loads(invoke(*args, "--per-example", path, "--json", "--output-path", tmp_path / "res").stdout)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(24)) and rows[0]["id"] == "tiny_math/0"
+    for task, metric in (("tiny_math", "exact_match"), ("tiny_choice", "acc")):
+        mine = [r for r in rows if r["task"] == task]
+        assert len(mine) == 12 and {r["scored_by"] for r in mine} == {f"lm-eval:{metric}"}
+        assert sum(r["correct"] for r in mine) / 12 == pytest.approx(result["results"][task][f"{metric},none"])
+    assert not list((tmp_path / "res").glob("samples_*"))  # per-example rows only: no --log-samples files
+    same = invoke("compare-evals", path, path)
+    assert "B - A  +0.00 points" in same.output
