@@ -170,9 +170,16 @@ def add_rank_correlations(result: ReferenceResult, label: str, reference_scores:
 
 
 def correlate_with_run(
-    result: ReferenceResult, masks: list, run_dir: str, loaded=None, data: str | None = None, force: bool = False
+    result: ReferenceResult,
+    masks: list,
+    run_dir: str,
+    loaded=None,
+    data: str | None = None,
+    force: bool = False,
+    progress=None,
 ) -> None:
-    """Spearman of the run's latest checkpoint scores with each criterion mask's recomputed scores.
+    """Spearman of the run's latest checkpoint scores with each criterion mask's recomputed scores
+    (`progress(done, total)` after each criterion).
 
     `masks` are the compared masks (paths or Masks, in `result.labels` order); `loaded` is the base
     model (mftlab.models.loading.LoadedModel) or None (then only the checkpoint is recorded, with a note).
@@ -186,9 +193,11 @@ def correlate_with_run(
     if loaded is None:
         result.notes.append("no rank correlations: pass --model (and --data for wanda / snip) to recompute criteria")
         return
-    for label, mask in zip(result.labels, masks):
+    for done, (label, mask) in enumerate(zip(result.labels, masks), 1):
         scores, why = mask_criterion_scores(load_with_source(mask)[0], label, result.tensors, loaded, data, force)
         if scores is None:
             result.notes.append(why)
         else:
             add_rank_correlations(result, label, ranking, scores)
+        if progress is not None:
+            progress(done, len(masks))

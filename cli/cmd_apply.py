@@ -30,6 +30,7 @@ def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_cod
     from mftlab.mask.maskfile import load_mask
     from mftlab.mft.apply import write_merged
     from mftlab.models.device import resolve_device
+    from mftlab.progress.lines import callback
 
     where = resolve_device(device)
     click.get_current_context().with_resource(hold_output(out_dir))  # two applies to one --out: one is refused
@@ -43,6 +44,7 @@ def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_cod
         gguf_file=gguf_file,
         trust_remote_code=trust_remote_code,
         device=where,
+        progress=callback("apply", "shard"),
     )
     if mismatched:
         click.echo(

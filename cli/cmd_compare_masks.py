@@ -62,6 +62,7 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
     from mftlab.analysis.overlap import compare_masks
     from mftlab.files.folder_lock import hold_folder
     from mftlab.models.device import resolve_device
+    from mftlab.progress.lines import callback
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")
@@ -76,7 +77,7 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
         return _compare_to_reference(
             reference, list(mask_paths), names, out, force, no_figures, scores_run, model, data, where, model_kw
         )
-    result = compare_masks(list(mask_paths), names, force=force)
+    result = compare_masks(list(mask_paths), names, force=force, progress=callback("compare-masks", "tensor"))
 
     written = result.save(out)
     if not no_figures:
@@ -105,6 +106,7 @@ def _compare_to_reference(
 ):
     from mftlab.analysis.criteria import run_scores
     from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
+    from mftlab.progress.lines import callback
 
     if data and not model:
         raise MftlabError("--data (calibration data) needs --model too, to recompute the criteria's scores")
@@ -113,7 +115,7 @@ def _compare_to_reference(
     result = reference_overlap(reference, mask_paths, names, force=force)
     if scores_run:
         loaded = load_model_from(model, device=device, **model_kw) if model else None
-        correlate_with_run(result, mask_paths, scores_run, loaded, data, force)
+        correlate_with_run(result, mask_paths, scores_run, loaded, data, force, callback("scores", "criterion"))
 
     written = result.save(out)
     if not no_figures:

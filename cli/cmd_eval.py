@@ -164,6 +164,7 @@ def command(
         device=where,
         distributed=launch.distributed,
         per_example=per_example is not None,
+        progress=_progress_lines() if launch.is_main else None,
     )
     peaks = peak_memory(where, distributed=launch.distributed)  # every process takes part
     if not launch.is_main:
@@ -183,6 +184,14 @@ def command(
     if result.exact_match is not None:
         click.echo(f"exact match     {result.exact_match:.4f}")
     click.echo(f"tokens          {result.tokens} in {result.examples} examples")
+
+
+def _progress_lines():
+    """Two progress lines on stderr: examples scored, then answers generated."""
+    from mftlab.progress.lines import callback
+
+    lines = {"scored": callback("eval", "example"), "generated": callback("generate", "answer")}
+    return lambda stage, done, total: lines[stage](done, total)
 
 
 def _run_tasks(loaded, harness, launch, model, mask_path, mask, mismatched, as_json, per_example, log_samples):

@@ -17,6 +17,7 @@ def run_and_report(run, out: str, threads: int) -> dict:
 
     from mftlab.figures.report import render as render_report
     from mftlab.files.folder_lock import hold_folder
+    from mftlab.progress.lines import clock
 
     click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the report
     if threads < 1:
@@ -25,7 +26,8 @@ def run_and_report(run, out: str, threads: int) -> dict:
     started = time.perf_counter()
 
     def progress(event):
-        click.echo(f"[{time.perf_counter() - started:6.1f}s] ({event.step}/{event.total}) {event.message}")
+        left = f" (ETA {clock(event.eta_seconds)} for the run)" if event.eta_seconds is not None else ""
+        click.echo(f"[{time.perf_counter() - started:6.1f}s] ({event.step}/{event.total}) {event.message}{left}")
 
     with torch.random.fork_rng(devices=[]):
         index = run(progress)
@@ -104,6 +106,6 @@ def command(config_file, out, threads, processes, device, dry_run, force):
 
     def run(progress):  # under the folder's lock, like everything it writes
         write_plan(plan, config.runtime, out, config_file)
-        return run_protocol(config, out, progress, plans=plan.planned_gib())
+        return run_protocol(config, out, progress, plans=plan.planned_gib(), schedule=plan.schedule())
 
     run_and_report(run, out, threads)

@@ -47,6 +47,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, devic
     from mftlab.files.folder_lock import hold_folder
     from mftlab.mask.maskfile import load_mask
     from mftlab.models.device import resolve_device
+    from mftlab.progress.lines import callback
 
     if mask_path is None and run_dir is None:
         raise MftlabError("give a MASK file or --run DIR (a training run folder); see mftlab stats --help")
@@ -59,12 +60,14 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, devic
     dynamics = None
     if run_dir is not None:
         paths, steps, labels = run_masks(run_dir)
-        dynamics = mask_dynamics(paths, steps, labels)
+        dynamics = mask_dynamics(paths, steps, labels, progress=callback("dynamics", "snapshot"))
         mask_path = mask_path or paths[-1]
     mask = load_mask(mask_path)
     base_model = load_model_from(model, device=where, **model_kw).model if model else None
     before = load_model_from(pretrained, device=where, **model_kw).model if pretrained else None
-    result = mask_stats(mask, base_model, before, force=force, source=os.fspath(mask_path))
+    result = mask_stats(
+        mask, base_model, before, force=force, source=os.fspath(mask_path), progress=callback("stats", "tensor")
+    )
 
     written = result.save(out)
     if dynamics is not None:

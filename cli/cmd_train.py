@@ -19,10 +19,19 @@ class _Reporter:
     """Progress bar on a terminal, plain log lines otherwise."""
 
     def __init__(self):
+        import os
+
+        from mftlab.progress.training import TrainingLine
+
         self.bar = None
         self.tty = sys.stderr.isatty()
+        # a protocol step launched by `mftlab protocol`: progress lines it forwards to its own output
+        launched = os.environ.get("MFTLAB_PROGRESS") == "plain"
+        self.line = TrainingLine(os.environ.get("MFTLAB_PROGRESS_LABEL", "training")) if launched else None
 
     def __call__(self, event):
+        if self.line is not None:
+            self.line(event)
         if event.event == "start":
             m = event.metrics
             click.echo(

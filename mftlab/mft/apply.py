@@ -43,7 +43,7 @@ def _shard_files(folder: str) -> list[str]:
     return sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
 
 
-def _mask_shards_in_place(model_dir: str, mask: Mask, out_tmp: str, force: bool) -> list[str] | None:
+def _mask_shards_in_place(model_dir: str, mask: Mask, out_tmp: str, force: bool, progress=None) -> list[str] | None:
     """Rewrite each safetensors shard with the mask applied; None when the layout does not fit."""
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -70,6 +70,8 @@ def _mask_shards_in_place(model_dir: str, mask: Mask, out_tmp: str, force: bool)
             tensors[name] = tensors[name] * mask.keep(name).to(tensors[name].dtype)
         save_file(tensors, os.path.join(out_tmp, shard), metadata=metadata)
         del tensors
+        if progress is not None:
+            progress(shards.index(shard) + 1, len(shards))
     for entry in os.listdir(model_dir):
         src = os.path.join(model_dir, entry)
         if entry == "config.json":
@@ -100,8 +102,10 @@ def write_merged(
     gguf_file: str | None = None,
     trust_remote_code: bool = False,
     device="cpu",
+    progress=None,
 ) -> list[str]:
-    """Write `model_source` with `mask` applied as a Hugging Face folder at `out_dir` (atomically).
+    """Write `model_source` with `mask` applied as a Hugging Face folder at `out_dir` (atomically);
+    `progress(done, total)` after each shard file written.
 
     A local safetensors folder is masked shard by shard on the CPU; anything else is loaded onto
     `device`, masked there and saved.
@@ -114,7 +118,7 @@ def write_merged(
     with atomic_dir(out_dir) as tmp:
         mismatched = None
         if os.path.isdir(model_source) and gguf_file is None and dtype == "auto" and mask is not None:
-            mismatched = _mask_shards_in_place(model_source, mask, tmp, force)
+            mismatched = _mask_shards_in_place(model_source, mask, tmp, force, progress)
         if mismatched is None:
             loaded = load_model(
                 model_source, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code, device=device

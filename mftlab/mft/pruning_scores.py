@@ -90,7 +90,7 @@ def input_sq_sums(model: torch.nn.Module, targets: list[Target], calibration: Ca
     model.eval()
     device = _device(model)
     try:
-        for batch in calibration.batches:
+        for batch in _calibration_batches(calibration, "wanda"):
             batch = batch.to(device)
             padded = not bool(batch.attention_mask.all())
             current.update(valid=batch.attention_mask if padded else None, last=None)  # (B, T)
@@ -101,6 +101,18 @@ def input_sq_sums(model: torch.nn.Module, targets: list[Target], calibration: Ca
             h.remove()
         model.train(was_training)
     return sums
+
+
+def _calibration_batches(calibration: Calibration, label: str):
+    """The calibration batches, with a progress line of the tokens seen (shown when progress is on)."""
+    from mftlab.progress.lines import ProgressLine
+
+    with ProgressLine(f"{label} calibration", calibration.tokens, "token") as line:
+        seen = 0
+        for batch in calibration.batches:
+            yield batch
+            seen += int(batch.attention_mask.sum())
+            line.update(seen)
 
 
 def wanda_scores(model: torch.nn.Module, targets: list[Target], calibration: Calibration) -> dict[str, torch.Tensor]:
@@ -145,7 +157,7 @@ def snip_scores(model: torch.nn.Module, targets: list[Target], calibration: Cali
             w.requires_grad_(True)
             w.grad = None
             handles.append(w.register_post_accumulate_grad_hook(add(n)))
-        for batch in calibration.batches:
+        for batch in _calibration_batches(calibration, "snip"):
             (training_nll(model, batch.to(device)) / calibration.label_tokens).backward()
     finally:
         for h in handles:

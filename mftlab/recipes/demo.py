@@ -24,7 +24,7 @@ from mftlab.mft.targeting import parse_layers
 from mftlab.options_meta import doc, like
 from mftlab.recipes import steps
 from mftlab.recipes.methods import METHODS
-from mftlab.recipes.protocol import ProtocolProgress, planned_steps, run_protocol
+from mftlab.recipes.protocol import ProtocolProgress, planned_steps, run_protocol, runs_lora
 from mftlab.recipes.protocol_config import (
     DomainData,
     Evaluation,
@@ -34,6 +34,7 @@ from mftlab.recipes.protocol_config import (
     Training,
     config_to_dict,
 )
+from mftlab.recipes.protocol_plan import plan_protocol
 from mftlab.recipes.tinybench import DOMAINS, SplitSizes, pretraining_records, write_benchmark, write_jsonl
 
 CONFIG_FILE = "protocol.yaml"
@@ -205,4 +206,5 @@ def run_demo(config: DemoConfig, progress: Callable[[ProtocolProgress], None] | 
             )
         )
     write_config(protocol, os.path.join(config.out, CONFIG_FILE))
-    return run_protocol(protocol, config.out, progress, done_before=1, command="demo")
+    schedule = plan_protocol(protocol, config.out, runs_lora(protocol)).schedule()  # where the ETA starts
+    return run_protocol(protocol, config.out, progress, done_before=1, command="demo", schedule=schedule)

@@ -19,6 +19,7 @@ import sys
 import time
 
 from mftlab.errors import MftlabError
+from mftlab.progress.lines import PREFIX
 
 COMMAND = "command.sh"
 LOG = "log.txt"
@@ -67,19 +68,30 @@ def _last_line(path: str) -> str:
     return (errors or lines or [""])[-1][:300]
 
 
-def launch_step(label: str, folder: str, program: list[str], runtime) -> float:
+def launch_step(label: str, folder: str, program: list[str], runtime, forward=None) -> float:
     """Run `program` under the launcher with its output in `folder/log.txt`; returns the wall seconds.
 
+    The processes report progress as plain lines (MFTLAB_PROGRESS=plain; process 0 only): each line
+    that starts with `lines.PREFIX` is also passed to `forward` (the protocol's output), without it.
     Raises StepFailed naming the step and its log when any process fails.
     """
     command = launch_command(runtime, program)
     write_command(folder, command)
     log = os.path.join(folder, LOG)
     started = time.perf_counter()
+    env = dict(os.environ, MFTLAB_PROGRESS="plain", MFTLAB_PROGRESS_LABEL=label)
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
         out.flush()
-        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, text=True
+        )
+        for line in process.stdout:  # the whole log is kept; progress lines also go to the protocol's output
+            out.write(line)
+            out.flush()
+            if forward is not None and line.startswith(PREFIX):
+                forward(line[len(PREFIX) :].rstrip("\n"))
+        code = process.wait()
     if code != 0:
         last = _last_line(log)
         raise StepFailed(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mftlab.files.results import header, write_result
+from mftlab.progress.run_state import RunState
 from mftlab.recipes import benchmarks, protocol_runs, steps
 from mftlab.recipes import variants as recipe
 from mftlab.recipes.methods import METHODS, NAMES, describe_methods
@@ -38,6 +39,7 @@ class ProtocolProgress:
     step: int
     total: int
     message: str
+    eta_seconds: float | None = None  # the whole run's time left (mftlab.progress.run_state), when known
 
 
 def lora_available() -> bool:
@@ -272,15 +274,16 @@ def run_protocol(
     done_before: int = 0,
     command: str = "protocol",
     plans: dict[str, float] | None = None,
+    schedule: list | None = None,
 ) -> dict:
     """Run (or resume) the whole protocol into `out`; returns the index written to `out/demo.json`.
 
     `done_before` progress steps were already reported by the caller (the demo's data step);
     `command` names the command in the index (the report's title); `plans` maps step folders
-    (relative to `out`) to their planned peak GiB per GPU, recorded beside what each step measured.
+    (relative to `out`) to their planned peak GiB per GPU, recorded beside what each step measured;
+    `schedule` (PlannedStep: folder, kind, planned seconds) lets the run's ETA start from the plan. The
+    run's state and ETA are kept in OUT/progress.json (`mftlab status OUT` reads it).
     """
-    from mftlab.recipes import protocol_analysis, protocol_significance
-
     os.makedirs(out, exist_ok=True)
     started = time.perf_counter()
     seeds = list(range(config.seed, config.seed + config.seeds))
@@ -288,12 +291,26 @@ def run_protocol(
     total = done_before + planned_steps(config)
     counter = {"n": done_before}
 
+    state = RunState(out, command, total, schedule)
+
     def say(message: str) -> None:
         counter["n"] += 1
+        eta = state.begin(min(counter["n"], total), message)
         if progress:
-            progress(ProtocolProgress(min(counter["n"], total), total, message))
+            progress(ProtocolProgress(min(counter["n"], total), total, message, eta))
 
-    runner = StepRunner(out, config.runtime, plans)
+    try:
+        index = _run(config, out, command, started, seeds, domains, say, StepRunner(out, config.runtime, plans, state))
+    except BaseException as exc:  # a failed or interrupted run says where it stopped
+        state.fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    state.finish()
+    return index
+
+
+def _run(config, out, command, started, seeds, domains, say, runner) -> dict:
+    from mftlab.recipes import protocol_analysis, protocol_significance
+
     backbone = _backbone(config, out, say, runner)
     per_seed = {}
     for seed in seeds:

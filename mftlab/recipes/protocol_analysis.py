@@ -20,6 +20,7 @@ from mftlab.analysis.stats import mask_stats
 from mftlab.mask.maskfile import load_mask
 from mftlab.models.loading import load_model
 from mftlab.models.tokenizer import padding_id
+from mftlab.progress.lines import ProgressLine
 from mftlab.recipes import steps
 from mftlab.recipes.methods import NAMES
 from mftlab.training.data import load_examples
@@ -110,7 +111,26 @@ def compute_landscape(folder: str, job: dict, device="cpu", dtype: str = "auto",
         lambda: steps.load_method_model(job["fft_dir"], job["mask_path"], **load)[0],
     ]
     spread = {} if launch is None else {"rank": launch.rank, "world_size": launch.world_size, "barrier": launch.barrier}
-    landscape(models, train, test, config, folder, labels=[NAMES[m] for m in ("fft", "continued_fft", "mft")], **spread)
+    indent = "  " if launch is None else ""  # a launched worker's lines are indented where they are shown
+    label = f"{indent}loss landscape ({os.path.basename(folder)})"
+    shown = _points_line(label) if launch is None or launch.is_main else None
+    names = [NAMES[m] for m in ("fft", "continued_fft", "mft")]
+    landscape(models, train, test, config, folder, labels=names, progress=shown, **spread)
+
+
+def _points_line(label: str):
+    """The landscape's progress events as a progress line of the points this process computes."""
+    state = {"line": None}
+
+    def report(kind: str, data: dict) -> None:
+        if kind == "point":
+            if state["line"] is None:
+                state["line"] = ProgressLine(label, data["total"], "point")
+            state["line"].update(data["done"])
+            if data["done"] == data["total"]:
+                state["line"].close()
+
+    return report
 
 
 def analyse(config, out: str, runs: dict, backbone: str, say, runner) -> dict:

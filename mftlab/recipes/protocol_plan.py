@@ -68,6 +68,12 @@ class ProtocolPlan:
         """Step folder -> planned peak GiB per GPU (what the run records beside its measurement)."""
         return {s.folder: round(s.memory_bytes / GIB, 3) for s in self.steps if s.memory_bytes is not None}
 
+    def schedule(self) -> list:
+        """Every step's folder, kind and planned seconds: where the run's ETA starts (mftlab.progress.run_state)."""
+        from mftlab.progress.run_state import PlannedStep
+
+        return [PlannedStep(s.folder, s.kind, s.seconds) for s in self.steps]
+
     def misfit_lines(self) -> list[str]:
         limit = fmt_bytes(self.limit_bytes) if self.limit_bytes is not None else ""
         return [

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
 from mftlab.files.atomic import append_line
 from mftlab.files.results import read_json, write_json
+from mftlab.progress.training import TrainingLine
 from mftlab.recipes import steps
 from mftlab.recipes.launch import launch_step
 from mftlab.recipes.runtime import Runtime
@@ -109,10 +111,11 @@ def _peak_from_metrics(folder: str) -> float | None:
 
 
 class StepRunner:
-    def __init__(self, out: str, runtime: Runtime, plans: dict[str, float] | None = None):
+    def __init__(self, out: str, runtime: Runtime, plans: dict[str, float] | None = None, state=None):
         from mftlab.models.device import resolve_device
 
         self.out, self.runtime = out, runtime
+        self.state = state  # mftlab.progress.run_state.RunState: the run's ETA learns from every step
         self.plans = plans or {}  # step folder (relative to out) -> planned peak GiB per GPU
         self.device = resolve_device(runtime.device, local_rank=0)  # this process's own work
         self.dtype = runtime.dtype or "auto"
@@ -132,6 +135,17 @@ class StepRunner:
         }
         with open(os.path.join(self.out, STEPS_LOG), "a", encoding="utf-8") as log:
             append_line(log, json.dumps(row))
+        if self.state is not None:
+            self.state.measured(kind, where, seconds)
+
+    def _starting(self, folder: str) -> None:
+        if self.state is not None:
+            self.state.running(os.path.relpath(folder, self.out))
+
+    @staticmethod
+    def _forward(text: str) -> None:
+        """A launched step's progress line, on this process's progress stream."""
+        print(f"  {text}", file=sys.stderr, flush=True)
 
     def _local_peak(self) -> float:
         from mftlab.training.peak_memory import peak_memory
@@ -165,14 +179,15 @@ class StepRunner:
             config = replace(config, resume=True)
         else:
             steps.fresh(folder)
+        self._starting(folder)
         started = time.perf_counter()
         if self.runtime.launched:
             self.release()
-            launch_step(label, folder, CLI + ["train", *train_arguments(config)], self.runtime)
+            launch_step(label, folder, CLI + ["train", *train_arguments(config)], self.runtime, self._forward)
             summary = summary_from_folder(folder, config.method)
         else:
             self._reset_peak()  # the metrics' peak is then this step's
-            summary = steps.train_summary(config, progress)
+            summary = steps.train_summary(config, progress or TrainingLine(f"  {label}"))
         self._record(
             label, "train", folder, time.perf_counter() - started, _peak_from_metrics(folder), self.runtime.launched
         )
@@ -183,6 +198,7 @@ class StepRunner:
         """name -> eval result of every job (cached per method as eval-NAME.json in `folder`)."""
         todo = [j for j in jobs if not steps.scored(folder, j.name)]
         if todo:
+            self._starting(folder)
             started = time.perf_counter()
             os.makedirs(folder, exist_ok=True)
             if self.runtime.launched:
@@ -190,7 +206,7 @@ class StepRunner:
             else:
                 self._reset_peak()
                 for job in todo:
-                    self._score_here(folder, job, tests, val, max_seq_len)
+                    self._score_here(folder, job, tests, val, max_seq_len, f"  scoring {job.name}")
                 peak = self._local_peak()
             self._record(label, "score", folder, time.perf_counter() - started, peak, self.runtime.launched)
         return {j.name: self._score_here(folder, j, tests, val, max_seq_len) for j in jobs}
@@ -214,7 +230,7 @@ class StepRunner:
         }
         return self._launch_worker(label, folder, "score", spec)
 
-    def _score_here(self, folder, job: ScoreJob, tests, val, max_seq_len) -> dict:
+    def _score_here(self, folder, job: ScoreJob, tests, val, max_seq_len, label: str | None = None) -> dict:
         return steps.evaluate_method(
             folder,
             job.name,
@@ -224,6 +240,7 @@ class StepRunner:
             max_seq_len,
             device=self.device,
             batch_size=self.runtime.eval_batch_size,
+            label=label,
         )
 
     # -- benchmarks (lm-eval) ---------------------------------------------------------------------
@@ -256,6 +273,7 @@ class StepRunner:
         from mftlab.recipes.protocol_analysis import compute_landscape
 
         label = f"loss landscape ({os.path.basename(folder)})"
+        self._starting(folder)
         started = time.perf_counter()
         if self.runtime.launched:
             spec = {"task": "landscape", "job": job, "device": self.runtime.device, "dtype": self.dtype}
@@ -278,7 +296,7 @@ class StepRunner:
         report = os.path.join(folder, WORKER_REPORT)
         write_json(spec_path, dict(spec, report=report))
         self.release()
-        launch_step(label, folder, CLI + ["protocol-step", os.path.abspath(spec_path)], self.runtime)
+        launch_step(label, folder, CLI + ["protocol-step", os.path.abspath(spec_path)], self.runtime, self._forward)
         return read_json(report).get("peak_mem_gib") if os.path.exists(report) else None
 
 
@@ -304,6 +322,7 @@ def run_worker(spec_path: str) -> None:
                 device=device,
                 distributed=launch.distributed,
                 batch_size=spec["batch_size"],
+                label=f"scoring {job.name}" if launch.is_main else None,
             )
             launch.barrier()  # process 0 has written eval-NAME.json before anyone goes on
     elif spec["task"] == "benchmark":

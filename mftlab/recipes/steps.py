@@ -21,6 +21,7 @@ from mftlab.mft.baselines import baseline_mask
 from mftlab.mft.targeting import TargetSpec
 from mftlab.models.loading import load_model
 from mftlab.models.tokenizer import padding_id
+from mftlab.progress.lines import ProgressLine
 from mftlab.significance.per_example import write_per_example
 from mftlab.training.config import TrainConfig
 from mftlab.training.data import load_examples
@@ -182,6 +183,7 @@ def evaluate_method(
     device="cpu",
     distributed: bool = False,
     batch_size: int | None = None,
+    label: str | None = None,
 ) -> dict:
     """Exact-match and loss of one method on every domain's test set (cached per method), with the
     per-example rows of each test set in `examples-NAME-DOMAIN.jsonl` (for the paired tests).
@@ -189,7 +191,7 @@ def evaluate_method(
     `load()` returns (model, tokenizer) on `device`; it is only called when the result is not cached
     yet. `distributed`: every process of a launch calls this and does its share of the batches (the
     sums are added up, process 0 writes the result). `batch_size` overrides the test (128) and
-    validation (64) batches.
+    validation (64) batches. `label`: show the examples scored as a progress line of that name.
     """
     path = os.path.join(folder, f"eval-{name}.json")
     if scored(folder, name):
@@ -198,6 +200,7 @@ def evaluate_method(
     scores, rows = {}, {}
     for domain, test in test_files.items():
         examples, _ = load_examples(test, tokenizer, max_seq_len)
+        line = ProgressLine(f"{label}: {domain} test", len(examples), "example") if label else None
         # Every answer ends with end-of-text, so teacher-forced whole-answer accuracy equals greedy
         # exact match (see LossSums.answer_accuracy) at the cost of one forward pass.
         r = evaluate(
@@ -209,7 +212,10 @@ def evaluate_method(
             device=device,
             distributed=distributed,
             per_example=True,
+            progress=(lambda stage, done, total: line.update(done)) if line is not None else None,
         )
+        if line is not None:
+            line.close()
         scores[domain] = {"exact_match": r.answer_accuracy, "loss": r.loss, "token_accuracy": r.token_accuracy}
         rows[domain] = r.per_example
     val, _ = load_examples(val_file, tokenizer, max_seq_len)

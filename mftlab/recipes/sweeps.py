@@ -32,6 +32,7 @@ from mftlab.mft.selection import check_ratio
 from mftlab.models.device import resolve_device
 from mftlab.models.loading import load_model
 from mftlab.options_meta import doc
+from mftlab.progress.training import TrainingLine
 from mftlab.recipes import steps
 from mftlab.recipes.choose import best_on_validation
 from mftlab.training.config import TrainConfig
@@ -224,7 +225,7 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
                 eval_data=config.train.eval_data or config.eval_data,
                 **point["overrides"],
             )
-            run = steps.run_training(run_dir, train)
+            run = steps.run_training(run_dir, train, TrainingLine(f"  {config.axis} = {point['label']}"))
             result = steps.finish(
                 folder,
                 {

@@ -140,11 +140,17 @@ def batch_loss_sums(model: torch.nn.Module, batch: TokenBatch) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def _scored(model: torch.nn.Module, batches: list[TokenBatch]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`_batch_stats` of every batch (model put in eval mode, then back)."""
+def _scored(
+    model: torch.nn.Module, batches: list[TokenBatch], on_batch=None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`_batch_stats` of every batch (model put in eval mode, then back); `on_batch(rows)` after each."""
     was_training = model.training
     model.eval()
-    stats = [_batch_stats(model, batch) for batch in batches]
+    stats = []
+    for batch in batches:
+        stats.append(_batch_stats(model, batch))
+        if on_batch is not None:
+            on_batch(batch.input_ids.shape[0])
     model.train(was_training)
     return stats
 
@@ -186,9 +192,16 @@ def normalize_answer(text: str, reference: str | None = None) -> str:
 
 @torch.no_grad()
 def generate_answers(
-    model, tokenizer, examples: list[Example], batch_size: int = 16, max_new_tokens: int = 32, device="cpu"
+    model,
+    tokenizer,
+    examples: list[Example],
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    device="cpu",
+    on_batch=None,
 ) -> list[str]:
-    """Greedy completions of each example's prompt (left-padded batches), decoded without specials."""
+    """Greedy completions of each example's prompt (left-padded batches), decoded without specials;
+    `on_batch(answers_so_far)` after each batch."""
     pad_id = padding_id(tokenizer)
     outputs = []
     model.eval()
@@ -210,6 +223,8 @@ def generate_answers(
         )
         for row in generated[:, width:]:
             outputs.append(tokenizer.decode(row, skip_special_tokens=True))
+        if on_batch is not None:
+            on_batch(len(outputs))
     return outputs
 
 
@@ -235,7 +250,7 @@ def _process() -> tuple[int, int]:
 
 
 def _shared_pass(
-    model, examples: list[Example], batch_size: int, pad_id: int, device, rank: int, world: int
+    model, examples: list[Example], batch_size: int, pad_id: int, device, rank: int, world: int, on_batch=None
 ) -> tuple[LossSums, torch.Tensor]:
     """Process `rank` of `world` evaluates every world-th batch; all run the same number of forward passes (a
     sharded model gathers its weights in each), then the sums are added up. Also returns the
@@ -244,7 +259,8 @@ def _shared_pass(
 
     groups = length_groups(examples, batch_size)
     batches = [collate([examples[i] for i in g], pad_id) for g in groups]
-    stats = _scored(model, [b.to(device) for b in batches[rank::world]])
+    shared = None if on_batch is None else (lambda rows: on_batch(rows * world))  # every process does as much
+    stats = _scored(model, [b.to(device) for b in batches[rank::world]], shared)
     for _ in range(-(-len(batches) // world) - len(batches[rank::world])):  # keeps the processes in step
         _scored(model, [batches[0].to(device)])
     sums = _total(stats)
@@ -316,21 +332,35 @@ def evaluate(
     device="cpu",
     distributed: bool = False,
     per_example: bool = False,
+    progress=None,
 ) -> EvalResult:
     """Loss, perplexity, token accuracy and (when references exist and `generate`) exact-match.
 
     `distributed`: every process of the launch calls this with the same examples; each does its
     share (generation must not be combined with a sharded model: its passes differ per process).
     `per_example`: also return one row per example (`example_rows`), on every process.
+    `progress(stage, done, total)`: called as the examples are scored (stage "scored") and as answers are
+    generated ("generated"; the answers of every process, under a launch).
     """
     pad_id = padding_id(tokenizer)
     rank, world = _process() if distributed else (0, 1)
-    sums, table = _shared_pass(model, examples, batch_size, pad_id, device, rank, world)
+    counter = {"done": 0}
+
+    def scored(rows: int) -> None:
+        counter["done"] = min(counter["done"] + rows, len(examples))
+        progress("scored", counter["done"], len(examples))
+
+    sums, table = _shared_pass(
+        model, examples, batch_size, pad_id, device, rank, world, scored if progress is not None else None
+    )
     exact, predictions = None, {}
     with_ref = [i for i, e in enumerate(examples) if e.reference is not None and e.prompt_ids]
     if generate and with_ref:
         mine = with_ref[rank::world]
-        generated = generate_answers(model, tokenizer, [examples[i] for i in mine], batch_size, max_new_tokens, device)
+        made = (lambda n: progress("generated", min(n * world, len(with_ref)), len(with_ref))) if progress else None
+        generated = generate_answers(
+            model, tokenizer, [examples[i] for i in mine], batch_size, max_new_tokens, device, on_batch=made
+        )
         predictions = dict(zip(with_ref, _shared_predictions(generated, world)))
         exact = sum(
             normalize_answer(p, examples[i].reference) == normalize_answer(examples[i].reference, examples[i].reference)

@@ -12,15 +12,16 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_P
 
 
 def _protocol(config_path, out, *extra):
+    """The run's index, and its stderr (every progress line: MFTLAB_PROGRESS_SECONDS=0)."""
     result = subprocess.run(
         [sys.executable, "-m", "mftlab.cli.main", "protocol", str(config_path), "--out", str(out), *extra],
         capture_output=True,
         text=True,
-        env=ENV,
+        env=dict(ENV, MFTLAB_PROGRESS_SECONDS="0"),
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return json.loads((out / "demo.json").read_text())
+    return json.loads((out / "demo.json").read_text()), result.stderr
 
 
 def test_two_processes_give_the_tables_of_one(quick_demo, tmp_path):
@@ -45,9 +46,12 @@ def test_two_processes_give_the_tables_of_one(quick_demo, tmp_path):
     one_path.write_text(yaml.safe_dump(config))
     two_path = tmp_path / "two.yaml"  # the same config, with the runtime the README's rehearsal uses
     two_path.write_text(yaml.safe_dump(dict(config, runtime={"processes": 2, "device": "cpu", "fft_sharding": "fsdp"})))
-    one = _protocol(one_path, tmp_path / "one")
-    two = _protocol(two_path, tmp_path / "two")
-
+    one, _ = _protocol(one_path, tmp_path / "one")
+    two, progress = _protocol(two_path, tmp_path / "two")
+    # the launched steps' progress (process 0's) comes back to the protocol's output; their logs keep it all
+    for line in ("  math (seed 0): full fine-tuning: step ", "  scoring fft: math test: example ", "  loss landscape"):
+        assert line in progress, line
+    assert "eval_loss" in progress and "progress: " not in progress
     assert one["methods"] == two["methods"] == ["fft", "continued_fft", "mft"]
     for method, row in one["scores"]["0"]["math"].items():
         other = two["scores"]["0"]["math"][method]
