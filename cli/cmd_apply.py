@@ -26,11 +26,11 @@ def command(model, mask_path, out_dir, force, dtype, gguf_file, trust_remote_cod
       mftlab apply ./fft-model mask.safetensors --out ./mft-model
       mftlab apply ./gguf-folder --gguf-file model.gguf --out ./model
     """
+    from mftlab.cli.progress_lines import callback
     from mftlab.files.folder_lock import hold_output
     from mftlab.mask.maskfile import load_mask
     from mftlab.mft.apply import write_merged
     from mftlab.models.device import resolve_device
-    from mftlab.progress.lines import callback
 
     where = resolve_device(device)
     click.get_current_context().with_resource(hold_output(out_dir))  # two applies to one --out: one is refused

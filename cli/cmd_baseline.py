@@ -148,11 +148,21 @@ def command(
             f"calibrated on {calibration.tokens:,} tokens ({calibration.label_tokens:,} answer tokens) "
             f"in {calibration.examples} examples, {len(calibration.batches)} batches"
         )
+    from mftlab.cli.progress_lines import callback
+
     seeds = list(range(seed, seed + n_seeds))
     masks, written = [], []
     for s, path in zip(seeds, draw_paths(out_path, seeds)):
         mask, found = baseline_mask(
-            loaded.model, kind, mask_ratio, spec, granularity, s, base_name=model, calibration=calibration
+            loaded.model,
+            kind,
+            mask_ratio,
+            spec,
+            granularity,
+            s,
+            base_name=model,
+            calibration=calibration,
+            progress=callback(f"{kind} calibration", "token") if calibration is not None else None,
         )
         save_mask(mask, path, codec=codec)
         masks.append(mask)

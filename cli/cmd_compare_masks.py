@@ -60,9 +60,9 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
           --scores run --model ./fft-model --data train.jsonl --out results/criteria
     """
     from mftlab.analysis.overlap import compare_masks
+    from mftlab.cli.progress_lines import callback
     from mftlab.files.folder_lock import hold_folder
     from mftlab.models.device import resolve_device
-    from mftlab.progress.lines import callback
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")
@@ -106,7 +106,7 @@ def _compare_to_reference(
 ):
     from mftlab.analysis.criteria import run_scores
     from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
-    from mftlab.progress.lines import callback
+    from mftlab.cli.progress_lines import callback
 
     if data and not model:
         raise MftlabError("--data (calibration data) needs --model too, to recompute the criteria's scores")

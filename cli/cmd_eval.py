@@ -188,7 +188,7 @@ def command(
 
 def _progress_lines():
     """Two progress lines on stderr: examples scored, then answers generated."""
-    from mftlab.progress.lines import callback
+    from mftlab.cli.progress_lines import callback
 
     lines = {"scored": callback("eval", "example"), "generated": callback("generate", "answer")}
     return lambda stage, done, total: lines[stage](done, total)

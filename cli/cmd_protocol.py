@@ -15,9 +15,11 @@ def run_and_report(run, out: str, threads: int) -> dict:
     then draw every figure and write the report. Shared by `mftlab protocol` and `mftlab demo`."""
     import torch
 
+    from mftlab.cli.progress_lines import Display
     from mftlab.figures.report import render as render_report
     from mftlab.files.folder_lock import hold_folder
-    from mftlab.progress.lines import clock
+    from mftlab.progress.events import clock
+    from mftlab.recipes.protocol import ProtocolProgress
 
     click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the report
     if threads < 1:
@@ -25,7 +27,11 @@ def run_and_report(run, out: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
 
+    steps = Display(indent="  ")  # progress inside the steps, on stderr
+
     def progress(event):
+        if not isinstance(event, ProtocolProgress):
+            return steps(event)
         left = f" (ETA {clock(event.eta_seconds)} for the run)" if event.eta_seconds is not None else ""
         click.echo(f"[{time.perf_counter() - started:6.1f}s] ({event.step}/{event.total}) {event.message}{left}")
 

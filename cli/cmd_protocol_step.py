@@ -11,6 +11,7 @@ import click
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
 def command(spec):
     """Run one scoring or landscape step of `mftlab protocol` as SPEC (written by the protocol) describes it."""
+    from mftlab.cli.progress_lines import Display
     from mftlab.recipes.step_runner import run_worker
 
-    run_worker(spec)
+    run_worker(spec, Display())  # launched with MFTLAB_PROGRESS=plain: the protocol passes the lines on

@@ -44,10 +44,10 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, devic
     """
     from mftlab.analysis.dynamics import mask_dynamics, run_masks
     from mftlab.analysis.stats import mask_stats
+    from mftlab.cli.progress_lines import callback
     from mftlab.files.folder_lock import hold_folder
     from mftlab.mask.maskfile import load_mask
     from mftlab.models.device import resolve_device
-    from mftlab.progress.lines import callback
 
     if mask_path is None and run_dir is None:
         raise MftlabError("give a MASK file or --run DIR (a training run folder); see mftlab stats --help")

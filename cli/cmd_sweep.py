@@ -56,6 +56,7 @@ def command(
       mftlab sweep score-lr ./fft-model --data train.jsonl --eval-data val.jsonl --test-data test.jsonl \\
           --layers 4-7 --score-lrs 1e-4,1e-3,1e-2 --out sweep-score-lr
     """
+    from mftlab.cli.progress_lines import Display
     from mftlab.files.folder_lock import hold_folder
     from mftlab.recipes.sweeps import run_sweep
 
@@ -74,7 +75,8 @@ def command(
         test_data,
     )
     click.get_current_context().with_resource(hold_folder(out))  # one writer at a time, to the last figure
-    doc = run_sweep(config, out, lambda done, total, message: click.echo(f"[{done}/{total}] {message}"))
+    say = lambda done, total, message: click.echo(f"[{done}/{total}] {message}")  # noqa: E731
+    doc = run_sweep(config, out, say, report=Display(indent="  "))
     if not no_figures:
         from mftlab.figures import sweep_figures
 

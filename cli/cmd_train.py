@@ -21,13 +21,15 @@ class _Reporter:
     def __init__(self):
         import os
 
-        from mftlab.progress.training import TrainingLine
+        from mftlab.cli.progress_lines import Display
+        from mftlab.progress.training import training_events
 
         self.bar = None
         self.tty = sys.stderr.isatty()
         # a protocol step launched by `mftlab protocol`: progress lines it forwards to its own output
         launched = os.environ.get("MFTLAB_PROGRESS") == "plain"
-        self.line = TrainingLine(os.environ.get("MFTLAB_PROGRESS_LABEL", "training")) if launched else None
+        label = os.environ.get("MFTLAB_PROGRESS_LABEL", "training")
+        self.line = training_events(label, Display()) if launched else None
 
     def __call__(self, event):
         if self.line is not None:

@@ -67,9 +67,6 @@ def main():
       mftlab inspect mask.safetensors
     """
     _quiet_transformers()
-    from mftlab.progress.lines import enable
-
-    enable()  # long commands show progress on stderr (a bar on a terminal, plain lines in a log)
 
 
 def _close_process_group(finished: bool) -> None:

@@ -53,11 +53,13 @@ def baseline_mask(
     seed: int = 0,
     base_name: str = "",
     calibration: Calibration | None = None,
+    progress=None,
 ) -> tuple[Mask, list[Target]]:
     """A `kind` mask over the targeted weights of `model`, bound to them by fingerprints.
 
     `granularity` defaults to the kind's own (row for wanda, tensor otherwise); wanda and snip
-    need `calibration` (mftlab.mft.calibration), whose description goes into the method metadata.
+    need `calibration` (mftlab.mft.calibration), whose description goes into the method metadata, and
+    report `progress(tokens_seen, tokens)` over it.
     """
     check_ratio(mask_ratio)
     if kind not in KINDS:
@@ -72,7 +74,7 @@ def baseline_mask(
     if kind in DATA_KINDS:
         from mftlab.mft.pruning_scores import criterion_scores
 
-        values = criterion_scores(kind, model, targets, calibration)
+        values = criterion_scores(kind, model, targets, calibration, progress)
     else:
         values = {t.param_name: ranking_values(kind, t.param_name, weights[t.param_name], seed) for t in targets}
     keep = select_keep(values, mask_ratio, granularity, {t.param_name: t.out_axis for t in targets})

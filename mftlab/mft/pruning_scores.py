@@ -62,7 +62,9 @@ def _feature_sq_sums(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tenso
 
 
 @torch.no_grad()
-def input_sq_sums(model: torch.nn.Module, targets: list[Target], calibration: Calibration) -> dict[str, torch.Tensor]:
+def input_sq_sums(
+    model: torch.nn.Module, targets: list[Target], calibration: Calibration, progress=None
+) -> dict[str, torch.Tensor]:
     """param_name -> (in_features,) fp32 sum over non-padding tokens of each input feature squared.
 
     Consecutive modules that read the same input tensor (q/k/v, gate/up) share one computation;
@@ -90,7 +92,7 @@ def input_sq_sums(model: torch.nn.Module, targets: list[Target], calibration: Ca
     model.eval()
     device = _device(model)
     try:
-        for batch in _calibration_batches(calibration, "wanda"):
+        for batch in _calibration_batches(calibration, progress):
             batch = batch.to(device)
             padded = not bool(batch.attention_mask.all())
             current.update(valid=batch.attention_mask if padded else None, last=None)  # (B, T)
@@ -103,21 +105,21 @@ def input_sq_sums(model: torch.nn.Module, targets: list[Target], calibration: Ca
     return sums
 
 
-def _calibration_batches(calibration: Calibration, label: str):
-    """The calibration batches, with a progress line of the tokens seen (shown when progress is on)."""
-    from mftlab.progress.lines import ProgressLine
-
-    with ProgressLine(f"{label} calibration", calibration.tokens, "token") as line:
-        seen = 0
-        for batch in calibration.batches:
-            yield batch
-            seen += int(batch.attention_mask.sum())
-            line.update(seen)
+def _calibration_batches(calibration: Calibration, progress=None):
+    """The calibration batches; `progress(tokens_seen, tokens)` after each."""
+    seen = 0
+    for batch in calibration.batches:
+        yield batch
+        seen += int(batch.attention_mask.sum())
+        if progress is not None:
+            progress(seen, calibration.tokens)
 
 
-def wanda_scores(model: torch.nn.Module, targets: list[Target], calibration: Calibration) -> dict[str, torch.Tensor]:
+def wanda_scores(
+    model: torch.nn.Module, targets: list[Target], calibration: Calibration, progress=None
+) -> dict[str, torch.Tensor]:
     """|W_ij| * ||X_j||_2 in fp32 (see module doc), in each weight's own layout."""
-    sums = input_sq_sums(model, targets, calibration)
+    sums = input_sq_sums(model, targets, calibration, progress)
     scores = {}
     for t in targets:
         norms = sums.pop(t.param_name).sqrt_()  # (in,)
@@ -127,7 +129,9 @@ def wanda_scores(model: torch.nn.Module, targets: list[Target], calibration: Cal
     return scores
 
 
-def snip_scores(model: torch.nn.Module, targets: list[Target], calibration: Calibration) -> dict[str, torch.Tensor]:
+def snip_scores(
+    model: torch.nn.Module, targets: list[Target], calibration: Calibration, progress=None
+) -> dict[str, torch.Tensor]:
     """|W * dL/dW| in fp32 with L the token-weighted answer-token loss over all calibration batches."""
     if calibration.label_tokens == 0:
         raise ConfigError(
@@ -157,7 +161,7 @@ def snip_scores(model: torch.nn.Module, targets: list[Target], calibration: Cali
             w.requires_grad_(True)
             w.grad = None
             handles.append(w.register_post_accumulate_grad_hook(add(n)))
-        for batch in _calibration_batches(calibration, "snip"):
+        for batch in _calibration_batches(calibration, progress):
             (training_nll(model, batch.to(device)) / calibration.label_tokens).backward()
     finally:
         for h in handles:
@@ -170,9 +174,10 @@ def snip_scores(model: torch.nn.Module, targets: list[Target], calibration: Cali
 
 
 def criterion_scores(
-    kind: str, model: torch.nn.Module, targets: list[Target], calibration: Calibration | None = None
+    kind: str, model: torch.nn.Module, targets: list[Target], calibration: Calibration | None = None, progress=None
 ) -> dict[str, torch.Tensor]:
-    """Scores of one criterion (lower = pruned first); wanda and snip need `calibration`."""
+    """Scores of one criterion (lower = pruned first); wanda and snip need `calibration` and report
+    `progress(tokens_seen, tokens)` over it."""
     if kind not in CRITERIA:
         raise ConfigError(f"criterion '{kind}' is unknown; choose one of {', '.join(CRITERIA)}")
     if kind in NEEDS_DATA and calibration is None:
@@ -183,5 +188,5 @@ def criterion_scores(
     if kind == "magnitude":
         return magnitude_scores(model, targets)
     if kind == "wanda":
-        return wanda_scores(model, targets, calibration)
-    return snip_scores(model, targets, calibration)
+        return wanda_scores(model, targets, calibration, progress)
+    return snip_scores(model, targets, calibration, progress)

@@ -19,7 +19,7 @@ import time
 
 from mftlab.errors import MftlabError
 from mftlab.files.folder_lock import LOCK_NAME
-from mftlab.progress.lines import clock
+from mftlab.progress.events import clock
 from mftlab.progress.run_state import PROGRESS
 
 

@@ -1,39 +1,32 @@
-"""Training events (mftlab.training.loop.TrainProgress) as one progress line: steps, loss, last eval loss, ETA.
+"""Training events (mftlab.training.loop.TrainProgress) as progress events of one task: steps, loss,
+last eval loss; each evaluation is worth a line of its own (`force`).
 
-    train(config, progress=TrainingLine("math (seed 0): full fine-tuning"))
-
-A bar on a terminal; otherwise a plain line at most every 30 s and at each evaluation (see lines.py).
-Warnings go through the line too, so they are not lost under a bar.
+    train(config, progress=training_events("math (seed 0): full fine-tuning", report))
 """
 
 from __future__ import annotations
 
-import sys
-
-from mftlab.progress.lines import ProgressLine
+from mftlab.progress.events import StepNote, StepProgress
 
 
-class TrainingLine:
-    def __init__(self, label: str, echo=None):
-        self.label, self.echo = label, echo
-        self.line: ProgressLine | None = None
-        self.loss: float | None = None
-        self.eval_loss: float | None = None
+def training_events(label: str, report):
+    """A TrainProgress callback that reports StepProgress / StepNote events to `report`."""
+    state = {"loss": None, "eval_loss": None, "total": None, "first": 0}
 
-    def __call__(self, event) -> None:
+    def values() -> dict:
+        return {"loss": state["loss"], "eval_loss": state["eval_loss"]}
+
+    def on_event(event) -> None:
         if event.event == "start":
-            self.line = ProgressLine(self.label, event.total_steps, "step", initial=event.step, echo=self.echo)
+            state.update(total=event.total_steps, first=event.step)
         elif event.event == "eval" and event.metrics.get("loss") is not None:
-            self.eval_loss = event.metrics["loss"]
-            if self.line is not None:  # the step-0 evaluation comes before "start"
-                self.line.update(event.step, force=True, loss=self.loss, eval_loss=self.eval_loss)
-        elif event.event == "step" and self.line is not None:
-            self.loss = event.metrics.get("loss")
-            self.line.update(event.step, loss=self.loss, eval_loss=self.eval_loss)
+            state["eval_loss"] = event.metrics["loss"]
+            if state["total"] is not None:  # the step-0 evaluation comes before "start"
+                report(StepProgress(label, "step", event.step, state["total"], values(), True, state["first"]))
+        elif event.event == "step" and state["total"] is not None:
+            state["loss"] = event.metrics.get("loss")
+            report(StepProgress(label, "step", event.step, state["total"], values(), False, state["first"]))
         elif event.event == "warning" and event.message:
-            (self.line.note if self.line is not None else self._say)(f"warning: {event.message}")
-        elif event.event == "done" and self.line is not None:
-            self.line.close()
+            report(StepNote(label, f"warning: {event.message}"))
 
-    def _say(self, text: str) -> None:
-        (self.echo or (lambda t: print(t, file=sys.stderr, flush=True)))(text)
+    return on_event

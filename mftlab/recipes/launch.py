@@ -19,7 +19,7 @@ import sys
 import time
 
 from mftlab.errors import MftlabError
-from mftlab.progress.lines import PREFIX
+from mftlab.progress.events import PREFIX
 
 COMMAND = "command.sh"
 LOG = "log.txt"

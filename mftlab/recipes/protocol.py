@@ -107,6 +107,7 @@ def _domain_runs(
                 config.training.max_seq_len,
                 config.calibration_tokens,
                 batch_size=config.runtime.calibration_batch_size,
+                report=runner.report,
                 **place,
             ),
         )
@@ -278,6 +279,9 @@ def run_protocol(
 ) -> dict:
     """Run (or resume) the whole protocol into `out`; returns the index written to `out/demo.json`.
 
+    `progress` gets a ProtocolProgress before each step and, from inside the steps, progress events
+    (mftlab.progress.events: training steps, examples scored, landscape points, calibration tokens).
+
     `done_before` progress steps were already reported by the caller (the demo's data step);
     `command` names the command in the index (the report's title); `plans` maps step folders
     (relative to `out`) to their planned peak GiB per GPU, recorded beside what each step measured;
@@ -300,7 +304,8 @@ def run_protocol(
             progress(ProtocolProgress(min(counter["n"], total), total, message, eta))
 
     try:
-        index = _run(config, out, command, started, seeds, domains, say, StepRunner(out, config.runtime, plans, state))
+        runner = StepRunner(out, config.runtime, plans, state, progress)  # steps report their progress too
+        index = _run(config, out, command, started, seeds, domains, say, runner)
     except BaseException as exc:  # a failed or interrupted run says where it stopped
         state.fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise

@@ -20,7 +20,7 @@ from mftlab.analysis.stats import mask_stats
 from mftlab.mask.maskfile import load_mask
 from mftlab.models.loading import load_model
 from mftlab.models.tokenizer import padding_id
-from mftlab.progress.lines import ProgressLine
+from mftlab.progress.events import StepProgress
 from mftlab.recipes import steps
 from mftlab.recipes.methods import NAMES
 from mftlab.training.data import load_examples
@@ -94,9 +94,10 @@ def _landscape(
     return folder
 
 
-def compute_landscape(folder: str, job: dict, device="cpu", dtype: str = "auto", launch=None) -> None:
+def compute_landscape(folder: str, job: dict, device="cpu", dtype: str = "auto", launch=None, report=None) -> None:
     """The plane through FFT best, continued FFT and MFT into `folder`; under a launch its points are
-    dealt over the processes (`launch`: mftlab.models.device.Launch)."""
+    dealt over the processes (`launch`: mftlab.models.device.Launch). `report`: progress events of the
+    points this process computes."""
     load = {"device": device, "dtype": dtype}
     live = load_model(job["fft_dir"], **load)
     batch = job.get("batch_size")  # the runtime's eval_batch_size, else 64
@@ -111,26 +112,16 @@ def compute_landscape(folder: str, job: dict, device="cpu", dtype: str = "auto",
         lambda: steps.load_method_model(job["fft_dir"], job["mask_path"], **load)[0],
     ]
     spread = {} if launch is None else {"rank": launch.rank, "world_size": launch.world_size, "barrier": launch.barrier}
-    indent = "  " if launch is None else ""  # a launched worker's lines are indented where they are shown
-    label = f"{indent}loss landscape ({os.path.basename(folder)})"
-    shown = _points_line(label) if launch is None or launch.is_main else None
+    label = f"loss landscape ({os.path.basename(folder)})"
+    shown = None if report is None else (lambda kind, data: _point(report, label, kind, data))
     names = [NAMES[m] for m in ("fft", "continued_fft", "mft")]
     landscape(models, train, test, config, folder, labels=names, progress=shown, **spread)
 
 
-def _points_line(label: str):
-    """The landscape's progress events as a progress line of the points this process computes."""
-    state = {"line": None}
-
-    def report(kind: str, data: dict) -> None:
-        if kind == "point":
-            if state["line"] is None:
-                state["line"] = ProgressLine(label, data["total"], "point")
-            state["line"].update(data["done"])
-            if data["done"] == data["total"]:
-                state["line"].close()
-
-    return report
+def _point(report, label: str, kind: str, data: dict) -> None:
+    """The landscape's own progress calls as progress events of its points."""
+    if kind == "point":
+        report(StepProgress(label, "point", data["done"], data["total"]))
 
 
 def analyse(config, out: str, runs: dict, backbone: str, say, runner) -> dict:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
 from mftlab.files.atomic import append_line
 from mftlab.files.results import read_json, write_json
-from mftlab.progress.training import TrainingLine
+from mftlab.progress.events import StepNote
+from mftlab.progress.training import training_events
 from mftlab.recipes import steps
 from mftlab.recipes.launch import launch_step
 from mftlab.recipes.runtime import Runtime
@@ -111,11 +111,12 @@ def _peak_from_metrics(folder: str) -> float | None:
 
 
 class StepRunner:
-    def __init__(self, out: str, runtime: Runtime, plans: dict[str, float] | None = None, state=None):
+    def __init__(self, out: str, runtime: Runtime, plans: dict[str, float] | None = None, state=None, report=None):
         from mftlab.models.device import resolve_device
 
         self.out, self.runtime = out, runtime
         self.state = state  # mftlab.progress.run_state.RunState: the run's ETA learns from every step
+        self.report = report or (lambda event: None)  # progress events of the steps (mftlab.progress.events)
         self.plans = plans or {}  # step folder (relative to out) -> planned peak GiB per GPU
         self.device = resolve_device(runtime.device, local_rank=0)  # this process's own work
         self.dtype = runtime.dtype or "auto"
@@ -142,10 +143,9 @@ class StepRunner:
         if self.state is not None:
             self.state.running(os.path.relpath(folder, self.out))
 
-    @staticmethod
-    def _forward(text: str) -> None:
-        """A launched step's progress line, on this process's progress stream."""
-        print(f"  {text}", file=sys.stderr, flush=True)
+    def _forward(self, text: str) -> None:
+        """A launched step's progress line (process 0's, already in words), passed on as a note."""
+        self.report(StepNote("", text))
 
     def _local_peak(self) -> float:
         from mftlab.training.peak_memory import peak_memory
@@ -187,7 +187,7 @@ class StepRunner:
             summary = summary_from_folder(folder, config.method)
         else:
             self._reset_peak()  # the metrics' peak is then this step's
-            summary = steps.train_summary(config, progress or TrainingLine(f"  {label}"))
+            summary = steps.train_summary(config, progress or training_events(label, self.report))
         self._record(
             label, "train", folder, time.perf_counter() - started, _peak_from_metrics(folder), self.runtime.launched
         )
@@ -206,7 +206,7 @@ class StepRunner:
             else:
                 self._reset_peak()
                 for job in todo:
-                    self._score_here(folder, job, tests, val, max_seq_len, f"  scoring {job.name}")
+                    self._score_here(folder, job, tests, val, max_seq_len, self.report)
                 peak = self._local_peak()
             self._record(label, "score", folder, time.perf_counter() - started, peak, self.runtime.launched)
         return {j.name: self._score_here(folder, j, tests, val, max_seq_len) for j in jobs}
@@ -230,7 +230,7 @@ class StepRunner:
         }
         return self._launch_worker(label, folder, "score", spec)
 
-    def _score_here(self, folder, job: ScoreJob, tests, val, max_seq_len, label: str | None = None) -> dict:
+    def _score_here(self, folder, job: ScoreJob, tests, val, max_seq_len, report=None) -> dict:
         return steps.evaluate_method(
             folder,
             job.name,
@@ -240,7 +240,7 @@ class StepRunner:
             max_seq_len,
             device=self.device,
             batch_size=self.runtime.eval_batch_size,
-            label=label,
+            report=report,
         )
 
     # -- benchmarks (lm-eval) ---------------------------------------------------------------------
@@ -280,7 +280,7 @@ class StepRunner:
             peak = self._launch_worker(label, folder, "landscape", spec)
         else:
             self._reset_peak()
-            compute_landscape(folder, job, self.device, self.dtype)
+            compute_landscape(folder, job, self.device, self.dtype, report=self.report)
             peak = self._local_peak()
         self._record(label, "landscape", folder, time.perf_counter() - started, peak, self.runtime.launched)
 
@@ -300,8 +300,9 @@ class StepRunner:
         return read_json(report).get("peak_mem_gib") if os.path.exists(report) else None
 
 
-def run_worker(spec_path: str) -> None:
-    """One launched worker process of a scoring or landscape step (`mftlab protocol-step SPEC`)."""
+def run_worker(spec_path: str, report=None) -> None:
+    """One launched worker process of a scoring or landscape step (`mftlab protocol-step SPEC`); process 0
+    reports progress events to `report`."""
     from mftlab.models.device import join_launch, resolve_device
     from mftlab.recipes.protocol_analysis import compute_landscape
     from mftlab.training.peak_memory import peak_memory
@@ -322,7 +323,7 @@ def run_worker(spec_path: str) -> None:
                 device=device,
                 distributed=launch.distributed,
                 batch_size=spec["batch_size"],
-                label=f"scoring {job.name}" if launch.is_main else None,
+                report=report if launch.is_main else None,
             )
             launch.barrier()  # process 0 has written eval-NAME.json before anyone goes on
     elif spec["task"] == "benchmark":
@@ -335,7 +336,7 @@ def run_worker(spec_path: str) -> None:
             score_job(folder, job, harness, device, spec["dtype"], launch)
             launch.barrier()  # process 0 has written bench-NAME.json before anyone goes on
     elif spec["task"] == "landscape":
-        compute_landscape(folder, spec["job"], device, spec["dtype"], launch)
+        compute_landscape(folder, spec["job"], device, spec["dtype"], launch, report if launch.is_main else None)
     else:
         raise steps.StepError(
             f"unknown protocol step task '{spec['task']}' in {spec_path}; expected score or landscape"

@@ -21,7 +21,7 @@ from mftlab.mft.baselines import baseline_mask
 from mftlab.mft.targeting import TargetSpec
 from mftlab.models.loading import load_model
 from mftlab.models.tokenizer import padding_id
-from mftlab.progress.lines import ProgressLine
+from mftlab.progress.events import StepProgress, counter
 from mftlab.significance.per_example import write_per_example
 from mftlab.training.config import TrainConfig
 from mftlab.training.data import load_examples
@@ -131,8 +131,10 @@ def make_pruning_mask(
     device="cpu",
     dtype: str = "auto",
     batch_size: int | None = None,
+    report=None,
 ) -> str:
-    """A Wanda or SNIP mask of the FFT model, calibrated on `calibration_file` (cached), on `device`."""
+    """A Wanda or SNIP mask of the FFT model, calibrated on `calibration_file` (cached), on `device`;
+    `report` gets progress events of the calibration tokens."""
     from mftlab.mft.calibration import CalibrationConfig, load_calibration
 
     path = os.path.join(folder, f"{kind}.safetensors")
@@ -151,6 +153,7 @@ def make_pruning_mask(
             TargetSpec.parse("all-linear", layers),
             base_name=model_dir,
             calibration=calibration,
+            progress=None if report is None else counter(report, f"{kind} calibration", "token"),
         )
         save_mask(mask, path)
     return path
@@ -183,7 +186,7 @@ def evaluate_method(
     device="cpu",
     distributed: bool = False,
     batch_size: int | None = None,
-    label: str | None = None,
+    report=None,
 ) -> dict:
     """Exact-match and loss of one method on every domain's test set (cached per method), with the
     per-example rows of each test set in `examples-NAME-DOMAIN.jsonl` (for the paired tests).
@@ -191,7 +194,7 @@ def evaluate_method(
     `load()` returns (model, tokenizer) on `device`; it is only called when the result is not cached
     yet. `distributed`: every process of a launch calls this and does its share of the batches (the
     sums are added up, process 0 writes the result). `batch_size` overrides the test (128) and
-    validation (64) batches. `label`: show the examples scored as a progress line of that name.
+    validation (64) batches. `report`: progress events of the examples scored (mftlab.progress.events).
     """
     path = os.path.join(folder, f"eval-{name}.json")
     if scored(folder, name):
@@ -200,7 +203,12 @@ def evaluate_method(
     scores, rows = {}, {}
     for domain, test in test_files.items():
         examples, _ = load_examples(test, tokenizer, max_seq_len)
-        line = ProgressLine(f"{label}: {domain} test", len(examples), "example") if label else None
+        shown = f"scoring {name}: {domain} test"
+        counted = (
+            None
+            if report is None
+            else (lambda _, done, total, what=shown: report(StepProgress(what, "example", done, total)))
+        )
         # Every answer ends with end-of-text, so teacher-forced whole-answer accuracy equals greedy
         # exact match (see LossSums.answer_accuracy) at the cost of one forward pass.
         r = evaluate(
@@ -212,10 +220,8 @@ def evaluate_method(
             device=device,
             distributed=distributed,
             per_example=True,
-            progress=(lambda stage, done, total: line.update(done)) if line is not None else None,
+            progress=counted,
         )
-        if line is not None:
-            line.close()
         scores[domain] = {"exact_match": r.answer_accuracy, "loss": r.loss, "token_accuracy": r.token_accuracy}
         rows[domain] = r.per_example
     val, _ = load_examples(val_file, tokenizer, max_seq_len)

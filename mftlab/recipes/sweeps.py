@@ -32,7 +32,7 @@ from mftlab.mft.selection import check_ratio
 from mftlab.models.device import resolve_device
 from mftlab.models.loading import load_model
 from mftlab.options_meta import doc
-from mftlab.progress.training import TrainingLine
+from mftlab.progress.training import training_events
 from mftlab.recipes import steps
 from mftlab.recipes.choose import best_on_validation
 from mftlab.training.config import TrainConfig
@@ -198,8 +198,12 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows[1:]]) + "\n"
 
 
-def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Run (or finish) the sweep; returns the dict written to `out/sweep.json`."""
+def run_sweep(
+    config: SweepConfig, out: str, progress: Callable[[int, int, str], None] | None = None, report=None
+) -> dict:
+    """Run (or finish) the sweep; returns the dict written to `out/sweep.json`. `progress(done, total,
+    message)` before each point; `report` gets the running point's training progress events."""
+    report = report or (lambda event: None)
     resolve_device(config.train.device)  # a GPU that is not there is reported before any work
     points = sweep_points(config)
     say = progress or (lambda done, total, message: None)
@@ -225,7 +229,7 @@ def run_sweep(config: SweepConfig, out: str, progress: Callable[[int, int, str],
                 eval_data=config.train.eval_data or config.eval_data,
                 **point["overrides"],
             )
-            run = steps.run_training(run_dir, train, TrainingLine(f"  {config.axis} = {point['label']}"))
+            run = steps.run_training(run_dir, train, training_events(f"{config.axis} = {point['label']}", report))
             result = steps.finish(
                 folder,
                 {

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from mftlab.progress.lines import ProgressLine, clock
+from mftlab.cli.progress_lines import Display, ProgressLine
+from mftlab.progress.events import StepNote, StepProgress, clock
 from mftlab.progress.run_state import PlannedStep, RunState
 
 
@@ -65,3 +66,20 @@ def test_plain_lines_are_throttled_and_carry_an_eta(monkeypatch, capsys):
         every.update(done)
     assert capsys.readouterr().err.count("ETA") == 4
     assert (clock(3725), clock(65), clock(None)) == ("1:02:05", "1:05", "?")
+
+
+def test_the_display_draws_each_tasks_events_and_launched_lines_with_their_prefix(monkeypatch, capsys):
+    monkeypatch.setenv("MFTLAB_PROGRESS_SECONDS", "0")
+    display = Display(indent="  ")
+    for done in (1, 2):
+        display(StepProgress("fft", "step", done, 2, {"loss": 0.5}))
+    display(StepNote("", "scoring fft: math test: example 3/3 (100%)"))
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("  fft: step 1/2 (50%), loss 0.5, ") and err[1].startswith("  fft: step 2/2 (100%)")
+    assert err[2] == "  scoring fft: math test: example 3/3 (100%)" and "fft" not in display.lines  # closed
+    monkeypatch.setenv("MFTLAB_PROGRESS", "plain")  # a launched step: every line carries the prefix
+    Display()(StepProgress("fft", "step", 1, 2))
+    assert capsys.readouterr().err.startswith("progress: fft: step 1/2 (50%)")
+    monkeypatch.setenv("MFTLAB_PROGRESS", "off")
+    Display()(StepProgress("fft", "step", 1, 2, force=True))
+    assert capsys.readouterr().err == ""
