@@ -1,4 +1,4 @@
-"""Counting on bit-packed masks without unpacking them (layout: DESIGN.md section 4).
+"""Counting on bit-packed masks without unpacking them (layout: CONTRIBUTING.md, section 3).
 
 Every function here works on the packed uint8 bytes, one tensor at a time, so memory stays
 near the packed size (1 bit per weight). Bit 1 = kept, bit 0 = masked. Padding bits (the

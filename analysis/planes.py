@@ -29,7 +29,6 @@ of a model plane are Euclidean distances in weight space.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -358,14 +357,6 @@ class ExplicitPlane(Plane):
 
     def basis(self, name):
         return self.theta0[name].float(), self.u[name], None if self.v is None else self.v[name]
-
-
-@dataclass(frozen=True)
-class Axes:
-    """Grid coordinates: xs (nx,), ys (ny,); ny == 1 with ys == (0,) is a line."""
-
-    xs: tuple[float, ...]
-    ys: tuple[float, ...]
 
 
 def linspace(lo: float, hi: float, n: int) -> tuple[float, ...]:

@@ -1,4 +1,4 @@
-"""What an option means, written once beside its config field (DESIGN.md style rule 13).
+"""What an option means, written once beside its config field (CONTRIBUTING.md, style rule 13).
 
 A config field carries its option's help and choices in its dataclass metadata:
 

@@ -1,4 +1,4 @@
-"""The mask file, format version 1 (DESIGN.md section 4): in-memory `Mask`, save and load.
+"""The mask file, format version 1 (CONTRIBUTING.md, section 3): in-memory `Mask`, save and load.
 
 A mask file is a plain safetensors file: one uint8 tensor per masked parameter, keyed by the
 parameter's exact state-dict name, bits packed little-endian along the last axis (see

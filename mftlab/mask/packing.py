@@ -1,6 +1,6 @@
 """Bit packing of boolean masks: pure functions, no file I/O.
 
-Layout (DESIGN.md section 4): bits packed along the last axis, least-significant bit first
+Layout (CONTRIBUTING.md, section 3): bits packed along the last axis, least-significant bit first
 (`numpy.packbits(axis=-1, bitorder="little")`), each row padded with zero bits. A logical
 shape `[R, C]` packs to `[R, ceil(C/8)]`, a 1-D shape `[n]` to `[ceil(n/8)]`. This is the
 compressed-tensors bitmask layout. Bit 1 = kept, bit 0 = masked.

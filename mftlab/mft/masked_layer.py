@@ -1,4 +1,4 @@
-"""The masked layer: a wrapper around a frozen nn.Linear or transformers Conv1D (DESIGN.md rule 3).
+"""The masked layer: a wrapper around a frozen nn.Linear or transformers Conv1D (CONTRIBUTING.md, style rule 3).
 
 The wrapper holds the original module unchanged as `base` (its weight stays frozen and
 bit-identical), one learnable parameter `mask_scores` with the weight's shape and layout, and a

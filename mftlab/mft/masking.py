@@ -75,7 +75,7 @@ SELECTIONS = tuple(SELECTION_RULES)
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    """How scores become a mask (DESIGN.md words)."""
+    """How scores become a mask (CONTRIBUTING.md, words)."""
 
     mask_ratio: float = field(default=0.1, metadata=doc("Fraction of targeted weights masked (0.1 = the paper's 10%)."))
     selection: str = field(

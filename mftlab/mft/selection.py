@@ -1,4 +1,4 @@
-"""Turning scores into exact binary masks (DESIGN.md "selection").
+"""Turning scores into exact binary masks (CONTRIBUTING.md, words: "selection").
 
 Conventions, shared by MFT training and the baseline masks:
 

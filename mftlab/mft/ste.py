@@ -14,7 +14,7 @@ as the identity in the backward pass:
     dL/dscores = dL/dW_eff ⊙ W            (the gradient the masked weight would get, times W)
 
 Memory: `F.linear(x, W * m)` under autograd keeps the full-size product W * m alive until the
-backward pass (PRIOR_ART.md). Here only x, a reference to W (the frozen parameter itself, no
+backward pass (CONTRIBUTING.md, style rule 4). Here only x, a reference to W (the frozen parameter itself, no
 copy) and the boolean m (1 byte per weight) are saved; W ⊙ m is recomputed in each pass and
 freed at once. The gradient of the scores is accumulated in fp32 before it is cast to the
 scores' dtype. The frozen bias gets a gradient only when it requires one.

@@ -27,6 +27,6 @@ def training_events(label: str, report):
             state["loss"] = event.metrics.get("loss")
             report(StepProgress(label, "step", event.step, state["total"], values(), False, state["first"]))
         elif event.event == "warning" and event.message:
-            report(StepNote(label, f"warning: {event.message}"))
+            report(StepNote(label, event.message))  # already "warning: ..."
 
     return on_event

@@ -1,4 +1,4 @@
-"""The training configuration: one frozen dataclass that validates itself (DESIGN.md style rule 2).
+"""The training configuration: one frozen dataclass that validates itself (CONTRIBUTING.md, style rule 2).
 
 Defaults are the paper's MFT settings where they apply: mask ratio 0.1 per tensor, 2 epochs,
 batch 8, learning rate 2e-5. The resolved config is written to `OUT/config.json` and into the

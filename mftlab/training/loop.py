@@ -52,7 +52,8 @@ from mftlab.training.trackers import RunTrackers, check_report_to
 
 @dataclass
 class TrainProgress:
-    """One progress event: `start`, `log`, `eval`, `checkpoint`, `best`, `info`, `warning` or `done`."""
+    """One progress event: `start`, `step` (after every optimizer step, with its loss), `log`, `eval`,
+    `checkpoint`, `best`, `info`, `warning` (its message starts with "warning:") or `done`."""
 
     event: str
     step: int
@@ -255,14 +256,9 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify, rank0_loa
 
     load_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     if config.pure_bf16 and sharding.needs_master([p for p in model.parameters() if p.requires_grad], False):
-        notify(
-            TrainProgress(
-                "info",
-                0,
-                0,
-                message="warning: --pure-bf16: 16-bit weights are stepped without fp32 "
-                "master copies; updates below the bf16 spacing are lost",
-            )
+        warn(
+            "warning: --pure-bf16: 16-bit weights are stepped without fp32 master copies; updates below the "
+            "bf16 spacing are lost"
         )
     if config.dtype == "auto" and load_dtype == torch.float16 and _precision(config) == "bf16":
         warn(
