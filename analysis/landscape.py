@@ -30,7 +30,16 @@ import torch
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.landscape_result import LandscapeResult, assemble_result, finite_or_none
 from mftlab.analysis.landscape_store import PointStore
-from mftlab.analysis.planes import ExplicitPlane, ModelLine, ModelPlane, Plane, RandomPlane, linspace, margin_ranges
+from mftlab.analysis.planes import (
+    ExplicitPlane,
+    ModelLine,
+    ModelPlane,
+    Plane,
+    RandomPlane,
+    linspace,
+    margin_ranges,
+    materialise,
+)
 from mftlab.errors import ConfigError, MaskMismatchError
 from mftlab.mask.fingerprint import combined_fingerprint, tensor_fingerprint
 from mftlab.options_meta import doc
@@ -325,10 +334,6 @@ def compute_landscape(
 
 
 # -- building planes from models ---------------------------------------------------------------
-def _materialise(source) -> torch.nn.Module:
-    return source if isinstance(source, torch.nn.Module) else source()
-
-
 def mask_keep(model: torch.nn.Module, mask, force: bool = False) -> dict[str, torch.Tensor]:
     """Keep-bits of `mask` for `model`, checked: names and shapes must fit; a fingerprint mismatch
     is accepted when the model's masked weights are all zero (a merged MFT model), else needs force."""
@@ -409,7 +414,7 @@ def landscape(
 
     def tracked(source):
         def load():
-            m = _materialise(source)
+            m = materialise(source)
             prints.append(model_fingerprint(m))
             return m
 

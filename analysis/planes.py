@@ -53,7 +53,8 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a.flatten(), b.flatten()).double())
 
 
-def _materialise(source) -> torch.nn.Module:
+def materialise(source) -> torch.nn.Module:
+    """A model given as itself or as a zero-argument function that loads it (loaded only when needed)."""
     return source() if callable(source) and not isinstance(source, torch.nn.Module) else source
 
 
@@ -231,7 +232,7 @@ class RandomPlane(Plane):
 
 def _other_weights(params: dict[str, torch.Tensor], source, label: str) -> dict[str, torch.Tensor]:
     """The floating-point weights of model `source` (loaded now if a loader), on params' devices."""
-    other = dict(_materialise(source).named_parameters())
+    other = dict(materialise(source).named_parameters())
     check_same_architecture(params, other, label)
     return {n: other[n].detach().to(params[n].device) for n in params if params[n].is_floating_point()}
 

@@ -18,7 +18,7 @@ from mftlab.cli.options import (
     target_spec_from,
 )
 from mftlab.errors import ConfigError
-from mftlab.mft.baselines import KINDS
+from mftlab.mft.baselines import BASELINE_KINDS
 from mftlab.mft.calibration import CalibrationConfig
 from mftlab.mft.selection import GRANULARITIES
 
@@ -27,7 +27,7 @@ from mftlab.mft.selection import GRANULARITIES
 @click.argument("model")
 @click.option(
     "--kind",
-    type=click.Choice(list(KINDS)),
+    type=click.Choice(list(BASELINE_KINDS)),
     required=True,
     help="random: seeded uniform choice; magnitude: smallest |w| (the paper's L1 mask); wanda: smallest "
     "|w| * input-feature norm; snip: smallest |w * dL/dw| (wanda and snip need --data).",

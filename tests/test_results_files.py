@@ -10,7 +10,7 @@ import pytest
 from mftlab import __version__
 from mftlab.errors import MftlabError
 from mftlab.files.results import (
-    KINDS,
+    RESULT_KINDS,
     header,
     read_arrays,
     read_json,
@@ -42,7 +42,7 @@ def one_line_error(call, *parts):
 
 
 def test_names_and_tags_never_change():
-    assert {k: (f.tag, f.json, f.csv, f.arrays) for k, f in KINDS.items()} == NAMES
+    assert {k: (f.tag, f.json, f.csv, f.arrays) for k, f in RESULT_KINDS.items()} == NAMES
     assert header("stats") == {"kind": "mftlab.stats", "mftlab_version": __version__}
     one_line_error(lambda: result_files("stat"), "unknown result kind 'stat'", "stats")
 

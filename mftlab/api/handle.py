@@ -23,10 +23,10 @@ from mftlab.mft.masking import (
     SelectionConfig,
     attach_masks,
     count_flips,
+    count_masked,
     current_keep,
     detach_masks,
     export_mask,
-    mask_stats,
     masked_layers,
     refresh_masks,
 )
@@ -74,7 +74,7 @@ class MaskedModel:
         flips = count_flips(keep, self._keep)
         self._keep = keep
         self.steps += 1
-        masked, total = mask_stats(keep)
+        masked, total = count_masked(keep)
         return RefreshStats(masked / max(total, 1), flips)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -136,7 +136,7 @@ class MaskedModel:
             raise ConfigError("this mask handle was unloaded or merged already; call mftlab.mask_model again")
 
     def __repr__(self) -> str:
-        masked, total = mask_stats(self._keep) if self.layers else (0, 0)
+        masked, total = count_masked(self._keep) if self.layers else (0, 0)
         return f"MaskedModel({len(self.layers)} tensors, {total:,} weights, {masked:,} masked, steps={self.steps})"
 
 

@@ -41,7 +41,7 @@ class ResultFiles:
 
 
 # kind -> its files. The tags and names predate this table and never change.
-KINDS: dict[str, ResultFiles] = {
+RESULT_KINDS: dict[str, ResultFiles] = {
     "stats": ResultFiles("mftlab.stats", "stats.json", "`mftlab stats` or StatsResult.save", csv="stats.csv"),
     "dynamics": ResultFiles(
         "mftlab.dynamics", "dynamics.json", "`mftlab stats --run` or DynamicsResult.save", csv="dynamics.csv"
@@ -76,11 +76,11 @@ KINDS: dict[str, ResultFiles] = {
 
 
 def result_files(kind: str) -> ResultFiles:
-    """The files of `kind` (a key of KINDS)."""
+    """The files of `kind` (a key of RESULT_KINDS)."""
     try:
-        return KINDS[kind]
+        return RESULT_KINDS[kind]
     except KeyError:
-        raise MftlabError(f"unknown result kind {kind!r}; known: {', '.join(KINDS)}") from None
+        raise MftlabError(f"unknown result kind {kind!r}; known: {', '.join(RESULT_KINDS)}") from None
 
 
 def header(kind: str) -> dict:

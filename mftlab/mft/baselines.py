@@ -19,7 +19,7 @@ from mftlab.mft.selection import GRANULARITIES, check_ratio, select_keep
 from mftlab.mft.targeting import Target, TargetSpec, resolve_targets, target_weights
 from mftlab.seeding import name_generator
 
-KINDS = ("random", "magnitude", "wanda", "snip")
+BASELINE_KINDS = ("random", "magnitude", "wanda", "snip")
 DATA_KINDS = ("wanda", "snip")  # need calibration data
 DEFAULT_GRANULARITY = {"wanda": "row"}  # Wanda compares weights within each output row; others per tensor
 
@@ -41,7 +41,7 @@ def ranking_values(kind: str, name: str, weight: torch.Tensor, seed: int) -> tor
     if kind == "random":
         generator = name_generator(seed, name)
         return torch.rand(weight.shape, generator=generator)
-    raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(KINDS)}", quote=True)
+    raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(BASELINE_KINDS)}", quote=True)
 
 
 def baseline_mask(
@@ -62,8 +62,8 @@ def baseline_mask(
     report `progress(tokens_seen, tokens)` over it.
     """
     check_ratio(mask_ratio)
-    if kind not in KINDS:
-        raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(KINDS)}", quote=True)
+    if kind not in BASELINE_KINDS:
+        raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(BASELINE_KINDS)}", quote=True)
     granularity = granularity or default_granularity(kind)
     if granularity not in GRANULARITIES:
         raise ConfigError.for_option(

@@ -234,7 +234,7 @@ def current_keep(layers: dict[str, MaskedLinear]) -> dict[str, torch.Tensor]:
     return {n: m.keep for n, m in layers.items()}
 
 
-def mask_stats(keep: dict[str, torch.Tensor]) -> tuple[int, int]:
+def count_masked(keep: dict[str, torch.Tensor]) -> tuple[int, int]:
     """(masked, total) weight counts."""
     total = sum(k.numel() for k in keep.values())
     kept = sum(int(k.sum()) for k in keep.values())

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-KINDS = ("linear", "conv1d")
+LAYER_KINDS = ("linear", "conv1d")
 
 
 def _matmul(x: torch.Tensor, w_eff: torch.Tensor, bias: torch.Tensor | None, kind: str) -> torch.Tensor:
@@ -86,6 +86,6 @@ def masked_matmul(
     `keep` is boolean with the weight's shape; `scores` (same shape) receives the STE gradient
     dL/dW_eff ⊙ W. Shapes: x (..., in) -> (..., out).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in LAYER_KINDS:
+        raise ValueError(f"kind must be one of {LAYER_KINDS}, got {kind!r}")
     return MaskedMatmul.apply(x, weight, bias, scores, keep, kind)

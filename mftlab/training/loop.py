@@ -29,7 +29,7 @@ import torch
 from mftlab.errors import ConfigError, TrainingError
 from mftlab.files.folder_lock import hold_folder
 from mftlab.mft.flip_counter import FlipCounter
-from mftlab.mft.masking import detach_masks, mask_stats, refresh_masks
+from mftlab.mft.masking import count_masked, detach_masks, refresh_masks
 from mftlab.mft.warm_select import WarmSelector
 from mftlab.models.device import resolve_device
 from mftlab.models.loading import LoadedModel
@@ -383,7 +383,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify, rank0_loa
                     "tokens_per_s": float(window[2]) / elapsed,
                 }
                 if layers is not None:
-                    masked, n = mask_stats(keep)
+                    masked, n = count_masked(keep)
                     since_last, since_start = flips.count(keep)
                     row.update(mask_ratio=masked / n, flips=since_last, flips_since_start=since_start)
                 window.zero_()
@@ -438,7 +438,7 @@ def _run(config, accelerator, model, tokenizer, layers, micro, notify, rank0_loa
     output = os.path.join(config.out, out_name)
     out.write(output, step)
     accelerator.wait_for_everyone()
-    ratio = mask_stats(keep)[0] / mask_stats(keep)[1] if keep is not None else None
+    ratio = count_masked(keep)[0] / count_masked(keep)[1] if keep is not None else None
     result = TrainResult(
         config.out, config.method, step, last_loss, output, ratio, best_step, best_loss, last_eval, report
     )

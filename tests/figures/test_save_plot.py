@@ -16,13 +16,13 @@ from mftlab.analysis.dynamics import mask_dynamics, run_masks
 from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
 from mftlab.analysis.reference_overlap import reference_overlap
 from mftlab.cli.main import main
-from mftlab.files.results import KINDS, read_arrays, read_result, write_result
+from mftlab.files.results import RESULT_KINDS, read_arrays, read_result, write_result
 from mftlab.mask.maskfile import Mask, save_mask
 from mftlab.models.presets import _llama_config
 from mftlab.training.data import Example
 
 SHAPES = {f"model.layers.{i}.mlp.{p}_proj.weight": (12, 10) for i in range(2) for p in ("up", "down")}
-RESULT_FILES = {name for f in KINDS.values() for name in (f.json, f.csv, f.arrays) if name}
+RESULT_FILES = {name for f in RESULT_KINDS.values() for name in (f.json, f.csv, f.arrays) if name}
 
 
 def write_masks(folder, names, seed=0):
