@@ -4,7 +4,7 @@ import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOLDERS = ("mftlab", "analysis", "figures", "cli", "bench", "tests")
+FOLDERS = ("mftlab", "analysis", "recipes", "figures", "cli", "bench", "tests")
 NAMED = re.compile(r"\b([A-Za-z0-9_\-./]+\.md)\b")
 WRITTEN_BY_RUNS = {"report.md", "plan.md", "sweep.md"}  # files a run writes into its --out folder, not documents
 

@@ -10,7 +10,13 @@ def test_every_package_folder_is_listed_in_setup_cfg():
     config = configparser.ConfigParser()
     config.read(os.path.join(ROOT, "setup.cfg"))
     listed = set(config["options"]["packages"].split())
-    mapped = {"mftlab": "mftlab", "analysis": "mftlab.analysis", "figures": "mftlab.figures", "cli": "mftlab.cli"}
+    mapped = {
+        "mftlab": "mftlab",
+        "analysis": "mftlab.analysis",
+        "recipes": "mftlab.recipes",
+        "figures": "mftlab.figures",
+        "cli": "mftlab.cli",
+    }
     found = set()
     for top, name in mapped.items():
         for folder, dirs, files in os.walk(os.path.join(ROOT, top)):
