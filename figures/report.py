@@ -317,10 +317,41 @@ def _redraw(result_dir: str, demo: dict) -> list[tuple[str, str, list[str]]]:
     return sections
 
 
-def render(result_dir) -> list[str]:
-    result_dir = os.fspath(result_dir)
-    demo = read_result(result_dir, RESULT)
-    sections = _redraw(result_dir, demo)
+class _Page:
+    """The report written twice as it is built: Markdown lines and the HTML page's parts."""
+
+    def __init__(self):
+        self.md: list[str] = []
+        self.html: list[str] = []
+
+    def section(self, title: str, note: str | None = None) -> None:
+        self.md += [f"## {title}", ""] + ([note, ""] if note is not None else [])
+        self.html.append(f"<h2>{html.escape(title)}</h2>" + (f"<p>{html.escape(note)}</p>" if note is not None else ""))
+
+    def bullets(self, items: list[str]) -> None:
+        self.md += [f"- {item}" for item in items]
+        self.html.append("<ul>" + "".join(f"<li>{html.escape(i).replace('**', '')}</li>" for i in items) + "</ul>")
+
+    def table(self, rows: list[list[str]], after: str | None = None) -> None:
+        self.md += [_markdown_table(rows), ""] + ([after, ""] if after is not None else [])
+        self.html.append(_html_table([[c.replace("**", "") for c in r] for r in rows]))
+        if after is not None:
+            self.html.append(f"<p>{html.escape(after)}</p>")
+
+    def figure(self, png: str, result_dir: str) -> None:
+        rel, caption = os.path.relpath(png, result_dir), _caption(png)
+        interactive = png[:-4] + ".html"
+        link = os.path.relpath(interactive, result_dir) if os.path.exists(interactive) else None
+        self.md += [f"![{caption}]({rel})", "", caption + (f" [Interactive version]({link})." if link else ""), ""]
+        self.html.append(
+            f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}"
+            + (f' <a href="{html.escape(link)}">Interactive version</a>' if link else "")
+            + "</figcaption></figure>"
+        )
+
+
+def _intro(demo: dict) -> str:
     cfg = demo["config"]
     intro = (
         f"{cfg['title']}, {len(demo['seeds'])} seed(s) {demo['seeds']}, MFT on layers {cfg['layers']} at mask ratio "
@@ -331,138 +362,97 @@ def render(result_dir) -> list[str]:
         intro += " LoRA was skipped: install the `lora` extra (peft) to include it."
     if demo.get("command") == "demo" and "benchmarks" not in demo:
         intro += " The lm-eval benchmark table was skipped: install the `eval` extra (lm-eval) to include it."
-    has_variants = "mft_variants" in demo
-    if has_variants:
+    if "mft_variants" in demo:
         intro += (
             f" MFT's recipe was chosen on validation loss among {len(cfg['mft_inits']) * len(cfg['mft_score_lrs'])} "
             f"variants (score init {', '.join(cfg['mft_inits'])} x score-lr "
             f"{', '.join(f'{lr:g}' for lr in cfg['mft_score_lrs'])}); chosen: " + "; ".join(chosen_lines(demo)) + "."
         )
-    spread = random_spread(demo)
-    significance = significance_section.load(result_dir, demo)
-    said = verdicts(demo, significance)
-    exact_rows = in_domain_table(demo) + significance_section.difference_rows(significance, demo, "exact_match")
-    loss_rows = in_domain_table(demo, "loss") + significance_section.difference_rows(significance, demo, "loss")
-    notes = {
-        k: v + (f" {significance_section.ROWS_NOTE}" if significance and k != "cross" else "")
-        for k, v in TABLE_NOTES.items()
-    }
-    title = f"mftlab {demo.get('command', 'demo')} report"
-    md = [f"# {title}", "", intro, "", "## Did MFT beat full fine-tuning?", ""] + [f"- {v}" for v in said]
+    return intro
+
+
+def _verdict_sections(page: _Page, result_dir: str, demo: dict, significance: dict | None) -> None:
+    """Did MFT beat FFT (each verdict from the paired tests when there are any), and is it just pruning?"""
+    page.md += ["## Did MFT beat full fine-tuning?", ""]
+    page.html.append("<h2>Did MFT beat full fine-tuning?</h2>")
+    page.bullets(verdicts(demo, significance))
     if significance is not None:
-        md += ["", significance_section.NOTE]
+        page.md += ["", significance_section.NOTE]
+        page.html.append(f"<p>{html.escape(significance_section.NOTE)}</p>")
     pruning = pruning_sentences(result_dir, demo)
     if pruning:
-        md += ["", "## Is MFT just pruning?", "", PRUNING_NOTE, ""] + [f"- {p}" for p in pruning]
-    md += [
-        "",
-        "## Table 1: in-domain test exact match (%)",
-        "",
-        notes["in_domain"],
-        "",
-        _markdown_table(exact_rows),
-        "",
-        spread,
-        "",
-        "## In-domain test loss (nats/token)",
-        "",
-        notes["loss"],
-        "",
-        _markdown_table(loss_rows),
-        "",
-        "## Table 5: cross-domain exact match (%)",
-        "",
-    ]
-    md += [TABLE_NOTES["cross"], ""]
+        page.md += [""]
+        page.section("Is MFT just pruning?", PRUNING_NOTE)
+        page.bullets(pruning)
+
+
+def _tables(page: _Page, demo: dict, significance: dict | None) -> None:
+    """Tables 1 (with the paired differences), the loss table, Table 5 and the lm-eval table."""
+    rows_note = f" {significance_section.ROWS_NOTE}" if significance else ""
+    page.md += [""]
+    page.section("Table 1: in-domain test exact match (%)", TABLE_NOTES["in_domain"] + rows_note)
+    exact = in_domain_table(demo) + significance_section.difference_rows(significance, demo, "exact_match")
+    page.table(exact, after=random_spread(demo))
+    page.section("In-domain test loss (nats/token)", TABLE_NOTES["loss"] + rows_note)
+    page.table(in_domain_table(demo, "loss") + significance_section.difference_rows(significance, demo, "loss"))
+    page.section("Table 5: cross-domain exact match (%)", TABLE_NOTES["cross"])
     for train, rows in cross_domain_tables(demo).items():
-        md += [f"Trained on **{train}**, scored on every domain's test set.", "", _markdown_table(rows), ""]
+        page.md += [f"Trained on **{train}**, scored on every domain's test set.", ""]
+        page.html.append(f"<h3>Trained on {html.escape(train)}</h3>")
+        page.table(rows)
     if "benchmarks" in demo:
-        bench_rows = benchmark_table.table(demo)
-        bench_diffs = benchmark_table.mft_vs_fft(demo)
-        md += ["## Table 1 on benchmarks (lm-eval, %)", "", benchmark_table.NOTE, "", _markdown_table(bench_rows), ""]
-        md += [f"- {line}" for line in bench_diffs] + [""]
-    page = [f"<h1>{title}</h1><p>{html.escape(intro)}</p><h2>Did MFT beat full fine-tuning?</h2><ul>"]
-    page += [f"<li>{html.escape(v).replace('**', '')}</li>" for v in said] + ["</ul>"]
-    if significance is not None:
-        page.append(f"<p>{html.escape(significance_section.NOTE)}</p>")
-    if pruning:
-        page += ["<h2>Is MFT just pruning?</h2>", f"<p>{html.escape(PRUNING_NOTE)}</p><ul>"]
-        page += [f"<li>{html.escape(p)}</li>" for p in pruning] + ["</ul>"]
-    page += [
-        "<h2>Table 1: in-domain test exact match (%)</h2>",
-        f"<p>{html.escape(notes['in_domain'])}</p>",
-        _html_table(exact_rows),
-        f"<p>{html.escape(spread)}</p>",
-        "<h2>In-domain test loss (nats/token)</h2>",
-        f"<p>{html.escape(notes['loss'])}</p>",
-        _html_table(loss_rows),
-        "<h2>Table 5: cross-domain exact match (%)</h2>",
-        f"<p>{html.escape(TABLE_NOTES['cross'])}</p>",
-    ]
-    for train, rows in cross_domain_tables(demo).items():
-        page += [f"<h3>Trained on {html.escape(train)}</h3>", _html_table(rows)]
-    if "benchmarks" in demo:
-        page += [
-            "<h2>Table 1 on benchmarks (lm-eval, %)</h2>",
-            f"<p>{html.escape(benchmark_table.NOTE)}</p>",
-            _html_table([[c.replace("**", "") for c in r] for r in bench_rows]),
-            "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in bench_diffs) + "</ul>",
-        ]
-    for title, _folder, written in sections:
-        md += [f"## {title}", ""]
-        page.append(f"<h2>{html.escape(title)}</h2>")
-        for png in sorted(p for p in written if p.endswith(".png")):
-            rel = os.path.relpath(png, result_dir)
-            interactive = png[:-4] + ".html"
-            link = os.path.relpath(interactive, result_dir) if os.path.exists(interactive) else None
-            md += [
-                f"![{_caption(png)}]({rel})",
-                "",
-                _caption(png) + (f" [Interactive version]({link})." if link else ""),
-                "",
-            ]
-            page.append(
-                f'<figure><img src="{html.escape(rel)}" alt="{html.escape(_caption(png))}">'
-                f"<figcaption>{html.escape(_caption(png))}"
-                + (f' <a href="{html.escape(link)}">Interactive version</a>' if link else "")
-                + "</figcaption></figure>"
-            )
-    if has_variants:
-        md += [
-            "## Appendix: MFT variants, chosen on validation",
-            "",
-            VARIANTS_NOTE,
-            "",
-            _markdown_table(variants_table(demo)),
-            "",
-        ]
-        page += [
-            "<h2>Appendix: MFT variants, chosen on validation</h2>",
-            f"<p>{html.escape(VARIANTS_NOTE)}</p>",
-            _html_table([[c.replace("**", "") for c in r] for r in variants_table(demo)]),
-        ]
+        page.section("Table 1 on benchmarks (lm-eval, %)", benchmark_table.NOTE)
+        page.table(benchmark_table.table(demo))
+        page.bullets(benchmark_table.mft_vs_fft(demo))
+        page.md += [""]
+
+
+def _appendices(page: _Page, result_dir: str, demo: dict) -> None:
+    """MFT's variants (chosen on validation) and where every step ran."""
+    if "mft_variants" in demo:
+        page.section("Appendix: MFT variants, chosen on validation", VARIANTS_NOTE)
+        page.table(variants_table(demo))
     ran = runtime_section.rows(result_dir)
-    settings = runtime_section.settings_line(cfg)
+    settings = runtime_section.settings_line(demo["config"])
     if settings is not None and len(ran) > 1:
         card = runtime_section.plan_card(result_dir)
         note = runtime_section.NOTE + (f" Planned for: {card}; see plan.md." if card else "")
-        md += ["## Appendix: where it ran", "", settings, "", note, "", _markdown_table(ran), ""]
-        page += [
-            "<h2>Appendix: where it ran</h2>",
-            f"<p>{html.escape(settings)}</p><p>{html.escape(note)}</p>",
-            _html_table(ran),
-        ]
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1.5em 0}"
-        "figcaption{font-size:0.9em;color:#444}"
-    )
+        page.md += ["## Appendix: where it ran", "", settings, "", note, ""]
+        page.html.append(f"<h2>Appendix: where it ran</h2><p>{html.escape(settings)}</p><p>{html.escape(note)}</p>")
+        page.table(ran)
+
+
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1.5em 0}"
+    "figcaption{font-size:0.9em;color:#444}"
+)
+
+
+def render(result_dir) -> list[str]:
+    """Redraw every figure of the demo / protocol folder and write report.md and index.html; returns the paths."""
+    result_dir = os.fspath(result_dir)
+    demo = read_result(result_dir, RESULT)
+    sections = _redraw(result_dir, demo)
+    title = f"mftlab {demo.get('command', 'demo')} report"
+    intro = _intro(demo)
+    significance = significance_section.load(result_dir, demo)
+    page = _Page()
+    page.md += [f"# {title}", "", intro, ""]
+    page.html.append(f"<h1>{title}</h1><p>{html.escape(intro)}</p>")
+    _verdict_sections(page, result_dir, demo, significance)
+    _tables(page, demo, significance)
+    for heading, _folder, written in sections:
+        page.section(heading)
+        for png in sorted(p for p in written if p.endswith(".png")):
+            page.figure(png, result_dir)
+    _appendices(page, result_dir, demo)
     doc = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
-        f"</head><body>{''.join(page)}</body></html>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
+        f"</head><body>{''.join(page.html)}</body></html>"
     )
-    write_text_atomic(os.path.join(result_dir, "report.md"), "\n".join(md) + "\n")
+    write_text_atomic(os.path.join(result_dir, "report.md"), "\n".join(page.md) + "\n")
     write_text_atomic(os.path.join(result_dir, "index.html"), doc)
     written = [p for _t, _f, paths in sections for p in paths]
     return written + [os.path.join(result_dir, "report.md"), os.path.join(result_dir, "index.html")]
