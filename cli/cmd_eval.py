@@ -116,9 +116,6 @@ def command(
     from mftlab.mask.maskfile import load_mask
     from mftlab.mft.apply import apply_mask_
     from mftlab.models.device import join_launch, resolve_device
-    from mftlab.training.data import load_examples
-    from mftlab.training.evaluation import evaluate
-    from mftlab.training.peak_memory import peak_memory
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
@@ -151,32 +148,44 @@ def command(
     if harness is not None:
         _run_tasks(loaded, harness, launch, model, mask_path, mask, mismatched, as_json, per_example, log_samples)
         return
-    examples, report = load_examples(data, loaded.tokenizer, max_seq_len, data_fraction, seed, skip_bad)
+    data_options = {"max_seq_len": max_seq_len, "data_fraction": data_fraction, "seed": seed, "skip_bad": skip_bad}
+    generation = {"generate": not no_generate, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    source = {"model": model, "mask": mask_path, "data": data}
+    _run_data(loaded, launch, where, source, data_options, generation, per_example, as_json)
+
+
+def _run_data(loaded, launch, where, source: dict, data_options: dict, generation: dict, per_example, as_json):
+    """Loss, token accuracy and exact match on `source["data"]`; prints the numbers (process 0 only)."""
+    from mftlab.training.data import load_examples
+    from mftlab.training.evaluation import evaluate
+    from mftlab.training.peak_memory import peak_memory
+
+    o = data_options
+    examples, report = load_examples(
+        source["data"], loaded.tokenizer, o["max_seq_len"], o["data_fraction"], o["seed"], o["skip_bad"]
+    )
     for problem in report.skipped[:5]:
         click.echo(f"skipped: {problem}", err=True)
     result = evaluate(
         loaded.model,
         loaded.tokenizer,
         examples,
-        batch_size,
-        generate=not no_generate,
-        max_new_tokens=max_new_tokens,
         device=where,
         distributed=launch.distributed,
         per_example=per_example is not None,
         progress=_progress_lines() if launch.is_main else None,
+        **generation,
     )
     peaks = peak_memory(where, distributed=launch.distributed)  # every process takes part
     if not launch.is_main:
         return
-    values = dict(result.to_dict(), model=model, mask=mask_path, data=data, **peaks)
     if per_example is not None:
         from mftlab.significance.per_example import write_per_example
 
         write_per_example(per_example, result.per_example)
         click.echo(f"wrote {per_example} ({len(result.per_example)} examples)", err=True)
     if as_json:
-        click.echo(json.dumps(values, indent=2))
+        click.echo(json.dumps(dict(result.to_dict(), **source, **peaks), indent=2))
         return
     click.echo(f"loss            {result.loss:.4f}")
     click.echo(f"perplexity      {result.perplexity:.4f}")
