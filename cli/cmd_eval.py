@@ -9,7 +9,6 @@ import click
 from mftlab.cli.options import (
     device_option,
     force_option,
-    load_model_from,
     model_options,
     option_for,
     options_for,
@@ -114,7 +113,7 @@ def command(
     """
     from mftlab.errors import ConfigError
     from mftlab.mask.maskfile import load_mask
-    from mftlab.mft.apply import apply_mask_
+    from mftlab.mft.apply import load_masked
     from mftlab.models.device import join_launch, resolve_device
 
     if batch_size < 1 or max_new_tokens < 1:
@@ -141,8 +140,8 @@ def command(
     where = resolve_device(device)  # a GPU that is not there is reported before anything is loaded
     mask = load_mask(mask_path) if mask_path else None  # validate the file before loading a model
     launch = join_launch(where)  # under torchrun / accelerate launch the processes share the examples
-    loaded = load_model_from(model, device=where, **model_kwargs)
-    mismatched = apply_mask_(loaded.model, mask, force=force) if mask is not None else []
+    load = {k: model_kwargs[k] for k in ("dtype", "gguf_file", "trust_remote_code") if k in model_kwargs}
+    loaded, mismatched = load_masked(model, mask, force=force, device=where, **load)
     if mismatched:
         click.echo(f"warning: {len(mismatched)} tensors differ from the mask's base (--force)", err=True)
     if harness is not None:

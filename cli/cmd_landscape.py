@@ -34,17 +34,18 @@ def _split_model(text: str) -> tuple[str, str | None]:
 
 def _loader(text: str, dtype: str, trust_remote_code: bool, device, force: bool, gguf_file: str | None = None):
     def load():
-        from mftlab.mask.maskfile import load_mask
-        from mftlab.mft.apply import apply_mask_
-        from mftlab.models.loading import load_model
+        from mftlab.mft.apply import load_masked
 
         source, mask_path = _split_model(text)
-        mask = load_mask(mask_path) if mask_path else None  # fail on a bad mask before loading weights
-        loaded = load_model(
-            source, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code, device=device
+        loaded, _ = load_masked(
+            source,
+            mask_path,  # a bad mask fails before any weights are loaded
+            force=force,
+            dtype=dtype,
+            gguf_file=gguf_file,
+            trust_remote_code=trust_remote_code,
+            device=device,
         )
-        if mask is not None:
-            apply_mask_(loaded.model, mask, force=force)
         return loaded
 
     return load

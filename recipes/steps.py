@@ -15,8 +15,8 @@ import torch
 
 from mftlab.errors import MftlabError
 from mftlab.files.results import read_json, write_json
-from mftlab.mask.maskfile import load_mask, save_mask
-from mftlab.mft.apply import apply_mask_
+from mftlab.mask.maskfile import save_mask
+from mftlab.mft.apply import load_masked
 from mftlab.mft.baselines import baseline_mask
 from mftlab.mft.targeting import TargetSpec
 from mftlab.models.loading import load_model
@@ -161,9 +161,7 @@ def make_pruning_mask(
 
 def load_method_model(model_dir: str, mask_path: str | None = None, **load) -> tuple[torch.nn.Module, object]:
     """A saved model (optionally with a mask applied in memory) and its tokenizer; `load` goes to load_model."""
-    loaded = load_model(model_dir, **load)
-    if mask_path is not None:
-        apply_mask_(loaded.model, load_mask(mask_path))
+    loaded, _ = load_masked(model_dir, mask_path, **load)
     return loaded.model, loaded.tokenizer
 
 

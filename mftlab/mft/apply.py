@@ -34,6 +34,21 @@ def apply_mask_(model: torch.nn.Module, mask: Mask, force: bool = False) -> list
     return mismatched
 
 
+def load_masked(source: str, mask: Mask | str | None = None, *, force: bool = False, **load):
+    """A model (folder, hub id, GGUF or preset; `load` goes to load_model) with `mask` (a Mask or a mask
+    file, read and checked before any weights are loaded) applied in memory.
+
+    Returns (LoadedModel, names of the tensors whose fingerprints differed: only with force).
+    """
+    if isinstance(mask, (str, os.PathLike)):
+        from mftlab.mask.maskfile import load_mask
+
+        mask = load_mask(mask)
+    loaded = load_model(source, **load)
+    mismatched = apply_mask_(loaded.model, mask, force=force) if mask is not None else []
+    return loaded, mismatched
+
+
 def _check_out(out_dir: str) -> None:
     if os.path.exists(out_dir):
         raise MftlabError(f"--out '{out_dir}' already exists; choose a new folder or remove it")
@@ -120,10 +135,15 @@ def write_merged(
         if os.path.isdir(model_source) and gguf_file is None and dtype == "auto" and mask is not None:
             mismatched = _mask_shards_in_place(model_source, mask, tmp, force, progress)
         if mismatched is None:
-            loaded = load_model(
-                model_source, dtype=dtype, gguf_file=gguf_file, trust_remote_code=trust_remote_code, device=device
+            loaded, mismatched = load_masked(
+                model_source,
+                mask,
+                force=force,
+                dtype=dtype,
+                gguf_file=gguf_file,
+                trust_remote_code=trust_remote_code,
+                device=device,
             )
-            mismatched = apply_mask_(loaded.model, mask, force=force) if mask is not None else []
             loaded.model.save_pretrained(tmp, safe_serialization=True)
             if loaded.tokenizer is not None:
                 loaded.tokenizer.save_pretrained(tmp)
