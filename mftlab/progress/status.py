@@ -126,11 +126,12 @@ def _training(folder: str, who) -> dict:
 def _landscape(folder: str, who) -> dict:
     run = _read(os.path.join(folder, "landscape.run.json")) or {}
     grid = ((run.get("check") or {}).get("config") or {}).get("grid") or []
-    points = sum(len(_lines(os.path.join(folder, n))) for n in os.listdir(folder) if n.startswith("landscape.points-"))
-    done = os.path.exists(os.path.join(folder, "landscape.json"))
     total = 1
     for n in grid:
         total *= n
+    rows = [r for n in os.listdir(folder) if n.startswith("landscape.points-") for r in _lines(os.path.join(folder, n))]
+    points = len({r.get("i") for r in rows if isinstance(r.get("i"), int) and r["i"] < total})  # grid, not markers
+    done = os.path.exists(os.path.join(folder, "landscape.json"))
     return {"kind": "landscape", "state": _state("done" if done else "running", who), "step": points, "total": total}
 
 
@@ -178,9 +179,10 @@ def status_lines(status: dict) -> list[str]:
     where = f" (pid {status['pid']})" if "pid" in status and state == "running" else ""
     gone = f" (pid {status['pid']} is gone)" if "pid" in status and state == "interrupted" else ""
     lines = [f"{kind} run in {status['folder']}: {state}{where}{gone}"]
-    if status.get("total") is not None and kind in ("train", "landscape"):
+    if kind in ("train", "landscape"):
         unit = "steps" if kind == "train" else "points"
-        lines.append(f"{status.get('step', 0)}/{status['total']} {unit}")
+        of = f"/{status['total']}" if status.get("total") is not None else ""
+        lines.append(f"{status.get('step', 0)}{of} {unit}")
         if status.get("loss") is not None:
             lines.append(
                 f"last loss {status['loss']:.4g}"
