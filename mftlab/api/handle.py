@@ -148,7 +148,7 @@ def mask_model(
     exclude: str | None = None,
     mask_ratio: float = 0.1,
     granularity: str = "tensor",
-    selection: str = "topk",
+    selection: "str | SelectionConfig" = "topk",
     score_init: str = "random",
     seed: int = 0,
     threshold: float = -0.035,
@@ -163,7 +163,9 @@ def mask_model(
     `targets` / `layers` / `exclude` choose the modules (names or suffixes, `re:` regexes,
     `all-linear`; layer ranges such as "0-3,20-23"). `mask_ratio` is the fraction of targeted
     weights masked; `granularity` (tensor | row | global) and `selection` (topk | threshold) say
-    how scores become masks; `score_init` (random | magnitude | uniform) and `seed` fix the
+    how scores become masks, or `selection=SelectionConfig(...)` gives them all as one object (the
+    one `TrainConfig` and the CLI build; mask_ratio, granularity, threshold, min_keep_ratio and
+    rank_by are then taken from it); `score_init` (random | magnitude | uniform) and `seed` fix the
     initial scores. The keep-masks are computed once here; call `refresh()` after each step.
 
     Example:
@@ -174,16 +176,19 @@ def mask_model(
         0.1
         >>> _ = handle.unload()
     """
-    config = SelectionConfig(mask_ratio, selection, granularity, threshold, min_keep_ratio, rank_by)
+    if isinstance(selection, SelectionConfig):
+        config = selection
+    else:
+        config = SelectionConfig(mask_ratio, selection, granularity, threshold, min_keep_ratio, rank_by)
     spec = TargetSpec.parse(targets, layers, exclude)
     found = resolve_targets(model, spec)
     wrappers = attach_masks(model, found, score_init, score_std, score_dtype, seed)
     method = {
         "name": "mft",
-        "mask_ratio": mask_ratio,
-        "selection": selection,
-        "granularity": granularity,
-        "rank_by": rank_by,
+        "mask_ratio": config.mask_ratio,
+        "selection": config.selection,
+        "granularity": config.granularity,
+        "rank_by": config.rank_by,
         "seed": seed,
         "score_init": score_init,
         "targets": spec.to_dict(),

@@ -193,3 +193,18 @@ def test_landscape_facade_restores_the_model(tmp_path):
     assert [os.path.getsize(p) for p in saved] == [
         os.path.getsize(tmp_path / "ls" / os.path.basename(p)) for p in saved
     ]
+
+
+def test_mask_model_takes_the_selection_as_one_config_object():
+    from mftlab.mft.masking import SelectionConfig
+
+    model = mftlab.load_model("micro-llama").model
+    by_keywords = mftlab.mask_model(model, layers="0", mask_ratio=0.3, granularity="row", seed=1)
+    keywords_mask = by_keywords.export()
+    by_keywords.unload()
+    config = SelectionConfig(mask_ratio=0.3, granularity="row")
+    by_object = mftlab.mask_model(model, layers="0", selection=config, seed=1)
+    object_mask = by_object.export()
+    assert object_mask.method["granularity"] == "row" and object_mask.method["mask_ratio"] == 0.3
+    assert all(torch.equal(object_mask[n], keywords_mask[n]) for n in keywords_mask)
+    by_object.unload()
