@@ -5,7 +5,9 @@ import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDERS = ("mftlab", "analysis", "recipes", "figures", "cli", "bench", "tests")
-NAMED = re.compile(r"\b([A-Za-z0-9_\-./]+\.md)\b")
+# a document: an upper-case name (README.md, CONTRIBUTING.md), or any name under a folder (docs/NAME);
+# not an attribute such as `page.md`
+NAMED = re.compile(r"(?<![\w.])((?:[\w\-]+/)*[A-Z][A-Z0-9_\-]*\.md|(?:[\w\-.]+/)+[\w\-]+\.md)\b")
 WRITTEN_BY_RUNS = {"report.md", "plan.md", "sweep.md"}  # files a run writes into its --out folder, not documents
 
 
