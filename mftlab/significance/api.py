@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from mftlab.errors import ConfigError
-from mftlab.significance.paired import METRICS
+from mftlab.significance.paired import check_metric
 from mftlab.significance.per_example import paired_values, read_per_example
 from mftlab.significance.result import Entry, EvalComparison, compare
 
@@ -35,8 +35,7 @@ def compare_evals(a=None, b=None, *, metric: str = "exact_match", pairs=None, se
         >>> round(result.comparisons[0].stats.difference, 3)
         0.333
     """
-    if metric not in METRICS:
-        raise ConfigError(f"metric '{metric}' is unknown; choose one of {', '.join(METRICS)}")
+    check_metric(metric)
     if pairs is None:
         if a is None or b is None:
             raise ConfigError("give two per-example results (a, b) or pairs=[(a, b), ...]")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from mftlab.errors import ConfigError
-from mftlab.significance.paired import CONFIDENCE, METRICS, RESAMPLES, PairedComparison
+from mftlab.significance.paired import CONFIDENCE, RESAMPLES, PairedComparison, check_metric
 
 CHUNK = 1000  # resamples drawn at once (bounds memory to CHUNK x seeds x examples indices)
 
@@ -43,8 +43,7 @@ def _resampled_estimates(diffs: list[np.ndarray], rng: np.random.Generator) -> n
 
 def hierarchical_comparison(pairs, metric: str = "exact_match", seed: int = 0) -> PairedComparison:
     """B - A over several training seeds (one (a, b) pair of per-example values per seed)."""
-    if metric not in METRICS:
-        raise ConfigError(f"metric '{metric}' is unknown; choose one of {', '.join(METRICS)}")
+    check_metric(metric)
     pairs = [(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)) for a, b in pairs]
     if len(pairs) < 2:
         raise ConfigError("a comparison over seeds needs at least 2 seeds; use paired_comparison for one")

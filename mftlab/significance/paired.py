@@ -101,10 +101,14 @@ def paired_permutation(a: np.ndarray, b: np.ndarray, seed: int) -> float:
     return float(result.pvalue)
 
 
-def paired_comparison(a, b, metric: str = "exact_match", seed: int = 0) -> PairedComparison:
-    """B - A on the same examples (values in the same order), with its 95% BCa interval and the metric's test."""
+def check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ConfigError(f"metric '{metric}' is unknown; choose one of {', '.join(METRICS)}")
+
+
+def paired_comparison(a, b, metric: str = "exact_match", seed: int = 0) -> PairedComparison:
+    """B - A on the same examples (values in the same order), with its 95% BCa interval and the metric's test."""
+    check_metric(metric)
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ConfigError(
