@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 
+from mftlab.files.results import read_json_lines
+
 STEPS_LOG = "steps.jsonl"  # written by mftlab.recipes.step_runner
 PLAN_JSON = "plan.json"  # written by mftlab.recipes.protocol_plan
 NOTE = (
@@ -22,17 +24,9 @@ NOTE = (
 
 
 def step_records(result_dir: str) -> list[dict]:
-    path = os.path.join(result_dir, STEPS_LOG)
-    if not os.path.exists(path):
-        return []
     latest = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line after a kill
-                continue
-            latest[(row.get("step"), row.get("folder"))] = row
+    for row in read_json_lines(os.path.join(result_dir, STEPS_LOG)):  # a torn last line after a kill is skipped
+        latest[(row.get("step"), row.get("folder"))] = row
     return list(latest.values())
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from mftlab.figures.style import PALETTE, new_figure, out_base, save_figure, save_html
 from mftlab.files.results import read_result
+from mftlab.significance.result import SCALE
 
 RESULT = "significance"  # the kind of result drawn here (see mftlab.files.results)
 NAME = "forest_plot"
 AXIS = {"exact_match": "difference in exact match (points)", "loss": "difference in test loss (nats/token)"}
-SCALE = {"exact_match": 100.0, "loss": 1.0}
 
 
 def _label(c: dict) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from mftlab.files.results import read_result
+from mftlab.significance.result import SCALE
 
 NOTE = (
     "Differences are paired over the test examples (every method answers the same questions): the 95% "
@@ -26,7 +27,6 @@ ROWS_NOTE = (
     "The loss difference is the mean over examples of each example's mean answer-token loss, so it can differ "
     "slightly from the difference of the token-weighted losses above it."
 )
-SCALE = {"exact_match": 100.0, "loss": 1.0}
 DIGITS = {"exact_match": 1, "loss": 3}
 
 

@@ -149,6 +149,22 @@ def read_json(path: str | os.PathLike, writer: str = "the command that wrote it"
         raise MftlabError(f"cannot read result file '{path}': {exc.strerror or exc}") from None
 
 
+def read_json_lines(path: str | os.PathLike) -> list:
+    """The records of a JSON-lines log that a run appends to ([] when it is not there yet); a line cut short
+    by a kill, or being written right now, is skipped."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return rows
+
+
 # -- the contract ------------------------------------------------------------------------------
 def write_result(
     folder: str | os.PathLike,

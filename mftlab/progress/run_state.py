@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from mftlab.files.atomic import write_text_atomic
+from mftlab.files.results import read_json_lines
 
 PROGRESS = "progress.json"
 
@@ -34,16 +35,8 @@ class PlannedStep:
 
 def _done_folders(out: str) -> set[str]:
     """Step folders already recorded in OUT/steps.jsonl (by this run or an earlier one)."""
-    path = os.path.join(out, "steps.jsonl")
-    done = set()
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    done.add(json.loads(line)["folder"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-    return done
+    rows = read_json_lines(os.path.join(out, "steps.jsonl"))
+    return {row["folder"] for row in rows if isinstance(row, dict) and "folder" in row}
 
 
 class RunState:

@@ -19,6 +19,7 @@ import time
 
 from mftlab.errors import MftlabError
 from mftlab.files.folder_lock import LOCK_NAME
+from mftlab.files.results import read_json_lines as _lines
 from mftlab.progress.events import clock
 from mftlab.progress.run_state import PROGRESS
 
@@ -29,20 +30,6 @@ def _read(path: str):
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-def _lines(path: str) -> list[dict]:
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    continue  # a line being written
-    except OSError:
-        pass
-    return rows
 
 
 def _alive(pid: int) -> bool:

@@ -23,6 +23,7 @@ from mftlab.significance.paired import PairedComparison, holm, paired_comparison
 
 ALPHA = 0.05
 UNITS = {"exact_match": ("points", 100.0), "loss": ("nats/token", 1.0)}  # metric -> (unit, scale)
+SCALE = {metric: scale for metric, (_, scale) in UNITS.items()}  # a difference of 0.01 exact match is 1 point
 
 
 @dataclass(frozen=True)
