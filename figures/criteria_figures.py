@@ -12,6 +12,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from mftlab.figures.heatmap_parts import label_cells, set_log_ticks
 from mftlab.figures.style import (
     DIVERGING_CMAP,
     PALETTE,
@@ -101,27 +102,58 @@ def criteria_sentence(result: dict) -> str:
 def _annotate(ax, lift: np.ndarray, share: np.ndarray) -> None:
     if lift.size > 120:
         return
-    for (i, j), v in np.ndenumerate(lift):
-        if np.isfinite(v):
-            ax.text(
-                j,
-                i,
-                f"{v:.2f}x\n{100 * share[i, j]:.0f}%",
-                ha="center",
-                va="center",
-                fontsize=7,
-                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.6},
-            )
+    label_cells(ax, lift, lambda i, j, v: f"{v:.2f}x\n{100 * share[i, j]:.0f}%", fontsize=7, pad=0.1, alpha=0.6)
 
 
-def heatmaps(result: dict, result_dir) -> list[str]:
-    """Lift (colour) and share of the reference's masked set (text) per layer and projection."""
-    labels, layers, projections = result["labels"], result["layers"], result["projections"]
-    if not layers or not projections:
-        return []
-    ref = _reference_name(result)
+def _grids(result: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(lift, share of the reference's masked set) per compared mask, as layer x projection grids."""
+    labels = result["labels"]
     lifts = {lab: _grid(result, lab, "lift") for lab in labels}
     shares = {lab: _grid(result, lab, "fraction_of_reference") for lab in labels}
+    return lifts, shares
+
+
+def _lift_panel(ax, result: dict, label: str, *, lift: np.ndarray, share: np.ndarray, norm):
+    """One compared mask's lift heatmap, annotated with the shares; returns the image (for the colour bar)."""
+    layers, projections = result["layers"], result["projections"]
+    image = ax.imshow(
+        np.ma.masked_invalid(lift), cmap=DIVERGING_CMAP, norm=norm, aspect="auto", interpolation="nearest"
+    )
+    ax.grid(False)
+    ax.set_xticks(range(len(projections)), projections, rotation=30 if max(map(len, projections)) > 5 else 0)
+    step = max(1, len(layers) // 24)
+    ax.set_yticks(range(0, len(layers), step), layers[::step])
+    ax.set_xlabel("projection")
+    ax.set_ylabel("layer")
+    row = _overall(result, label)
+    rho = f", Spearman {row['spearman']:+.2f}" if row["spearman"] is not None else ""
+    ref = _reference_name(result)
+    ax.set_title(f"{ref} vs {label}: lift {_times(row['lift']).replace(' chance', '')} overall{rho}", fontsize=9)
+    _annotate(ax, lift, share)
+    return image
+
+
+def _share_bars(ax, result: dict) -> None:
+    """Overall share of the reference's masked weights that each mask also masks, against chance."""
+    labels, ref = result["labels"], _reference_name(result)
+    share = [100 * (_overall(result, lab)["fraction_of_reference"] or 0) for lab in labels]
+    chance = [100 * (_overall(result, lab)["chance_fraction"] or 0) for lab in labels]
+    x = np.arange(len(labels))
+    ax.bar(x, share, width=0.5, color=[PALETTE[i % len(PALETTE)] for i in range(len(labels))])
+    ax.scatter(x, chance, marker="_", s=900, linewidths=2, color="black", zorder=3, label="chance (independent masks)")
+    ax.set_xticks(x, labels)
+    ax.set_ylabel(f"% of {ref}'s masked")
+    ax.set_title(f"Share of {ref}'s masked weights that each mask also masks (overall)", fontsize=9)
+    ax.set_ylim(0, max(share + chance + [1.0]) * 1.3)
+    for i, v in enumerate(share):
+        ax.annotate(f"{v:.1f}%", (i + 0.27, v), ha="left", va="center", fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def _heatmaps_static(result: dict, base: str) -> list[str]:
+    labels, layers, projections = result["labels"], result["layers"], result["projections"]
+    ref = _reference_name(result)
+    lifts, shares = _grids(result)
     norm = lift_norm(np.concatenate([g.ravel() for g in lifts.values()]))
     ncols = min(2, len(labels))
     nrows = -(-len(labels) // ncols)
@@ -137,49 +169,29 @@ def heatmaps(result: dict, result_dir) -> list[str]:
         extra.remove()
     image = None
     for ax, label in zip(axes.ravel(), labels):
-        image = ax.imshow(
-            np.ma.masked_invalid(lifts[label]), cmap=DIVERGING_CMAP, norm=norm, aspect="auto", interpolation="nearest"
-        )
-        ax.grid(False)
-        ax.set_xticks(range(len(projections)), projections, rotation=30 if max(map(len, projections)) > 5 else 0)
-        step = max(1, len(layers) // 24)
-        ax.set_yticks(range(0, len(layers), step), layers[::step])
-        ax.set_xlabel("projection")
-        ax.set_ylabel("layer")
-        row = _overall(result, label)
-        rho = f", Spearman {row['spearman']:+.2f}" if row["spearman"] is not None else ""
-        ax.set_title(f"{ref} vs {label}: lift {_times(row['lift']).replace(' chance', '')} overall{rho}", fontsize=9)
-        _annotate(ax, lifts[label], shares[label])
+        image = _lift_panel(ax, result, label, lift=lifts[label], share=shares[label], norm=norm)
     bar = fig.colorbar(
         image, ax=[a for a in axes[:nrows].ravel()[: len(labels)]], shrink=0.9, label="lift (log; 1 = chance)"
     )
-    ticks = [t for t in (0.25, 0.5, 0.8, 1, 1.25, 2, 4, 8, 16) if norm.vmin <= t <= norm.vmax]
-    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
-    bar.ax.minorticks_off()
-    with plt.rc_context(RC):
-        ax = fig.add_subplot(axes[0, 0].get_gridspec()[nrows, :])
-    share = [100 * (_overall(result, lab)["fraction_of_reference"] or 0) for lab in labels]
-    chance = [100 * (_overall(result, lab)["chance_fraction"] or 0) for lab in labels]
-    x = np.arange(len(labels))
-    ax.bar(x, share, width=0.5, color=[PALETTE[i % len(PALETTE)] for i in range(len(labels))])
-    ax.scatter(x, chance, marker="_", s=900, linewidths=2, color="black", zorder=3, label="chance (independent masks)")
-    ax.set_xticks(x, labels)
-    ax.set_ylabel(f"% of {ref}'s masked")
-    ax.set_title(f"Share of {ref}'s masked weights that each mask also masks (overall)", fontsize=9)
-    ax.set_ylim(0, max(share + chance + [1.0]) * 1.3)
-    for i, v in enumerate(share):
-        ax.annotate(f"{v:.1f}%", (i + 0.27, v), ha="left", va="center", fontsize=7)
-    ax.legend(fontsize=7, loc="upper right")
+    set_log_ticks(bar, norm, (0.25, 0.5, 0.8, 1, 1.25, 2, 4, 8, 16))
+    with plt.rc_context(RC):  # the house style, as new_figure gives the heatmap panels
+        bars = fig.add_subplot(axes[0, 0].get_gridspec()[nrows, :])
+    _share_bars(bars, result)
     fig.suptitle(
         f"{ref} mask vs pruning criteria: lift (colour) and share of {ref}'s masked set (text) "
         "per layer and projection",
         fontsize=10,
     )
-    paths = save_figure(fig, out_base(result_dir, "criteria_overlap"))
+    return save_figure(fig, base)
 
+
+def _heatmaps_interactive(result: dict, path: str) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    labels, layers, projections = result["labels"], result["layers"], result["projections"]
+    ref = _reference_name(result)
+    lifts, shares = _grids(result)
     pfig = make_subplots(rows=1, cols=len(labels), subplot_titles=[f"{ref} vs {lab}" for lab in labels])
     for k, label in enumerate(labels):
         pfig.add_trace(
@@ -201,7 +213,15 @@ def heatmaps(result: dict, result_dir) -> list[str]:
     pfig.update_yaxes(type="category", autorange="reversed", title_text="layer")
     pfig.update_xaxes(title_text="projection")
     pfig.update_layout(title=f"{ref} mask vs pruning criteria: lift of the overlap of masked sets")
-    return paths + [save_html(pfig, out_base(result_dir, "criteria_overlap") + ".html")]
+    return save_html(pfig, path)
+
+
+def heatmaps(result: dict, result_dir) -> list[str]:
+    """Lift (colour) and share of the reference's masked set (text) per layer and projection."""
+    if not result["layers"] or not result["projections"]:
+        return []
+    base = out_base(result_dir, "criteria_overlap")
+    return _heatmaps_static(result, base) + [_heatmaps_interactive(result, base + ".html")]
 
 
 def render(result_dir) -> list[str]:

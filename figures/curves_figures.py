@@ -55,98 +55,143 @@ def reference_losses(demo: dict, domain: str) -> dict[str, float]:
     return {m: scores[m]["validation_loss"] for m in demo["reference_lines"] if m in scores}
 
 
-def render(result_dir) -> list[str]:
-    demo = read_result(result_dir, "demo")
-    domains, names, curve_names = demo["domains"], demo["method_names"], demo["curve_names"]
-    styles, references = curve_styles(demo), reference_colors(demo)
-    method, lower = demo["roles"]["method"], demo["roles"].get("lower_bound")
-    step0_label = f"{demo['method_short'][method]} step-0 mask"
-    fig, axes = new_figure(ncols=len(domains), width=4.4, height=3.4, squeeze=False)
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+def _step0_label(demo: dict) -> str:
+    return f"{demo['method_short'][demo['roles']['method']]} step-0 mask"
 
-    web = make_subplots(rows=1, cols=len(domains), subplot_titles=domains)
-    for k, domain in enumerate(domains):
-        ax = axes[0][k]
-        shown = []
-        for run, (color, dash) in styles.items():
-            xs, ys = curve_points(demo, domain, run)
-            if xs:
-                shown += ys
-                ax.plot(xs, ys, dash, color=color, label=curve_names[run], lw=1.6)
-                web.add_trace(
-                    go.Scatter(
-                        x=xs,
-                        y=ys,
-                        name=curve_names[run],
-                        line={"color": color},
-                        legendgroup=run,
-                        showlegend=k == 0,
-                        hovertemplate="step %{x}<br>loss %{y:.4f}",
-                    ),
-                    1,
-                    k + 1,
-                )
-        zero = step0_point(demo, domain)
-        if zero is not None:
-            shown.append(zero[1])
-            ax.plot([zero[0]], [zero[1]], "v", color=styles[method][0], ms=7, label=f"{step0_label} (before training)")
-            web.add_trace(
-                go.Scatter(
-                    x=[zero[0]],
-                    y=[zero[1]],
-                    mode="markers",
-                    name=step0_label,
-                    marker={"symbol": "triangle-down", "size": 10, "color": styles[method][0]},
-                    legendgroup="step0",
-                    showlegend=k == 0,
-                    hovertemplate="step-0 mask<br>loss %{y:.4f}",
-                ),
-                1,
-                k + 1,
-            )
-        for ref, loss in reference_losses(demo, domain).items():
-            ax.axhline(loss, color=references[ref], lw=1, ls="-.", label=names[ref])
-            web.add_hline(
-                y=loss,
-                line={"color": references[ref], "dash": "dashdot"},
-                row=1,
-                col=k + 1,
-                annotation_text=names[ref],
-                annotation_font_size=9,
-            )
-        # Zoom on the fine-tuned models; the backbone line is labelled when it lies above the view.
-        refs = reference_losses(demo, domain)
-        low = min(shown + [v for m, v in refs.items() if m != lower])
-        high = max(y for y in shown[len(shown) // 4 :]) if shown else low
-        pad = 0.08 * (high - low or 1.0)
-        ax.set_ylim(low - pad, high + 3 * pad)
-        if lower in refs and refs[lower] > high + 3 * pad:
-            ax.annotate(
-                f"{demo['method_short'][lower]}: {refs[lower]:.2f} (above)",
-                xy=(0.02, 0.97),
-                xycoords="axes fraction",
-                va="top",
-                fontsize=8,
-                color=references[lower],
-            )
-        best = demo["curves"][domain][demo["roles"]["upper_bound"]]["best_step"]
-        if best:
-            ax.axvline(best, color="grey", lw=0.8, ls=":")
-        ax.set_title(f"{domain}")
-        ax.set_xlabel("optimizer step")
-        if k == 0:
-            ax.set_ylabel("validation loss (nats/token)")
+
+def _plot_runs(ax, demo: dict, domain: str) -> list[float]:
+    """Each run's curve and the method's step-0 mask; returns the losses drawn (the zoom's range)."""
+    styles, shown = curve_styles(demo), []
+    for run, (color, dash) in styles.items():
+        xs, ys = curve_points(demo, domain, run)
+        if xs:
+            shown += ys
+            ax.plot(xs, ys, dash, color=color, label=demo["curve_names"][run], lw=1.6)
+    zero = step0_point(demo, domain)
+    if zero is not None:
+        shown.append(zero[1])
+        color = styles[demo["roles"]["method"]][0]
+        ax.plot([zero[0]], [zero[1]], "v", color=color, ms=7, label=f"{_step0_label(demo)} (before training)")
+    return shown
+
+
+def _zoom(ax, demo: dict, domain: str, shown: list[float]) -> None:
+    """Zoom on the fine-tuned models; the backbone line is labelled when it lies above the view."""
+    lower = demo["roles"].get("lower_bound")
+    refs = reference_losses(demo, domain)
+    low = min(shown + [v for m, v in refs.items() if m != lower])
+    high = max(y for y in shown[len(shown) // 4 :]) if shown else low
+    pad = 0.08 * (high - low or 1.0)
+    ax.set_ylim(low - pad, high + 3 * pad)
+    if lower in refs and refs[lower] > high + 3 * pad:
+        ax.annotate(
+            f"{demo['method_short'][lower]}: {refs[lower]:.2f} (above)",
+            xy=(0.02, 0.97),
+            xycoords="axes fraction",
+            va="top",
+            fontsize=8,
+            color=reference_colors(demo)[lower],
+        )
+
+
+def _static_domain(ax, demo: dict, domain: str) -> None:
+    shown = _plot_runs(ax, demo, domain)
+    references = reference_colors(demo)
+    for ref, loss in reference_losses(demo, domain).items():
+        ax.axhline(loss, color=references[ref], lw=1, ls="-.", label=demo["method_names"][ref])
+    _zoom(ax, demo, domain, shown)
+    best = demo["curves"][domain][demo["roles"]["upper_bound"]]["best_step"]
+    if best:
+        ax.axvline(best, color="grey", lw=0.8, ls=":")
+    ax.set_title(f"{domain}")
+    ax.set_xlabel("optimizer step")
+
+
+def _static(demo: dict, base: str) -> list[str]:
+    fig, axes = new_figure(ncols=len(demo["domains"]), width=4.4, height=3.4, squeeze=False)
+    for k, domain in enumerate(demo["domains"]):
+        _static_domain(axes[0][k], demo, domain)
+    axes[0][0].set_ylabel("validation loss (nats/token)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.12), fontsize=8)
     fig.suptitle("Validation loss during training (dotted line: best FFT checkpoint)", fontsize=11)
     fig.tight_layout()
-    base = os.path.join(result_dir, "figures", "training_curves")
-    os.makedirs(os.path.dirname(base), exist_ok=True)
+    return save_figure(fig, base)
+
+
+def _web_step0(web, demo: dict, domain: str, col: int) -> None:
+    import plotly.graph_objects as go
+
+    zero = step0_point(demo, domain)
+    if zero is None:
+        return
+    web.add_trace(
+        go.Scatter(
+            x=[zero[0]],
+            y=[zero[1]],
+            mode="markers",
+            name=_step0_label(demo),
+            marker={"symbol": "triangle-down", "size": 10, "color": curve_styles(demo)[demo["roles"]["method"]][0]},
+            legendgroup="step0",
+            showlegend=col == 1,
+            hovertemplate="step-0 mask<br>loss %{y:.4f}",
+        ),
+        1,
+        col,
+    )
+
+
+def _web_domain(web, demo: dict, domain: str, col: int) -> None:
+    """One domain's curves, step-0 mask and reference lines in subplot column `col` (legend from the first)."""
+    import plotly.graph_objects as go
+
+    for run, (color, _) in curve_styles(demo).items():
+        xs, ys = curve_points(demo, domain, run)
+        if xs:
+            web.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    name=demo["curve_names"][run],
+                    line={"color": color},
+                    legendgroup=run,
+                    showlegend=col == 1,
+                    hovertemplate="step %{x}<br>loss %{y:.4f}",
+                ),
+                1,
+                col,
+            )
+    _web_step0(web, demo, domain, col)
+    references = reference_colors(demo)
+    for ref, loss in reference_losses(demo, domain).items():
+        web.add_hline(
+            y=loss,
+            line={"color": references[ref], "dash": "dashdot"},
+            row=1,
+            col=col,
+            annotation_text=demo["method_names"][ref],
+            annotation_font_size=9,
+        )
+
+
+def _interactive(demo: dict, path: str) -> str:
+    from plotly.subplots import make_subplots
+
+    web = make_subplots(rows=1, cols=len(demo["domains"]), subplot_titles=demo["domains"])
+    for k, domain in enumerate(demo["domains"]):
+        _web_domain(web, demo, domain, k + 1)
     web.update_layout(
         title="Validation loss during training",
         xaxis_title="optimizer step",
         yaxis_title="validation loss (nats/token)",
         height=450,
     )
-    return save_figure(fig, base) + [save_html(web, base + ".html")]
+    return save_html(web, path)
+
+
+def render(result_dir) -> list[str]:
+    """Draw the training curves of RESULT_DIR/demo.json into RESULT_DIR/figures; returns the written paths."""
+    demo = read_result(result_dir, "demo")
+    base = os.path.join(result_dir, "figures", "training_curves")
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    return _static(demo, base) + [_interactive(demo, base + ".html")]

@@ -59,58 +59,57 @@ def log_levels(arrays: list[np.ndarray], n: int = 24) -> np.ndarray:
     return np.geomspace(lo, hi, n)
 
 
-def _render_2d(result_dir: str, doc: dict, arrays: dict) -> list[str]:
-    from matplotlib.colors import LogNorm
+def _contour_panel(ax, doc: dict, surface: tuple, *, levels: np.ndarray, norm, title: str):
+    """Filled log contours of one split with the models marked; returns the contour set (for the colour bar)."""
+    X, Y, z = surface
+    filled = ax.contourf(X, Y, z, levels=levels, norm=norm, cmap=SEQUENTIAL_CMAP)
+    ax.contour(X, Y, z, levels=levels[::3], norm=norm, colors="k", linewidths=0.4, alpha=0.5)
+    xlabel, ylabel = axis_labels(doc)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(False)
+    for k, m in enumerate(doc["markers"]):
+        ax.plot(
+            m["x"],
+            m["y"],
+            MARKERS[k % len(MARKERS)],
+            markersize=15 if k == 0 else 10,
+            markerfacecolor=MARKER_COLOURS[k % len(MARKER_COLOURS)],
+            markeredgecolor="k",
+            label=_marker_label(m),
+            linestyle="none",
+        )
+    return filled
+
+
+def _surface_panel(ax3, doc: dict, surface: tuple, *, levels: np.ndarray, norm, split: str, title: str) -> None:
+    """One split's loss as a 3-D surface on the shared scale, with the models that have a loss marked on it."""
+    X, Y, z = surface
+    ax3.plot_surface(X, Y, z, norm=norm, cmap=SEQUENTIAL_CMAP, linewidth=0, antialiased=True, alpha=0.9)
+    for k, m in enumerate(doc["markers"]):
+        if m.get(f"{split}_loss") is not None:
+            ax3.scatter(
+                [m["x"]],
+                [m["y"]],
+                [m[f"{split}_loss"]],
+                marker=MARKERS[k % len(MARKERS)],
+                s=120,
+                c=MARKER_COLOURS[k % len(MARKER_COLOURS)],
+                edgecolors="k",
+                depthshade=False,
+                zorder=10,
+            )
+    ax3.set_zlim(levels[0], levels[-1])  # the shared scale, as in the colour bar
+    ax3.set(
+        title=f"{title} (surface)",
+        xlabel="u" if doc["plane"]["kind"] != "random" else "d1",
+        ylabel="v" if doc["plane"]["kind"] != "random" else "d2",
+        zlabel=COLOURBAR_LABEL,
+    )
+
+
+def _legend_and_colour_bar(fig, axes, filled, levels: np.ndarray) -> None:
     from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
-    xs, ys = arrays["xs"], arrays["ys"]
-    X, Y = np.meshgrid(xs, ys)  # (ny, nx), matching loss[j, i]
-    losses = {s: np.where(np.isfinite(arrays[f"{s}_loss"]), arrays[f"{s}_loss"], np.nan) for s, _ in SPLITS}
-    levels = log_levels(list(losses.values()))
-    norm = LogNorm(vmin=levels[0], vmax=levels[-1])
-    xlabel, ylabel = axis_labels(doc)
-    fig, axes = new_figure(ncols=2, nrows=2, width=5.4, height=4.4)
-    for col, (split, title) in enumerate(SPLITS):
-        z = np.clip(losses[split], levels[0], levels[-1])
-        ax = axes[0, col]
-        filled = ax.contourf(X, Y, z, levels=levels, norm=norm, cmap=SEQUENTIAL_CMAP)
-        ax.contour(X, Y, z, levels=levels[::3], norm=norm, colors="k", linewidths=0.4, alpha=0.5)
-        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-        ax.grid(False)
-        for k, m in enumerate(doc["markers"]):
-            ax.plot(
-                m["x"],
-                m["y"],
-                MARKERS[k % len(MARKERS)],
-                markersize=15 if k == 0 else 10,
-                markerfacecolor=MARKER_COLOURS[k % len(MARKER_COLOURS)],
-                markeredgecolor="k",
-                label=_marker_label(m),
-                linestyle="none",
-            )
-        axes[1, col].remove()
-        ax3 = fig.add_subplot(2, 2, 3 + col, projection="3d", computed_zorder=False)  # markers over the surface
-        ax3.plot_surface(X, Y, z, norm=norm, cmap=SEQUENTIAL_CMAP, linewidth=0, antialiased=True, alpha=0.9)
-        for k, m in enumerate(doc["markers"]):
-            if m.get(f"{split}_loss") is not None:
-                ax3.scatter(
-                    [m["x"]],
-                    [m["y"]],
-                    [m[f"{split}_loss"]],
-                    marker=MARKERS[k % len(MARKERS)],
-                    s=120,
-                    c=MARKER_COLOURS[k % len(MARKER_COLOURS)],
-                    edgecolors="k",
-                    depthshade=False,
-                    zorder=10,
-                )
-        ax3.set_zlim(levels[0], levels[-1])  # the shared scale, as in the colour bar
-        ax3.set(
-            title=f"{title} (surface)",
-            xlabel="u" if doc["plane"]["kind"] != "random" else "d1",
-            ylabel="v" if doc["plane"]["kind"] != "random" else "d2",
-            zlabel=COLOURBAR_LABEL,
-        )
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(
         handles,
@@ -127,6 +126,23 @@ def _render_2d(result_dir: str, doc: dict, arrays: dict) -> list[str]:
     bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
     bar.ax.yaxis.set_minor_formatter(NullFormatter())
     bar.set_label(COLOURBAR_LABEL)
+
+
+def _render_2d(result_dir: str, doc: dict, arrays: dict) -> list[str]:
+    from matplotlib.colors import LogNorm
+
+    X, Y = np.meshgrid(arrays["xs"], arrays["ys"])  # (ny, nx), matching loss[j, i]
+    losses = {s: np.where(np.isfinite(arrays[f"{s}_loss"]), arrays[f"{s}_loss"], np.nan) for s, _ in SPLITS}
+    levels = log_levels(list(losses.values()))
+    norm = LogNorm(vmin=levels[0], vmax=levels[-1])  # one instance: every panel and the colour bar share it
+    fig, axes = new_figure(ncols=2, nrows=2, width=5.4, height=4.4)
+    for col, (split, title) in enumerate(SPLITS):
+        surface = (X, Y, np.clip(losses[split], levels[0], levels[-1]))
+        filled = _contour_panel(axes[0, col], doc, surface, levels=levels, norm=norm, title=title)
+        axes[1, col].remove()
+        ax3 = fig.add_subplot(2, 2, 3 + col, projection="3d", computed_zorder=False)  # markers over the surface
+        _surface_panel(ax3, doc, surface, levels=levels, norm=norm, split=split, title=title)
+    _legend_and_colour_bar(fig, axes, filled, levels)
     return save_figure(fig, os.path.join(result_dir, "landscape"))
 
 
@@ -158,15 +174,90 @@ def _log_ticks(levels: np.ndarray) -> tuple[list[float], list[str]]:
     return [float(np.log10(t)) for t in ticks], [f"{t:.3g}" for t in ticks]
 
 
-def _render_html(result_dir: str, doc: dict, arrays: dict) -> str:
+def _add_loss_traces(fig, arrays: dict, split: str, levels: np.ndarray, col: int) -> None:
+    """One split's loss as a surface (row 1) and log contours (row 2), coloured on the shared log scale."""
     import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    xs, ys = arrays["xs"], arrays["ys"]
-    levels = log_levels([arrays["train_loss"], arrays["test_loss"]])
+    xs, ys, z = arrays["xs"], arrays["ys"], arrays[f"{split}_loss"]
     cmin, cmax = float(np.log10(levels[0])), float(np.log10(levels[-1]))
     tickvals, ticktext = _log_ticks(levels)
-    colorbar = {"title": {"text": COLOURBAR_LABEL}, "tickvals": tickvals, "ticktext": ticktext}
+    logz = np.log10(np.clip(z, levels[0], levels[-1]))
+    fig.add_trace(
+        go.Surface(
+            x=xs,
+            y=ys,
+            z=z,
+            surfacecolor=logz,
+            cmin=cmin,
+            cmax=cmax,
+            colorscale="Viridis",
+            colorbar={"title": {"text": COLOURBAR_LABEL}, "tickvals": tickvals, "ticktext": ticktext},
+            showscale=col == 1,
+            name=split,
+            hovertemplate="x=%{x:.4g}<br>y=%{y:.4g}<br>loss=%{z:.5g}<extra></extra>",
+        ),
+        row=1,
+        col=col,
+    )
+    fig.add_trace(
+        go.Contour(
+            x=xs,
+            y=ys,
+            z=logz,
+            zmin=cmin,
+            zmax=cmax,
+            colorscale="Viridis",
+            showscale=False,
+            customdata=z,
+            contours={"start": cmin, "end": cmax, "size": (cmax - cmin) / 20},
+            hovertemplate="x=%{x:.4g}<br>y=%{y:.4g}<br>loss=%{customdata:.5g}<extra></extra>",
+        ),
+        row=2,
+        col=col,
+    )
+
+
+def _add_marker_traces(fig, doc: dict, split: str, col: int) -> None:
+    """The models on the surface (when they have a loss for the split) and on the contour map."""
+    import plotly.graph_objects as go
+
+    for k, m in enumerate(doc["markers"]):
+        loss = m.get(f"{split}_loss")
+        style = {"color": MARKER_COLOURS[k % len(MARKER_COLOURS)], "line": {"color": "black", "width": 1}}
+        if loss is not None:
+            fig.add_trace(
+                go.Scatter3d(
+                    x=[m["x"]],
+                    y=[m["y"]],
+                    z=[loss],
+                    mode="markers",
+                    name=_marker_label(m),
+                    legendgroup=m["label"],
+                    showlegend=False,
+                    marker={**style, "size": 7, "symbol": PLOTLY_MARKERS_3D[k % 8]},
+                ),
+                row=1,
+                col=col,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=[m["x"]],
+                y=[m["y"]],
+                mode="markers",
+                name=_marker_label(m),
+                legendgroup=m["label"],
+                showlegend=col == 1,
+                marker={**style, "size": 16 if k == 0 else 12, "symbol": PLOTLY_MARKERS[k % 8]},
+            ),
+            row=2,
+            col=col,
+        )
+
+
+def _render_html(result_dir: str, doc: dict, arrays: dict) -> str:
+    from plotly.subplots import make_subplots
+
+    levels = log_levels([arrays["train_loss"], arrays["test_loss"]])
     fig = make_subplots(
         rows=2,
         cols=2,
@@ -177,72 +268,8 @@ def _render_html(result_dir: str, doc: dict, arrays: dict) -> str:
     )
     xlabel, ylabel = axis_labels(doc)
     for col, (split, _) in enumerate(SPLITS, 1):
-        z = arrays[f"{split}_loss"]
-        logz = np.log10(np.clip(z, levels[0], levels[-1]))
-        fig.add_trace(
-            go.Surface(
-                x=xs,
-                y=ys,
-                z=z,
-                surfacecolor=logz,
-                cmin=cmin,
-                cmax=cmax,
-                colorscale="Viridis",
-                colorbar=colorbar,
-                showscale=col == 1,
-                name=split,
-                hovertemplate="x=%{x:.4g}<br>y=%{y:.4g}<br>loss=%{z:.5g}<extra></extra>",
-            ),
-            row=1,
-            col=col,
-        )
-        fig.add_trace(
-            go.Contour(
-                x=xs,
-                y=ys,
-                z=logz,
-                zmin=cmin,
-                zmax=cmax,
-                colorscale="Viridis",
-                showscale=False,
-                customdata=z,
-                contours={"start": cmin, "end": cmax, "size": (cmax - cmin) / 20},
-                hovertemplate="x=%{x:.4g}<br>y=%{y:.4g}<br>loss=%{customdata:.5g}<extra></extra>",
-            ),
-            row=2,
-            col=col,
-        )
-        for k, m in enumerate(doc["markers"]):
-            loss = m.get(f"{split}_loss")
-            style = {"color": MARKER_COLOURS[k % len(MARKER_COLOURS)], "line": {"color": "black", "width": 1}}
-            if loss is not None:
-                fig.add_trace(
-                    go.Scatter3d(
-                        x=[m["x"]],
-                        y=[m["y"]],
-                        z=[loss],
-                        mode="markers",
-                        name=_marker_label(m),
-                        legendgroup=m["label"],
-                        showlegend=False,
-                        marker={**style, "size": 7, "symbol": PLOTLY_MARKERS_3D[k % 8]},
-                    ),
-                    row=1,
-                    col=col,
-                )
-            fig.add_trace(
-                go.Scatter(
-                    x=[m["x"]],
-                    y=[m["y"]],
-                    mode="markers",
-                    name=_marker_label(m),
-                    legendgroup=m["label"],
-                    showlegend=col == 1,
-                    marker={**style, "size": 16 if k == 0 else 12, "symbol": PLOTLY_MARKERS[k % 8]},
-                ),
-                row=2,
-                col=col,
-            )
+        _add_loss_traces(fig, arrays, split, levels, col)
+        _add_marker_traces(fig, doc, split, col)
         fig.update_xaxes(title_text=xlabel, row=2, col=col)
         fig.update_yaxes(title_text=ylabel, row=2, col=col)
     scene = {"xaxis_title": "x", "yaxis_title": "y", "zaxis_title": "loss"}

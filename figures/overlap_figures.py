@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mftlab.figures.heatmap_parts import label_cells, set_log_ticks
 from mftlab.figures.style import (
     DIVERGING_CMAP,
     PALETTE,
@@ -35,27 +36,39 @@ def _matrix(result: dict, metric: str, diagonal: float) -> np.ndarray:
     return grid
 
 
-def _annotate(ax, grid: np.ndarray, fmt: str) -> None:
-    for (i, j), v in np.ndenumerate(grid):
-        if np.isfinite(v):
-            ax.text(
-                j,
-                i,
-                format(v, fmt),
-                ha="center",
-                va="center",
-                fontsize=8,
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7},
-            )
+def _grids(result: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(Jaccard, lift) of every pair; a mask's lift with itself says nothing about chance overlap (NaN)."""
+    return _matrix(result, "jaccard", 1.0), _matrix(result, "lift", np.nan)
 
 
-def matrices(result: dict, result_dir) -> list[str]:
-    """Jaccard of masked sets, and lift (observed / expected shared), for every pair."""
-    labels = result["labels"]
+def _matrix_panel(fig, ax, labels: list[str], panel: tuple) -> None:
+    """One N x N heatmap with its colour bar and cell values; `panel` is (grid, title, bar label, cmap, norm, fmt)."""
+    grid, title, bar_label, cmap, norm, fmt = panel
     n = len(labels)
-    jac = _matrix(result, "jaccard", 1.0)
-    lift = _matrix(result, "lift", np.nan)  # a mask with itself says nothing about chance overlap
-    size = 1.6 + 0.55 * n
+    image = ax.imshow(
+        np.ma.masked_invalid(grid),
+        cmap=cmap,
+        norm=norm,
+        vmin=None if norm else 0,
+        vmax=None if norm else 1,
+        interpolation="nearest",
+    )
+    ax.grid(False)
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("mask")
+    ax.set_ylabel("mask")
+    ax.set_title(title)
+    bar = fig.colorbar(image, ax=ax, shrink=0.85, label=bar_label)
+    if norm is not None:
+        set_log_ticks(bar, norm, (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100))
+    label_cells(ax, grid, lambda i, j, v: format(v, fmt), fontsize=8, pad=0.15, alpha=0.7)
+
+
+def _matrices_static(result: dict, base: str) -> list[str]:
+    labels = result["labels"]
+    jac, lift = _grids(result)
+    size = 1.6 + 0.55 * len(labels)
     longest = max(len(label) for label in labels)
     fig, axes = new_figure(ncols=2, width=size + 0.9 + 0.05 * longest, height=size + 0.05 * longest)
     fig.subplots_adjust(wspace=0.3 + 0.035 * longest)  # room for the colour bar and the next panel's labels
@@ -70,34 +83,17 @@ def matrices(result: dict, result_dir) -> list[str]:
             ".2f",
         ),
     )
-    for ax, (grid, title, bar_label, cmap, norm, fmt) in zip(axes, panels):
-        image = ax.imshow(
-            np.ma.masked_invalid(grid),
-            cmap=cmap,
-            norm=norm,
-            vmin=None if norm else 0,
-            vmax=None if norm else 1,
-            interpolation="nearest",
-        )
-        ax.grid(False)
-        ax.set_xticks(range(n), labels, rotation=45, ha="right")
-        ax.set_yticks(range(n), labels)
-        ax.set_xlabel("mask")
-        ax.set_ylabel("mask")
-        ax.set_title(title)
-        bar = fig.colorbar(image, ax=ax, shrink=0.85, label=bar_label)
-        if norm is not None:
-            ticks = [
-                t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if norm.vmin <= t <= norm.vmax
-            ]
-            bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
-            bar.ax.minorticks_off()
-        _annotate(ax, grid, fmt)
-    paths = save_figure(fig, out_base(result_dir, "overlap_matrix"))
+    for ax, panel in zip(axes, panels):
+        _matrix_panel(fig, ax, labels, panel)
+    return save_figure(fig, base)
 
+
+def _matrices_interactive(result: dict, path: str) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    labels = result["labels"]
+    jac, lift = _grids(result)
     pfig = make_subplots(
         rows=1,
         cols=2,
@@ -133,7 +129,13 @@ def matrices(result: dict, result_dir) -> list[str]:
     )
     pfig.update_yaxes(autorange="reversed")
     pfig.update_layout(title="Overlap of masked weights between masks")
-    return paths + [save_html(pfig, out_base(result_dir, "overlap_matrix") + ".html")]
+    return save_html(pfig, path)
+
+
+def matrices(result: dict, result_dir) -> list[str]:
+    """Jaccard of masked sets, and lift (observed / expected shared), for every pair."""
+    base = out_base(result_dir, "overlap_matrix")
+    return _matrices_static(result, base) + [_matrices_interactive(result, base + ".html")]
 
 
 def layer_curves(result: dict, result_dir) -> list[str]:
