@@ -33,12 +33,32 @@ def master_weights(c: "PlanConfig", trainable_bytes: int) -> bool:
     return trainable_bytes == 2 and not c.pure_bf16
 
 
-def activation_terms(
-    c: "PlanConfig", m: ModelShape, micro: int, b_a: int, backward_layers: int, first: int
-) -> list[Term]:
+def lora_params(c: "PlanConfig", targets: list[Target]) -> int:
+    """LoRA adapter values: r x (in + out) per targeted module."""
+    return sum(c.lora_r * (t.shape[0] + t.shape[1]) for t in targets)
+
+
+def trainable_values(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int) -> tuple[int, int]:
+    """(count, bytes each) of what the optimizer updates: scores (mask), adapters (lora) or weights (fft)."""
+    if c.method == "mask":
+        return sum(t.numel for t in targets), SCORE_BYTES[c.score_dtype]
+    if c.method == "lora":
+        return lora_params(c, targets), 4  # PEFT upcasts adapters to fp32
+    return m.params, b_w
+
+
+def layer_activation_bytes(c: "PlanConfig", m: ModelShape, batch: int, b_a: int) -> float:
+    """One layer's stored activations (Korthikanti et al.): S x B x h x (34 [+ 5 x a x S / h, eager]) x b_a/2."""
+    s = c.seq_len
+    return s * batch * m.hidden * (34 + (5 * m.heads * s / m.hidden if c.attention == "eager" else 0)) * b_a / 2
+
+
+def activation_terms(c: "PlanConfig", m: ModelShape, *, micro: int, b_a: int, first: int) -> list[Term]:
+    """Activations kept for the backward of the layers from `first` on, with or without checkpointing."""
     s, h, a = c.seq_len, m.hidden, m.heads
+    backward_layers = m.layers - first
     eager = c.attention == "eager"
-    per_layer = s * micro * h * (34 + (5 * a * s / h if eager else 0)) * b_a / 2
+    per_layer = layer_activation_bytes(c, m, micro, b_a)
     symbols, bracket = ("(34 + 5 x a x S / h)", f"(34 + 5 x {a} x {s} / {h})") if eager else ("34", "34")
     scale = "" if b_a == 2 else f" x {b_a}/2"
     per_formula = f"S x B x h x {symbols}{scale} = {s} x {micro} x {h} x {bracket}{scale}"
@@ -90,12 +110,11 @@ def logits_term(c: "PlanConfig", m: ModelShape, micro: int, b_a: int) -> Term:
 def eval_transient_terms(c: "PlanConfig", m: ModelShape, batch: int, b_a: int) -> list[Term]:
     """What one evaluation batch adds (no grad): one layer's activations, the logits, two fp32 chunks."""
     s = c.seq_len
-    per_layer = s * batch * m.hidden * (34 + (5 * m.heads * s / m.hidden if c.attention == "eager" else 0)) * b_a / 2
     return [
         Term(
             "one layer's activations",
             f"S x B x h x 34 x b_a/2 = {s} x {batch} x {m.hidden} x 34 x {b_a}/2 B (no grad)",
-            per_layer,
+            layer_activation_bytes(c, m, batch, b_a),
             "B",
         ),
         Term(
@@ -107,20 +126,23 @@ def eval_transient_terms(c: "PlanConfig", m: ModelShape, batch: int, b_a: int) -
     ]
 
 
+def _weights_term(c: "PlanConfig", m: ModelShape, b_w: int) -> Term:
+    return Term("weights", f"{fmt_count(m.params)} params x {b_w} B ({dtype_name(c, m)})", m.params * b_w, "B")
+
+
 def eval_memory(c: "PlanConfig", m: ModelShape, b_w: int, b_a: int) -> list[Term]:
     """What `mftlab eval` holds per process: the model and one batch's forward (batch = --batch-size)."""
-    dt = dtype_name(c, m)
-    terms = [Term("weights", f"{fmt_count(m.params)} params x {b_w} B ({dt})", m.params * b_w, "B")]
-    return terms + eval_transient_terms(c, m, c.batch_size, b_a)
+    return [_weights_term(c, m, b_w)] + eval_transient_terms(c, m, c.batch_size, b_a)
 
 
-def _trainable_terms(what: str, n: int, b_t: int, c: "PlanConfig", g: int, fsdp: bool) -> list[Term]:
+def _trainable_terms(what: str, n: int, b_t: int, c: "PlanConfig", fsdp: bool) -> list[Term]:
     """Trainable values (weights or scores), their grads and AdamW states, with the master-weights rule.
 
     DDP / one process, 16-bit: values and grads in 16 bit, fp32 master copy and master grads,
     AdamW states fp32. FSDP2: trainable values are cast to fp32 before sharding (16-bit, not
-    pure), so the sharded values, grads (reduce dtype fp32) and states are fp32, over g.
+    pure), so the sharded values, grads (reduce dtype fp32) and states are fp32, over the GPUs.
     """
+    g = c.gpus
     master = master_weights(c, b_t)
     states = "fp32, of the master" if master else "param dtype"
     if fsdp:
@@ -148,12 +170,136 @@ def _trainable_terms(what: str, n: int, b_t: int, c: "PlanConfig", g: int, fsdp:
     return terms
 
 
-def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int, b_a: int, first: int) -> list[Term]:
+def _fft_terms(c: "PlanConfig", m: ModelShape, b_w: int, fsdp: bool) -> list[Term]:
+    """Full fine-tuning: the weights are the trainable values (FSDP2 holds only their fp32 shards)."""
+    if fsdp:
+        return _trainable_terms("weights", m.params, b_w, c, fsdp=True)
+    return [_weights_term(c, m, b_w)] + _trainable_terms("weights", m.params, b_w, c, fsdp=False)
+
+
+def _frozen_weights_term(c: "PlanConfig", m: ModelShape, b_w: int, fsdp: bool) -> Term:
+    over, shard = (f" / {c.gpus} GPUs", c.gpus) if fsdp else ("", 1)
+    formula = f"{fmt_count(m.params)} params x {b_w} B ({dtype_name(c, m)}){over}"
+    return Term("weights (frozen)", formula, m.params * b_w / shard, "B")
+
+
+def _mask_terms(c: "PlanConfig", targets: list[Target], b_w: int, fsdp: bool) -> list[Term]:
+    """MFT: scores (FSDP2 counts them with their shards), grads, states, the keep masks and the STE."""
+    T = sum(t.numel for t in targets)
+    b_s = SCORE_BYTES[c.score_dtype]
+    terms = [] if fsdp else [Term("scores", f"{fmt_count(T)} targeted x {b_s} B ({c.score_dtype})", T * b_s, "B")]
+    terms += _trainable_terms("scores", T, b_s, c, fsdp)
+    terms.append(Term("keep-mask buffer", f"{fmt_count(T)} x 1 B (bool, replicated)", T, "B"))
+    terms.append(Term("packed masks for flip counts", f"step 0 + last log: 2 x {fmt_count(T)} x 1/8 B", T / 4, "B"))
+    largest = max(t.numel for t in targets)
+    terms.append(
+        Term(
+            "STE backward transient",
+            f"largest target {fmt_count(largest)} x ({b_w} + 12) B",
+            largest * (b_w + 12),
+            "B",
+        )
+    )
+    return terms
+
+
+def _lora_terms(c: "PlanConfig", targets: list[Target]) -> list[Term]:
+    A = lora_params(c, targets)
+    return [
+        Term("LoRA adapters", f"r x (in + out) summed = {fmt_count(A)} x 4 B (fp32)", A * 4, "B"),
+        Term("adapter grads", f"{fmt_count(A)} x 4 B", A * 4, "B"),
+        Term("AdamW states", f"2 x {fmt_count(A)} x 4 B", 2 * A * 4, "B"),
+    ]
+
+
+def _fsdp_mask_transients(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int) -> list[Term]:
+    """Gathered layers and the exact sharded selection of MFT under FSDP2."""
+    g = c.gpus
+    unit = max(m.layer_params) if m.layer_params else 0
+    T = sum(t.numel for t in targets)
+    # As the trainer shards: fp32 scores get no mixed-precision policy, so a gathered layer holds its
+    # weights in b_w and its scores in fp32; bf16 scores (policy param_dtype bf16) gather in 2 B.
+    per_layer: dict[int, int] = {}
+    for t in targets:
+        per_layer[t.layer] = per_layer.get(t.layer, 0) + t.numel
+    s_unit = max(per_layer.values(), default=0)
+    b_g = SCORE_BYTES[c.score_dtype]
+    return [
+        Term(
+            "gathered layers (fsdp)",
+            f"2 layers (the one in backward + the next, prefetched) x "
+            f"({fmt_count(unit)} weights x {b_w} B + "
+            f"{fmt_count(s_unit)} scores x {b_g} B)",
+            2 * (unit * b_w + s_unit * b_g),
+            "B",
+        ),
+        # The exact sharded selection's transients: int32 keys of the local scores,
+        # the new keep masks beside the old ones, the packed all_gather buffer.
+        Term(
+            "sharded selection transient (fsdp)",
+            f"{fmt_count(T)} x (4 B / {g} + 1 B + 1/8 B)",
+            T * (4 / g + 1 + 1 / 8),
+            "B",
+        ),
+    ]
+
+
+def _fsdp_host_ram_terms(m: ModelShape, b_w: int) -> list[Term]:
+    """Not per-GPU memory: rank 0 alone reads the checkpoint into host RAM; the others build the
+    model on the meta device and receive their shards by broadcast, one tensor at a time."""
+    largest = m.vocab * m.hidden  # the embedding (or head): the largest tensor broadcast
+    return [
+        Term(
+            "host RAM at load, rank 0 (fsdp)",
+            f"{fmt_count(m.params)} params x {b_w} B, the whole checkpoint (host RAM; not in the total)",
+            m.params * b_w,
+            "B",
+            counted=False,
+        ),
+        Term(
+            "host RAM at load, ranks > 0 (fsdp)",
+            f"largest tensor in flight {fmt_count(largest)} x {b_w} B (their shards are counted above)",
+            largest * b_w,
+            "B",
+            counted=False,
+        ),
+    ]
+
+
+def _fsdp_terms(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int) -> list[Term]:
+    """FSDP2's unsharded compute copies (two decoder layers and the root unit) and the host RAM at load."""
+    unit = max(m.layer_params) if m.layer_params else 0
+    root = m.params - sum(m.layer_params)
+    if c.method == "mask":
+        terms = _fsdp_mask_transients(c, m, targets, b_w)
+    else:
+        terms = [
+            Term(
+                "gathered layers (fsdp)",
+                f"2 layers (the one in backward + the next, prefetched) x {fmt_count(unit)} params x {b_w} B",
+                2 * unit * b_w,
+                "B",
+            )
+        ]
+    terms.append(
+        Term(
+            "gathered root unit (fsdp)",
+            f"embeddings, final norm, head: {fmt_count(root)} x {b_w} B "
+            "(gathered for the forward, again for the whole backward)",
+            root * b_w,
+            "B",
+        )
+    )
+    return terms + _fsdp_host_ram_terms(m, b_w)
+
+
+def train_memory(
+    c: "PlanConfig", m: ModelShape, targets: list[Target], *, b_w: int, b_a: int, first: int
+) -> list[Term]:
+    """What `mftlab train` holds per process; activations are kept for the layers from `first` on."""
     g = c.gpus
     micro = c.batch_size // (c.gpus * c.grad_accum)
     fsdp = c.sharding == "fsdp"
-    shard = g if fsdp else 1
-    over = f" / {g} GPUs" if fsdp else ""
     terms = [
         Term(
             "micro-batch per GPU",
@@ -163,126 +309,24 @@ def train_memory(c: "PlanConfig", m: ModelShape, targets: list[Target], b_w: int
             counted=False,
         )
     ]
-    N = m.params
-    T = sum(t.numel for t in targets)
     if c.method == "fft":
-        trainable, b_t = N, b_w
-        if fsdp:
-            terms += _trainable_terms("weights", N, b_w, c, g, True)
-        else:
-            terms.append(Term("weights", f"{fmt_count(N)} params x {b_w} B ({dtype_name(c, m)})", N * b_w, "B"))
-            terms += _trainable_terms("weights", N, b_w, c, g, False)
+        terms += _fft_terms(c, m, b_w, fsdp)
     else:
-        terms.append(
-            Term(
-                "weights (frozen)", f"{fmt_count(N)} params x {b_w} B ({dtype_name(c, m)}){over}", N * b_w / shard, "B"
-            )
-        )
-        if c.method == "mask":
-            b_s = SCORE_BYTES[c.score_dtype]
-            trainable, b_t = T, b_s
-            if not fsdp:
-                terms.append(Term("scores", f"{fmt_count(T)} targeted x {b_s} B ({c.score_dtype})", T * b_s, "B"))
-            terms += _trainable_terms("scores", T, b_s, c, g, fsdp)
-            terms.append(Term("keep-mask buffer", f"{fmt_count(T)} x 1 B (bool, replicated)", T, "B"))
-            terms.append(
-                Term("packed masks for flip counts", f"step 0 + last log: 2 x {fmt_count(T)} x 1/8 B", T / 4, "B")
-            )
-            largest = max(t.numel for t in targets)
-            terms.append(
-                Term(
-                    "STE backward transient",
-                    f"largest target {fmt_count(largest)} x ({b_w} + 12) B",
-                    largest * (b_w + 12),
-                    "B",
-                )
-            )
-        else:
-            A = sum(c.lora_r * (t.shape[0] + t.shape[1]) for t in targets)
-            trainable, b_t = A, 4
-            terms.append(Term("LoRA adapters", f"r x (in + out) summed = {fmt_count(A)} x 4 B (fp32)", A * 4, "B"))
-            terms.append(Term("adapter grads", f"{fmt_count(A)} x 4 B", A * 4, "B"))
-            terms.append(Term("AdamW states", f"2 x {fmt_count(A)} x 4 B", 2 * A * 4, "B"))
+        terms.append(_frozen_weights_term(c, m, b_w, fsdp))
+        terms += _mask_terms(c, targets, b_w, fsdp) if c.method == "mask" else _lora_terms(c, targets)
     if g > 1 and not fsdp:
+        trainable, b_t = trainable_values(c, m, targets, b_w)
         terms.append(Term("DDP gradient buckets", f"{fmt_count(trainable)} x {b_t} B", trainable * b_t, "B"))
     if fsdp:
-        unit = max(m.layer_params) if m.layer_params else 0
-        root = N - sum(m.layer_params)
-        if c.method == "mask":
-            # As the trainer shards: fp32 scores get no mixed-precision policy, so a gathered layer holds its
-            # weights in b_w and its scores in fp32; bf16 scores (policy param_dtype bf16) gather in 2 B.
-            per_layer: dict[int, int] = {}
-            for t in targets:
-                per_layer[t.layer] = per_layer.get(t.layer, 0) + t.numel
-            s_unit = max(per_layer.values(), default=0)
-            b_g = SCORE_BYTES[c.score_dtype]
-            terms.append(
-                Term(
-                    "gathered layers (fsdp)",
-                    f"2 layers (the one in backward + the next, prefetched) x "
-                    f"({fmt_count(unit)} weights x {b_w} B + "
-                    f"{fmt_count(s_unit)} scores x {b_g} B)",
-                    2 * (unit * b_w + s_unit * b_g),
-                    "B",
-                )
-            )
-            # The exact sharded selection's transients: int32 keys of the local scores,
-            # the new keep masks beside the old ones, the packed all_gather buffer.
-            terms.append(
-                Term(
-                    "sharded selection transient (fsdp)",
-                    f"{fmt_count(T)} x (4 B / {g} + 1 B + 1/8 B)",
-                    T * (4 / g + 1 + 1 / 8),
-                    "B",
-                )
-            )
-        else:
-            terms.append(
-                Term(
-                    "gathered layers (fsdp)",
-                    f"2 layers (the one in backward + the next, prefetched) x {fmt_count(unit)} params x {b_w} B",
-                    2 * unit * b_w,
-                    "B",
-                )
-            )
-        terms.append(
-            Term(
-                "gathered root unit (fsdp)",
-                f"embeddings, final norm, head: {fmt_count(root)} x {b_w} B "
-                "(gathered for the forward, again for the whole backward)",
-                root * b_w,
-                "B",
-            )
-        )
-        # Not per-GPU memory: rank 0 alone reads the checkpoint into host RAM; the others build the
-        # model on the meta device and receive their shards by broadcast, one tensor at a time.
-        largest = m.vocab * m.hidden  # the embedding (or head): the largest tensor broadcast
-        terms.append(
-            Term(
-                "host RAM at load, rank 0 (fsdp)",
-                f"{fmt_count(N)} params x {b_w} B, the whole checkpoint (host RAM; not in the total)",
-                N * b_w,
-                "B",
-                counted=False,
-            )
-        )
-        terms.append(
-            Term(
-                "host RAM at load, ranks > 0 (fsdp)",
-                f"largest tensor in flight {fmt_count(largest)} x {b_w} B (their shards are counted above)",
-                largest * b_w,
-                "B",
-                counted=False,
-            )
-        )
-    terms += activation_terms(c, m, micro, b_a, m.layers - first, first)
+        terms += _fsdp_terms(c, m, targets, b_w)
+    terms += activation_terms(c, m, micro=micro, b_a=b_a, first=first)
     terms.append(logits_term(c, m, micro, b_a))
     if c.eval_batch_size:
-        terms += _eval_during_training(c, m, micro, b_a, first, terms)
+        terms += _eval_during_training(c, m, b_a, terms)
     return terms
 
 
-def _eval_during_training(c: "PlanConfig", m: ModelShape, micro: int, b_a: int, first: int, terms: list[Term]):
+def _eval_during_training(c: "PlanConfig", m: ModelShape, b_a: int, terms: list[Term]) -> list[Term]:
     """Evaluation runs between optimizer steps, with the gradients freed: it raises the peak only when
     its batch's logits and activations exceed the training step's gradients and activations."""
     step_transients = sum(
@@ -305,66 +349,48 @@ def _eval_during_training(c: "PlanConfig", m: ModelShape, micro: int, b_a: int, 
     ]
 
 
-def landscape_memory(c: "PlanConfig", m: ModelShape, b_w: int, b_a: int, perturbed: int, largest: int) -> list[Term]:
-    """What `mftlab landscape` holds per process: the live model, the plane, one chunk, one forward."""
-    s, b = c.seq_len, c.batch_size
+def _plane_terms(c: "PlanConfig", m: ModelShape, b_w: int, perturbed: int, largest: int) -> list[Term]:
+    """What a landscape plane keeps beside the live model: theta0 and directions, or the other models."""
     dt = dtype_name(c, m)
-    per_layer = s * b * m.hidden * (34 + (5 * m.heads * s / m.hidden if c.attention == "eager" else 0)) * b_a / 2
-    terms = [Term("weights", f"{fmt_count(m.params)} params x {b_w} B ({dt})", m.params * b_w, "B")]
-    if c.plane == "random":
-        dims = 1 if parse_grid(c.grid)[1] == 1 else 2
-        terms.append(
-            Term("pristine theta0", f"{fmt_count(perturbed)} perturbed x {b_w} B ({dt}, exact)", perturbed * b_w, "B")
-        )
-        if perturbed <= AUTO_CACHE_LIMIT:
-            terms.append(
-                Term(
-                    "directions (cached)",
-                    f"{dims} x {fmt_count(perturbed)} x 4 B (fp32; cached up to "
-                    f"{fmt_count(AUTO_CACHE_LIMIT)} perturbed)",
-                    dims * perturbed * 4,
-                    "B",
-                )
-            )
-        else:
-            terms.append(
-                Term(
-                    "directions (regenerated)",
-                    f"{dims} x largest tensor {fmt_count(largest)} x 4 B (fp32)",
-                    dims * largest * 4,
-                    "B",
-                )
-            )
-    else:
+    if c.plane != "random":
         copies = 3 if c.plane == "models" else 2
         what = "A (pristine), B, C" if c.plane == "models" else "A (pristine), B"
-        terms.append(
+        return [
             Term(
                 f"{c.plane} plane: {what}",
                 f"{copies} x {fmt_count(m.params)} x {b_w} B ({dt}; every parameter assumed to differ)",
                 copies * m.params * b_w,
                 "B",
             )
+        ]
+    dims = 1 if parse_grid(c.grid)[1] == 1 else 2
+    theta0 = Term("pristine theta0", f"{fmt_count(perturbed)} perturbed x {b_w} B ({dt}, exact)", perturbed * b_w, "B")
+    if perturbed <= AUTO_CACHE_LIMIT:
+        directions = Term(
+            "directions (cached)",
+            f"{dims} x {fmt_count(perturbed)} x 4 B (fp32; cached up to {fmt_count(AUTO_CACHE_LIMIT)} perturbed)",
+            dims * perturbed * 4,
+            "B",
         )
+    else:
+        directions = Term(
+            "directions (regenerated)",
+            f"{dims} x largest tensor {fmt_count(largest)} x 4 B (fp32)",
+            dims * largest * 4,
+            "B",
+        )
+    return [theta0, directions]
+
+
+def landscape_memory(c: "PlanConfig", m: ModelShape, *, b_w: int, b_a: int, perturbed: int, largest: int) -> list[Term]:
+    """What `mftlab landscape` holds per process: the live model, the plane, one chunk, one forward."""
     chunk = min(CHUNK.get(c.gpu, GPU_CHUNK), max(largest, 1))
-    terms.append(Term("fp32 chunk of a point", f"{fmt_count(chunk)} x 4 B", chunk * 4, "B"))
-    terms.append(
-        Term(
-            "one layer's activations",
-            f"S x B x h x 34 x b_a/2 = {s} x {b} x {m.hidden} x 34 x {b_a}/2 B (no grad)",
-            per_layer,
-            "B",
-        )
+    return (
+        [_weights_term(c, m, b_w)]
+        + _plane_terms(c, m, b_w, perturbed, largest)
+        + [Term("fp32 chunk of a point", f"{fmt_count(chunk)} x 4 B", chunk * 4, "B")]
+        + eval_transient_terms(c, m, c.batch_size, b_a)
     )
-    terms.append(
-        Term(
-            "logits + fp32 loss chunks",
-            f"B x S x V x b_a + 2 chunks = {b} x {s} x {m.vocab} x {b_a} + {fmt_bytes(loss_chunks(m, b * s))}",
-            b * s * m.vocab * b_a + loss_chunks(m, b * s),
-            "B",
-        )
-    )
-    return terms
 
 
 def overhead_terms(c: "PlanConfig", terms: list[Term]) -> list[Term]:

@@ -81,7 +81,7 @@ from mftlab.errors import ConfigError
 from mftlab.grid import parse_grid
 from mftlab.mft.targeting import Target, TargetSpec
 from mftlab.models.shapes import ModelShape
-from mftlab.options_meta import doc
+from mftlab.options_meta import at_least, between, check_options, doc, positive
 from mftlab.plan.memory import dtype_name, eval_memory, landscape_memory, overhead_terms, train_memory
 from mftlab.plan.terms import DTYPE_BYTES, GIB, GPU, GPUS, SCORE_BYTES, Term, fmt_bytes, fmt_count, fmt_seconds  # noqa: F401
 from mftlab.plan.timing import eval_time, landscape_time, train_time
@@ -90,6 +90,9 @@ from mftlab.training.choices import METHODS, PRECISIONS, SHARDINGS  # what `mftl
 TASKS = ("train", "landscape", "eval")
 PLANES = ("random", "models", "line")
 ATTENTIONS = ("sdpa", "eager")
+
+
+_COUNT = at_least(1)
 
 
 @dataclass(frozen=True)
@@ -126,18 +129,22 @@ class PlanConfig:
     batch_size: int = field(
         default=8,
         metadata=doc(
-            "train: examples per optimizer step over all GPUs (as `mftlab train`); landscape and eval: per GPU."
+            "train: examples per optimizer step over all GPUs (as `mftlab train`); landscape and eval: per GPU.",
+            check=_COUNT,
         ),
     )
     eval_batch_size: int = field(
         default=16,
-        metadata=doc("train: batch of the evaluation between steps (as `mftlab train --eval-batch-size`; 0 = none)."),
+        metadata=doc(
+            "train: batch of the evaluation between steps (as `mftlab train --eval-batch-size`; 0 = none).",
+            check=at_least(0, " (0 = no evaluation)"),
+        ),
     )
     grad_accum: int = field(
-        default=1, metadata=doc("Micro-batches per optimizer step on each GPU (as `mftlab train`).")
+        default=1, metadata=doc("Micro-batches per optimizer step on each GPU (as `mftlab train`).", check=_COUNT)
     )
-    seq_len: int = field(default=512, metadata=doc("Tokens per example."))
-    gpus: int = field(default=1, metadata=doc("Number of GPUs (one process each)."))
+    seq_len: int = field(default=512, metadata=doc("Tokens per example.", check=_COUNT))
+    gpus: int = field(default=1, metadata=doc("Number of GPUs (one process each).", check=_COUNT))
     sharding: str = field(
         default="none",
         metadata=doc(
@@ -173,55 +180,36 @@ class PlanConfig:
             "The card, or cpu: one CPU process (host memory, no CUDA context, fp32 activations).", choices=tuple(GPUS)
         ),
     )
-    mfu: float = field(default=0.4, metadata=doc("Model FLOPs utilisation assumed."))
-    tokens: int | None = field(default=None, metadata=doc("Training tokens per epoch.", type=int))
-    examples: int | None = field(
-        default=None, metadata=doc("Or training examples per epoch (each --seq-len tokens).", type=int)
+    mfu: float = field(
+        default=0.4,
+        metadata=doc(
+            "Model FLOPs utilisation assumed.",
+            check=between(0, 1, closed="(]", hint="; typical values are 0.3-0.5 (default 0.4)"),
+        ),
     )
-    epochs: float = field(default=2.0, metadata=doc("Passes over the data (train)."))
-    lora_r: int = field(default=16, metadata=doc("LoRA rank (method lora)."))
+    tokens: int | None = field(default=None, metadata=doc("Training tokens per epoch.", type=int, check=_COUNT))
+    examples: int | None = field(
+        default=None, metadata=doc("Or training examples per epoch (each --seq-len tokens).", type=int, check=_COUNT)
+    )
+    epochs: float = field(
+        default=2.0, metadata=doc("Passes over the data (train).", check=positive(" (the paper trains 2 epochs)"))
+    )
+    lora_r: int = field(default=16, metadata=doc("LoRA rank (method lora).", check=_COUNT))
     grid: str = field(default="21x21", metadata=doc("Landscape points NXxNY (N alone: a line)."))
     landscape_tokens: int = field(
         default=4096,
-        metadata=doc("Landscape label tokens per subset (train and test each), as `landscape --max-tokens`."),
+        metadata=doc(
+            "Landscape label tokens per subset (train and test each), as `landscape --max-tokens`.", check=_COUNT
+        ),
     )
     overhead: float = 0.10
     context_gib: float = 0.5
     mftlab_version: str = field(default=__version__)
 
     def __post_init__(self):
-        choices = {
-            "task": TASKS,
-            "method": METHODS,
-            "sharding": SHARDINGS,
-            "plane": PLANES,
-            "precision": PRECISIONS,
-            "attention": ATTENTIONS,
-            "gpu": tuple(GPUS),
-            "score_dtype": tuple(SCORE_BYTES),
-            "dtype": ("auto",) + tuple(DTYPE_BYTES),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} '{getattr(self, name)}' is unknown; choose one of {', '.join(allowed)}"
-                )
-        for name in ("batch_size", "grad_accum", "seq_len", "gpus", "lora_r", "landscape_tokens"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ConfigError(f"--{name.replace('_', '-')} {value} must be a whole number of at least 1")
-        if not (isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 0):
-            raise ConfigError(f"--eval-batch-size {self.eval_batch_size} must be a whole number (0 = no evaluation)")
-        for name in ("tokens", "examples"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and value >= 1):
-                raise ConfigError(f"--{name} {value} must be a whole number of at least 1")
+        check_options(self)  # choices and ranges, from each field's metadata
         if self.tokens is not None and self.examples is not None:
             raise ConfigError(f"--tokens {self.tokens} and --examples {self.examples} both given; give one of them")
-        if not 0.0 < self.mfu <= 1.0:
-            raise ConfigError(f"--mfu {self.mfu} is outside (0, 1]; typical values are 0.3-0.5 (default 0.4)")
-        if not self.epochs > 0:
-            raise ConfigError(f"--epochs {self.epochs} must be positive (the paper trains 2 epochs)")
         if self.overhead < 0 or self.context_gib < 0:
             raise ConfigError(f"overhead {self.overhead} and context {self.context_gib} GiB must be >= 0")
         nx, ny = parse_grid(self.grid)
@@ -277,6 +265,131 @@ def _largest_matrix(m: ModelShape) -> int:
 
 
 # -- the plan ----------------------------------------------------------------------------
+_Estimate = tuple[list[Term], list[Term], float | None, float | None]  # memory, time, step and total seconds
+
+
+def _first_backward_layer(c: PlanConfig, m: ModelShape, targets: list[Target]) -> int:
+    """The first layer whose activations are kept for backward: 0 for fft, else the first targeted one."""
+    layers_of = [t.layer for t in targets if t.layer is not None and t.layer < m.layers]
+    return 0 if c.method == "fft" else (min(layers_of) if layers_of else m.layers)
+
+
+def _run_total_terms(c: PlanConfig, step: float) -> list[Term]:
+    """The optimizer steps of the whole run (--tokens or --examples, --epochs) and its time; the last is the total."""
+    per_epoch = c.tokens if c.tokens is not None else c.examples * c.seq_len
+    how = f"{c.tokens} tokens" if c.tokens is not None else f"{c.examples} examples x {c.seq_len}"
+    all_tokens = c.epochs * per_epoch
+    steps = math.ceil(all_tokens / (c.batch_size * c.seq_len))
+    return [
+        Term(
+            "optimizer steps",
+            f"ceil({c.epochs:g} epochs x {how} / ({c.batch_size} x {c.seq_len}))",
+            steps,
+            "steps",
+            counted=False,
+        ),
+        Term("total", f"{steps} steps x {fmt_seconds(step)}", steps * step, "s", counted=False),
+    ]
+
+
+def _train_estimate(
+    c: PlanConfig,
+    m: ModelShape,
+    targets: list[Target],
+    notes: list[str],
+    *,
+    gpu: GPU,
+    peak: float,
+    b_w: int,
+    b_a: int,
+    first: int,
+) -> _Estimate:
+    """`mftlab train`'s memory and time; appends its notes to `notes`."""
+    if c.method == "fft" and not c.default_targets():
+        notes.append("--method fft trains every weight; --targets/--layers/--exclude are ignored")
+    memory = train_memory(c, m, targets if c.method != "fft" else [], b_w=b_w, b_a=b_a, first=first)
+    time = train_time(c, m, targets, gpu=gpu, peak=peak, b_w=b_w, first=first)
+    step = sum(t.value for t in time if t.unit == "s" and t.counted)
+    total = None
+    if c.tokens is not None or c.examples is not None:
+        time += _run_total_terms(c, step)
+        total = time[-1].value
+    else:
+        notes.append("give --tokens or --examples for the run's total time")
+    return memory, time, step, total
+
+
+def _eval_estimate(
+    c: PlanConfig, m: ModelShape, notes: list[str], *, gpu: GPU, peak: float, b_w: int, b_a: int
+) -> _Estimate:
+    """`mftlab eval`'s memory and time; appends its notes to `notes`."""
+    memory = eval_memory(c, m, b_w, b_a)
+    time, total = eval_time(c, m, gpu, peak), None
+    if c.tokens is not None or c.examples is not None:
+        tokens = c.tokens if c.tokens is not None else c.examples * c.seq_len
+        total = tokens * time[0].value / (peak * c.mfu) / c.gpus
+        time.append(
+            Term(
+                "total",
+                f"{tokens} tokens x {fmt_count(time[0].value)} / ({peak / 1e12:g}e12 x {c.mfu}) / {c.gpus} GPUs",
+                total,
+                "s",
+                counted=False,
+            )
+        )
+    else:
+        notes.append("give --tokens or --examples for the evaluation's total time")
+    return memory, time, None, total
+
+
+def _landscape_estimate(
+    c: PlanConfig, m: ModelShape, targets: list[Target], notes: list[str], *, gpu: GPU, peak: float, b_w: int, b_a: int
+) -> _Estimate:
+    """`mftlab landscape`'s memory and time (points split over the GPUs); appends its notes to `notes`."""
+    if c.plane == "random":
+        perturbed = sum(t.numel for t in targets) if targets else m.matrix_params
+    else:
+        perturbed = m.params  # every parameter on which the models differ: all, at worst
+        if not c.default_targets():
+            notes.append(
+                f"--plane {c.plane} moves every parameter on which the models differ; --targets/--layers are ignored"
+            )
+    largest = max((t.numel for t in targets), default=0) or _largest_matrix(m)
+    memory = landscape_memory(c, m, b_w=b_w, b_a=b_a, perturbed=perturbed, largest=largest)
+    time = landscape_time(c, m, gpu=gpu, peak=peak, perturbed=perturbed, b_w=b_w)
+    points = parse_grid(c.grid)[0] * parse_grid(c.grid)[1]
+    per_point = sum(t.value for t in time if t.unit == "s")
+    total = points * per_point / c.gpus
+    time.append(Term("total", f"{points} points x {fmt_seconds(per_point)} / {c.gpus} GPUs", total, "s", counted=False))
+    notes.append("tokens per point count label tokens; prompt tokens add forward work on top")
+    return memory, time, None, total
+
+
+def _sharding_notes(c: PlanConfig, m: ModelShape, b_w: int) -> list[str]:
+    if not (c.task == "train" and c.sharding == "fsdp"):
+        return []
+    notes = ["--sharding fsdp on 1 GPU shards nothing; it only adds the fp32 copies"] if c.gpus == 1 else []
+    notes.append(
+        f"--sharding fsdp: rank 0 alone loads the whole model into host memory ({fmt_bytes(m.params * b_w)}); "
+        "the other ranks build it on the meta device and receive their shards by broadcast; rank 0 "
+        "gathers the saved FFT model one file (<= 5 GiB) at a time"
+    )
+    return notes
+
+
+def _model_summary(c: PlanConfig, m: ModelShape) -> dict:
+    return {
+        "name": m.name,
+        "model_type": m.model_type,
+        "params": m.params,
+        "layers": m.layers,
+        "hidden": m.hidden,
+        "heads": m.heads,
+        "vocab": m.vocab,
+        "dtype": dtype_name(c, m),
+    }
+
+
 def plan(c: PlanConfig, m: ModelShape, targets: list[Target]) -> Plan:
     """The estimate for config `c` on model shape `m` with these targeted weights.
 
@@ -293,97 +406,22 @@ def plan(c: PlanConfig, m: ModelShape, targets: list[Target]) -> Plan:
         notes.append(f"--seq-len {c.seq_len} exceeds the model's {m.max_positions} positions")
     if c.task == "train" and c.method != "fft" and not targets:
         raise ConfigError(f"--method {c.method} needs targeted weights; check --targets/--layers")
-    layers_of = [t.layer for t in targets if t.layer is not None and t.layer < m.layers]
-    first = 0 if c.method == "fft" else (min(layers_of) if layers_of else m.layers)
-    targeted = sum(t.numel for t in targets)
+    first = _first_backward_layer(c, m, targets)
     if c.task == "train":
-        if c.method == "fft" and not c.default_targets():
-            notes.append("--method fft trains every weight; --targets/--layers/--exclude are ignored")
-        memory = train_memory(c, m, targets if c.method != "fft" else [], b_w, b_a, first)
-        time = train_time(c, m, targets, gpu, peak, b_w, first)
-        step = sum(t.value for t in time if t.unit == "s" and t.counted)
-        total = None
-        if c.tokens is not None or c.examples is not None:
-            per_epoch = c.tokens if c.tokens is not None else c.examples * c.seq_len
-            how = f"{c.tokens} tokens" if c.tokens is not None else f"{c.examples} examples x {c.seq_len}"
-            all_tokens = c.epochs * per_epoch
-            steps = math.ceil(all_tokens / (c.batch_size * c.seq_len))
-            time.append(
-                Term(
-                    "optimizer steps",
-                    f"ceil({c.epochs:g} epochs x {how} / ({c.batch_size} x {c.seq_len}))",
-                    steps,
-                    "steps",
-                    counted=False,
-                )
-            )
-            total = steps * step
-            time.append(Term("total", f"{steps} steps x {fmt_seconds(step)}", total, "s", counted=False))
-        else:
-            notes.append("give --tokens or --examples for the run's total time")
+        estimate = _train_estimate(c, m, targets, notes, gpu=gpu, peak=peak, b_w=b_w, b_a=b_a, first=first)
     elif c.task == "eval":
-        memory = eval_memory(c, m, b_w, b_a)
-        time, step, total = eval_time(c, m, gpu, peak), None, None
-        if c.tokens is not None or c.examples is not None:
-            tokens = c.tokens if c.tokens is not None else c.examples * c.seq_len
-            total = tokens * time[0].value / (peak * c.mfu) / c.gpus
-            time.append(
-                Term(
-                    "total",
-                    f"{tokens} tokens x {fmt_count(time[0].value)} / ({peak / 1e12:g}e12 x {c.mfu}) / {c.gpus} GPUs",
-                    total,
-                    "s",
-                    counted=False,
-                )
-            )
-        else:
-            notes.append("give --tokens or --examples for the evaluation's total time")
+        estimate = _eval_estimate(c, m, notes, gpu=gpu, peak=peak, b_w=b_w, b_a=b_a)
     else:
-        if c.plane == "random":
-            perturbed = targeted if targets else m.matrix_params
-        else:
-            perturbed = m.params  # every parameter on which the models differ: all, at worst
-            if not c.default_targets():
-                notes.append(
-                    f"--plane {c.plane} moves every parameter on which the models differ; "
-                    "--targets/--layers are ignored"
-                )
-        largest = max((t.numel for t in targets), default=0) or _largest_matrix(m)
-        memory = landscape_memory(c, m, b_w, b_a, perturbed, largest)
-        time = landscape_time(c, m, gpu, peak, perturbed, b_w)
-        step = None
-        points = parse_grid(c.grid)[0] * parse_grid(c.grid)[1]
-        per_point = sum(t.value for t in time if t.unit == "s")
-        total = points * per_point / c.gpus
-        time.append(
-            Term("total", f"{points} points x {fmt_seconds(per_point)} / {c.gpus} GPUs", total, "s", counted=False)
-        )
-        notes.append("tokens per point count label tokens; prompt tokens add forward work on top")
+        estimate = _landscape_estimate(c, m, targets, notes, gpu=gpu, peak=peak, b_w=b_w, b_a=b_a)
+    memory, time, step, total = estimate
     memory += overhead_terms(c, memory)
     per_gpu = sum(t.value for t in memory if t.counted and t.unit == "B")
-    if c.task == "train" and c.sharding == "fsdp":
-        if c.gpus == 1:
-            notes.append("--sharding fsdp on 1 GPU shards nothing; it only adds the fp32 copies")
-        notes.append(
-            f"--sharding fsdp: rank 0 alone loads the whole model into host memory ({fmt_bytes(m.params * b_w)}); "
-            "the other ranks build it on the meta device and receive their shards by broadcast; rank 0 "
-            "gathers the saved FFT model one file (<= 5 GiB) at a time"
-        )
+    notes += _sharding_notes(c, m, b_w)
     notes.append("estimates; BENCHMARKS.md compares them with measurements (bench/bench_scale.py, bench/gpu_check.sh)")
-    model = {
-        "name": m.name,
-        "model_type": m.model_type,
-        "params": m.params,
-        "layers": m.layers,
-        "hidden": m.hidden,
-        "heads": m.heads,
-        "vocab": m.vocab,
-        "dtype": dtype_name(c, m),
-    }
     return Plan(
         c.to_dict(),
-        model,
-        targeted,
+        _model_summary(c, m),
+        sum(t.numel for t in targets),
         first if c.task == "train" else None,
         memory,
         per_gpu,
