@@ -43,7 +43,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, devic
       mftlab stats --run runs/mft-math --out results/dynamics
     """
     from mftlab.analysis.dynamics import mask_dynamics, run_masks
-    from mftlab.analysis.stats import mask_stats
+    from mftlab.analysis.stats import mask_stats, require_model_with_base, summary_lines
     from mftlab.cli.progress_lines import callback
     from mftlab.files.folder_lock import hold_folder
     from mftlab.mask.maskfile import load_mask
@@ -51,8 +51,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, devic
 
     if mask_path is None and run_dir is None:
         raise MftlabError("give a MASK file or --run DIR (a training run folder); see mftlab stats --help")
-    if pretrained is not None and model is None:
-        raise MftlabError("--base (the pre-trained model) needs --model (the base the mask was learned on) too")
+    require_model_with_base(model, pretrained)
     if os.path.exists(out) and not os.path.isdir(out):
         raise MftlabError(f"--out '{out}' is a file; pass a folder for the results")
     where = resolve_device(device)  # where --model and --base are loaded
@@ -69,6 +68,14 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, devic
         mask, base_model, before, force=force, source=os.fspath(mask_path), progress=callback("stats", "tensor")
     )
 
+    written = _save(out, result, dynamics, no_figures)
+    for line in summary_lines(result, dynamics):
+        click.echo(line)
+    click.echo(f"wrote {len(written)} files to {out}")
+
+
+def _save(out: str, result, dynamics, no_figures: bool) -> list[str]:
+    """stats.json / .csv (and dynamics.json / .csv with --run) in `out`, then their figures."""
     written = result.save(out)
     if dynamics is not None:
         written += dynamics.save(out)
@@ -80,30 +87,4 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, devic
             from mftlab.figures import dynamics_figures
 
             written += dynamics_figures.render(out)
-
-    for note in result.notes + (dynamics.notes if dynamics else []):
-        click.echo(f"note: {note}")
-    overall = result.groups[-1]
-    click.echo(
-        f"{mask_path}: {overall['masked']:,} of {overall['numel']:,} weights masked ({overall['masked_fraction']:.4%}) "
-        f"in {len(result.tensors)} tensors; row Gini {_num(overall['output'].get('gini'), '.3f')}"
-    )
-    if "magnitude_overlap" in overall:
-        mag = overall["magnitude_overlap"]
-        click.echo(
-            f"overlap with the magnitude mask: {_num(mag['fraction_of_masked'], '.2%')} of masked weights "
-            f"(lift {_num(mag['lift'])})"
-        )
-    if "delta_overlap" in overall:
-        d = overall["delta_overlap"]
-        click.echo(
-            f"overlap with the most-changed weights: {_num(d['fraction_of_masked'], '.2%')} of masked weights "
-            f"(lift {_num(d['lift'])})"
-        )
-    if dynamics is not None:
-        click.echo(f"dynamics: {len(dynamics.labels)} snapshots, {sum(dynamics.flips['all']):,} flips in total")
-    click.echo(f"wrote {len(written)} files to {out}")
-
-
-def _num(value, spec: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, spec)
+    return written
