@@ -30,7 +30,7 @@ import torch
 
 from mftlab.errors import ConfigError, TargetError
 from mftlab.mft.targeting import TargetSpec, resolve_targets
-from mftlab.options_meta import doc
+from mftlab.options_meta import check_options, doc
 from mftlab.seeding import name_generator
 
 NORMALIZATIONS = ("filter", "tensor")
@@ -98,10 +98,7 @@ class DirectionSpec:
     targets: TargetSpec | None = None  # None: every parameter with >= 2 dimensions
 
     def __post_init__(self):
-        if self.normalization not in NORMALIZATIONS:
-            raise ConfigError(
-                f"--normalization '{self.normalization}' is unknown; choose one of {', '.join(NORMALIZATIONS)}"
-            )
+        check_options(self)  # normalization
 
     def to_dict(self) -> dict:
         return {

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 
 import click
 from click.core import ParameterSource
 
 from mftlab.cli.options import options_for
+from mftlab.options_meta import option_names
 from mftlab.training.config import TrainConfig, load_config_file, merge_config
 
 # Every field but the MODEL argument is an option; help, choices and defaults come from the fields.
-_options = options_for(TrainConfig, *(f.name for f in fields(TrainConfig) if f.name not in ("model", "mftlab_version")))
+_options = options_for(TrainConfig, *(n for n in option_names(TrainConfig) if n not in ("model", "mftlab_version")))
 
 
 class _Reporter:

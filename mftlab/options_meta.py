@@ -9,14 +9,28 @@ A config field carries its option's help and choices in its dataclass metadata:
 default from the field, help and choices from here), so no command restates them. A config
 that has the same option as another reuses its field with `like(OtherConfig, "name")`.
 This module does not import click: the library describes its options, only the CLI parses them.
+
+The metadata also says what a valid value is, so one check serves every config:
+`check_options(config)` (called from `__post_init__`) refuses a value outside the field's
+`choices` or its `check` (`positive()`, `at_least(n)`, `between(low, high)`), always with the
+message shape of `MftlabError.for_option`: `granularity='rows' is unknown; choose one of ...` from
+Python, `--granularity 'rows' is unknown; ...` on the command line.
+
+A config may nest another config as an option group (`field(default_factory=SelectionConfig,
+metadata=group())`): its fields are options of the outer config under their own names (flags,
+`--config` keys and files stay flat; see `mftlab.option_groups`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from mftlab.errors import ConfigError
+
 KEY = "mftlab.option"
+GROUP = "mftlab.option_group"
 
 
 @dataclass(frozen=True)
@@ -34,19 +48,104 @@ class OptionDoc:
     type: type | None = None
     flag: str | None = None
     text: str | None = None
+    check: Callable[[object], str | None] | None = None  # value -> what is wrong with it, or None
 
 
-def doc(help: str, *, choices=None, type=None, flag: str | None = None, text: str | None = None) -> dict:
+def doc(
+    help: str,
+    *,
+    choices=None,
+    type=None,
+    flag: str | None = None,
+    text: str | None = None,
+    check: Callable[[object], str | None] | None = None,
+) -> dict:
     """Field metadata describing an option: `field(default=..., metadata=doc("help", choices=...))`."""
-    return {KEY: OptionDoc(help, tuple(choices) if choices is not None else None, type, flag, text)}
+    return {KEY: OptionDoc(help, tuple(choices) if choices is not None else None, type, flag, text, check)}
+
+
+# -- what a valid value is ------------------------------------------------------------------------------
+def unknown_choice(choices) -> str:
+    """The problem text of a value outside `choices` (every "unknown value" message ends this way)."""
+    return f"is unknown; choose one of {', '.join(choices)}"
+
+
+def choice_error(name: str, value, choices, *, flag: str | None = None) -> ConfigError:
+    """The one error for option `name` given a value outside `choices` (the value in quotes)."""
+    return ConfigError.for_option(name, value, unknown_choice(choices), quote=True, flag=flag)
+
+
+def positive(hint: str = "") -> Callable[[object], str | None]:
+    """A check: the value is > 0 (`hint` follows the problem, e.g. " (e.g. 2e-5)")."""
+    return lambda value: None if value > 0 else f"must be positive{hint}"
+
+
+def at_least(low: int, hint: str = "") -> Callable[[object], str | None]:
+    """A check: a whole number (not a bool) >= `low`; None passes (an optional count)."""
+
+    def check(value):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return None if value is None or (whole and value >= low) else f"must be a whole number of at least {low}{hint}"
+
+    return check
+
+
+def between(low: float, high: float, *, closed: str = "[]", hint: str = "") -> Callable[[object], str | None]:
+    """A check: `low` <= value <= `high`, each end open or closed as `closed` writes it ("[)", "(]", ...)."""
+    left, right = closed
+
+    def check(value):
+        above = value >= low if left == "[" else value > low
+        below = value <= high if right == "]" else value < high
+        return None if above and below else f"is outside {left}{low:g}, {high:g}{right}{hint}"
+
+    return check
+
+
+def check_options(config) -> None:
+    """Refuse the first field of `config` outside its metadata's `choices` or `check` (one message shape)."""
+    for f in dataclasses.fields(config):
+        meta = f.metadata.get(KEY)
+        if meta is None:
+            continue
+        value, flag = getattr(config, f.name), meta.flag.partition("/")[0] if meta.flag else None
+        if meta.choices is not None and value is not None and value not in meta.choices:
+            raise choice_error(f.name, value, meta.choices, flag=flag)
+        problem = meta.check(value) if meta.check is not None else None
+        if problem is not None:
+            raise ConfigError.for_option(f.name, value, problem, flag=flag)
+
+
+# -- finding a field, through option groups -------------------------------------------------------------
+def group() -> dict:
+    """Field metadata marking a nested config as an option group of the outer config."""
+    return {GROUP: True}
+
+
+def group_class(f: dataclasses.Field):
+    """The nested config class of group field `f`, or None for a plain option."""
+    return f.default_factory if f.metadata.get(GROUP) else None
+
+
+def option_names(cls) -> list[str]:
+    """Every option of `cls` in declaration order, a group's options in the group's place."""
+    names = []
+    for f in dataclasses.fields(cls):
+        inner = group_class(f)
+        names += option_names(inner) if inner is not None else [f.name]
+    return names
 
 
 def config_field(cls, name: str) -> dataclasses.Field:
-    """The dataclass field `name` of config class `cls` (a clear error for a typo)."""
-    found = {f.name: f for f in dataclasses.fields(cls)}
-    if name not in found:
-        raise KeyError(f"{cls.__name__} has no field '{name}'")
-    return found[name]
+    """The dataclass field of option `name` of config class `cls`, found in its groups too (a clear error for a
+    typo). A group is not itself an option: a name that is both a group and one of its options is the option."""
+    for f in dataclasses.fields(cls):
+        inner = group_class(f)
+        if inner is not None and name in option_names(inner):
+            return config_field(inner, name)
+        if inner is None and f.name == name:
+            return f
+    raise KeyError(f"{cls.__name__} has no field '{name}'")
 
 
 def option_doc(cls, name: str) -> OptionDoc:

@@ -17,6 +17,7 @@ from mftlab.mft.masking import SCORE_INITS
 from mftlab.mft.selection import check_ratio
 from mftlab.mft.targeting import parse_layers
 from mftlab.models.presets import is_preset
+from mftlab.options_meta import unknown_choice
 from mftlab.recipes.methods import METHODS, REQUIRED
 from mftlab.recipes.runtime import Runtime
 
@@ -185,7 +186,7 @@ class ProtocolConfig:
         check_ratio(self.mask_ratio)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
-            raise ConfigError(f"methods: '{unknown[0]}' is unknown; choose from {', '.join(METHODS)}")
+            raise ConfigError(f"methods: '{unknown[0]}' {unknown_choice(METHODS)}")
         missing = [m for m in REQUIRED if m not in self.methods]
         if missing:
             raise ConfigError(f"methods must include '{missing[0]}'; the protocol needs {' and '.join(REQUIRED)}")

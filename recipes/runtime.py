@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from mftlab.errors import ConfigError
 from mftlab.models.loading import DTYPES
+from mftlab.options_meta import unknown_choice
 from mftlab.plan.terms import GIB, GPUS
 
 LAUNCHERS = ("torchrun", "none")
@@ -103,4 +104,4 @@ class Runtime:
 
 def _choice(name: str, value, allowed) -> None:
     if value not in allowed:
-        raise ConfigError(f"runtime.{name}={value!r} is unknown; choose one of {', '.join(allowed)}")
+        raise ConfigError(f"runtime.{name}={value!r} {unknown_choice(allowed)}")

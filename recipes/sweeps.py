@@ -31,7 +31,7 @@ from mftlab.mft.masking import SCORE_INITS
 from mftlab.mft.selection import check_ratio
 from mftlab.models.device import resolve_device
 from mftlab.models.loading import load_model
-from mftlab.options_meta import doc
+from mftlab.options_meta import doc, unknown_choice
 from mftlab.progress.training import training_events
 from mftlab.recipes import steps
 from mftlab.recipes.choose import best_on_validation
@@ -67,7 +67,7 @@ class SweepConfig:
 
     def __post_init__(self):
         if self.axis not in AXES:
-            raise ConfigError(f"sweep '{self.axis}' is unknown; choose one of {', '.join(AXES)}")
+            raise ConfigError(f"sweep '{self.axis}' {unknown_choice(AXES)}")
         if self.train.method != "mask":
             raise ConfigError("sweeps vary MFT runs; use --method mask")
         if self.group_size < 1:

@@ -9,8 +9,6 @@ config equals the in-process one field for field (tests/recipes/test_train_comma
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 from mftlab.options_meta import field_default, option_doc
 from mftlab.training.config import TrainConfig
 
@@ -29,22 +27,22 @@ def _flag_names(name: str) -> tuple[str, str | None]:
 def train_arguments(config: TrainConfig) -> list[str]:
     """`mftlab train` arguments (MODEL first) that give `config`: every non-default field as a flag."""
     args = [config.model]
-    for f in fields(TrainConfig):
-        if f.name in _NOT_FLAGS:
+    for name, value in config.to_dict().items():
+        if name in _NOT_FLAGS:
             continue
-        value, default = getattr(config, f.name), field_default(TrainConfig, f.name)
+        default = field_default(TrainConfig, name)
         if value == default and type(value) is type(default):
             continue
-        on, off = _flag_names(f.name)
+        on, off = _flag_names(name)
         if isinstance(value, bool):
             if value:
                 args.append(on)
             elif off is not None:
                 args.append(off)
             else:
-                raise ValueError(f"TrainConfig.{f.name}=False differs from its default but has no off flag")
+                raise ValueError(f"TrainConfig.{name}=False differs from its default but has no off flag")
         elif value is None:
-            raise ValueError(f"TrainConfig.{f.name}=None differs from its default but no flag can say None")
+            raise ValueError(f"TrainConfig.{name}=None differs from its default but no flag can say None")
         else:
             args += [on, repr(value) if isinstance(value, float) else str(value)]
     return args

@@ -164,7 +164,7 @@ def mask_model(
     `all-linear`; layer ranges such as "0-3,20-23"). `mask_ratio` is the fraction of targeted
     weights masked; `granularity` (tensor | row | global) and `selection` (topk | threshold) say
     how scores become masks, or `selection=SelectionConfig(...)` gives them all as one object (the
-    one `TrainConfig` and the CLI build; mask_ratio, granularity, threshold, min_keep_ratio and
+    one `TrainConfig.selection` holds; mask_ratio, granularity, threshold, min_keep_ratio and
     rank_by are then taken from it); `score_init` (random | magnitude | uniform) and `seed` fix the
     initial scores. The keep-masks are computed once here; call `refresh()` after each step.
 
@@ -179,16 +179,20 @@ def mask_model(
     if isinstance(selection, SelectionConfig):
         config = selection
     else:
-        config = SelectionConfig(mask_ratio, selection, granularity, threshold, min_keep_ratio, rank_by)
+        config = SelectionConfig(
+            mask_ratio=mask_ratio,
+            selection=selection,
+            granularity=granularity,
+            threshold=threshold,
+            min_keep_ratio=min_keep_ratio,
+            rank_by=rank_by,
+        )
     spec = TargetSpec.parse(targets, layers, exclude)
     found = resolve_targets(model, spec)
     wrappers = attach_masks(model, found, score_init, score_std, score_dtype, seed)
     method = {
         "name": "mft",
-        "mask_ratio": config.mask_ratio,
-        "selection": config.selection,
-        "granularity": config.granularity,
-        "rank_by": config.rank_by,
+        **config.method_fields(),
         "seed": seed,
         "score_init": score_init,
         "targets": spec.to_dict(),

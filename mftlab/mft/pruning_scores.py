@@ -23,6 +23,7 @@ import torch
 from mftlab.errors import ConfigError, TargetError
 from mftlab.mft.calibration import Calibration
 from mftlab.mft.targeting import Target, is_maskable
+from mftlab.options_meta import unknown_choice
 from mftlab.training.evaluation import training_nll
 
 CRITERIA = ("magnitude", "wanda", "snip")
@@ -179,7 +180,7 @@ def criterion_scores(
     """Scores of one criterion (lower = pruned first); wanda and snip need `calibration` and report
     `progress(tokens_seen, tokens)` over it."""
     if kind not in CRITERIA:
-        raise ConfigError(f"criterion '{kind}' is unknown; choose one of {', '.join(CRITERIA)}")
+        raise ConfigError(f"criterion '{kind}' {unknown_choice(CRITERIA)}")
     if kind in NEEDS_DATA and calibration is None:
         raise ConfigError(
             f"--kind {kind} needs calibration data: pass --data FILE (e.g. the training data) "

@@ -14,7 +14,7 @@ the paper's "local" ratio mode), `row` (one group per output unit), `global` (on
 tensors, found without concatenating them). A new granularity is one function with the signature
 `(values, mask_ratio, out_axes) -> keep-masks` and one entry in the table; `--granularity`
 offers the table's keys. `keep_threshold` (kept where value > T, with a per-tensor floor) serves
-the `threshold` selection rule (`mftlab.mft.masking.SELECTION_RULES`).
+the `threshold` selection rule (`mftlab.mft.selection_rules.SELECTION_RULES`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import math
 import torch
 
 from mftlab.errors import ConfigError
+from mftlab.options_meta import choice_error
 
 
 def num_masked(n: int, mask_ratio: float) -> int:
@@ -179,7 +180,5 @@ def select_keep(
     check_ratio(mask_ratio)
     rule = GRANULARITY_RULES.get(granularity)
     if rule is None:
-        raise ConfigError.for_option(
-            "granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True
-        )
+        raise choice_error("granularity", granularity, GRANULARITIES)
     return rule(values, mask_ratio, out_axes)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from mftlab.errors import ConfigError
+from mftlab.options_meta import unknown_choice
 
 METRICS = ("exact_match", "loss")
 RESAMPLES = 10_000
@@ -103,7 +104,7 @@ def paired_permutation(a: np.ndarray, b: np.ndarray, seed: int) -> float:
 
 def check_metric(metric: str) -> None:
     if metric not in METRICS:
-        raise ConfigError(f"metric '{metric}' is unknown; choose one of {', '.join(METRICS)}")
+        raise ConfigError(f"metric '{metric}' {unknown_choice(METRICS)}")
 
 
 def paired_comparison(a, b, metric: str = "exact_match", seed: int = 0) -> PairedComparison:

@@ -20,10 +20,7 @@ from mftlab.training.run_outputs import replace_dir
 def method_meta(config: TrainConfig, step: int) -> dict:
     return {
         "name": "mft",
-        "mask_ratio": config.mask_ratio,
-        "selection": config.selection,
-        "granularity": config.granularity,
-        "rank_by": config.rank_by,
+        **config.selection.method_fields(),
         "seed": config.seed,
         "steps": step,
         "config": config.to_dict(),

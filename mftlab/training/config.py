@@ -1,16 +1,18 @@
 """The training configuration: one frozen dataclass that validates itself (CONTRIBUTING.md, style rule 2).
 
 Defaults are the paper's MFT settings where they apply: mask ratio 0.1 per tensor, 2 epochs,
-batch 8, learning rate 2e-5. The resolved config is written to `OUT/config.json` and into the
-mask's `method` metadata. `load_config_file` reads a YAML or JSON file; `merge_config` lets
-flags that the user gave win over the file.
+batch 8, learning rate 2e-5. The mask selection options are one nested group, `selection:
+SelectionConfig` (the object `mftlab.mask_model` takes); flags, `--config` keys and `config.json`
+name them flat as before (`mftlab.option_groups`). The resolved config is written to
+`OUT/config.json` and into the mask's `method` metadata. `load_config_file` reads a YAML or JSON
+file; `merge_config` lets flags that the user gave win over the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 from mftlab import __version__
 from mftlab.errors import ConfigError
@@ -19,7 +21,8 @@ from mftlab.mft.masking import SCORE_INITS, SelectionConfig
 from mftlab.mft.targeting import TargetSpec
 from mftlab.models.device import DEVICES, check_device
 from mftlab.models.loading import DTYPES
-from mftlab.options_meta import doc, like
+from mftlab.option_groups import GroupedConfig, flat_dict
+from mftlab.options_meta import at_least, between, check_options, config_field, doc, group, option_names, positive
 from mftlab.training.choices import METHODS, PRECISIONS, SHARDINGS
 from mftlab.training.trackers import parse_report_to
 
@@ -39,14 +42,22 @@ RESUMABLE_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything `mftlab train` needs. Each field's help and choices are in its metadata (`doc`);
-    `mftlab train` makes its options from them (`mftlab train --help`).
+# Checks several fields share (their messages are part of the CLI's output).
+_COUNT = at_least(1)
+_EVERY = at_least(0, " (0 = never)")
+_LEARNING_RATE = positive(" (e.g. 2e-5)")
+
+
+@dataclass(frozen=True, init=False)
+class TrainConfig(GroupedConfig):
+    """Everything `mftlab train` needs. Each field's help, choices and valid range are in its metadata
+    (`doc`); `mftlab train` makes its options from them (`mftlab train --help`).
+
+    Built from flat keywords (a group's options included), read by group (`config.selection`):
 
     Example:
         >>> config = mftlab.TrainConfig(model="tiny-llama", data="train.jsonl", out="run", max_steps=50)
-        >>> config.selection_config().mask_ratio
+        >>> config.selection.mask_ratio
         0.1
     """
 
@@ -81,13 +92,9 @@ class TrainConfig:
         metadata=doc("Layer ranges by the first numbered path segment, e.g. 4-7 or 0-3,20-23 (the paper's local MFT)."),
     )
     exclude: str | None = field(default=None, metadata=doc("Modules to leave out (same syntax as --targets)."))
-    # mask selection (SelectionConfig's options) and scores
-    mask_ratio: float = like(SelectionConfig, "mask_ratio")
-    selection: str = like(SelectionConfig, "selection")
-    granularity: str = like(SelectionConfig, "granularity")
-    threshold: float = like(SelectionConfig, "threshold")
-    min_keep_ratio: float = like(SelectionConfig, "min_keep_ratio")
-    rank_by: str = like(SelectionConfig, "rank_by")
+    # mask selection (its options: --mask-ratio --selection --granularity --threshold --min-keep-ratio --rank-by)
+    selection: SelectionConfig = field(default_factory=SelectionConfig, metadata=group())
+    # scores
     score_init: str = field(
         default="random",
         metadata=doc(
@@ -96,22 +103,37 @@ class TrainConfig:
             choices=SCORE_INITS,
         ),
     )
-    score_std: float = field(default=0.02, metadata=doc("Scale of the initial scores."))
+    score_std: float = field(default=0.02, metadata=doc("Scale of the initial scores.", check=_LEARNING_RATE))
     score_dtype: str = field(
         default="fp32", metadata=doc("Score dtype (bf16 halves their memory).", choices=SCORE_DTYPES)
     )
-    score_lr: float = field(default=2e-5, metadata=doc("Learning rate of the mask scores (method mask)."))
+    score_lr: float = field(
+        default=2e-5, metadata=doc("Learning rate of the mask scores (method mask).", check=_LEARNING_RATE)
+    )
     # optimisation
-    lr: float = field(default=2e-5, metadata=doc("Learning rate of the weights (methods fft and lora)."))
+    lr: float = field(
+        default=2e-5, metadata=doc("Learning rate of the weights (methods fft and lora).", check=_LEARNING_RATE)
+    )
     weight_decay: float = field(default=0.0, metadata=doc("AdamW weight decay."))
     warmup_ratio: float = field(
-        default=0.03, metadata=doc("Fraction of steps of linear warm-up (then linear decay to 0).")
+        default=0.03,
+        metadata=doc(
+            "Fraction of steps of linear warm-up (then linear decay to 0).",
+            check=between(0, 1, closed="[)", hint="; use e.g. 0.03"),
+        ),
     )
     max_grad_norm: float = field(default=1.0, metadata=doc("Gradient clipping norm (0 = off)."))
-    epochs: float = field(default=2.0, metadata=doc("Passes over the data (ignored with --max-steps)."))
-    max_steps: int | None = field(default=None, metadata=doc("Optimizer steps to run (overrides --epochs).", type=int))
-    batch_size: int = field(default=8, metadata=doc("Examples per optimizer step, over all processes."))
-    grad_accum: int = field(default=1, metadata=doc("Micro-batches per optimizer step on each process."))
+    epochs: float = field(
+        default=2.0,
+        metadata=doc(
+            "Passes over the data (ignored with --max-steps).", check=positive(" (the paper trains 2 epochs)")
+        ),
+    )
+    max_steps: int | None = field(
+        default=None, metadata=doc("Optimizer steps to run (overrides --epochs).", type=int, check=_COUNT)
+    )
+    batch_size: int = field(default=8, metadata=doc("Examples per optimizer step, over all processes.", check=_COUNT))
+    grad_accum: int = field(default=1, metadata=doc("Micro-batches per optimizer step on each process.", check=_COUNT))
     precision: str = field(
         default="auto", metadata=doc("auto = bf16 autocast where the GPU supports it, else fp32.", choices=PRECISIONS)
     )
@@ -131,9 +153,13 @@ class TrainConfig:
         default=False, metadata=doc("Train 16-bit weights without fp32 master copies (small updates are lost).")
     )
     # data
-    max_seq_len: int = field(default=512, metadata=doc("Tokens per example (longer ones are truncated)."))
+    max_seq_len: int = field(default=512, metadata=doc("Tokens per example (longer ones are truncated).", check=_COUNT))
     data_fraction: float = field(
-        default=1.0, metadata=doc("Use this seeded fraction of the data (data-ratio ablation).")
+        default=1.0,
+        metadata=doc(
+            "Use this seeded fraction of the data (data-ratio ablation).",
+            check=between(0, 1, closed="(]", hint="; use e.g. 0.1 for 10% of the data"),
+        ),
     )
     skip_bad: bool = field(
         default=False, metadata=doc("Skip malformed records (reported with file:line) instead of stopping.")
@@ -142,16 +168,16 @@ class TrainConfig:
         default=None,
         metadata=doc("Validation data, evaluated every --eval-every steps; the best result goes to OUT/best."),
     )
-    eval_every: int = field(default=0, metadata=doc("Evaluate every N steps (0 = never)."))
-    eval_batch_size: int = field(default=16, metadata=doc("Batch size of evaluation."))
+    eval_every: int = field(default=0, metadata=doc("Evaluate every N steps (0 = never).", check=_EVERY))
+    eval_batch_size: int = field(default=16, metadata=doc("Batch size of evaluation.", check=_COUNT))
     # lora
-    lora_r: int = field(default=16, metadata=doc("LoRA rank."))
-    lora_alpha: int = field(default=32, metadata=doc("LoRA alpha."))
-    lora_dropout: float = field(default=0.05, metadata=doc("LoRA dropout."))
+    lora_r: int = field(default=16, metadata=doc("LoRA rank.", check=_COUNT))
+    lora_alpha: int = field(default=32, metadata=doc("LoRA alpha.", check=_COUNT))
+    lora_dropout: float = field(default=0.05, metadata=doc("LoRA dropout.", check=between(0, 1, closed="[)")))
     # outputs
-    log_every: int = field(default=10, metadata=doc("Write a metrics line every N steps."))
-    save_every: int = field(default=0, metadata=doc("Write a checkpoint every N steps (0 = never)."))
-    keep_checkpoints: int = field(default=2, metadata=doc("How many recent checkpoints to keep."))
+    log_every: int = field(default=10, metadata=doc("Write a metrics line every N steps.", check=_COUNT))
+    save_every: int = field(default=0, metadata=doc("Write a checkpoint every N steps (0 = never).", check=_EVERY))
+    keep_checkpoints: int = field(default=2, metadata=doc("How many recent checkpoints to keep.", check=_COUNT))
     resume: bool = field(default=False, metadata=doc("Continue the run in --out from its last checkpoint."))
     force: bool = field(default=False, metadata=doc("Start over in an --out folder that already holds a run."))
     report_to: str = field(
@@ -162,83 +188,44 @@ class TrainConfig:
         ),
     )
     dist_timeout: float = field(
-        default=1800.0, metadata=doc("Seconds a process waits for the others (multi-process) before the run fails.")
+        default=1800.0,
+        metadata=doc(
+            "Seconds a process waits for the others (multi-process) before the run fails.",
+            check=positive(" seconds (default 1800 = 30 minutes)"),
+        ),
     )
     mftlab_version: str = field(default=__version__)
 
     def __post_init__(self):
-        def bad(name, value, fix):
-            raise ConfigError.for_option(name, value, fix)
-
-        if self.method not in METHODS:
-            bad("method", self.method, f"is unknown; choose one of {', '.join(METHODS)}")
-        if self.precision not in PRECISIONS:
-            bad("precision", self.precision, f"is unknown; choose one of {', '.join(PRECISIONS)}")
+        check_options(self)  # choices and ranges, from each field's metadata; the group checked itself
         check_device(self.device)
-        if self.sharding not in SHARDINGS:
-            bad("sharding", self.sharding, f"is unknown; choose one of {', '.join(SHARDINGS)}")
         if self.sharding == "fsdp" and self.method == "lora":
             raise ConfigError(
                 "--sharding fsdp does not support --method lora; use --method mask or fft, or --sharding none for LoRA"
             )
-        if self.score_init not in SCORE_INITS:
-            bad("score_init", self.score_init, f"is unknown; choose one of {', '.join(SCORE_INITS)}")
-        if self.score_dtype not in SCORE_DTYPES:
-            bad("score_dtype", self.score_dtype, f"is unknown; choose one of {', '.join(SCORE_DTYPES)}")
-        self.selection_config()  # validates ratio, selection, granularity, rank_by
         self.target_spec()
-        for name in ("score_lr", "lr", "score_std"):
-            if not getattr(self, name) > 0:
-                bad(name, getattr(self, name), "must be positive (e.g. 2e-5)")
-        for name in (
-            "batch_size",
-            "grad_accum",
-            "max_seq_len",
-            "eval_batch_size",
-            "log_every",
-            "keep_checkpoints",
-            "lora_r",
-            "lora_alpha",
-        ):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                bad(name, getattr(self, name), "must be a whole number of at least 1")
-        for name in ("save_every", "eval_every"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
-                bad(name, getattr(self, name), "must be a whole number of at least 0 (0 = never)")
-        if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps >= 1):
-            bad("max_steps", self.max_steps, "must be a whole number of at least 1")
-        if not self.epochs > 0:
-            bad("epochs", self.epochs, "must be positive (the paper trains 2 epochs)")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            bad("warmup_ratio", self.warmup_ratio, "is outside [0, 1); use e.g. 0.03")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ConfigError("--weight-decay and --max-grad-norm must be >= 0 (0 turns clipping off)")
-        if not 0.0 < self.data_fraction <= 1.0:
-            bad("data_fraction", self.data_fraction, "is outside (0, 1]; use e.g. 0.1 for 10% of the data")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            bad("lora_dropout", self.lora_dropout, "is outside [0, 1)")
         parse_report_to(self.report_to)
-        if not self.dist_timeout > 0:
-            bad("dist_timeout", self.dist_timeout, "must be positive seconds (default 1800 = 30 minutes)")
         if self.eval_every and not self.eval_data:
             raise ConfigError(f"--eval-every {self.eval_every} needs --eval-data FILE to evaluate on")
 
     # -- derived objects ------------------------------------------------------------------
     def selection_config(self) -> SelectionConfig:
-        return SelectionConfig(
-            self.mask_ratio, self.selection, self.granularity, self.threshold, self.min_keep_ratio, self.rank_by
-        )
+        """The selection group (`config.selection`); kept for scripts written before the group existed."""
+        return self.selection
 
     def target_spec(self) -> TargetSpec:
         return TargetSpec.parse(self.targets, self.layers, self.exclude)
 
     # -- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every option by its flat name (the `config.json` layout, unchanged by the selection group)."""
+        return flat_dict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
+        known = set(option_names(cls))
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown config key '{unknown[0]}'; valid keys: {', '.join(sorted(known))}")
@@ -254,7 +241,7 @@ class TrainConfig:
         return [k for k in a if k not in RESUMABLE_FIELDS + ("mftlab_version",) and a[k] != b[k]]
 
 
-_FLOAT_FIELDS = {f.name for f in fields(TrainConfig) if f.type in ("float", float)}
+_FLOAT_FIELDS = {name for name in option_names(TrainConfig) if config_field(TrainConfig, name).type in ("float", float)}
 
 
 def _coerce(name: str, value):
