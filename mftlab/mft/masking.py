@@ -3,7 +3,7 @@
 - `attach_masks(model, targets, ...)` swaps every targeted Linear / Conv1D for a `MaskedLinear`
   (no weights are copied) with seeded initial scores; `detach_masks` puts the originals back.
 - `SelectionConfig` + `compute_keep` turn scores into exact keep-masks with the rule the config
-  names in `SELECTION_RULES` (built on `mftlab.mft.selection`): top-k per tensor / per output row /
+  names in `mftlab.mft.selection_rules.SELECTION_RULES`: top-k per tensor / per output row /
   global, or a threshold with a per-tensor floor. `refresh_masks` stores them in the wrappers; the trainer
   calls it once per optimizer step.
 - `export_mask` builds the v1 `Mask` (names and layout of the base model's parameters).
@@ -26,51 +26,15 @@ from torch import nn
 from mftlab.errors import ConfigError
 from mftlab.mask.maskfile import Mask
 from mftlab.mft.masked_layer import SCORE_DTYPES, MaskedLinear
-from mftlab.mft.selection import GRANULARITIES, check_ratio, keep_tensor, keep_threshold, select_keep
-from mftlab.mft.targeting import Target, output_axis
+from mftlab.mft.selection import GRANULARITIES, check_ratio
+from mftlab.mft.selection_rules import SELECTION_RULES, SELECTIONS
+from mftlab.mft.targeting import Target
 from mftlab.mft.warm_select import WarmSelector
-from mftlab.options_meta import doc
+from mftlab.options_meta import between, check_options, choice_error, doc
 from mftlab.seeding import name_generator
 
 SCORE_INITS = ("random", "magnitude", "uniform")
 RANK_BY = ("raw", "abs")
-
-
-# -- selection rules: name -> function(layers, selection, warm) -> keep-masks -------------------------
-def _ranking(layer: MaskedLinear, selection: SelectionConfig) -> torch.Tensor:
-    scores = layer.mask_scores.detach()
-    return scores.abs() if selection.rank_by == "abs" else scores
-
-
-def keep_topk(
-    layers: dict[str, MaskedLinear], selection: SelectionConfig, warm: WarmSelector | None = None
-) -> dict[str, torch.Tensor]:
-    """Rule `topk`: exactly K lowest scores masked per comparison group (`selection.granularity`)."""
-    if selection.granularity == "tensor":  # one tensor at a time: no extra copy of all scores
-        if warm is not None:
-            return {n: warm.keep_tensor(n, _ranking(m, selection), selection.mask_ratio) for n, m in layers.items()}
-        return {n: keep_tensor(_ranking(m, selection), selection.mask_ratio) for n, m in layers.items()}
-    values = {n: _ranking(m, selection) for n, m in layers.items()}
-    if selection.granularity == "global" and warm is not None:
-        return warm.keep_global_group(values, selection.mask_ratio)
-    out_axes = {n: output_axis(m.kind) for n, m in layers.items()}
-    return select_keep(values, selection.mask_ratio, selection.granularity, out_axes)
-
-
-def keep_above_threshold(
-    layers: dict[str, MaskedLinear], selection: SelectionConfig, warm: WarmSelector | None = None
-) -> dict[str, torch.Tensor]:
-    """Rule `threshold`: kept where score > T, with a per-tensor floor of kept weights."""
-    return {
-        n: keep_threshold(_ranking(m, selection), selection.threshold, selection.min_keep_ratio)
-        for n, m in layers.items()
-    }
-
-
-# A new rule is one function above and one entry here (`--selection` offers the keys; a rule the
-# FSDP path lacks is refused there, see mftlab.training.sharding).
-SELECTION_RULES = {"topk": keep_topk, "threshold": keep_above_threshold}
-SELECTIONS = tuple(SELECTION_RULES)
 
 
 @dataclass(frozen=True)
@@ -90,32 +54,32 @@ class SelectionConfig:
         default=-0.035, metadata=doc("T for --selection threshold (the paper's global MFT uses -0.035).")
     )
     min_keep_ratio: float = field(
-        default=0.01, metadata=doc("threshold: fraction of each tensor that always stays kept.")
+        default=0.01,
+        metadata=doc(
+            "threshold: fraction of each tensor that always stays kept.",
+            check=between(0, 1, closed="(]", hint="; use e.g. 0.01"),
+        ),
     )
     rank_by: str = field(
         default="raw", metadata=doc("Rank raw scores (default) or |scores| (the reference code).", choices=RANK_BY)
     )
 
     def __post_init__(self):
-        if self.selection not in SELECTIONS:
-            raise ConfigError.for_option(
-                "selection", self.selection, f"is unknown; choose one of {', '.join(SELECTIONS)}", quote=True
-            )
-        if self.granularity not in GRANULARITIES:
-            raise ConfigError.for_option(
-                "granularity", self.granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True
-            )
-        if self.rank_by not in RANK_BY:
-            raise ConfigError.for_option(
-                "rank_by", self.rank_by, f"is unknown; choose one of {', '.join(RANK_BY)}", quote=True
-            )
+        check_options(self)  # selection, granularity, rank_by, min_keep_ratio
         if self.selection == "topk":
             check_ratio(self.mask_ratio)
-        if not 0.0 < self.min_keep_ratio <= 1.0:
-            raise ConfigError.for_option("min_keep_ratio", self.min_keep_ratio, "is outside (0, 1]; use e.g. 0.01")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def method_fields(self) -> dict:
+        """What a mask's `method` metadata records of the selection (the other options are in its config)."""
+        return {
+            "mask_ratio": self.mask_ratio,
+            "selection": self.selection,
+            "granularity": self.granularity,
+            "rank_by": self.rank_by,
+        }
 
 
 # -- scores -------------------------------------------------------------------------------------
@@ -126,9 +90,7 @@ def score_generator(seed: int, name: str) -> torch.Generator:
 
 def check_score_init(method: str, std: float) -> None:
     if method not in SCORE_INITS:
-        raise ConfigError.for_option(
-            "score_init", method, f"is unknown; choose one of {', '.join(SCORE_INITS)}", quote=True
-        )
+        raise choice_error("score_init", method, SCORE_INITS)
     if not std > 0:
         raise ConfigError.for_option("score_std", std, "must be positive; the reference code uses 0.02")
 
@@ -169,9 +131,7 @@ def attach_masks(
     Every base parameter of the model is frozen; only `mask_scores` are trainable.
     """
     if score_dtype not in SCORE_DTYPES:
-        raise ConfigError.for_option(
-            "score_dtype", score_dtype, f"is unknown; choose one of {', '.join(SCORE_DTYPES)}", quote=True
-        )
+        raise choice_error("score_dtype", score_dtype, SCORE_DTYPES)
     check_score_init(score_init, score_std)  # before any module is swapped
     for p in model.parameters():
         p.requires_grad_(False)

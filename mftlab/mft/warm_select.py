@@ -15,6 +15,8 @@ The global group never concatenates scores: only the band (about 1% of them) is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from mftlab.mft.selection import mask_lowest, num_masked
@@ -80,7 +82,15 @@ class WarmSelector:
         flat = values.detach().reshape(-1).float()
         return self._keep(name, [flat], num_masked(flat.numel(), mask_ratio))[0].reshape(values.shape)
 
-    def keep_global_group(self, values: dict[str, torch.Tensor], mask_ratio: float) -> dict[str, torch.Tensor]:
+    def keep_each_tensor(self, values: Mapping[str, torch.Tensor], mask_ratio: float) -> dict[str, torch.Tensor]:
+        """Same result as granularity `tensor` (`mftlab.mft.selection.keep_per_tensor`), one tensor at a time."""
+        return {n: self.keep_tensor(n, v, mask_ratio) for n, v in values.items()}
+
+    def rule(self, granularity: str):
+        """This selector's faster `(values, mask_ratio) -> keep-masks` for a granularity, or None (use the table)."""
+        return {"tensor": self.keep_each_tensor, "global": self.keep_global_group}.get(granularity)
+
+    def keep_global_group(self, values: Mapping[str, torch.Tensor], mask_ratio: float) -> dict[str, torch.Tensor]:
         """Same result as `mftlab.mft.selection.keep_global(values, mask_ratio)` (the global group)."""
         names = list(values)
         flats = [values[n].detach().reshape(-1).float() for n in names]

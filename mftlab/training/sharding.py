@@ -29,8 +29,8 @@ from mftlab.errors import ConfigError
 from mftlab.mask.fingerprint import tensor_fingerprint
 from mftlab.mask.maskfile import Mask
 from mftlab.mft.masking import SelectionConfig
-from mftlab.mft.sharded_selection import ShardedValues, gather_keep, row_counts, sharded_keep, sharded_threshold
-from mftlab.mft.targeting import output_axis
+from mftlab.mft.selection_rules import SHARDED_SELECTION_RULES
+from mftlab.mft.sharded_selection import ShardedValues, gather_keep, row_counts
 
 _TRUE = ("1", "true", "yes")
 
@@ -203,30 +203,17 @@ class ShardedMasks:
         """Recompute every keep-mask (replicated on all processes) and store it in its wrapper."""
         with torch.no_grad():
             values = self._values(selection)
-            rule = _SHARDED_RULES.get(selection.selection)
+            rule = SHARDED_SELECTION_RULES.get(selection.selection)
             if rule is None:
                 raise ConfigError(
                     f"--selection {selection.selection} is not available with --sharding fsdp; "
-                    f"choose one of {', '.join(_SHARDED_RULES)} or --sharding none"
+                    f"choose one of {', '.join(SHARDED_SELECTION_RULES)} or --sharding none"
                 )
-            local = rule(self, values, selection)
+            local = rule(self.layers, values, selection)
             keep = gather_keep(local, values, self.rows)
         for name, layer in self.layers.items():
             layer.set_keep(keep[name])
         return keep
-
-
-def _sharded_topk(masks: ShardedMasks, values: dict[str, ShardedValues], selection: SelectionConfig):
-    axes = {n: output_axis(m.kind) for n, m in masks.layers.items()}
-    return sharded_keep(values, selection.mask_ratio, selection.granularity, axes)
-
-
-def _sharded_threshold(masks: ShardedMasks, values: dict[str, ShardedValues], selection: SelectionConfig):
-    return sharded_threshold(values, selection.threshold, selection.min_keep_ratio)
-
-
-# The sharded counterparts of `mftlab.mft.masking.SELECTION_RULES` (same keys).
-_SHARDED_RULES = {"topk": _sharded_topk, "threshold": _sharded_threshold}
 
 
 def base_fingerprints(layers: dict) -> dict[str, str]:
