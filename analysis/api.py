@@ -18,7 +18,6 @@ from mftlab.analysis.overlap import OverlapResult
 from mftlab.analysis.stats import StatsResult
 from mftlab.mask.maskfile import Mask, load_mask
 from mftlab.models.loading import LoadedModel, load_model
-from mftlab.models.tokenizer import padding_id
 
 
 def _model(source, **load) -> LoadedModel:
@@ -115,9 +114,8 @@ def landscape(
         >>> result = mftlab.landscape("micro-llama", "train.jsonl", "test.jsonl", grid="5x5")  # doctest: +SKIP
         >>> result.train_loss.shape, result.save("results/landscape")  # doctest: +SKIP
     """
-    from mftlab.analysis.landscape import LandscapeConfig, prepare_data
+    from mftlab.analysis.landscape import LandscapeConfig, load_eval_data
     from mftlab.analysis.landscape import landscape as _landscape
-    from mftlab.training.data import load_examples
 
     first = _model(model, **load)
     tokenizer = tokenizer if tokenizer is not None else first.tokenizer
@@ -135,13 +133,9 @@ def landscape(
         exclude=exclude,
     )
     device = next(first.model.parameters()).device
-    pad_id = padding_id(tokenizer)
-    sets = [
-        prepare_data(load_examples(source, tokenizer, max_seq_len)[0], pad_id, batch_size, max_tokens, device)
-        for source in (data, eval_data)
-    ]
-    if isinstance(mask_directions, (str, os.PathLike)):
-        mask_directions = load_mask(mask_directions)
+    batching = {"max_seq_len": max_seq_len, "batch_size": batch_size, "max_tokens": max_tokens, "device": device}
+    train, test = (load_eval_data(source, tokenizer, **batching) for source in (data, eval_data))
+    mask = load_mask(mask_directions) if isinstance(mask_directions, (str, os.PathLike)) else mask_directions
     sources = [first.model] + [(lambda o=o: _model(o, **load).model) for o in others]
     out = os.fspath(out) if out is not None else tempfile.mkdtemp(prefix="mftlab-landscape-")
     info = {
@@ -151,4 +145,6 @@ def landscape(
         "max_seq_len": max_seq_len,
         "batch_size": batch_size,
     }
-    return _landscape(sources, sets[0], sets[1], config, out, labels, mask_directions, force, info, resume)
+    return _landscape(
+        sources, train, test, config, out, labels=labels, mask_directions=mask, force=force, info=info, resume=resume
+    )

@@ -6,13 +6,14 @@ grid point number k = j * len(xs) + i. A line has ys == [0.0].
 
 For each point the perturbed weights are set to theta0 + a*u + b*v, computed in float32 chunk by
 chunk from the pristine weights (kept in the model's dtype, see `planes`) and then cast to the
-model's dtype (never by cumulative add and subtract), and
-the realised perturbation norm |theta(a, b) - theta0| (after the cast) is recorded. Both losses
-come from `mftlab.training.evaluation.loss_sums` over data tokenised once and kept on the device. Every
-finished point is appended to the run's store (see `landscape_store`) with the rank that computed it,
-so a killed run resumes where it stopped; several processes deal the points still to do (in point
-order, `todo[rank::world_size]`), so after any kill each has the same number left (+-1), and process 0
-merges them. The model's weights are restored bit-exactly afterwards, whatever happens.
+model's dtype (never by cumulative add and subtract), and the realised perturbation norm
+|theta(a, b) - theta0| (after the cast) is recorded. Both losses come from
+`mftlab.training.evaluation.loss_sums` over data tokenised once and kept on the device (see
+`landscape_data`). Every finished point is appended to the run's store (see `landscape_store`) with
+the rank that computed it, so a killed run resumes where it stopped; several processes deal the
+points still to do (in point order, `todo[rank::world_size]`), so after any kill each has the same
+number left (+-1), and process 0 merges them. The model's weights are restored bit-exactly
+afterwards, whatever happens.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ import numpy as np
 import torch
 
 from mftlab.analysis.directions import DirectionSpec
+from mftlab.analysis.landscape_data import (  # noqa: F401 - the data helpers, importable from here as before
+    EvalData,
+    load_eval_data,
+    prepare_data,
+    select_tokens,
+)
 from mftlab.analysis.landscape_result import LandscapeResult, assemble_result, finite_or_none
 from mftlab.analysis.landscape_store import PointStore
 from mftlab.analysis.planes import (
@@ -42,9 +49,8 @@ from mftlab.analysis.planes import (
 )
 from mftlab.errors import ConfigError, MaskMismatchError
 from mftlab.mask.fingerprint import combined_fingerprint, tensor_fingerprint
-from mftlab.options_meta import doc
-from mftlab.training.data import Example, label_tokens
-from mftlab.training.evaluation import LossSums, TokenBatch, loss_sums, make_batches
+from mftlab.options_meta import check_options, doc
+from mftlab.training.evaluation import LossSums, loss_sums
 
 PLANES = ("random", "models", "line")
 MODELS_NEEDED = {"models": 3, "line": 2}
@@ -132,8 +138,7 @@ class LandscapeConfig:
         return cls(plane, parse_grid(grid), parse_range(ranges), directions, margin, cache_directions)
 
     def __post_init__(self):
-        if self.plane not in PLANES:
-            raise ConfigError(f"--plane '{self.plane}' is unknown; choose one of {', '.join(PLANES)}")
+        check_options(self, flag_words=True)  # plane
         nx, ny = self.grid
         if nx < 1 or ny < 1:
             raise ConfigError(f"--grid {nx}x{ny} is empty; use e.g. 21x21")
@@ -154,51 +159,6 @@ class LandscapeConfig:
             "directions": self.directions.to_dict(),
             "margin": self.margin,
         }
-
-
-# -- data ---------------------------------------------------------------------------------------
-def select_tokens(examples: list[Example], max_tokens: int | None) -> list[Example]:
-    """The first examples (in data order) holding at least `max_tokens` label tokens (all when None)."""
-    if max_tokens is None:
-        return list(examples)
-    if max_tokens < 1:
-        raise ConfigError(f"--max-tokens {max_tokens} must be positive; use e.g. 4096")
-    chosen, total = [], 0
-    for example in examples:
-        if total >= max_tokens:
-            break
-        chosen.append(example)
-        total += label_tokens(example)
-    return chosen
-
-
-@dataclass
-class EvalData:
-    """A fixed subset, tokenised once and batched on the device."""
-
-    batches: list[TokenBatch]
-    tokens: int  # label tokens
-    examples: int
-    hash: str  # of token ids, labels and batching
-
-    def to_dict(self) -> dict:
-        return {"tokens": self.tokens, "examples": self.examples, "hash": self.hash}
-
-
-def prepare_data(
-    examples: list[Example], pad_id: int, batch_size: int = 8, max_tokens: int | None = None, device="cpu"
-) -> EvalData:
-    """Select `max_tokens` label tokens, batch them on `device`, and hash what will be evaluated."""
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size} must be positive; use e.g. 8")
-    chosen = select_tokens(examples, max_tokens)
-    batches = make_batches(chosen, batch_size, pad_id, device)
-    digest = hashlib.blake2b(digest_size=16)
-    for b in batches:
-        for t in (b.input_ids, b.labels, b.attention_mask):
-            digest.update(str(tuple(t.shape)).encode())
-            digest.update(t.to("cpu", torch.int64).numpy().tobytes())
-    return EvalData(batches, sum(b.num_label_tokens for b in batches), len(chosen), "blake2b:" + digest.hexdigest())
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -228,7 +188,7 @@ def _sums_record(s: LossSums) -> list:
     return [s.nll, s.tokens, s.correct]
 
 
-def _evaluate(model, params, plane, point, train: EvalData, test: EvalData) -> dict:
+def _evaluate(model, params, plane, point, *, train: EvalData, test: EvalData) -> dict:
     i, a, b = point
     started = time.perf_counter()
     norm = set_point_(params, plane, a, b)
@@ -244,9 +204,66 @@ def _evaluate(model, params, plane, point, train: EvalData, test: EvalData) -> d
     }
 
 
+def _grid_points(xs, ys, markers: list[dict]) -> list[tuple[int, float, float]]:
+    """(k, x, y) of every point: the grid, k = j * len(xs) + i, then one point per marker."""
+    nx, grid = len(xs), len(xs) * len(ys)
+    points = [(k, float(xs[k % nx]), float(ys[k // nx])) for k in range(grid)]
+    return points + [(grid + m, float(mk["x"]), float(mk["y"])) for m, mk in enumerate(markers)]
+
+
+def _run_record(check: dict | None, info: dict | None, xs, ys, marker_points: list) -> dict:
+    """landscape.run.json: what `--resume` must match (`check`, the axes and the markers), then `info`."""
+    return {
+        "check": {
+            **(check or {}),
+            "axes": {"xs": list(map(float, xs)), "ys": list(map(float, ys))},
+            "markers": [[p[1], p[2]] for p in marker_points],
+        },
+        **(info or {}),
+    }
+
+
+def _open_run(store: PointStore, run: dict, resume: bool, rank: int, barrier: Callable[[], None]) -> dict[int, dict]:
+    """Check the run on every process, write it on process 0; the points already done (the same on every process)."""
+    store.check_run(run, resume)
+    os.makedirs(store.out_dir, exist_ok=True)
+    barrier()  # every process checked before process 0 writes anything
+    if rank == 0:
+        store.write_run(run)
+    barrier()  # the run file is written before anyone goes on
+    return store.done()
+
+
+def _compute_points(model, plane: Plane, mine: list, *, data: tuple[EvalData, EvalData], store, progress) -> int:
+    """Evaluate this process's points, each appended to its shard when done; the weights are always restored."""
+    train, test = data
+    params = dict(model.named_parameters())
+    store.open()
+    try:
+        for n, point in enumerate(mine):
+            record = {**_evaluate(model, params, plane, point, train=train, test=test), "rank": store.rank}
+            store.append(record)
+            if n == 0:
+                progress(
+                    "estimate",
+                    {
+                        "seconds_per_point": record["seconds"],
+                        "points": len(mine),
+                        "tokens_per_point": train.tokens + test.tokens,
+                        "seconds": record["seconds"] * len(mine),
+                    },
+                )
+            progress("point", {"done": n + 1, "total": len(mine), "x": point[1], "y": point[2]})
+    finally:
+        store.close()
+        restore_(params, plane)
+    return len(mine)
+
+
 def compute_landscape(
     model: torch.nn.Module,
     plane: Plane,
+    *,
     train: EvalData,
     test: EvalData,
     xs,
@@ -271,26 +288,10 @@ def compute_landscape(
     markers = [dict(m) for m in (markers or [])]
     barrier = barrier or (lambda: None)
     progress = progress or (lambda kind, data: None)
-    nx = len(xs)
-    points = [(k, float(xs[k % nx]), float(ys[k // nx])) for k in range(nx * len(ys))]
-    points += [(nx * len(ys) + m, float(mk["x"]), float(mk["y"])) for m, mk in enumerate(markers)]
-    run = {
-        "check": {
-            **(check or {}),
-            "axes": {"xs": list(map(float, xs)), "ys": list(map(float, ys))},
-            "markers": [[p[1], p[2]] for p in points[nx * len(ys) :]],
-        },
-        **(info or {}),
-    }
-
+    points = _grid_points(xs, ys, markers)
+    run = _run_record(check, info, xs, ys, points[len(xs) * len(ys) :])
     store = PointStore(out_dir, rank)
-    store.check_run(run, resume)
-    os.makedirs(out_dir, exist_ok=True)
-    barrier()  # every process checked before process 0 writes anything
-    if rank == 0:
-        store.write_run(run)
-    barrier()  # the run file is written before anyone goes on
-    done = store.done()
+    done = _open_run(store, run, resume, rank, barrier)
     # Deal what is left rather than fixing points by k % world_size: after a partial run that would
     # leave one process most of the work and the others idle in the final barrier. The deal needs
     # every process to see the same `done`, hence the barriers around the read.
@@ -301,33 +302,11 @@ def compute_landscape(
         "start",
         {"points": len(points), "done": len(done), "todo_here": len(mine), "tokens": train.tokens + test.tokens},
     )
-
-    params = dict(model.named_parameters())
-    computed = 0
-    store.open()
-    try:
-        for n, point in enumerate(mine):
-            record = {**_evaluate(model, params, plane, point, train, test), "rank": rank}
-            store.append(record)
-            computed += 1
-            if n == 0:
-                progress(
-                    "estimate",
-                    {
-                        "seconds_per_point": record["seconds"],
-                        "points": len(mine),
-                        "tokens_per_point": train.tokens + test.tokens,
-                        "seconds": record["seconds"] * len(mine),
-                    },
-                )
-            progress("point", {"done": n + 1, "total": len(mine), "x": point[1], "y": point[2]})
-    finally:
-        store.close()
-        restore_(params, plane)
+    computed = _compute_points(model, plane, mine, data=(train, test), store=store, progress=progress)
     barrier()
     result = None
     if rank == 0:
-        result = assemble_result(store.done(), xs, ys, markers, out_dir, run)
+        result = assemble_result(store.done(), xs=xs, ys=ys, markers=markers, out_dir=out_dir, run=run)
         result.computed = computed
     barrier()
     return result
@@ -373,12 +352,79 @@ def resolve_axes(config: LandscapeConfig, coords: list[tuple[float, float]]):
     return linspace(*xr, nx), ys
 
 
+def _check_model_count(config: LandscapeConfig, count: int) -> None:
+    need = MODELS_NEEDED.get(config.plane)
+    if need is not None and count != need:
+        raise ConfigError(f"--plane {config.plane} needs exactly {need} models, got {count}; give --model {need} times")
+    if config.plane == "models" and config.dims != 2:
+        raise ConfigError(f"--plane models needs a 2-D --grid such as 21x21, got {config.grid[0]}x{config.grid[1]}")
+
+
+def _marker_labels(config: LandscapeConfig, labels: list[str] | None, count: int) -> list[str]:
+    """The labels given, then 'centre' for a random plane's first model and 'model K' for the rest."""
+    labels = list(labels or [])
+    return labels + [
+        "centre" if k == 0 and config.plane == "random" else f"model {k + 1}" for k in range(len(labels), count)
+    ]
+
+
+def _random_plane(config: LandscapeConfig, live, loaders: list, keep, data: tuple[EvalData, EvalData]):
+    """Random directions around `live`, the other models projected onto them (one loaded at a time),
+    each with its own losses; returns the plane, every model's coordinates and its marker fields."""
+    plane = RandomPlane(live, config.directions, keep, config.cache_directions, config.dims)
+    rows: list[dict] = [{}]
+    for load in loaders:
+        other = load()
+        row = plane.project(other, live)
+        for split, split_data in zip(("train", "test"), data):
+            row[f"{split}_loss_own"] = finite_or_none(loss_sums(other, split_data.batches).loss)
+        rows.append(row)
+        del other  # dropped before the next one is loaded
+    return plane, [(0.0, 0.0)] + [(r["x"], r["y"]) for r in rows[1:]], rows
+
+
+def _plane_through(config: LandscapeConfig, models: list, prints: list[str], keep, data: tuple[EvalData, EvalData]):
+    """The plane (or line) of `config.plane` with every model's coordinates and marker fields; the
+    fingerprint of every model materialised is appended to `prints`."""
+
+    def tracked(source):
+        def load():
+            m = materialise(source)
+            prints.append(model_fingerprint(m))
+            return m
+
+        return load
+
+    live = models[0]
+    if config.plane == "random":
+        return _random_plane(config, live, [tracked(source) for source in models[1:]], keep, data)
+    if config.plane == "models":
+        plane = ModelPlane(live, tracked(models[1]), tracked(models[2]))
+    else:
+        plane = ModelLine(live, tracked(models[1]))
+    return plane, plane.model_coords, [{} for _ in models]
+
+
+def _resume_check(config: LandscapeConfig, live, *, models: list[dict], mask_directions, data) -> dict:
+    """What a `--resume` must match: config, models, mask, data hashes, and the dtype and device computed in."""
+    p0 = next(iter(dict(live.named_parameters()).values()))
+    return {
+        "config": config.to_dict(),
+        "models": models,
+        "mask_directions": mask_hash(mask_directions) if mask_directions is not None else None,
+        "data": {"train": data[0].to_dict(), "test": data[1].to_dict()},
+        "dtype": str(p0.dtype).replace("torch.", ""),
+        "device": p0.device.type,
+    }
+
+
 def landscape(
     models: list,
     train: EvalData,
     test: EvalData,
     config: LandscapeConfig,
     out_dir: str | os.PathLike,
+    *,
     labels: list[str] | None = None,
     mask_directions=None,
     force: bool = False,
@@ -397,72 +443,35 @@ def landscape(
     - models: exactly three (e.g. FFT upper bound, continued FFT, MFT); the plane through them;
     - line: exactly two; the segment between them (and beyond, by the margin).
     `mask_directions` (a Mask) restricts random directions to its kept weights.
+    `rank`, `world_size`, `barrier`: this process's place in a launch (see `compute_landscape`).
     """
-    need = MODELS_NEEDED.get(config.plane)
-    if need is not None and len(models) != need:
-        raise ConfigError(
-            f"--plane {config.plane} needs exactly {need} models, got {len(models)}; give --model {need} times"
-        )
-    if config.plane == "models" and config.dims != 2:
-        raise ConfigError(f"--plane models needs a 2-D --grid such as 21x21, got {config.grid[0]}x{config.grid[1]}")
-    live = models[0]
-    labels = list(labels or [])
-    labels += [
-        "centre" if k == 0 and config.plane == "random" else f"model {k + 1}" for k in range(len(labels), len(models))
-    ]
+    _check_model_count(config, len(models))
+    live, n = models[0], len(models)
+    labels = _marker_labels(config, labels, n)
     prints = [model_fingerprint(live)]
-
-    def tracked(source):
-        def load():
-            m = materialise(source)
-            prints.append(model_fingerprint(m))
-            return m
-
-        return load
-
-    extra_rows: list[dict] = [{} for _ in models]
-    if config.plane == "random":
-        keep = mask_keep(live, mask_directions, force) if mask_directions is not None else None
-        plane: Plane = RandomPlane(live, config.directions, keep, config.cache_directions, config.dims)
-        for k, source in enumerate(models[1:], 1):
-            other = tracked(source)()
-            extra_rows[k] = plane.project(other, live)
-            for split, data in (("train", train), ("test", test)):
-                extra_rows[k][f"{split}_loss_own"] = finite_or_none(loss_sums(other, data.batches).loss)
-            del other
-        coords = [(0.0, 0.0)] + [(r["x"], r["y"]) for r in extra_rows[1:]]
-    elif config.plane == "models":
-        plane = ModelPlane(live, tracked(models[1]), tracked(models[2]))
-        coords = plane.model_coords
-    else:
-        plane = ModelLine(live, tracked(models[1]))
-        coords = plane.model_coords
+    keep = mask_keep(live, mask_directions, force) if config.plane == "random" and mask_directions is not None else None
+    plane, coords, rows = _plane_through(config, models, prints, keep, (train, test))
     xs, ys = resolve_axes(config, coords)
-    markers = [{"label": labels[k], "x": coords[k][0], "y": coords[k][1], **extra_rows[k]} for k in range(len(models))]
-    p0 = next(iter(dict(live.named_parameters()).values()))
-    check = {
-        "config": config.to_dict(),
-        "models": [{"label": labels[k], "fingerprint": prints[k]} for k in range(len(models))],
-        "mask_directions": mask_hash(mask_directions) if mask_directions is not None else None,
-        "data": {"train": train.to_dict(), "test": test.to_dict()},
-        "dtype": str(p0.dtype).replace("torch.", ""),
-        "device": p0.device.type,
-    }
+    markers = [{"label": labels[k], "x": coords[k][0], "y": coords[k][1], **rows[k]} for k in range(n)]
+    fingerprints = [{"label": labels[k], "fingerprint": prints[k]} for k in range(n)]
+    check = _resume_check(config, live, models=fingerprints, mask_directions=mask_directions, data=(train, test))
     info = {
         **(info or {}),
         "plane": {**plane.describe(), "model_coordinates": [list(c) for c in coords]},
         "labels": labels,
         "world_size": world_size,
     }
+    grid = {"xs": xs, "ys": ys, "markers": markers}
+    launch = {"rank": rank, "world_size": world_size, "barrier": barrier, "progress": progress}
     return compute_landscape(
-        live, plane, train, test, xs, ys, out_dir, markers, check, info, resume, rank, world_size, barrier, progress
+        live, plane, train=train, test=test, out_dir=out_dir, check=check, info=info, resume=resume, **grid, **launch
     )
 
 
 def explicit_landscape(
-    model: torch.nn.Module, u: dict, v: dict | None, train: EvalData, test: EvalData, xs, ys, out_dir, **kwargs
+    model: torch.nn.Module, u: dict, v: dict | None, *, train: EvalData, test: EvalData, xs, ys, out_dir, **kwargs
 ) -> LandscapeResult | None:
     """Landscape along caller-given directions (name -> tensor), e.g. to test orientation."""
     plane = ExplicitPlane(model, u, v)
     ys = ys if v is not None else (0.0,)
-    return compute_landscape(model, plane, train, test, xs, ys, out_dir, **kwargs)
+    return compute_landscape(model, plane, train=train, test=test, xs=xs, ys=ys, out_dir=out_dir, **kwargs)

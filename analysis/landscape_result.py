@@ -46,7 +46,9 @@ def finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def assemble_result(records: dict[int, dict], xs, ys, markers: list[dict], out_dir: str, run: dict) -> LandscapeResult:
+def assemble_result(
+    records: dict[int, dict], *, xs, ys, markers: list[dict], out_dir: str, run: dict
+) -> LandscapeResult:
     nx, ny = len(xs), len(ys)
     total = nx * ny + len(markers)
     missing = [k for k in range(total) if k not in records]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from mftlab.analysis.directions import DirectionSpec
@@ -16,47 +14,26 @@ from mftlab.cli.options import (
     option_for,
     seed_option,
 )
-from mftlab.errors import ConfigError
-from mftlab.models.tokenizer import padding_id
 from mftlab.training.config import TrainConfig
 
-MASK_SEPARATOR = "::"
+# The options that go into the LandscapeConfig (what is computed); the rest make the LandscapeRequest.
+CONFIG_OPTIONS = (
+    "seed",
+    "normalization",
+    "include_1d",
+    "orthogonalize",
+    "targets",
+    "layers",
+    "exclude",
+    "cache_directions",
+)
 
 
-def _split_model(text: str) -> tuple[str, str | None]:
-    if MASK_SEPARATOR in text:
-        folder, mask = text.split(MASK_SEPARATOR, 1)
-        if not folder or not mask:
-            raise ConfigError(f"--model '{text}': write FOLDER::MASK_FILE, e.g. runs/fft::runs/mft/mask.safetensors")
-        return folder, mask
-    return text, None
-
-
-def _loader(text: str, dtype: str, trust_remote_code: bool, device, force: bool, gguf_file: str | None = None):
-    def load():
-        from mftlab.mft.apply import load_masked
-
-        source, mask_path = _split_model(text)
-        loaded, _ = load_masked(
-            source,
-            mask_path,  # a bad mask fails before any weights are loaded
-            force=force,
-            dtype=dtype,
-            gguf_file=gguf_file,
-            trust_remote_code=trust_remote_code,
-            device=device,
-        )
-        return loaded
-
-    return load
-
-
-def _progress(rank: int):
+def _progress():
+    """Process 0's progress: a start line, the time estimate, then a bar of points."""
     state = {"bar": None}
 
     def report(kind: str, data: dict):
-        if rank != 0:
-            return
         if kind == "start":
             click.echo(
                 f"{data['points']} points ({data['done']} already done), "
@@ -77,6 +54,12 @@ def _progress(rank: int):
                 state["bar"].close()
 
     return report
+
+
+def _figures(out: str) -> list[str]:
+    from mftlab.figures.landscape_figures import render
+
+    return render(out)
 
 
 @click.command("landscape")
@@ -130,37 +113,7 @@ def _progress(rank: int):
 @seed_option
 @model_options
 @device_option
-def command(
-    models,
-    plane,
-    grid,
-    range_,
-    margin,
-    data,
-    eval_data,
-    max_tokens,
-    max_seq_len,
-    batch_size,
-    normalization,
-    include_1d,
-    orthogonalize,
-    targets,
-    layers,
-    exclude,
-    mask_directions,
-    labels,
-    cache_directions,
-    out,
-    resume,
-    no_figures,
-    force,
-    dist_timeout,
-    seed,
-    dtype,
-    gguf_file,
-    trust_remote_code,
-    device,
-):
+def command(plane, grid, range_, margin, labels, no_figures, **options):
     """Loss landscape (train and test loss) on a grid over a plane or line in weight space.
 
     \b
@@ -173,93 +126,20 @@ def command(
 
     landscape.json also records the peak memory (GiB) of the largest process and of each process.
     """
-    from mftlab.analysis.landscape import landscape, prepare_data
-    from mftlab.mask.maskfile import load_mask
-    from mftlab.models.device import join_launch, resolve_device
-    from mftlab.training.data import load_examples
+    from mftlab.analysis.landscape_run import LandscapeRequest, run_landscape
 
-    config = LandscapeConfig.from_options(
-        plane,
-        grid,
-        range_,
-        margin,
-        seed=seed,
-        normalization=normalization,
-        include_1d=include_1d,
-        orthogonalize=orthogonalize,
-        targets=targets,
-        layers=layers,
-        exclude=exclude,
-        cache_directions=cache_directions,
-    )
-    label_list = [s.strip() for s in labels.split(",")] if labels else None
-    if label_list is not None and len(label_list) != len(models):
-        raise ConfigError(f"--labels has {len(label_list)} labels for {len(models)} --model; give one per model")
-    for path in (data, eval_data):
-        if (os.path.sep in path or os.path.splitext(path)[1]) and not os.path.exists(path):
-            raise ConfigError(f"data '{path}' does not exist; check --data / --eval-data")
-    mask = load_mask(mask_directions) if mask_directions else None
-
-    if not dist_timeout > 0:
-        raise ConfigError(f"--dist-timeout {dist_timeout} must be positive seconds (default 1800 = 30 minutes)")
-    from mftlab.files.folder_lock import hold_folder
-    from mftlab.files.results import add_to_result
-    from mftlab.training.dist_faults import distributed_faults
-    from mftlab.training.peak_memory import peak_memory
-
-    where = resolve_device(device)
-    launch = join_launch(where, timeout_s=dist_timeout)
-    rank, world = launch.rank, launch.world_size
-    # Process 0 owns --out from here (before any check of it) to the end of the command; the others wait.
-    click.get_current_context().with_resource(hold_folder(out))
-    loaders = [_loader(m, dtype, trust_remote_code, where, force, gguf_file) for m in models]
-    first = loaders[0]()
-    tokenizer = first.tokenizer
-    pad_id = padding_id(tokenizer)
-    sets = []
-    for source in (data, eval_data):
-        examples, _ = load_examples(source, tokenizer, max_seq_len)
-        sets.append(prepare_data(examples, pad_id, batch_size, max_tokens, where))
-    sources = [first.model] + [(lambda load=load: load().model) for load in loaders[1:]]
-    info = {
-        "sources": list(models),
-        "mask_directions_file": mask_directions,
-        "data_sources": {"train": data, "test": eval_data},
-        "max_tokens": max_tokens,
-        "max_seq_len": max_seq_len,
-        "batch_size": batch_size,
-    }
-    with distributed_faults(dist_timeout):
-        result = landscape(
-            sources,
-            sets[0],
-            sets[1],
-            config,
-            out,
-            label_list,
-            mask,
-            force,
-            info,
-            resume,
-            rank,
-            world,
-            launch.barrier,
-            _progress(rank),
-        )
-        peaks = peak_memory(where, distributed=launch.distributed)  # every process takes part
-    if rank != 0:
+    computed = {name: options.pop(name) for name in CONFIG_OPTIONS}
+    config = LandscapeConfig.from_options(plane, grid, range_, margin, **computed)
+    label_list = tuple(s.strip() for s in labels.split(",")) if labels else None
+    request = LandscapeRequest(labels=label_list, **options)
+    run = run_landscape(request, config, progress=_progress(), draw=None if no_figures else _figures)
+    if run is None:  # not process 0 of a launch
         return
-    add_to_result(out, "landscape", peaks)
-    written = result.save(out)  # already there: only their paths
-    if not no_figures:
-        from mftlab.figures.landscape_figures import render
-
-        written += render(out)
-    for m in result.markers:
+    for m in run.result.markers:
         extra = f", off-plane {m['off_plane_relative']:.1%}" if "off_plane_relative" in m else ""
         click.echo(
             f"{m['label']}: ({m['x']:.4g}, {m['y']:.4g}) train {m['train_loss']:.4f} test {m['test_loss']:.4f}{extra}"
         )
-    click.echo(f"computed {result.computed} points here; {result.seconds_per_point:.3f} s per point")
-    for path in written:
+    click.echo(f"computed {run.result.computed} points here; {run.result.seconds_per_point:.3f} s per point")
+    for path in run.written:
         click.echo(path)

@@ -151,7 +151,7 @@ def test_non_square_grid_is_oriented_as_documented(tmp_path):
     u = {"p": torch.tensor([0.0, 1.0, 0.0])}
     v = {"p": torch.tensor([0.0, 0.0, 2.0])}
     xs, ys = (-1.0, 0.0, 1.0, 2.5), (-0.5, 0.5, 1.0)
-    result = explicit_landscape(model, u, v, batch, batch, xs, ys, tmp_path)
+    result = explicit_landscape(model, u, v, train=batch, test=batch, xs=xs, ys=ys, out_dir=tmp_path)
     assert result.train_loss.shape == (len(ys), len(xs))
     for j, y in enumerate(ys):
         for i, x in enumerate(xs):
