@@ -1,7 +1,6 @@
 """`mftlab baseline`: random, magnitude (L1), Wanda and SNIP masks without training."""
 
 import json
-import statistics
 
 import click
 
@@ -17,9 +16,9 @@ from mftlab.cli.options import (
     target_options,
     target_spec_from,
 )
-from mftlab.errors import ConfigError
+from mftlab.mft.baseline_run import BaselineConfig, DrawLosses, DrawOverlap, WrittenMask
 from mftlab.mft.baselines import BASELINE_KINDS
-from mftlab.mft.calibration import CalibrationConfig
+from mftlab.mft.calibration import Calibration, CalibrationConfig
 from mftlab.mft.selection import GRANULARITIES
 
 
@@ -63,28 +62,7 @@ from mftlab.mft.selection import GRANULARITIES
 @model_options
 @device_option
 @seed_option
-def command(
-    model,
-    kind,
-    mask_ratio,
-    granularity,
-    data,
-    max_tokens,
-    batch_size,
-    out_path,
-    codec,
-    n_seeds,
-    eval_data,
-    max_seq_len,
-    dry_run,
-    as_json,
-    targets,
-    layers,
-    exclude,
-    device,
-    seed,
-    **model_kw,
-):
+def command(model, *, out_path, dry_run, as_json, targets, layers, exclude, device, **options):
     """Make a random, magnitude, Wanda or SNIP mask for MODEL (a folder, hub id or preset such as tiny-llama).
 
     K = round-half-up(mask_ratio * n) weights are masked per comparison group (at most n - 1);
@@ -104,112 +82,58 @@ def command(
     Wanda's and SNIP's passes (SNIP's backward too) run on --device; with --json the summary is
     printed as JSON, with the peak memory (GiB) of the process.
     """
-    from mftlab.mask.maskfile import file_bits_per_param, save_mask
-    from mftlab.mft.baselines import (
-        DATA_KINDS,
-        baseline_mask,
-        default_granularity,
-        draw_paths,
-        evaluate_draws,
-        shared_masked_fraction,
-    )
-    from mftlab.mft.calibration import CalibrationConfig, load_calibration
-    from mftlab.mft.selection import check_ratio
+    from mftlab.cli.progress_lines import callback
+    from mftlab.mask.maskfile import check_mask_out
+    from mftlab.mft.baseline_run import make_baselines
     from mftlab.mft.targeting import resolve_targets
     from mftlab.models.device import resolve_device
+    from mftlab.training.peak_memory import peak_memory
 
-    check_ratio(mask_ratio)
-    if kind != "random" and n_seeds not in (None, 1):
-        raise ConfigError(f"--seeds {n_seeds}: {kind} masks do not depend on a seed; leave --seeds out")
-    n_seeds = n_seeds if n_seeds is not None else (3 if kind == "random" else 1)
-    if not 1 <= n_seeds <= 100:
-        raise ConfigError(f"--seeds {n_seeds} is outside 1..100; use e.g. 3 for a mean and a spread")
-    if kind in DATA_KINDS and not data:
-        raise ConfigError(
-            f"--kind {kind} needs calibration data: pass --data FILE (e.g. the training data) "
-            "and optionally --max-tokens N"
-        )
-    calib_config = CalibrationConfig(data, max_tokens, batch_size, max_seq_len) if kind in DATA_KINDS else None
+    config = BaselineConfig.from_options(options)
     spec = target_spec_from(targets, layers, exclude)
     if not dry_run and not out_path:
         raise click.UsageError("--out is required (or pass --dry-run)")
-    if out_path and not out_path.endswith(".safetensors"):
-        raise ConfigError(f"--out '{out_path}' should end in .safetensors; masks are safetensors files")
+    check_mask_out(out_path)
     where = resolve_device(device)
-    loaded = load_model_from(model, device=where, **model_kw)
+    loaded = load_model_from(model, device=where, **options)  # takes the model options, leaves the rest
     if dry_run:
         echo_targets(resolve_targets(loaded.model, spec))
         return
-    resolve_targets(loaded.model, spec)  # a targeting mistake is reported before calibration runs
-    calibration = load_calibration(calib_config, loaded.tokenizer, where) if calib_config else None
-    say = (lambda text: None) if as_json else click.echo
-    if calibration is not None:
-        say(
-            f"calibrated on {calibration.tokens:,} tokens ({calibration.label_tokens:,} answer tokens) "
-            f"in {calibration.examples} examples, {len(calibration.batches)} batches"
-        )
-    from mftlab.cli.progress_lines import callback
-
-    seeds = list(range(seed, seed + n_seeds))
-    masks, written = [], []
-    for s, path in zip(seeds, draw_paths(out_path, seeds)):
-        mask, found = baseline_mask(
-            loaded.model,
-            kind,
-            mask_ratio,
-            spec,
-            granularity,
-            s,
-            base_name=model,
-            calibration=calibration,
-            progress=callback(f"{kind} calibration", "token") if calibration is not None else None,
-        )
-        save_mask(mask, path, codec=codec)
-        masks.append(mask)
-        bits = file_bits_per_param(path, mask)
-        written.append(
-            {
-                "path": path,
-                "seed": s,
-                "tensors": len(found),
-                "weights": mask.total,
-                "masked": mask.total - mask.total_kept,
-                "mask_ratio": mask.mask_ratio,
-                "bits_per_weight": bits,
-            }
-        )
-        say(
-            f"wrote {path}: {kind} mask{f' (seed {s})' if n_seeds > 1 else ''} over {len(found)} tensors, "
-            f"{mask.total:,} weights, {mask.total - mask.total_kept:,} masked ({mask.mask_ratio:.4%}), "
-            f"{bits:.3f} bits/weight"
-        )
-    summary = {
-        "model": model,
-        "kind": kind,
-        "granularity": granularity or default_granularity(kind),
-        "device": str(where),
-        "masks": written,
-        "calibration": calibration.to_dict() if calibration is not None else None,
-    }
-    if n_seeds > 1:
-        shared = [shared_masked_fraction(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :]]
-        summary["shared_masked_fraction"] = statistics.fmean(shared)
-        say(
-            f"{n_seeds} draws (seeds {seeds[0]}-{seeds[-1]}): two draws share {statistics.fmean(shared):.1%} of "
-            f"their masked weights on average (independent draws: about {mask_ratio:.0%})"
-        )
-    if eval_data:
-        from mftlab.training.data import load_examples
-
-        examples, _ = load_examples(eval_data, loaded.tokenizer, max_seq_len)
-        losses = evaluate_draws(loaded.model, loaded.tokenizer, masks, examples)
-        spread = statistics.stdev(losses) if len(losses) > 1 else 0.0
-        summary["eval"] = {"data": eval_data, "losses": losses, "mean": statistics.fmean(losses), "std": spread}
-        say(
-            f"loss on {eval_data}: {statistics.fmean(losses):.4f} ± {spread:.4f} over {len(losses)} draw(s) "
-            f"(min {min(losses):.4f}, max {max(losses):.4f})"
-        )
+    result = make_baselines(
+        loaded,
+        config,
+        spec,
+        out_path=out_path,
+        base_name=model,
+        device=where,
+        progress=callback(f"{config.kind} calibration", "token"),
+        report=None if as_json else lambda piece: click.echo(_line(piece, config)),
+    )
     if as_json:
-        from mftlab.training.peak_memory import peak_memory
+        click.echo(json.dumps({**result.to_dict(), **peak_memory(where)}, indent=2))
 
-        click.echo(json.dumps({**summary, **peak_memory(where)}, indent=2))
+
+def _line(piece, config: BaselineConfig) -> str:
+    """The line printed for each piece of a baseline run as it is done (mftlab.mft.baseline_run)."""
+    if isinstance(piece, Calibration):
+        return (
+            f"calibrated on {piece.tokens:,} tokens ({piece.label_tokens:,} answer tokens) "
+            f"in {piece.examples} examples, {len(piece.batches)} batches"
+        )
+    if isinstance(piece, WrittenMask):
+        return (
+            f"wrote {piece.path}: {config.kind} mask{f' (seed {piece.seed})' if config.n_seeds > 1 else ''} over "
+            f"{piece.tensors} tensors, {piece.weights:,} weights, {piece.masked:,} masked ({piece.mask_ratio:.4%}), "
+            f"{piece.bits_per_weight:.3f} bits/weight"
+        )
+    if isinstance(piece, DrawOverlap):
+        return (
+            f"{len(piece.seeds)} draws (seeds {piece.seeds[0]}-{piece.seeds[-1]}): two draws share "
+            f"{piece.shared_masked_fraction:.1%} of their masked weights on average (independent draws: about "
+            f"{config.mask_ratio:.0%})"
+        )
+    assert isinstance(piece, DrawLosses), piece
+    return (
+        f"loss on {piece.data}: {piece.mean:.4f} ± {piece.std:.4f} over {len(piece.losses)} draw(s) "
+        f"(min {min(piece.losses):.4f}, max {max(piece.losses):.4f})"
+    )

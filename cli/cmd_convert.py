@@ -3,7 +3,6 @@
 import click
 
 from mftlab.cli.options import codec_option, load_model_from, model_options
-from mftlab.errors import ConfigError
 
 
 @click.command("convert")
@@ -21,11 +20,10 @@ def command(legacy_path, out_path, model, codec, **model_kw):
       mftlab convert mask_dense.pt --model ./fft-model --out mask.safetensors
     """
     from mftlab.mask.legacy import convert_legacy
-    from mftlab.mask.maskfile import save_mask
+    from mftlab.mask.maskfile import check_mask_out, save_mask
     from mftlab.models.loading import named_weights
 
-    if not out_path.endswith(".safetensors"):
-        raise ConfigError(f"--out '{out_path}' should end in .safetensors; masks are safetensors files")
+    check_mask_out(out_path)
     weights = named_weights(load_model_from(model, **model_kw).model) if model else None
     mask = convert_legacy(legacy_path, weights, base_name=model or "")
     save_mask(mask, out_path, codec=codec)

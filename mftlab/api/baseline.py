@@ -56,5 +56,5 @@ def baseline_mask(
 
         calibration = load_calibration(CalibrationConfig(data, max_tokens), tokenizer)
     return _baseline_mask(
-        model, kind, mask_ratio, spec, granularity, seed, base_name=base_name, calibration=calibration
+        model, kind, mask_ratio, spec, granularity=granularity, seed=seed, base_name=base_name, calibration=calibration
     )[0]

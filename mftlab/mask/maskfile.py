@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mftlab import __version__
-from mftlab.errors import MaskFormatError, MaskMismatchError
+from mftlab.errors import ConfigError, MaskFormatError, MaskMismatchError
 from mftlab.files.atomic import atomic_path
 from mftlab.mask.codecs import CODECS, decode, encode
 from mftlab.mask.fingerprint import combined_fingerprint, tensor_fingerprint
@@ -195,6 +195,12 @@ def _metadata(mask: Mask, codec: str) -> dict[str, str]:
         "base_model": json.dumps(mask.base_model),
         "method": json.dumps(mask.method),
     }
+
+
+def check_mask_out(out_path: str | None) -> None:
+    """A command's --out for a mask names a .safetensors file (no path: nothing to check, e.g. a dry run)."""
+    if out_path and not out_path.endswith(".safetensors"):
+        raise ConfigError(f"--out '{out_path}' should end in .safetensors; masks are safetensors files")
 
 
 def save_mask(mask: Mask, path: str | os.PathLike, codec: str = "packbits") -> None:

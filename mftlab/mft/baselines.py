@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from mftlab.errors import ConfigError
 from mftlab.mask.maskfile import Mask
 from mftlab.mft.calibration import Calibration
 from mftlab.mft.selection import GRANULARITIES, check_ratio, select_keep
 from mftlab.mft.targeting import Target, TargetSpec, resolve_targets, target_weights
+from mftlab.options_meta import choice_error
 from mftlab.seeding import name_generator
 
 BASELINE_KINDS = ("random", "magnitude", "wanda", "snip")
@@ -41,7 +41,7 @@ def ranking_values(kind: str, name: str, weight: torch.Tensor, seed: int) -> tor
     if kind == "random":
         generator = name_generator(seed, name)
         return torch.rand(weight.shape, generator=generator)
-    raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(BASELINE_KINDS)}", quote=True)
+    raise choice_error("kind", kind, BASELINE_KINDS)
 
 
 def baseline_mask(
@@ -49,6 +49,7 @@ def baseline_mask(
     kind: str,
     mask_ratio: float,
     spec: TargetSpec,
+    *,
     granularity: str | None = None,
     seed: int = 0,
     base_name: str = "",
@@ -63,12 +64,10 @@ def baseline_mask(
     """
     check_ratio(mask_ratio)
     if kind not in BASELINE_KINDS:
-        raise ConfigError.for_option("kind", kind, f"is unknown; choose one of {', '.join(BASELINE_KINDS)}", quote=True)
+        raise choice_error("kind", kind, BASELINE_KINDS)
     granularity = granularity or default_granularity(kind)
     if granularity not in GRANULARITIES:
-        raise ConfigError.for_option(
-            "granularity", granularity, f"is unknown; choose one of {', '.join(GRANULARITIES)}", quote=True
-        )
+        raise choice_error("granularity", granularity, GRANULARITIES)
     targets = resolve_targets(model, spec)
     weights = target_weights(model, targets)
     if kind in DATA_KINDS:
