@@ -74,7 +74,7 @@ def _calibration_for(mask: Mask, label: str, tokenizer, data: str):
 
 
 def mask_criterion_scores(
-    mask: Mask, label: str, names: list[str], loaded, data: str | None, force: bool = False
+    mask: Mask, label: str, names: list[str], loaded, *, data: str | None, force: bool = False
 ) -> tuple[dict | None, str | None]:
     """(param_name -> scores, None) for a magnitude / wanda / snip mask, or (None, why not)."""
     from mftlab.mask.fingerprint import tensor_fingerprint

@@ -195,7 +195,7 @@ def shared_tensors(masks: list[Mask], labels: list[str], force: bool = False) ->
                         "(pass --force to skip such tensors)"
                     )
                 names.remove(n)
-        _check_same_base(first, mask, labels[0], label, names, force, notes)
+        _check_same_base(first, mask, labels[0], label, names, force=force, notes=notes)
     dropped = len(first.packed) - len(names)
     if dropped:
         notes.append(f"compared the {len(names)} tensors all masks share; {dropped} of '{labels[0]}' were left out")
@@ -204,7 +204,7 @@ def shared_tensors(masks: list[Mask], labels: list[str], force: bool = False) ->
     return names, notes
 
 
-def _check_same_base(a: Mask, b: Mask, label_a: str, label_b: str, names: list[str], force: bool, notes: list[str]):
+def _check_same_base(a: Mask, b: Mask, label_a: str, label_b: str, names: list[str], *, force: bool, notes: list[str]):
     fa, fb = a.base_model.get("fingerprint"), b.base_model.get("fingerprint")
     differing = [
         n for n in names if a.fingerprints.get(n) and b.fingerprints.get(n) and a.fingerprints[n] != b.fingerprints[n]

@@ -174,6 +174,7 @@ def correlate_with_run(
     masks: list,
     run_dir: str,
     loaded=None,
+    *,
     data: str | None = None,
     force: bool = False,
     progress=None,
@@ -194,7 +195,9 @@ def correlate_with_run(
         result.notes.append("no rank correlations: pass --model (and --data for wanda / snip) to recompute criteria")
         return
     for done, (label, mask) in enumerate(zip(result.labels, masks), 1):
-        scores, why = mask_criterion_scores(load_with_source(mask)[0], label, result.tensors, loaded, data, force)
+        scores, why = mask_criterion_scores(
+            load_with_source(mask)[0], label, result.tensors, loaded, data=data, force=force
+        )
         if scores is None:
             result.notes.append(why)
         else:

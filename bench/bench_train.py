@@ -126,7 +126,7 @@ def setup_variant(variant: str, device: str, bf16: bool):
     targets = resolve_targets(model, TargetSpec.parse("all-linear"))
     layers, selection, warm = None, SelectionConfig(mask_ratio=0.1), WarmSelector()
     if variant == "mft":
-        layers = attach_masks(model, targets, "random", 0.02, "fp32", seed=0)
+        layers = attach_masks(model, targets, score_init="random", score_std=0.02, seed=0)
         refresh_masks(layers, selection, warm)
     elif variant == "ref":
         attach_reference(model)

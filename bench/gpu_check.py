@@ -156,7 +156,7 @@ def time_steps(variant: str, size: dict, device: str, dtype) -> dict:
     layers, selection, warm = None, SelectionConfig(mask_ratio=0.1), WarmSelector()
     if variant == "mft":
         layers = attach_masks(
-            model, resolve_targets(model, TargetSpec.parse("all-linear")), "random", 0.02, "fp32", seed=0
+            model, resolve_targets(model, TargetSpec.parse("all-linear")), score_init="random", score_std=0.02, seed=0
         )
         refresh_masks(layers, selection, warm)
     params = [p for p in model.parameters() if p.requires_grad]

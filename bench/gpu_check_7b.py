@@ -131,9 +131,9 @@ def mft_steps(model, size: dict, device: str, checkpointing: bool) -> dict:
     layers = attach_masks(
         model,
         resolve_targets(model, TargetSpec.parse("all-linear", size["mft_layers"])),
-        "random",
-        0.02,
-        "fp32",
+        score_init="random",
+        score_std=0.02,
+        score_dtype="fp32",
         seed=0,
     )
     selection, warm = SelectionConfig(mask_ratio=0.1), WarmSelector()

@@ -74,8 +74,9 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
     if reference is None and (scores_run or model or data):
         raise click.UsageError("--scores, --model and --data go with --reference")
     if reference is not None:
+        scoring = dict(scores_run=scores_run, model=model, data=data, device=where, model_kw=model_kw)
         return _compare_to_reference(
-            reference, list(mask_paths), names, out, force, no_figures, scores_run, model, data, where, model_kw
+            reference, list(mask_paths), names, out, force=force, no_figures=no_figures, **scoring
         )
     result = compare_masks(list(mask_paths), names, force=force, progress=callback("compare-masks", "tensor"))
 
@@ -102,7 +103,7 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
 
 
 def _compare_to_reference(
-    reference, mask_paths, names, out, force, no_figures, scores_run, model, data, device, model_kw
+    reference, mask_paths, names, out, *, force, no_figures, scores_run, model, data, device, model_kw
 ):
     from mftlab.analysis.criteria import run_scores
     from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
@@ -115,7 +116,9 @@ def _compare_to_reference(
     result = reference_overlap(reference, mask_paths, names, force=force)
     if scores_run:
         loaded = load_model_from(model, device=device, **model_kw) if model else None
-        correlate_with_run(result, mask_paths, scores_run, loaded, data, force, callback("scores", "criterion"))
+        correlate_with_run(
+            result, mask_paths, scores_run, loaded, data=data, force=force, progress=callback("scores", "criterion")
+        )
 
     written = result.save(out)
     if not no_figures:

@@ -52,7 +52,9 @@ def metrics(results: dict) -> dict[str, dict[str, float]]:
     }
 
 
-def score_job(folder: str, job, harness: HarnessConfig, device="cpu", dtype: str = "auto", launch=None) -> dict | None:
+def score_job(
+    folder: str, job, harness: HarnessConfig, *, device="cpu", dtype: str = "auto", launch=None
+) -> dict | None:
     """`job`'s model on `harness`'s tasks, cached as bench-NAME.json (process 0 writes it)."""
     from mftlab.harness.run import per_example_rows, run_tasks
     from mftlab.significance.per_example import write_per_example

@@ -51,12 +51,12 @@ def runs_lora(config: ProtocolConfig) -> bool:
 
 
 def _domain_runs(
-    config: ProtocolConfig, out: str, seed: int, domain: str, backbone: str, say, runner: StepRunner
+    config: ProtocolConfig, out: str, seed: int, domain: str, backbone: str, *, say, runner: StepRunner
 ) -> dict:
     """Train every method of one domain and seed; returns run summaries and method sources."""
     root, methods = protocol_runs.domain_root(out, seed, domain), config.methods
     files, where = config.domains[domain], f"{domain} (seed {seed})"
-    planned = protocol_runs.domain_runs(config, out, seed, domain, backbone, runs_lora(config))
+    planned = protocol_runs.domain_runs(config, out, seed, domain, backbone, lora=runs_lora(config))
     runs, variants = {}, {}
     for run in [r for r in planned if r.key != "lora"]:
         if run.key == "fft":
@@ -272,6 +272,7 @@ def run_protocol(
     config: ProtocolConfig,
     out: str,
     progress: Callable[[ProtocolProgress], None] | None = None,
+    *,
     done_before: int = 0,
     command: str = "protocol",
     plans: dict[str, float] | None = None,
@@ -305,7 +306,9 @@ def run_protocol(
 
     try:
         runner = StepRunner(out, config.runtime, plans, state, progress)  # steps report their progress too
-        index = _run(config, out, command, started, seeds, domains, say, runner)
+        index = _run(
+            config, out, command=command, started=started, seeds=seeds, domains=domains, say=say, runner=runner
+        )
     except BaseException as exc:  # a failed or interrupted run says where it stopped
         state.fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
@@ -313,16 +316,16 @@ def run_protocol(
     return index
 
 
-def _run(config, out, command, started, seeds, domains, say, runner) -> dict:
+def _run(config, out, *, command, started, seeds, domains, say, runner) -> dict:
     from mftlab.recipes import protocol_analysis, protocol_significance
 
     backbone = _backbone(config, out, say, runner)
     per_seed = {}
     for seed in seeds:
-        runs = {d: _domain_runs(config, out, seed, d, backbone, say, runner) for d in domains}
+        runs = {d: _domain_runs(config, out, seed, d, backbone, say=say, runner=runner) for d in domains}
         per_seed[seed] = {"runs": runs, "scores": _evaluate_all(config, runs, backbone, say, runner)}
         per_seed[seed]["benchmarks"] = _benchmark_all(config, runs, backbone, say, runner)
-    analysis = protocol_analysis.analyse(config, out, per_seed[seeds[0]]["runs"], backbone, say, runner)
+    analysis = protocol_analysis.analyse(config, out, per_seed[seeds[0]]["runs"], backbone, say=say, runner=runner)
     methods = [m for m in METHODS if all(m in s["scores"][d] for s in per_seed.values() for d in domains)]
     significance = protocol_significance.write_significance(out, per_seed, domains, methods)
     if significance is not None:  # MFT - FFT (and - continued FFT) with intervals and tests, for the report

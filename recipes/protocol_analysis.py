@@ -13,17 +13,16 @@ import os
 
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.dynamics import mask_dynamics, run_masks
-from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
+from mftlab.analysis.landscape import LandscapeConfig, landscape
+from mftlab.analysis.landscape_data import load_eval_data
 from mftlab.analysis.overlap import compare_masks
 from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
 from mftlab.analysis.stats import mask_stats
 from mftlab.mask.maskfile import load_mask
 from mftlab.models.loading import load_model
-from mftlab.models.tokenizer import padding_id
 from mftlab.progress.events import StepProgress
 from mftlab.recipes import steps
 from mftlab.recipes.methods import NAMES
-from mftlab.training.data import load_examples
 
 CRITERIA = {"wanda": "Wanda", "snip": "SNIP", "magnitude": "magnitude", "random": "random"}  # source -> label
 
@@ -51,27 +50,21 @@ def _overlap(folder: str, masks: dict[str, str]) -> str:
     return folder
 
 
-def _criteria(folder: str, mft_mask: str, run_dir: str, sources: dict, fft_dir: str, calibration_file: str) -> str:
+def _criteria(folder: str, mft_mask: str, run_dir: str, *, sources: dict, fft_dir: str, calibration_file: str) -> str:
     """The MFT mask against each pruning criterion (and the random mask), with rank correlations."""
     if steps.cached(folder) is None:
         steps.fresh(folder)
         labels = [label for kind, label in CRITERIA.items() if kind in sources]
         paths = [sources[kind][1] for kind in CRITERIA if kind in sources]
         result = reference_overlap(mft_mask, paths, labels)
-        correlate_with_run(result, paths, run_dir, load_model(fft_dir), calibration_file)
+        correlate_with_run(result, paths, run_dir, load_model(fft_dir), data=calibration_file)
         result.save(folder)
         steps.finish(folder, {"criteria": "reference_overlap.json"})
     return folder
 
 
-def _eval_data(path: str, tokenizer, max_seq_len: int, tokens: int, device="cpu", batch_size: int | None = None):
-    examples, _ = load_examples(path, tokenizer, max_seq_len)
-    pad = padding_id(tokenizer)
-    return prepare_data(examples, pad, batch_size=batch_size or 64, max_tokens=tokens, device=device)
-
-
 def _landscape(
-    folder: str, fft_dir: str, continued_dir: str, mask_path: str, files, settings, max_seq_len: int, runner
+    folder: str, *, fft_dir: str, continued_dir: str, mask_path: str, files, settings, max_seq_len: int, runner
 ):
     if steps.cached(folder) is None:
         steps.fresh(folder)
@@ -94,15 +87,16 @@ def _landscape(
     return folder
 
 
-def compute_landscape(folder: str, job: dict, device="cpu", dtype: str = "auto", launch=None, report=None) -> None:
+def compute_landscape(folder: str, job: dict, *, device="cpu", dtype: str = "auto", launch=None, report=None) -> None:
     """The plane through FFT best, continued FFT and MFT into `folder`; under a launch its points are
     dealt over the processes (`launch`: mftlab.models.device.Launch). `report`: progress events of the
     points this process computes."""
     load = {"device": device, "dtype": dtype}
     live = load_model(job["fft_dir"], **load)
     batch = job.get("batch_size")  # the runtime's eval_batch_size, else 64
-    train = _eval_data(job["train"], live.tokenizer, job["max_seq_len"], job["tokens"], device, batch)
-    test = _eval_data(job["test"], live.tokenizer, job["max_seq_len"], job["tokens"], device, batch)
+    data = dict(max_seq_len=job["max_seq_len"], batch_size=batch or 64, max_tokens=job["tokens"], device=device)
+    train = load_eval_data(job["train"], live.tokenizer, **data)
+    test = load_eval_data(job["test"], live.tokenizer, **data)
     config = LandscapeConfig(
         plane="models", grid=tuple(job["grid"]), directions=DirectionSpec(seed=0), margin=job["margin"]
     )
@@ -124,7 +118,7 @@ def _point(report, label: str, kind: str, data: dict) -> None:
         report(StepProgress(label, "point", data["done"], data["total"]))
 
 
-def analyse(config, out: str, runs: dict, backbone: str, say, runner) -> dict:
+def analyse(config, out: str, runs: dict, backbone: str, *, say, runner) -> dict:
     """Run every analysis of the first seed; returns folder paths relative to `out`."""
     root = os.path.join(out, "analysis")
     result = {"stats": {}, "landscape": {}, "criteria": {}}
@@ -147,9 +141,9 @@ def analyse(config, out: str, runs: dict, backbone: str, say, runner) -> dict:
                 os.path.join(root, f"criteria-{domain}"),
                 info["sources"]["mft"][1],  # the chosen variant's mask
                 info["runs"]["mft"]["folder"],  # its run folder holds the checkpoints (scores)
-                info["sources"],
-                info["sources"]["fft"][0],
-                config.domains[domain].train,
+                sources=info["sources"],
+                fft_dir=info["sources"]["fft"][0],
+                calibration_file=config.domains[domain].train,
             ),
             out,
         )
@@ -164,13 +158,13 @@ def analyse(config, out: str, runs: dict, backbone: str, say, runner) -> dict:
         result["landscape"][domain] = os.path.relpath(
             _landscape(
                 os.path.join(root, f"landscape-{domain}"),
-                fft_dir,
-                info["sources"]["continued_fft"][0],
-                info["sources"]["mft"][1],
-                config.domains[domain],
-                config.landscape,
-                config.training.max_seq_len,
-                runner,
+                fft_dir=fft_dir,
+                continued_dir=info["sources"]["continued_fft"][0],
+                mask_path=info["sources"]["mft"][1],
+                files=config.domains[domain],
+                settings=config.landscape,
+                max_seq_len=config.training.max_seq_len,
+                runner=runner,
             ),
             out,
         )

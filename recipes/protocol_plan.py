@@ -251,9 +251,9 @@ class _Planner:
         return StepPlan(label, "analysis", self.rel(folder), 1, "(in this process, on the CPU)", None, None, "")
 
 
-def _domain_steps(planner, config, out: str, seed: int, domain: str, backbone: str, lora: bool) -> list[StepPlan]:
+def _domain_steps(planner, config, out: str, seed: int, domain: str, *, backbone: str, lora: bool) -> list[StepPlan]:
     """One domain's trainings and masks, in the order the protocol runs them."""
-    runs = protocol_runs.domain_runs(config, out, seed, domain, backbone, lora)
+    runs = protocol_runs.domain_runs(config, out, seed, domain, backbone, lora=lora)
     root, methods = protocol_runs.domain_root(out, seed, domain), config.methods
     where, baselines = f"{domain} (seed {seed})", os.path.join(root, "baselines")
     found = [planner.train(r) for r in runs if r.key != "lora"]
@@ -281,7 +281,7 @@ def plan_protocol(config, out: str, lora: bool) -> ProtocolPlan:
     methods = config.methods
     for seed in seeds:
         for domain in config.domains:
-            found += _domain_steps(planner, config, out, seed, domain, backbone, lora)
+            found += _domain_steps(planner, config, out, seed, domain, backbone=backbone, lora=lora)
         for domain in config.domains:
             folder = os.path.join(protocol_runs.domain_root(out, seed, domain), "eval")
             scored = [m for m in methods if m not in ("mft", "lora")] + (["lora"] if lora else [])

@@ -75,7 +75,7 @@ def mft_steps(config, domain: str) -> int:
     return max(1, round(t.mft_epochs * len(read_rows(config.domains[domain].train)) / t.batch_size))
 
 
-def domain_runs(config, out: str, seed: int, domain: str, backbone: str, lora: bool) -> list[TrainingRun]:
+def domain_runs(config, out: str, seed: int, domain: str, backbone: str, *, lora: bool) -> list[TrainingRun]:
     """The training runs of one domain and seed, in the order the protocol runs them."""
     t, root = config.training, domain_root(out, seed, domain)
     files, methods = config.domains[domain], config.methods

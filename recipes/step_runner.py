@@ -263,7 +263,7 @@ class StepRunner:
             else:
                 self._reset_peak()
                 for job in todo:
-                    benchmarks.score_job(folder, job, harness, self.device, self.dtype)
+                    benchmarks.score_job(folder, job, harness, device=self.device, dtype=self.dtype)
                 peak = self._local_peak()
             self._record(label, "benchmark", folder, time.perf_counter() - started, peak, self.runtime.launched)
         return {j.name: benchmarks.score_job(folder, j, harness) for j in jobs}
@@ -280,7 +280,7 @@ class StepRunner:
             peak = self._launch_worker(label, folder, "landscape", spec)
         else:
             self._reset_peak()
-            compute_landscape(folder, job, self.device, self.dtype, report=self.report)
+            compute_landscape(folder, job, device=self.device, dtype=self.dtype, report=self.report)
             peak = self._local_peak()
         self._record(label, "landscape", folder, time.perf_counter() - started, peak, self.runtime.launched)
 
@@ -333,10 +333,17 @@ def run_worker(spec_path: str, report=None) -> None:
         values = dict(spec["harness"], tasks=tuple(spec["harness"]["tasks"]))
         harness = HarnessConfig(**values)
         for job in (ScoreJob(**j) for j in spec["jobs"]):
-            score_job(folder, job, harness, device, spec["dtype"], launch)
+            score_job(folder, job, harness, device=device, dtype=spec["dtype"], launch=launch)
             launch.barrier()  # process 0 has written bench-NAME.json before anyone goes on
     elif spec["task"] == "landscape":
-        compute_landscape(folder, spec["job"], device, spec["dtype"], launch, report if launch.is_main else None)
+        compute_landscape(
+            folder,
+            spec["job"],
+            device=device,
+            dtype=spec["dtype"],
+            launch=launch,
+            report=report if launch.is_main else None,
+        )
     else:
         raise steps.StepError(
             f"unknown protocol step task '{spec['task']}' in {spec_path}; expected score or landscape"

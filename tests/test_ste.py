@@ -22,7 +22,7 @@ def _setup(kind, seed=0):
 
 def test_linear_gradient_matches_analytic_value():
     w, b, keep, scores, x, gy = _setup("linear")
-    y = masked_matmul(x, w, b, scores, keep, "linear")
+    y = masked_matmul(x, w, b, scores, keep, kind="linear")
     w_eff = w * keep
     assert torch.equal(y, torch.nn.functional.linear(x, w_eff, b))
     (y * gy).sum().backward()
@@ -34,7 +34,7 @@ def test_linear_gradient_matches_analytic_value():
 
 def test_conv1d_gradient_matches_analytic_value():
     w, b, keep, scores, x, gy = _setup("conv1d")
-    y = masked_matmul(x, w, b, scores, keep, "conv1d")
+    y = masked_matmul(x, w, b, scores, keep, kind="conv1d")
     w_eff = w * keep  # (in, out)
     assert torch.allclose(y, x @ w_eff + b, atol=1e-12)
     (y * gy).sum().backward()
@@ -46,7 +46,7 @@ def test_conv1d_gradient_matches_analytic_value():
 def test_ste_equals_autograd_through_identity_mask():
     """The STE gradient equals autograd's gradient of W * (keep + s - s.detach()) at s."""
     w, b, keep, scores, x, gy = _setup("linear", seed=1)
-    masked_matmul(x, w, b, scores, keep, "linear").backward(gy)
+    masked_matmul(x, w, b, scores, keep, kind="linear").backward(gy)
     s2 = scores.detach().clone().requires_grad_(True)
     m = keep.double() + s2 - s2.detach()
     torch.nn.functional.linear(x.detach(), w * m, b).backward(gy)

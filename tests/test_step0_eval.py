@@ -35,7 +35,9 @@ def _rows(out):
 def _initial_mask(model_dir, path, ratio, init, seed=0):
     """The step-0 mask exactly as the trainer draws it, exported to a file."""
     model = load_model(model_dir).model
-    layers = attach_masks(model, resolve_targets(model, TargetSpec.parse("all-linear")), init, 0.02, "fp32", seed)
+    layers = attach_masks(
+        model, resolve_targets(model, TargetSpec.parse("all-linear")), score_init=init, score_std=0.02, seed=seed
+    )
     refresh_masks(layers, SelectionConfig(mask_ratio=ratio))
     save_mask(export_mask(layers, model_dir, {"name": "step0"}), path)
     return path

@@ -189,7 +189,9 @@ def mask_model(
         )
     spec = TargetSpec.parse(targets, layers, exclude)
     found = resolve_targets(model, spec)
-    wrappers = attach_masks(model, found, score_init, score_std, score_dtype, seed)
+    wrappers = attach_masks(
+        model, found, score_init=score_init, score_std=score_std, score_dtype=score_dtype, seed=seed
+    )
     method = {
         "name": "mft",
         **config.method_fields(),

@@ -154,7 +154,9 @@ def hold_folder(
     if os.path.exists(folder) and not os.path.isdir(folder):
         yield  # not a folder: the command refuses it in its own words
         return
-    with _hold_path(os.path.join(folder, LOCK_NAME), folder, shown or folder, clean, distributed, make=folder):
+    with _hold_path(
+        os.path.join(folder, LOCK_NAME), folder, shown or folder, clean=clean, distributed=distributed, make=folder
+    ):
         yield
 
 
@@ -171,12 +173,12 @@ def hold_output(target: str | os.PathLike, *, distributed: bool = True):
         yield  # the writer reports the missing folder in its own words
         return
     lock = os.path.join(parent, f".{os.path.basename(os.path.abspath(target))}{LOCK_NAME}")
-    with _hold_path(lock, parent, target, False, distributed, make=None):
+    with _hold_path(lock, parent, target, clean=False, distributed=distributed, make=None):
         yield
 
 
 @contextlib.contextmanager
-def _hold_path(lock_path: str, folder: str, shown: str, clean: bool | str, distributed: bool, make: str | None):
+def _hold_path(lock_path: str, folder: str, shown: str, *, clean: bool | str, distributed: bool, make: str | None):
     rank, world = _distributed() if distributed else (0, 1)
     key = os.path.realpath(lock_path)
     nested = key in _held

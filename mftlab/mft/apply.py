@@ -112,6 +112,7 @@ def write_merged(
     model_source: str,
     mask: Mask | None,
     out_dir: str,
+    *,
     force: bool = False,
     dtype: str = "auto",
     gguf_file: str | None = None,

@@ -48,7 +48,7 @@ class MaskedLinear(nn.Module):
         self.keep = keep.to(device=self.keep.device, dtype=torch.bool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return masked_matmul(x, self.base.weight, self.bias, self.mask_scores, self.keep, self.kind)
+        return masked_matmul(x, self.base.weight, self.bias, self.mask_scores, self.keep, kind=self.kind)
 
     def extra_repr(self) -> str:
         kept = int(self.keep.sum())

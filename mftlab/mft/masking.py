@@ -39,7 +39,13 @@ RANK_BY = ("raw", "abs")
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    """How scores become a mask (CONTRIBUTING.md, words)."""
+    """How scores become a mask (CONTRIBUTING.md, words): the one object `mftlab.mask_model` takes and
+    `TrainConfig.selection` holds.
+
+    Example:
+        >>> mftlab.SelectionConfig(mask_ratio=0.05, granularity="row").selection
+        'topk'
+    """
 
     mask_ratio: float = field(default=0.1, metadata=doc("Fraction of targeted weights masked (0.1 = the paper's 10%)."))
     selection: str = field(
@@ -121,6 +127,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def attach_masks(
     model: nn.Module,
     targets: list[Target],
+    *,
     score_init: str = "random",
     score_std: float = 0.02,
     score_dtype: str = "fp32",

@@ -79,6 +79,7 @@ def masked_matmul(
     bias: torch.Tensor | None,
     scores: torch.Tensor,
     keep: torch.Tensor,
+    *,
     kind: str = "linear",
 ) -> torch.Tensor:
     """Apply a Linear ([out, in]) or Conv1D ([in, out]) layer with weight `weight ⊙ keep`.

@@ -92,7 +92,14 @@ def prepare_model(config: TrainConfig, loaded: LoadedModel | None, rank0_loads: 
     layers = None
     if config.method == "mask":
         targets = resolve_targets(model, config.target_spec())
-        layers = attach_masks(model, targets, config.score_init, config.score_std, config.score_dtype, config.seed)
+        layers = attach_masks(
+            model,
+            targets,
+            score_init=config.score_init,
+            score_std=config.score_std,
+            score_dtype=config.score_dtype,
+            seed=config.seed,
+        )
     elif config.method == "lora":
         model = attach_lora(model, resolve_targets(model, config.target_spec()), config)
     else:

@@ -85,7 +85,8 @@ def test_a_runtime_section_round_trips_and_reaches_the_training_steps(tmp_path):
     path = _write(tmp_path, config_to_dict(config, relative_to=str(tmp_path)), "again.yaml")
     assert load_protocol_config(str(path)) == config
     runs = {
-        r.key: runtime_train_config(r.config, config.runtime) for r in domain_runs(config, "o", 0, "math", "m", False)
+        r.key: runtime_train_config(r.config, config.runtime)
+        for r in domain_runs(config, "o", 0, "math", "m", lora=False)
     }
     fft, mft = runs["fft"], runs["magnitude-lr0.01"]
     assert (fft.sharding, mft.sharding) == ("fsdp", "none")  # MFT stays data-parallel
