@@ -98,7 +98,7 @@ class DirectionSpec:
     targets: TargetSpec | None = None  # None: every parameter with >= 2 dimensions
 
     def __post_init__(self):
-        check_options(self)  # normalization
+        check_options(self, flag_words=True)  # normalization
 
     def to_dict(self) -> dict:
         return {

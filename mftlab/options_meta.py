@@ -102,8 +102,21 @@ def between(low: float, high: float, *, closed: str = "[]", hint: str = "") -> C
     return check
 
 
-def check_options(config) -> None:
-    """Refuse the first field of `config` outside its metadata's `choices` or `check` (one message shape)."""
+def check_options(config, *, flag_words: bool = False) -> None:
+    """Refuse the first field of `config` outside its metadata's `choices` or `check` (one message shape).
+
+    `flag_words`: the message names the flag in Python too (`--plane 'pca' is unknown; ...`), for a
+    config whose other messages do (one built from command-line text, such as LandscapeConfig).
+    """
+    try:
+        _check_fields(config)
+    except ConfigError as error:
+        if flag_words:
+            raise ConfigError(error.cli_message()) from None
+        raise
+
+
+def _check_fields(config) -> None:
     for f in dataclasses.fields(config):
         meta = f.metadata.get(KEY)
         if meta is None:

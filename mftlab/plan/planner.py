@@ -207,7 +207,7 @@ class PlanConfig:
     mftlab_version: str = field(default=__version__)
 
     def __post_init__(self):
-        check_options(self)  # choices and ranges, from each field's metadata
+        check_options(self, flag_words=True)  # choices and ranges, from each field's metadata
         if self.tokens is not None and self.examples is not None:
             raise ConfigError(f"--tokens {self.tokens} and --examples {self.examples} both given; give one of them")
         if self.overhead < 0 or self.context_gib < 0:
