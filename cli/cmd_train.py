@@ -94,19 +94,7 @@ def command(ctx, model, config_file, dry_run, **flags):
         flags["model"], given = model, given | {"model"}
     file_values = load_config_file(config_file) if config_file else {}
     if dry_run:
-        from mftlab.cli.options import echo_targets, load_model_from
-        from mftlab.mft.targeting import TargetSpec, resolve_targets
-
-        values = {**file_values, **{k: v for k, v in flags.items() if k in given}}
-        source = values.get("model")
-        if source is None:
-            raise click.UsageError("missing MODEL (give it here or in --config)")
-        loaded = load_model_from(
-            source, values.get("dtype", "auto"), values.get("gguf_file"), bool(values.get("trust_remote_code"))
-        )
-        spec = TargetSpec.parse(values.get("targets", "all-linear"), values.get("layers"), values.get("exclude"))
-        echo_targets(resolve_targets(loaded.model, spec))
-        return
+        return _list_targets({**file_values, **{k: v for k, v in flags.items() if k in given}})
     for name in ("model", "data", "out"):
         if flags.get(name) is None and name not in file_values:
             raise click.UsageError(
@@ -123,10 +111,29 @@ def command(ctx, model, config_file, dry_run, **flags):
     from accelerate import PartialState
 
     if PartialState().is_main_process:
-        loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
-        line = f"wrote {result.output_path} after {result.steps} steps (loss {loss}"
-        if result.mask_ratio is not None:
-            line += f", mask ratio {result.mask_ratio:.4f}"
-        if result.best_step is not None:
-            line += f", best eval loss {result.best_eval_loss:.4f} at step {result.best_step}"
-        click.echo(line + ")")
+        click.echo(_summary(result))
+
+
+def _list_targets(values: dict) -> None:
+    """--dry-run: the parameters the targeting options match, from the flags given and the --config file."""
+    from mftlab.cli.options import echo_targets, load_model_from
+    from mftlab.mft.targeting import TargetSpec, resolve_targets
+
+    source = values.get("model")
+    if source is None:
+        raise click.UsageError("missing MODEL (give it here or in --config)")
+    loaded = load_model_from(
+        source, values.get("dtype", "auto"), values.get("gguf_file"), bool(values.get("trust_remote_code"))
+    )
+    spec = TargetSpec.parse(values.get("targets", "all-linear"), values.get("layers"), values.get("exclude"))
+    echo_targets(resolve_targets(loaded.model, spec))
+
+
+def _summary(result) -> str:
+    loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+    line = f"wrote {result.output_path} after {result.steps} steps (loss {loss}"
+    if result.mask_ratio is not None:
+        line += f", mask ratio {result.mask_ratio:.4f}"
+    if result.best_step is not None:
+        line += f", best eval loss {result.best_eval_loss:.4f} at step {result.best_step}"
+    return line + ")"

@@ -9,6 +9,8 @@ The public API (everything else is internal):
     mask_model(model, targets=, layers=, mask_ratio=, granularity=, selection=, score_init=, seed=)
                                                 -> MaskedModel: .refresh() .trainable_parameters()
                                                    .export() .save(path) .unload() .merge()
+    SelectionConfig(mask_ratio=, selection=, granularity=, ...)  how scores become a mask, as one object
+                                                (mask_model(model, selection=...); TrainConfig.selection)
     Mask.load(path) / .save(path) / .apply_to(model) (reversible) / mask[name] (bool keep tensor)
     baseline_mask(model, kind="random"|"magnitude"|"wanda"|"snip", mask_ratio=, data=, tokenizer=) -> Mask
     mask_stats(mask, model=) / compare_masks([masks]) / landscape(model, data, eval_data)
@@ -41,6 +43,7 @@ _LAZY = {
     "LoadedModel": "mftlab.models.loading",
     "mask_model": "mftlab.api.handle",
     "MaskedModel": "mftlab.api.handle",
+    "SelectionConfig": "mftlab.mft.masking",
     "Mask": "mftlab.mask.maskfile",
     "baseline_mask": "mftlab.api.baseline",
     "train": "mftlab.training.loop",
