@@ -45,13 +45,13 @@ def mask_stats(mask: Mask | str | os.PathLike, model=None, base=None, *, force: 
         0.1
         >>> files = stats.save("results/stats")  # doctest: +SKIP
     """
-    from mftlab.analysis.stats import mask_stats as _stats
+    from mftlab.analysis.stats import compute_mask_stats
 
     source = "" if isinstance(mask, Mask) else os.fspath(mask)
     mask = mask if isinstance(mask, Mask) else load_mask(mask)
     weights = _model(model, **load).model if model is not None else None
     before = _model(base, **load).model if base is not None else None
-    return _stats(mask, weights, before, force=force, source=source)
+    return compute_mask_stats(mask, weights, before, force=force, source=source)
 
 
 def compare_masks(masks: list, labels: list[str] | None = None, *, force: bool = False) -> OverlapResult:
@@ -114,8 +114,7 @@ def landscape(
         >>> result = mftlab.landscape("micro-llama", "train.jsonl", "test.jsonl", grid="5x5")  # doctest: +SKIP
         >>> result.train_loss.shape, result.save("results/landscape")  # doctest: +SKIP
     """
-    from mftlab.analysis.landscape import LandscapeConfig, load_eval_data
-    from mftlab.analysis.landscape import landscape as _landscape
+    from mftlab.analysis.landscape import LandscapeConfig, load_eval_data, loss_landscape
 
     first = _model(model, **load)
     tokenizer = tokenizer if tokenizer is not None else first.tokenizer
@@ -145,6 +144,6 @@ def landscape(
         "max_seq_len": max_seq_len,
         "batch_size": batch_size,
     }
-    return _landscape(
+    return loss_landscape(
         sources, train, test, config, out, labels=labels, mask_directions=mask, force=force, info=info, resume=resume
     )

@@ -418,7 +418,7 @@ def _resume_check(config: LandscapeConfig, live, *, models: list[dict], mask_dir
     }
 
 
-def landscape(
+def loss_landscape(
     models: list,
     train: EvalData,
     test: EvalData,

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from mftlab.analysis.landscape import LandscapeConfig, Progress, landscape
+from mftlab.analysis.landscape import LandscapeConfig, Progress, loss_landscape
 from mftlab.analysis.landscape_data import EvalData, load_eval_data
 from mftlab.analysis.landscape_result import LandscapeResult
 from mftlab.errors import ConfigError
@@ -136,7 +136,7 @@ def _run_in_folder(
 ) -> LandscapeRun | None:
     models, train, test = _load_inputs(request, launch.device)
     with distributed_faults(request.dist_timeout):
-        result = landscape(
+        result = loss_landscape(
             models,
             train,
             test,

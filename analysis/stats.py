@@ -142,7 +142,7 @@ def require_model_with_base(model, pretrained) -> None:
         raise MaskMismatchError("--base (the pre-trained model) needs --model (the base the mask was learned on) too")
 
 
-def mask_stats(
+def compute_mask_stats(
     mask: Mask,
     model: torch.nn.Module | None = None,
     pretrained: torch.nn.Module | None = None,

@@ -1,8 +1,8 @@
-"""The counting pass of `mask_stats` (analysis/stats.py): inputs read and checked, one record per tensor,
+"""The counting pass of `compute_mask_stats` (analysis/stats.py): inputs read and checked, one record per tensor,
 additive totals per layer, projection and overall, and the shared |w| / |Δw| histograms.
 
 Every count here is a sum over tensors, so a layer's or projection's totals are exact sums of its
-tensors' and `mask_stats` only has to turn them into rows.
+tensors' and `compute_mask_stats` only has to turn them into rows.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Writes (or replaces) the section `## Loss landscape` of BENCHMARKS.md; other sec
 What is timed (same model, same tokens, same device):
 - plain eval: `loss_sums` over the train and the test subset (one pass each), median of 3 just
   before and 3 just after each method (the host is shared, so each method gets its own baseline);
-- mftlab: `landscape()` on an NxN random plane (each point evaluates train and test), wall time
+- mftlab: `loss_landscape()` on an NxN random plane (each point evaluates train and test), wall time
   / points, with directions regenerated per point (--regenerate-directions; the default above 134M
   perturbed weights) and cached (--cache-directions; the default below);
 - loss-landscapes: `random_plane(..., steps=N, normalization="filter")` with a Metric that runs
@@ -30,7 +30,7 @@ import time
 import torch
 
 from mftlab.analysis.directions import DirectionSpec
-from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
+from mftlab.analysis.landscape import LandscapeConfig, loss_landscape, prepare_data
 from mftlab.models.loading import load_model
 from mftlab.training.data import load_examples
 from mftlab.training.evaluation import loss_sums
@@ -69,7 +69,7 @@ def _mftlab(model, train, test, steps: int, cache: bool, folder: str) -> tuple[f
     config = LandscapeConfig("random", (steps, steps), None, DirectionSpec(seed=0), cache_directions=cache)
     out = os.path.join(folder, f"mftlab-{cache}")
     started = time.perf_counter()
-    landscape([model], train, test, config, out)
+    loss_landscape([model], train, test, config, out)
     wall = (time.perf_counter() - started) / steps**2
     with open(os.path.join(out, "landscape.points-0.jsonl")) as f:
         inner = statistics.median(json.loads(line)["seconds"] for line in f)

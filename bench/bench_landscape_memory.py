@@ -80,7 +80,7 @@ def case(kind: str) -> dict:
 
     torch.set_num_threads(1)
     from mftlab.analysis.directions import DirectionSpec
-    from mftlab.analysis.landscape import LandscapeConfig, landscape
+    from mftlab.analysis.landscape import LandscapeConfig, loss_landscape
     from mftlab.training.evaluation import loss_sums
 
     model = build(0)
@@ -93,10 +93,10 @@ def case(kind: str) -> dict:
         with tempfile.TemporaryDirectory() as out:
             if kind == "random":
                 config = LandscapeConfig("random", (2, 2), None, DirectionSpec(seed=0), cache_directions=False)
-                landscape([model], train, test, config, out)
+                loss_landscape([model], train, test, config, out)
             else:
                 config = LandscapeConfig("models", (2, 2))
-                landscape([model, lambda: build(1, 0.01), lambda: build(2, 0.02)], train, test, config, out)
+                loss_landscape([model, lambda: build(1, 0.01), lambda: build(2, 0.02)], train, test, config, out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     return {
         "kind": kind,

@@ -240,7 +240,7 @@ def _evaluate(folder: str) -> dict:
 
 
 def _landscape(kind: str, folder: str) -> dict:
-    from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
+    from mftlab.analysis.landscape import LandscapeConfig, loss_landscape, prepare_data
     from mftlab.models.tokenizer import build_char_tokenizer
     from mftlab.training.data import load_examples
 
@@ -252,7 +252,7 @@ def _landscape(kind: str, folder: str) -> dict:
     config = LandscapeConfig(kind, (1, 2), ranges)  # 2-D: two directions, 2 points
     models = [model] if kind == "random" else [model, lambda: build(1, 0.01), lambda: build(2, 0.02)]
     started = time.perf_counter()
-    landscape(models, data, data, config, os.path.join(folder, "landscape"))
+    loss_landscape(models, data, data, config, os.path.join(folder, "landscape"))
     return {"peak": _peak(), "seconds": time.perf_counter() - started}
 
 

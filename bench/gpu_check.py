@@ -9,7 +9,7 @@ On CUDA it builds a Llama-shaped model of ~300M parameters (hidden 1024, 24 laye
   `mftlab plan` (mftlab.plan.planner.make_plan) for the same config, with the relative error;
 - masks equal between CPU and GPU: the same scores (after the MFT steps, cast through bf16 so ties
   are common) selected on both devices by mftlab.mft.selection at every granularity, compared bit by bit;
-- landscape point vs eval pass: `landscape()` on a small random plane against one `loss_sums` pass
+- landscape point vs eval pass: `loss_landscape()` on a small random plane against one `loss_sums` pass
   over the same train + test batches.
 
 Then the 7B stage (bench/gpu_check_7b.py and bench/gpu_check_7b_commands.py, the rest of the 13
@@ -218,7 +218,7 @@ def landscape_vs_eval(size: dict, device: str, dtype) -> dict:
     import torch
 
     from mftlab.analysis.directions import DirectionSpec
-    from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
+    from mftlab.analysis.landscape import LandscapeConfig, loss_landscape, prepare_data
     from mftlab.training.data import Example
     from mftlab.training.evaluation import loss_sums
 
@@ -251,7 +251,7 @@ def landscape_vs_eval(size: dict, device: str, dtype) -> dict:
         config = LandscapeConfig("random", (n, n), None, DirectionSpec(seed=0))
         _sync(device)
         started = time.perf_counter()
-        landscape([model], train, test, config, os.path.join(folder, "ls"))
+        loss_landscape([model], train, test, config, os.path.join(folder, "ls"))
         _sync(device)
         wall = time.perf_counter() - started
         with open(os.path.join(folder, "ls", "landscape.points-0.jsonl")) as f:

@@ -173,7 +173,7 @@ def models_plane_point(model, size: dict, device: str) -> dict:
     """Seconds per point of a models plane (1 x 2 grid + the 3 models) against one eval pass; peak memory."""
     import torch
 
-    from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
+    from mftlab.analysis.landscape import LandscapeConfig, loss_landscape, prepare_data
     from mftlab.training.data import Example
     from mftlab.training.evaluation import loss_sums
 
@@ -204,7 +204,7 @@ def models_plane_point(model, size: dict, device: str) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         config = LandscapeConfig("models", (1, 2))
         started = time.perf_counter()
-        landscape(
+        loss_landscape(
             [model, lambda: perturbed(model, 1e-3, 1), lambda: perturbed(model, 2e-3, 2)],
             train,
             test,

@@ -43,7 +43,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, devic
       mftlab stats --run runs/mft-math --out results/dynamics
     """
     from mftlab.analysis.dynamics import mask_dynamics, run_masks
-    from mftlab.analysis.stats import mask_stats, require_model_with_base, summary_lines
+    from mftlab.analysis.stats import compute_mask_stats, require_model_with_base, summary_lines
     from mftlab.cli.progress_lines import callback
     from mftlab.files.folder_lock import hold_folder
     from mftlab.mask.maskfile import load_mask
@@ -64,7 +64,7 @@ def command(mask_path, model, pretrained, run_dir, out, no_figures, force, devic
     mask = load_mask(mask_path)
     base_model = load_model_from(model, device=where, **model_kw).model if model else None
     before = load_model_from(pretrained, device=where, **model_kw).model if pretrained else None
-    result = mask_stats(
+    result = compute_mask_stats(
         mask, base_model, before, force=force, source=os.fspath(mask_path), progress=callback("stats", "tensor")
     )
 

@@ -13,11 +13,11 @@ import os
 
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.dynamics import mask_dynamics, run_masks
-from mftlab.analysis.landscape import LandscapeConfig, landscape
+from mftlab.analysis.landscape import LandscapeConfig, loss_landscape
 from mftlab.analysis.landscape_data import load_eval_data
 from mftlab.analysis.overlap import compare_masks
 from mftlab.analysis.reference_overlap import correlate_with_run, reference_overlap
-from mftlab.analysis.stats import mask_stats
+from mftlab.analysis.stats import compute_mask_stats
 from mftlab.mask.maskfile import load_mask
 from mftlab.models.loading import load_model
 from mftlab.progress.events import StepProgress
@@ -31,7 +31,7 @@ def _stats(folder: str, mask_path: str, fft_dir: str, backbone: str, run_dir: st
     if steps.cached(folder) is None:
         steps.fresh(folder)
         mask = load_mask(mask_path)
-        result = mask_stats(mask, load_model(fft_dir).model, load_model(backbone).model, source=mask_path)
+        result = compute_mask_stats(mask, load_model(fft_dir).model, load_model(backbone).model, source=mask_path)
         result.save(folder)
         paths, step_list, labels = run_masks(run_dir)
         dynamics = mask_dynamics(paths, step_list, labels)
@@ -109,7 +109,7 @@ def compute_landscape(folder: str, job: dict, *, device="cpu", dtype: str = "aut
     label = f"loss landscape ({os.path.basename(folder)})"
     shown = None if report is None else (lambda kind, data: _point(report, label, kind, data))
     names = [NAMES[m] for m in ("fft", "continued_fft", "mft")]
-    landscape(models, train, test, config, folder, labels=names, progress=shown, **spread)
+    loss_landscape(models, train, test, config, folder, labels=names, progress=shown, **spread)
 
 
 def _point(report, label: str, kind: str, data: dict) -> None:

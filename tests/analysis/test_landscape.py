@@ -12,7 +12,7 @@ from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.landscape import (
     LandscapeConfig,
     explicit_landscape,
-    landscape,
+    loss_landscape,
     parse_range,
     prepare_data,
     select_tokens,
@@ -87,7 +87,7 @@ def test_random_plane_centre_is_the_model_loss_and_model_is_unchanged(data, tmp_
     model = _build()
     before = _params(model)
     config = LandscapeConfig("random", (3, 3), None, DirectionSpec(seed=1))
-    result = landscape([model], train, test, config, tmp_path)
+    result = loss_landscape([model], train, test, config, tmp_path)
     assert result.train_loss.shape == (3, 3)
     assert result.train_loss[1, 1] == loss_sums(model, train.batches).loss
     assert result.test_loss[1, 1] == loss_sums(model, test.batches).loss
@@ -106,7 +106,7 @@ def test_bf16_model_is_bit_identical_after_a_run(data, tmp_path):
     train, test = data
     model = _build(dtype=torch.bfloat16)
     before = _params(model)
-    landscape([model], train, test, LandscapeConfig("random", (2, 2), ((-0.01, 0.01),) * 2), tmp_path)
+    loss_landscape([model], train, test, LandscapeConfig("random", (2, 2), ((-0.01, 0.01),) * 2), tmp_path)
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]), name
 
@@ -117,7 +117,7 @@ def test_three_model_plane_reproduces_each_model(data, tmp_path):
     b, c = _shifted(a, 0.02, 1), _shifted(a, 0.03, 2)
     expected = [loss_sums(m, train.batches).loss for m in (a, b, c)]
     config = LandscapeConfig("models", (4, 3))
-    result = landscape([a, lambda: b, lambda: c], train, test, config, tmp_path, labels=["FFT", "cont", "MFT"])
+    result = loss_landscape([a, lambda: b, lambda: c], train, test, config, tmp_path, labels=["FFT", "cont", "MFT"])
     for marker, loss in zip(result.markers, expected):
         assert marker["train_loss"] == pytest.approx(loss, rel=1e-5)
     assert [m["label"] for m in result.markers] == ["FFT", "cont", "MFT"]
@@ -130,7 +130,7 @@ def test_three_model_plane_reproduces_each_model(data, tmp_path):
 
 def test_model_plane_refuses_wrong_count(data, tmp_path):
     with pytest.raises(ConfigError, match="exactly 3"):
-        landscape([_build()], *data, LandscapeConfig("models", (3, 3)), tmp_path)
+        loss_landscape([_build()], *data, LandscapeConfig("models", (3, 3)), tmp_path)
 
 
 class _Bias(torch.nn.Module):
@@ -164,19 +164,19 @@ def test_resume_computes_only_missing_points_and_refuses_other_settings(data, tm
     train, test = data
     model = _build()
     config = LandscapeConfig("random", (3, 2), None, DirectionSpec(seed=2))
-    full = landscape([model], train, test, config, tmp_path / "full")
+    full = loss_landscape([model], train, test, config, tmp_path / "full")
     out = tmp_path / "part"
-    landscape([model], train, test, config, out)
+    loss_landscape([model], train, test, config, out)
     shard = out / "landscape.points-0.jsonl"
     lines = shard.read_text().splitlines()
     shard.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])  # as if killed while writing point 4
     os.remove(out / "landscape.json")
     with pytest.raises(ConfigError, match="--resume"):
-        landscape([model], train, test, config, out)
+        loss_landscape([model], train, test, config, out)
     other = LandscapeConfig("random", (3, 2), None, DirectionSpec(seed=3))
     with pytest.raises(ConfigError, match="seed"):
-        landscape([model], train, test, other, out, resume=True)
-    resumed = landscape([model], train, test, config, out, resume=True)
+        loss_landscape([model], train, test, other, out, resume=True)
+    resumed = loss_landscape([model], train, test, config, out, resume=True)
     assert resumed.computed == len(lines) - 3
     np.testing.assert_array_equal(resumed.train_loss, full.train_loss)
     np.testing.assert_array_equal(resumed.test_loss, full.test_loss)
@@ -188,7 +188,9 @@ def test_mask_directions_check_the_model(data, tmp_path):
     weight = dict(model.named_parameters())[name]
     keep = torch.rand(weight.shape, generator=torch.Generator().manual_seed(0)) > 0.5
     mask = Mask.from_keep({name: keep}, {name: weight.detach()})
-    result = landscape([model], *data, LandscapeConfig("random", (2, 1)), tmp_path / "ok", mask_directions=mask)
+    result = loss_landscape([model], *data, LandscapeConfig("random", (2, 1)), tmp_path / "ok", mask_directions=mask)
     assert result.train_loss.shape == (1, 2)
     with pytest.raises(MaskMismatchError, match="--force"):
-        landscape([_build(seed=9)], *data, LandscapeConfig("random", (2, 1)), tmp_path / "bad", mask_directions=mask)
+        loss_landscape(
+            [_build(seed=9)], *data, LandscapeConfig("random", (2, 1)), tmp_path / "bad", mask_directions=mask
+        )

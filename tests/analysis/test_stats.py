@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mftlab.analysis.stats import mask_stats
+from mftlab.analysis.stats import compute_mask_stats
 from mftlab.errors import MaskMismatchError
 from mftlab.mask.maskfile import Mask
 from mftlab.mft.selection import keep_tensor, select_keep
@@ -31,7 +31,7 @@ def layer_ratio_mask(weights, seed=0):
 
 def test_known_layer_ratios(llama):
     _, weights = llama
-    result = mask_stats(layer_ratio_mask(weights)).to_dict()
+    result = compute_mask_stats(layer_ratio_mask(weights)).to_dict()
     layers = {r["group"]: r for r in result["groups"] if r["level"] == "layer"}
     assert list(layers) == ["0", "1", "2", "3"]
     for layer, ratio in RATIOS.items():
@@ -56,7 +56,7 @@ def test_row_concentration_and_one_d(llama):
     mask = Mask.from_keep(
         {"model.layers.0.mlp.up_proj.weight": keep, "model.layers.0.mlp.norm_scale": torch.ones(13, dtype=torch.bool)}
     )
-    t = mask_stats(mask).to_dict()["tensors"][0]
+    t = compute_mask_stats(mask).to_dict()["tensors"][0]
     assert t["output"]["max"] == 1.0 and t["output"]["untouched"] == 7
     assert t["output"]["gini"] == pytest.approx(7 / 8)
     assert t["input"]["gini"] == 0.0 and t["input"]["max"] == pytest.approx(1 / 8)
@@ -70,7 +70,7 @@ def test_magnitude_and_delta(llama):
         for w in target_weights(pretrained, resolve_targets(pretrained, TargetSpec.parse())).values():
             w.add_(torch.randn(w.shape, generator=g) * 0.01)
     magnitude = Mask.from_keep(select_keep({n: w.abs() for n, w in weights.items()}, 0.1), weights, "tiny-llama")
-    result = mask_stats(magnitude, model, pretrained).to_dict()
+    result = compute_mask_stats(magnitude, model, pretrained).to_dict()
     overall = result["groups"][-1]
     assert overall["magnitude_overlap"]["jaccard"] == 1.0
     assert overall["magnitude_overlap"]["lift"] == pytest.approx(10.0, rel=0.01)
@@ -88,8 +88,8 @@ def test_mask_must_fit_model(llama):
     other = {n: w + 1 for n, w in weights.items()}
     mask = Mask.from_keep(select_keep({n: w.abs() for n, w in weights.items()}, 0.1), other, "ft-other")
     with pytest.raises(MaskMismatchError, match="--force"):
-        mask_stats(mask, model)
-    assert "differ" in mask_stats(mask, model, force=True).notes[0]
+        compute_mask_stats(mask, model)
+    assert "differ" in compute_mask_stats(mask, model, force=True).notes[0]
     gpt2 = load_model("tiny-gpt2").model
     with pytest.raises(MaskMismatchError, match="not a parameter"):
-        mask_stats(mask, gpt2)
+        compute_mask_stats(mask, gpt2)

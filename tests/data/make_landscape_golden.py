@@ -62,7 +62,7 @@ def data():
 def run(case: str, dtype: torch.dtype, out_dir: str) -> dict:
     """One demo-sized landscape; returns its arrays and markers as lists."""
     from mftlab.analysis.directions import DirectionSpec
-    from mftlab.analysis.landscape import LandscapeConfig, landscape
+    from mftlab.analysis.landscape import LandscapeConfig, loss_landscape
 
     train, test = data()
     a = build(0, dtype)
@@ -77,7 +77,7 @@ def run(case: str, dtype: torch.dtype, out_dir: str) -> dict:
     else:
         config = LandscapeConfig("line", (5, 1))
         models = [a, lambda: shifted(a, 0.02, 1)]
-    r = landscape(models, train, test, config, out_dir)
+    r = loss_landscape(models, train, test, config, out_dir)
     import numpy as np
 
     norm = np.load(os.path.join(out_dir, "landscape.npz"))["perturbation_norm"]

@@ -8,7 +8,7 @@ import torch
 
 from mftlab.analysis.dynamics import mask_dynamics
 from mftlab.analysis.overlap import compare_masks
-from mftlab.analysis.stats import mask_stats
+from mftlab.analysis.stats import compute_mask_stats
 from mftlab.figures.render import render_all, renderers
 from mftlab.files.results import write_json
 from mftlab.mask.maskfile import Mask
@@ -28,7 +28,7 @@ def test_renderers_are_discovered():
 
 def test_render_all_from_json_alone(tmp_path):
     snapshots = masks(3)
-    write_json(tmp_path / "stats.json", mask_stats(snapshots[0]).to_dict())
+    write_json(tmp_path / "stats.json", compute_mask_stats(snapshots[0]).to_dict())
     write_json(tmp_path / "dynamics.json", mask_dynamics(snapshots).to_dict())  # unknown steps: snapshot axis
     (tmp_path / "overlap").mkdir()
     write_json(tmp_path / "overlap" / "overlap.json", compare_masks(snapshots, labels=list("abc")).to_dict())
@@ -52,7 +52,7 @@ def test_render_all_from_json_alone(tmp_path):
 
 
 def test_stats_json_is_strict(tmp_path):
-    path = write_json(tmp_path / "stats.json", mask_stats(masks(1)[0]).to_dict())
+    path = write_json(tmp_path / "stats.json", compute_mask_stats(masks(1)[0]).to_dict())
     text = open(path).read()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["heatmap"]["layers"] == [0, 1]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
+from mftlab.analysis.landscape import LandscapeConfig, loss_landscape, prepare_data
 from mftlab.errors import MftlabError
 from mftlab.figures.landscape_figures import load_results, log_levels, render
 from mftlab.figures.render import render_all
@@ -30,7 +30,7 @@ def data():
 def plane_dir(tmp_path_factory, data):
     out = tmp_path_factory.mktemp("plane")
     models = [_build(0), _build(1), _build(2)]
-    landscape(models, data, data, LandscapeConfig("models", (4, 3)), out, labels=["FFT", "continued FFT", "MFT"])
+    loss_landscape(models, data, data, LandscapeConfig("models", (4, 3)), out, labels=["FFT", "continued FFT", "MFT"])
     return out
 
 
@@ -50,7 +50,7 @@ def test_plot_command_redraws_from_saved_results(plane_dir):
 
 
 def test_line_figure(tmp_path, data):
-    landscape([_build(0), _build(1)], data, data, LandscapeConfig("line", (5, 1)), tmp_path)
+    loss_landscape([_build(0), _build(1)], data, data, LandscapeConfig("line", (5, 1)), tmp_path)
     assert sorted(p.rsplit("/", 1)[-1] for p in render(tmp_path)) == ["landscape_1d.pdf", "landscape_1d.png"]
     doc, arrays = load_results(tmp_path)
     assert arrays["train_loss"].shape == (1, 5) and doc["markers"][1]["x"] == 1.0

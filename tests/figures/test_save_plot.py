@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import mftlab
 from mftlab.analysis.dynamics import mask_dynamics, run_masks
-from mftlab.analysis.landscape import LandscapeConfig, landscape, prepare_data
+from mftlab.analysis.landscape import LandscapeConfig, loss_landscape, prepare_data
 from mftlab.analysis.reference_overlap import reference_overlap
 from mftlab.cli.main import main
 from mftlab.files.results import RESULT_KINDS, read_arrays, read_result, write_result
@@ -110,7 +110,7 @@ def _model(seed):
 def test_landscape(tmp_path):
     """The CLI's landscape files are the ones `landscape` writes into --out; a saved copy plots the same."""
     data = prepare_data([Example([1, 10 + i, 11, 12], [-100, 10 + i, 11, 12], [1]) for i in range(2)], 0, 2)
-    result = landscape([_model(0), _model(1)], data, data, LandscapeConfig("line", (3, 1)), tmp_path / "run")
+    result = loss_landscape([_model(0), _model(1)], data, data, LandscapeConfig("line", (3, 1)), tmp_path / "run")
     saved = result.save(tmp_path / "copy")
     assert sorted(os.path.basename(p) for p in saved) == ["landscape.json", "landscape.npz"]
     assert result.save(tmp_path / "run") == [
