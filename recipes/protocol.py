@@ -50,23 +50,52 @@ def runs_lora(config: ProtocolConfig) -> bool:
     return "lora" in config.methods and lora_available()
 
 
+def _training_message(config: ProtocolConfig, run: protocol_runs.TrainingRun, where: str, runs: dict) -> str:
+    """What the protocol says before training `run` (FFT, continued FFT or an MFT variant)."""
+    if run.key == "fft":
+        return f"{where}: full fine-tuning from the backbone"
+    if run.key == "continued_fft":
+        return f"{where}: continued fine-tuning from the best checkpoint (step {runs['fft']['best_step']})"
+    return f"{where}: MFT ({recipe.describe(run.key)}) on layers {config.layers} at mask ratio {config.mask_ratio}"
+
+
+def _mask_baselines(config: ProtocolConfig, root: str, seed: int, domain: str, runner: StepRunner) -> tuple[dict, list]:
+    """The mask baselines asked for (random draws, magnitude, Wanda, SNIP), each a mask of FFT's best model:
+    their sources by method, and the random draws as (mask seed, path)."""
+    methods, best, folder = config.methods, os.path.join(root, "fft", "best"), os.path.join(root, "baselines")
+    place = runner.placement()
+    draws = recipe.random_draws(root, best, config, seed, **place) if "random" in methods else []
+    sources = {"random": (best, draws[0][1])} if draws else {}
+    if "magnitude" in methods:
+        mask = steps.make_baseline_mask(folder, best, "magnitude", config.mask_ratio, config.layers, seed=seed, **place)
+        sources["magnitude"] = (best, mask)
+    for kind in [k for k in steps.PRUNING_KINDS if k in methods]:  # calibrated on the domain's training data
+        mask = steps.make_pruning_mask(
+            folder,
+            best,
+            kind,
+            config.mask_ratio,
+            config.layers,
+            calibration_file=config.domains[domain].train,
+            max_seq_len=config.training.max_seq_len,
+            calibration_tokens=config.calibration_tokens,
+            batch_size=config.runtime.calibration_batch_size,
+            report=runner.report,
+            **place,
+        )
+        sources[kind] = (best, mask)
+    return sources, draws
+
+
 def _domain_runs(
     config: ProtocolConfig, out: str, seed: int, domain: str, backbone: str, *, say, runner: StepRunner
 ) -> dict:
     """Train every method of one domain and seed; returns run summaries and method sources."""
-    root, methods = protocol_runs.domain_root(out, seed, domain), config.methods
-    files, where = config.domains[domain], f"{domain} (seed {seed})"
+    root, methods, where = protocol_runs.domain_root(out, seed, domain), config.methods, f"{domain} (seed {seed})"
     planned = protocol_runs.domain_runs(config, out, seed, domain, backbone, lora=runs_lora(config))
     runs, variants = {}, {}
     for run in [r for r in planned if r.key != "lora"]:
-        if run.key == "fft":
-            say(f"{where}: full fine-tuning from the backbone")
-        elif run.key == "continued_fft":
-            say(f"{where}: continued fine-tuning from the best checkpoint (step {runs['fft']['best_step']})")
-        else:
-            say(
-                f"{where}: MFT ({recipe.describe(run.key)}) on layers {config.layers} at mask ratio {config.mask_ratio}"
-            )
+        say(_training_message(config, run, where, runs))
         summary = runner.train(run.label, run.folder, run.config)
         if run.score_init is None:
             runs[run.key] = summary
@@ -78,39 +107,12 @@ def _domain_runs(
                 score_init=run.score_init,
                 score_lr=run.score_lr,
             )
-    best = os.path.join(root, "fft", "best")
     sources = {"backbone": (backbone, None)} if "backbone" in methods else {}
-    sources["fft"] = (best, None)
+    sources["fft"] = (os.path.join(root, "fft", "best"), None)
     if "continued_fft" in methods:  # continued FFT's length is chosen on validation too: its best checkpoint
         sources["continued_fft"] = (os.path.join(root, "continued", "best"), None)
-    place = runner.placement()
-    draws = recipe.random_draws(root, best, config, seed, **place) if "random" in methods else []
-    if draws:
-        sources["random"] = (best, draws[0][1])
-    if "magnitude" in methods:
-        sources["magnitude"] = (
-            best,
-            steps.make_baseline_mask(
-                os.path.join(root, "baselines"), best, "magnitude", config.mask_ratio, config.layers, seed, **place
-            ),
-        )
-    for kind in [k for k in steps.PRUNING_KINDS if k in methods]:  # calibrated on the domain's training data
-        sources[kind] = (
-            best,
-            steps.make_pruning_mask(
-                os.path.join(root, "baselines"),
-                best,
-                kind,
-                config.mask_ratio,
-                config.layers,
-                files.train,
-                config.training.max_seq_len,
-                config.calibration_tokens,
-                batch_size=config.runtime.calibration_batch_size,
-                report=runner.report,
-                **place,
-            ),
-        )
+    baselines, draws = _mask_baselines(config, root, seed, domain, runner)
+    sources.update(baselines)
     for run in [r for r in planned if r.key == "lora"]:
         say(f"{where}: LoRA from the backbone")
         runs["lora"] = runner.train(run.label, run.folder, run.config)
@@ -159,12 +161,12 @@ def _evaluate_all(config: ProtocolConfig, domain_runs: dict, backbone: str, say,
         folder, val = os.path.join(info["root"], "eval"), config.domains[domain].validation
 
         def score(label: str, jobs: list[ScoreJob], domain=domain, folder=folder, val=val) -> list[dict]:
-            results = runner.score(f"{domain}: scoring {label}", folder, jobs, tests, val, max_seq_len)
+            results = runner.score(f"{domain}: scoring {label}", folder, jobs, tests, val, max_seq_len=max_seq_len)
             return [results[j.name] for j in jobs]
 
         jobs = _score_jobs(info, backbone)
         every = [j for group in jobs.values() for j in group]
-        runner.score_ahead(f"{domain}: scoring {len(every)} models", folder, every, tests, val, max_seq_len)
+        runner.score_ahead(f"{domain}: scoring {len(every)} models", folder, every, tests, val, max_seq_len=max_seq_len)
         for method in info["sources"]:
             say(f"{domain}: scoring {NAMES[method]} on every test set")
             results = score(NAMES[method], jobs[method])

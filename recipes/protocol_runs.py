@@ -75,65 +75,60 @@ def mft_steps(config, domain: str) -> int:
     return max(1, round(t.mft_epochs * len(read_rows(config.domains[domain].train)) / t.batch_size))
 
 
+def _mft_config(config, init: str, lr: float, steps: int, **kw) -> TrainConfig:
+    """An MFT variant's TrainConfig: the configured layers and mask ratio, `steps` long, with about six
+    checkpoints along the way, all kept (the dynamics analysis reads them)."""
+    return _train_config(
+        config.training,
+        method="mask",
+        layers=config.layers,
+        mask_ratio=config.mask_ratio,
+        score_init=init,
+        score_lr=lr,
+        max_steps=steps,
+        save_every=max(1, steps // 6),
+        keep_checkpoints=100,
+        **kw,
+    )
+
+
+def _lora_config(t, **kw) -> TrainConfig:
+    """LoRA's TrainConfig from the training settings `t`, on every layer (not only MFT's layer group)."""
+    return _train_config(
+        t,
+        method="lora",
+        lr=t.lora_lr,
+        epochs=t.lora_epochs,
+        layers=None,
+        lora_r=t.lora_r,
+        lora_alpha=t.lora_alpha,
+        lora_dropout=t.lora_dropout,
+        **kw,
+    )
+
+
 def domain_runs(config, out: str, seed: int, domain: str, backbone: str, *, lora: bool) -> list[TrainingRun]:
     """The training runs of one domain and seed, in the order the protocol runs them."""
     t, root = config.training, domain_root(out, seed, domain)
-    files, methods = config.domains[domain], config.methods
+    files = config.domains[domain]
     common = dict(data=files.train, eval_data=files.validation, seed=seed)
     where = f"{domain} (seed {seed})"
     best = os.path.join(root, "fft", "best")
     steps = mft_steps(config, domain)
     folder = os.path.join(root, "fft")
-    runs = [
-        TrainingRun(
-            "fft",
-            f"{where}: full fine-tuning",
-            folder,
-            _train_config(t, model=backbone, out=folder, method="fft", lr=t.fft_lr, epochs=t.fft_epochs, **common),
-        )
-    ]
-    if "continued_fft" in methods:
+    train = _train_config(t, model=backbone, out=folder, method="fft", lr=t.fft_lr, epochs=t.fft_epochs, **common)
+    runs = [TrainingRun("fft", f"{where}: full fine-tuning", folder, train)]
+    if "continued_fft" in config.methods:
         folder = os.path.join(root, "continued")
-        runs.append(
-            TrainingRun(
-                "continued_fft",
-                f"{where}: continued fine-tuning",
-                folder,
-                _train_config(t, model=best, out=folder, method="fft", lr=t.fft_lr, max_steps=steps, **common),
-            )
-        )
+        train = _train_config(t, model=best, out=folder, method="fft", lr=t.fft_lr, max_steps=steps, **common)
+        runs.append(TrainingRun("continued_fft", f"{where}: continued fine-tuning", folder, train))
     for init, lr in config.mft_variants:
         name = variant_name(init, lr)
         folder = os.path.join(root, f"mft-{name}")
-        train = _train_config(
-            t,
-            model=best,
-            out=folder,
-            method="mask",
-            layers=config.layers,
-            mask_ratio=config.mask_ratio,
-            score_init=init,
-            score_lr=lr,
-            max_steps=steps,
-            save_every=max(1, steps // 6),
-            keep_checkpoints=100,
-            **common,
-        )
+        train = _mft_config(config, init, lr, steps, model=best, out=folder, **common)
         runs.append(TrainingRun(name, f"{where}: MFT ({describe(name)})", folder, train, init, lr))
     if lora:
         folder = os.path.join(root, "lora")
-        train = _train_config(
-            t,
-            model=backbone,
-            out=folder,
-            method="lora",
-            lr=t.lora_lr,
-            epochs=t.lora_epochs,
-            layers=None,
-            lora_r=t.lora_r,
-            lora_alpha=t.lora_alpha,
-            lora_dropout=t.lora_dropout,
-            **common,
-        )
+        train = _lora_config(t, model=backbone, out=folder, **common)
         runs.append(TrainingRun("lora", f"{where}: LoRA", folder, train))
     return runs

@@ -122,8 +122,9 @@ class StepRunner:
         self.dtype = runtime.dtype or "auto"
 
     # -- records -------------------------------------------------------------------------------
-    def _record(self, label: str, kind: str, folder: str, seconds: float, peak: float | None, launched: bool) -> None:
-        where = os.path.relpath(folder, self.out)
+    def _record(self, label: str, kind: str, folder: str, seconds: float, peak: float | None) -> None:
+        """Append a step that ran to OUT/steps.jsonl (a launched one ran on the runtime's processes and device)."""
+        launched, where = self.runtime.launched, os.path.relpath(folder, self.out)
         row = {
             "step": label,
             "kind": kind,
@@ -188,13 +189,11 @@ class StepRunner:
         else:
             self._reset_peak()  # the metrics' peak is then this step's
             summary = steps.train_summary(config, progress or training_events(label, self.report))
-        self._record(
-            label, "train", folder, time.perf_counter() - started, _peak_from_metrics(folder), self.runtime.launched
-        )
+        self._record(label, "train", folder, time.perf_counter() - started, _peak_from_metrics(folder))
         return steps.finish(folder, summary)
 
     # -- scoring -------------------------------------------------------------------------------
-    def score(self, label: str, folder: str, jobs: list[ScoreJob], tests: dict, val: str, max_seq_len: int) -> dict:
+    def score(self, label: str, folder: str, jobs: list[ScoreJob], tests: dict, val: str, *, max_seq_len: int) -> dict:
         """name -> eval result of every job (cached per method as eval-NAME.json in `folder`)."""
         todo = [j for j in jobs if not steps.scored(folder, j.name)]
         if todo:
@@ -202,22 +201,22 @@ class StepRunner:
             started = time.perf_counter()
             os.makedirs(folder, exist_ok=True)
             if self.runtime.launched:
-                peak = self._launch_scoring(label, folder, todo, tests, val, max_seq_len)
+                peak = self._launch_scoring(label, folder, todo, tests, val, max_seq_len=max_seq_len)
             else:
                 self._reset_peak()
                 for job in todo:
-                    self._score_here(folder, job, tests, val, max_seq_len, self.report)
+                    self._score_here(folder, job, tests, val, max_seq_len=max_seq_len, report=self.report)
                 peak = self._local_peak()
-            self._record(label, "score", folder, time.perf_counter() - started, peak, self.runtime.launched)
-        return {j.name: self._score_here(folder, j, tests, val, max_seq_len) for j in jobs}
+            self._record(label, "score", folder, time.perf_counter() - started, peak)
+        return {j.name: self._score_here(folder, j, tests, val, max_seq_len=max_seq_len) for j in jobs}
 
-    def score_ahead(self, label: str, folder: str, jobs: list[ScoreJob], tests: dict, val: str, max_seq_len: int):
+    def score_ahead(self, label: str, folder: str, jobs: list[ScoreJob], tests: dict, val: str, *, max_seq_len: int):
         """Under a launch, score every job not cached yet in one launch (one start-up for a domain's methods);
         `score` then reads them back. In this process it does nothing: each method is scored when asked."""
         if self.runtime.launched:
-            self.score(label, folder, jobs, tests, val, max_seq_len)
+            self.score(label, folder, jobs, tests, val, max_seq_len=max_seq_len)
 
-    def _launch_scoring(self, label, folder, todo, tests, val, max_seq_len) -> float | None:
+    def _launch_scoring(self, label, folder, todo, tests, val, *, max_seq_len) -> float | None:
         spec = {
             "task": "score",
             "jobs": [asdict(j) for j in todo],
@@ -230,14 +229,14 @@ class StepRunner:
         }
         return self._launch_worker(label, folder, "score", spec)
 
-    def _score_here(self, folder, job: ScoreJob, tests, val, max_seq_len, report=None) -> dict:
+    def _score_here(self, folder, job: ScoreJob, tests, val, *, max_seq_len, report=None) -> dict:
         return steps.evaluate_method(
             folder,
             job.name,
             job.loader(self.device, self.dtype),
             tests,
             val,
-            max_seq_len,
+            max_seq_len=max_seq_len,
             device=self.device,
             batch_size=self.runtime.eval_batch_size,
             report=report,
@@ -265,7 +264,7 @@ class StepRunner:
                 for job in todo:
                     benchmarks.score_job(folder, job, harness, device=self.device, dtype=self.dtype)
                 peak = self._local_peak()
-            self._record(label, "benchmark", folder, time.perf_counter() - started, peak, self.runtime.launched)
+            self._record(label, "benchmark", folder, time.perf_counter() - started, peak)
         return {j.name: benchmarks.score_job(folder, j, harness) for j in jobs}
 
     # -- landscape -----------------------------------------------------------------------------
@@ -282,7 +281,7 @@ class StepRunner:
             self._reset_peak()
             compute_landscape(folder, job, device=self.device, dtype=self.dtype, report=self.report)
             peak = self._local_peak()
-        self._record(label, "landscape", folder, time.perf_counter() - started, peak, self.runtime.launched)
+        self._record(label, "landscape", folder, time.perf_counter() - started, peak)
 
     # -- masks computed in this process ----------------------------------------------------------
     def placement(self) -> dict:
@@ -319,7 +318,7 @@ def run_worker(spec_path: str, report=None) -> None:
                 job.loader(device, spec["dtype"]),
                 spec["tests"],
                 spec["validation"],
-                spec["max_seq_len"],
+                max_seq_len=spec["max_seq_len"],
                 device=device,
                 distributed=launch.distributed,
                 batch_size=spec["batch_size"],

@@ -102,6 +102,7 @@ def make_baseline_mask(
     kind: str,
     mask_ratio: float,
     layers: str,
+    *,
     seed: int,
     name: str | None = None,
     device="cpu",
@@ -125,6 +126,7 @@ def make_pruning_mask(
     kind: str,
     mask_ratio: float,
     layers: str,
+    *,
     calibration_file: str,
     max_seq_len: int,
     calibration_tokens: int = CALIBRATION_TOKENS,
@@ -174,12 +176,29 @@ def load_lora_model(adapter_dir: str, base_dir: str, **load):
     return model.eval(), loaded.tokenizer
 
 
+def _examples_scored(report, what: str):
+    """`evaluate`'s progress callback reporting the examples scored as `what` (None without `report`)."""
+    if report is None:
+        return None
+    return lambda _, done, total: report(StepProgress(what, "example", done, total))
+
+
+def _validation_loss(model, tokenizer, val: list, *, batch_size: int, device, distributed: bool) -> float:
+    """The loss on the validation examples; `distributed`: each process scores its share of the batches."""
+    if distributed:
+        return evaluate(
+            model, tokenizer, val, batch_size=batch_size, generate=False, device=device, distributed=True
+        ).loss
+    return loss_sums(model, make_batches(val, batch_size, padding_id(tokenizer), device)).loss
+
+
 def evaluate_method(
     folder: str,
     name: str,
     load,
     test_files: dict[str, str],
     val_file: str,
+    *,
     max_seq_len: int,
     device="cpu",
     distributed: bool = False,
@@ -201,12 +220,6 @@ def evaluate_method(
     scores, rows = {}, {}
     for domain, test in test_files.items():
         examples, _ = load_examples(test, tokenizer, max_seq_len)
-        shown = f"scoring {name}: {domain} test"
-        counted = (
-            None
-            if report is None
-            else (lambda _, done, total, what=shown: report(StepProgress(what, "example", done, total)))
-        )
         # Every answer ends with end-of-text, so teacher-forced whole-answer accuracy equals greedy
         # exact match (see LossSums.answer_accuracy) at the cost of one forward pass.
         r = evaluate(
@@ -218,17 +231,14 @@ def evaluate_method(
             device=device,
             distributed=distributed,
             per_example=True,
-            progress=counted,
+            progress=_examples_scored(report, f"scoring {name}: {domain} test"),
         )
         scores[domain] = {"exact_match": r.answer_accuracy, "loss": r.loss, "token_accuracy": r.token_accuracy}
         rows[domain] = r.per_example
     val, _ = load_examples(val_file, tokenizer, max_seq_len)
-    if distributed:
-        val_loss = evaluate(
-            model, tokenizer, val, batch_size or 64, generate=False, device=device, distributed=True
-        ).loss
-    else:
-        val_loss = loss_sums(model, make_batches(val, batch_size or 64, padding_id(tokenizer), device)).loss
+    val_loss = _validation_loss(
+        model, tokenizer, val, batch_size=batch_size or 64, device=device, distributed=distributed
+    )
     result = {"method": name, "test": scores, "validation_loss": val_loss}
     if not distributed or _rank() == 0:
         os.makedirs(folder, exist_ok=True)

@@ -52,7 +52,7 @@ def random_draws(root: str, best: str, config, seed: int, **place) -> list[tuple
                 "random",
                 config.mask_ratio,
                 config.layers,
-                s,
+                seed=s,
                 name=f"random-seed{s}" if k else "random",
                 **place,
             ),
