@@ -87,7 +87,7 @@ def _landscape(
     return folder
 
 
-def compute_landscape(folder: str, job: dict, *, device="cpu", dtype: str = "auto", launch=None, report=None) -> None:
+def run_landscape_job(folder: str, job: dict, *, device="cpu", dtype: str = "auto", launch=None, report=None) -> None:
     """The plane through FFT best, continued FFT and MFT into `folder`; under a launch its points are
     dealt over the processes (`launch`: mftlab.models.device.Launch). `report`: progress events of the
     points this process computes."""

@@ -269,7 +269,7 @@ class StepRunner:
 
     # -- landscape -----------------------------------------------------------------------------
     def landscape(self, folder: str, job: dict) -> None:
-        from mftlab.recipes.protocol_analysis import compute_landscape
+        from mftlab.recipes.protocol_analysis import run_landscape_job
 
         label = f"loss landscape ({os.path.basename(folder)})"
         self._starting(folder)
@@ -279,7 +279,7 @@ class StepRunner:
             peak = self._launch_worker(label, folder, "landscape", spec)
         else:
             self._reset_peak()
-            compute_landscape(folder, job, device=self.device, dtype=self.dtype, report=self.report)
+            run_landscape_job(folder, job, device=self.device, dtype=self.dtype, report=self.report)
             peak = self._local_peak()
         self._record(label, "landscape", folder, time.perf_counter() - started, peak)
 
@@ -303,7 +303,7 @@ def run_worker(spec_path: str, report=None) -> None:
     """One launched worker process of a scoring or landscape step (`mftlab protocol-step SPEC`); process 0
     reports progress events to `report`."""
     from mftlab.models.device import join_launch, resolve_device
-    from mftlab.recipes.protocol_analysis import compute_landscape
+    from mftlab.recipes.protocol_analysis import run_landscape_job
     from mftlab.training.peak_memory import peak_memory
 
     spec = read_json(spec_path)
@@ -335,7 +335,7 @@ def run_worker(spec_path: str, report=None) -> None:
             score_job(folder, job, harness, device=device, dtype=spec["dtype"], launch=launch)
             launch.barrier()  # process 0 has written bench-NAME.json before anyone goes on
     elif spec["task"] == "landscape":
-        compute_landscape(
+        run_landscape_job(
             folder,
             spec["job"],
             device=device,
