@@ -9,6 +9,11 @@ linear warm-up/decay schedule, and (method mask) one recomputation of every keep
 scores. Only the main process writes files; the library never prints (progress goes to the
 callback as `TrainProgress` events).
 
+`_TrainingRun` holds one run's state; `_train_in_folder` calls its steps in order: set-up (data,
+keep-masks, resume, the wrapped model, the optimizer), the step-0 evaluation, the optimizer steps
+(each followed by its log row, evaluation and checkpoint), finish. The mechanics of one step are in
+mftlab.training.optimizer_step, the keep-masks' refresh and flip counts in mftlab.training.keep_masks.
+
 Scale: `--sharding fsdp` shards the model with FSDP2 instead of DDP (mftlab.training.sharding, with
 sharded checkpoints in mftlab.training.sharded_checkpoint); 16-bit trainable weights are stepped as fp32
 master copies (mftlab.training.master_weights) unless `--pure-bf16`; `--gradient-checkpointing`.
@@ -16,7 +21,6 @@ master copies (mftlab.training.master_weights) unless `--pure-bf16`; `--gradient
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -26,11 +30,9 @@ from typing import Callable
 
 import torch
 
-from mftlab.errors import ConfigError, TrainingError
+from mftlab.errors import ConfigError
 from mftlab.files.folder_lock import hold_folder
-from mftlab.mft.flip_counter import FlipCounter
-from mftlab.mft.masking import count_masked, detach_masks, refresh_masks
-from mftlab.mft.warm_select import WarmSelector
+from mftlab.mft.masking import detach_masks
 from mftlab.models.device import resolve_device
 from mftlab.models.loading import LoadedModel
 from mftlab.models.tokenizer import padding_id
@@ -39,11 +41,12 @@ from mftlab.training import sharded_checkpoint as sckpt
 from mftlab.training import sharding
 from mftlab.training.artifacts import RunArtifacts
 from mftlab.training.config import TrainConfig
-from mftlab.training.data import DataReport, Example, label_tokens, load_examples
+from mftlab.training.data import DataReport, load_examples
 from mftlab.training.dist_faults import distributed_faults, process_group_timeout
-from mftlab.training.evaluation import EvalResult, collate, evaluate, training_nll
-from mftlab.training.master_weights import MasterWeights
+from mftlab.training.evaluation import EvalResult, evaluate
+from mftlab.training.keep_masks import KeepMasks
 from mftlab.training.model_setup import disable_gradient_checkpointing, prepare_model, trainable_parameters
+from mftlab.training.optimizer_step import Optimization, accumulate_gradients, check_finite_loss
 from mftlab.training.peak_memory import peak_memory
 from mftlab.training.run_outputs import MetricsLog, check_out_dir, start_out_dir
 from mftlab.training.step0 import evaluate_step0
@@ -105,53 +108,301 @@ def _precision(config: TrainConfig) -> str:
     return "bf16" if config.precision == "bf16" or (config.precision == "auto" and bf16_ok) else "no"
 
 
-def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
+# -- one run, step by step ----------------------------------------------------------------------
+class _TrainingRun:
+    """One run inside its folder: set up (data, masks, resume, the wrapped model, the optimizer),
+    then optimizer steps, each followed by its log row, evaluation and checkpoint, then the result."""
 
-    return factor
+    def __init__(self, config: TrainConfig, accelerator, notify: Callable[[TrainProgress], None], *, micro: int):
+        self.config, self.accelerator, self.notify, self.micro = config, accelerator, notify, micro
+        self.main, self.world = accelerator.is_main_process, accelerator.num_processes
+        self.sharded = config.sharding == "fsdp"
+        self.resume: ckpt.Checkpoint | None = None
+        self.step, self.best_loss, self.best_step = 0, None, None
+        self.last_loss: float | None = None
+        self.last_eval: EvalResult | None = None
+
+    def warn(self, message: str) -> None:
+        self.notify(TrainProgress("warning", 0, 0, message=message))
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def set_up(self, model, tokenizer, layers: dict | None, *, rank0_loads: bool) -> None:
+        """Everything before the first step, in the order the processes must share (collectives)."""
+        config = self.config
+        self.tokenizer, self.layers = tokenizer, layers
+        self._load_data()
+        self.per_epoch = steps_per_epoch(len(self.examples), config.batch_size)
+        self.total = config.max_steps or math.ceil(config.epochs * self.per_epoch)
+        selection = config.selection_config()
+        self.masks = KeepMasks(layers, selection, self.sharded) if layers is not None else None
+        sharded_resume = self._find_checkpoint(model)
+        if self.main:
+            start_out_dir(config)
+            ckpt.remove_partial(config.out)
+        self.accelerator.wait_for_everyone()
+        self._wrap_model(model, rank0_loads)
+        trainable = trainable_parameters(self.unwrapped)
+        self.n_trainable = sum(p.numel() for p in trainable.values())
+        initial = self.resume.trainable if self.resume is not None else None
+        self.opt = Optimization.build(config, trainable, self.total, sharded=self.sharded, initial=initial)
+        if self.masks is not None and self.sharded:
+            self.masks.shard()
+        self._restore(sharded_resume)
+        if self.masks is not None:
+            self.masks.start(resumed=self.resume is not None)
+        self.metrics = MetricsLog(config.out, self.step if self.resume is not None else None) if self.main else None
+        self.trackers = RunTrackers(config.report_to, config.out, config.to_dict()) if self.main else None
+
+    def _load_data(self) -> None:
+        config, tokenizer = self.config, self.tokenizer
+        self.examples, self.report = load_examples(
+            config.data, tokenizer, config.max_seq_len, config.data_fraction, config.seed, config.skip_bad
+        )
+        self.eval_examples = None
+        if config.eval_data:
+            self.eval_examples, _ = load_examples(
+                config.eval_data, tokenizer, config.max_seq_len, 1.0, config.seed, config.skip_bad
+            )
+        self.pad_id = padding_id(tokenizer)
+        for problem in self.report.skipped[:5]:
+            self.notify(TrainProgress("info", 0, 0, message=f"skipped: {problem}"))
+
+    def _warn_precision(self, model, load_dtype: torch.dtype) -> None:
+        config = self.config
+        if config.pure_bf16 and sharding.needs_master([p for p in model.parameters() if p.requires_grad], False):
+            self.warn(
+                "warning: --pure-bf16: 16-bit weights are stepped without fp32 master copies; updates below the "
+                "bf16 spacing are lost"
+            )
+        if config.dtype == "auto" and load_dtype == torch.float16 and _precision(config) == "bf16":
+            self.warn(
+                "warning: --dtype auto loaded the model in float16 (its config says so); this GPU supports "
+                "bf16, which has float32's range: pass --dtype bfloat16"
+            )
+
+    def _wrap_model(self, model, rank0_loads: bool) -> None:
+        """Shard the model (FSDP2) or let accelerate prepare it (DDP); the artifacts writer follows it."""
+        config, layers = self.config, self.layers
+        load_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        self._warn_precision(model, load_dtype)
+        self.out = RunArtifacts(config, self.tokenizer, layers, load_dtype, self.main, self.sharded)
+        if self.sharded:
+            self.out.fingerprints = sharding.base_fingerprints(layers) if layers is not None and self.main else None
+            param_dtype = sharding.fsdp_param_dtype(config.precision, _precision(config), model)
+            device = self.accelerator.device
+            model = unwrapped = sharding.shard_loaded(model, device, config.pure_bf16, param_dtype, rank0_loads)
+        else:
+            with warnings.catch_warnings():  # accelerate's note on broadcast_buffers; `keep` is never rank-local
+                warnings.simplefilter("ignore", FutureWarning)
+                model = self.accelerator.prepare(model)
+            unwrapped = self.accelerator.unwrap_model(model)
+        self.model, self.unwrapped = model, unwrapped
+        self.out.model = unwrapped
+
+    # -- resume ---------------------------------------------------------------------------------
+    def _find_checkpoint(self, model) -> tuple[str, dict] | None:
+        """With --resume: the checkpoint to continue from. Unsharded trainable weights are copied in now
+        (before `prepare`); a sharded checkpoint is only located here (returned) and loaded once the
+        model is sharded."""
+        config = self.config
+        if config.resume and self.sharded:
+            return sckpt.latest_sharded_info(config.out, self.warn)
+        if config.resume:
+            self.resume = ckpt.latest_checkpoint(config.out, self.warn)
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, tensor in self.resume.trainable.items():
+                    params[name].copy_(tensor)
+        return None
+
+    def _restore(self, sharded_resume: tuple[str, dict] | None) -> None:
+        """The resumed checkpoint's optimizer, schedule, RNG states, step and best evaluation."""
+        if sharded_resume is not None:
+            self.resume = sckpt.load_sharded_checkpoint(*sharded_resume, self.model, self.opt.optimizer)
+        if self.resume is None:
+            return
+        state, info = self.resume.state, self.resume.info
+        self.opt.load(state, sharded=self.sharded)
+        ckpt.restore_rng(state["rng"])
+        self.step, self.best_loss, self.best_step = self.resume.step, info.get("best_eval_loss"), info.get("best_step")
+
+    # -- before the first step ------------------------------------------------------------------
+    def evaluate_step0(self) -> None:
+        """Method mask with --eval-data, on a fresh run: the initial mask's damage, as the step-0 row."""
+        if self.masks is None or self.eval_examples is None or self.resume is not None:
+            return
+        row0, masked0, warning = evaluate_step0(
+            self.unwrapped,
+            self.tokenizer,
+            self.layers,
+            self.eval_examples,
+            self.config.eval_batch_size,
+            self.config.score_init,
+            self.accelerator.device,
+            distributed=self.world > 1,
+        )
+        self._record(row0)
+        self.notify(TrainProgress("eval", 0, 0, masked0.to_dict()))
+        self.notify(TrainProgress("log", 0, 0, row0))
+        if warning:
+            self.notify(
+                TrainProgress("warning", 0, 0, {k: row0[k] for k in ("eval_loss", "eval_loss_unmasked")}, warning)
+            )
+
+    def announce_start(self) -> None:
+        metrics = {
+            "examples": len(self.examples),
+            "steps_per_epoch": self.per_epoch,
+            "processes": self.world,
+            "trainable": self.n_trainable,
+        }
+        self.notify(TrainProgress("start", self.step, self.total, metrics))
+
+    # -- the steps ------------------------------------------------------------------------------
+    def train_steps(self) -> None:
+        """Optimizer steps up to the total, each followed by its log row, evaluation and checkpoint."""
+        config = self.config
+        self.model.train()
+        self.window = torch.zeros(3, dtype=torch.float64)  # nll, label tokens, input tokens since the last log
+        self.window_start = time.perf_counter()
+        try:
+            while self.step < self.total:
+                step_loss, current_lr = self.optimizer_step()
+                row = self._window_row(current_lr) if self._due(config.log_every) else None
+                if self.eval_examples is not None and config.eval_every and self._due(config.eval_every):
+                    row = self.evaluate_and_keep_best(row)
+                if row is not None:
+                    self.log(row)
+                if config.save_every and self.step % config.save_every == 0 and self.step < self.total:
+                    self.save_checkpoint()  # the last step writes the final artifact instead
+                self.notify(TrainProgress("step", self.step, self.total, {"loss": step_loss}))
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+                self.trackers.finish()
+
+    def _due(self, every: int) -> bool:
+        """Whether a log or an evaluation every `every` steps falls on this step (the last step always does)."""
+        return self.step % every == 0 or self.step == self.total
+
+    def optimizer_step(self) -> tuple[float, float]:
+        """One optimizer step (and, method mask, one refresh of every keep-mask); (its loss, its lr)."""
+        config = self.config
+        ids = step_indices(len(self.examples), config.batch_size, config.seed, self.step)
+        stats = accumulate_gradients(
+            self.model,
+            self.accelerator,
+            self.examples,
+            ids,
+            micro=self.micro,
+            accum=config.grad_accum,
+            pad_id=self.pad_id,
+            sharded=self.sharded,
+        )
+        step_loss = float(stats[0] / max(stats[1], 1))
+        check_finite_loss(step_loss, self.step + 1, config.out)
+        current_lr = self.opt.step()
+        self.step += 1
+        self.window += stats
+        if self.masks is not None:
+            self.masks.refresh()  # once per optimizer step
+        return step_loss, current_lr
+
+    def _window_row(self, current_lr: float) -> dict:
+        """The log row of the steps since the last one (the window restarts)."""
+        elapsed = max(time.perf_counter() - self.window_start, 1e-9)
+        window = self.window
+        self.last_loss = float(window[0] / max(window[1], 1))
+        row = {
+            "step": self.step,
+            "epoch": round(self.step / self.per_epoch, 4),
+            "loss": self.last_loss,
+            "lr": current_lr,
+            "tokens_per_s": float(window[2]) / elapsed,
+        }
+        if self.masks is not None:
+            row.update(self.masks.log_fields())
+        window.zero_()
+        self.window_start = time.perf_counter()
+        return row
+
+    def evaluate_and_keep_best(self, row: dict | None) -> dict:
+        """Evaluate now; a new best validation loss writes OUT/best. Returns the row with the eval fields."""
+        self.last_eval = evaluate(
+            self.unwrapped,
+            self.tokenizer,
+            self.eval_examples,
+            self.config.eval_batch_size,
+            generate=False,
+            device=self.accelerator.device,
+            distributed=self.world > 1,
+        )
+        evaluated = {"eval_loss": self.last_eval.loss, "eval_token_accuracy": self.last_eval.token_accuracy}
+        row = dict(row or {"step": self.step}, **evaluated)
+        if self.best_loss is None or self.last_eval.loss < self.best_loss:
+            self.best_loss, self.best_step = self.last_eval.loss, self.step
+            target = os.path.join(self.config.out, "best")
+            if self.config.method == "mask":
+                os.makedirs(target, exist_ok=True)
+                target = os.path.join(target, "mask.safetensors")
+            self.out.write(target, self.step)
+            self.notify(TrainProgress("best", self.step, self.total, {"eval_loss": self.best_loss}))
+        self.notify(TrainProgress("eval", self.step, self.total, self.last_eval.to_dict()))
+        return row
+
+    def _record(self, row: dict) -> None:
+        row.update(peak_memory(self.accelerator.device, distributed=self.world > 1))  # every process takes part
+        if self.main:
+            self.metrics.write(row)
+            self.trackers.log(row)
+
+    def log(self, row: dict) -> None:
+        """One metrics row: to metrics.jsonl, the trackers and the progress callback."""
+        self._record(row)
+        self.notify(TrainProgress("log", self.step, self.total, row))
+
+    def save_checkpoint(self) -> None:
+        """Checkpoint step `self.step` (every process takes part; FSDP writes a share each)."""
+        config, opt, step = self.config, self.opt, self.step
+        info = {"best_eval_loss": self.best_loss, "best_step": self.best_step, "epoch": step / self.per_epoch}
+        mask = self.out.mask(step) if self.layers is not None and self.main else None
+        if self.sharded:
+            sckpt.save_sharded_checkpoint(
+                config.out, step, self.unwrapped, opt.optimizer, opt.scheduler, info, mask, config.keep_checkpoints
+            )
+        elif self.main:
+            state = dict(opt.state(), rng=ckpt.capture_rng())
+            info = dict(info, sharding="none", world_size=self.world)  # any count can resume it
+            ckpt.save_checkpoint(config.out, step, opt.stepped, state, info, mask, config.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+        self.notify(TrainProgress("checkpoint", step, self.total, {"path": ckpt.checkpoint_dir(config.out, step)}))
+
+    # -- finish ---------------------------------------------------------------------------------
+    def finish(self) -> TrainResult:
+        """Write the method's artifact (OUT/mask.safetensors, OUT/model or OUT/adapter) and report."""
+        config = self.config
+        out_name = {"mask": "mask.safetensors", "fft": "model", "lora": "adapter"}[config.method]
+        output = os.path.join(config.out, out_name)
+        self.out.write(output, self.step)
+        self.accelerator.wait_for_everyone()
+        ratio = self.masks.mask_ratio() if self.masks is not None else None
+        result = TrainResult(
+            config.out,
+            config.method,
+            self.step,
+            self.last_loss,
+            output,
+            ratio,
+            self.best_step,
+            self.best_loss,
+            self.last_eval,
+            self.report,
+        )
+        self.notify(TrainProgress("done", self.step, self.total, {"output": output, "loss": self.last_loss}))
+        return result
 
 
-def _accumulate_gradients(
-    model,
-    accelerator,
-    examples: list[Example],
-    ids: list[int],
-    micro: int,
-    accum: int,
-    pad_id: int,
-    sharded: bool = False,
-) -> torch.Tensor:
-    """Forward and backward over this process's share of one step; returns global (nll, label tokens, tokens).
-
-    The loss is the token-weighted mean over the answer tokens of the whole step (all processes,
-    all micro-batches), so the gradient does not depend on how the step is split.
-    """
-    world, rank = accelerator.num_processes, accelerator.process_index
-    step_tokens = sum(label_tokens(examples[i]) for i in ids)
-    mine = ids[rank * micro * accum : (rank + 1) * micro * accum]
-    nll_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)  # read back once per step
-    tokens = [0, 0]  # label tokens, input tokens: counted on the host from the CPU batches
-    for m in range(accum):
-        cpu_batch = collate([examples[i] for i in mine[m * micro : (m + 1) * micro]], pad_id)
-        tokens[0] += cpu_batch.num_label_tokens
-        tokens[1] += int(cpu_batch.attention_mask.sum())
-        batch = cpu_batch.to(accelerator.device)
-        # FSDP reduce-scatters every micro-batch into the sharded fp32 gradient (as torchtitan does):
-        # skipping the sync would keep a full unsharded gradient on every process until the last one.
-        sync = contextlib.nullcontext() if (m == accum - 1 or sharded) else accelerator.no_sync(model)
-        with sync:
-            with accelerator.autocast():
-                nll = training_nll(model, batch)  # no argmax, no host sync
-            accelerator.backward(nll * (world / max(step_tokens, 1)))  # x world: DDP and FSDP average gradients
-        nll_sum += nll.detach().double()
-    stats = torch.cat([nll_sum.reshape(1), torch.tensor(tokens, dtype=torch.float64, device=nll_sum.device)])
-    return (accelerator.reduce(stats, "sum") if world > 1 else stats).cpu()
-
-
-# -- the loop -----------------------------------------------------------------------------------
+# -- the entry point: processes and the run folder ----------------------------------------------
 def train(
     config: TrainConfig, progress: Callable[[TrainProgress], None] | None = None, loaded: LoadedModel | None = None
 ) -> TrainResult:
@@ -208,7 +459,12 @@ def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
     model, tokenizer, layers = prepare_model(config, loaded, rank0_loads)
     started = config.sharding == "fsdp" and sharding.ensure_process_group(accelerator.device)
     try:
-        return _run(config, accelerator, model, tokenizer, layers, micro, notify, rank0_loads)
+        run = _TrainingRun(config, accelerator, notify, micro=micro)
+        run.set_up(model, tokenizer, layers, rank0_loads=rank0_loads)
+        run.evaluate_step0()
+        run.announce_start()
+        run.train_steps()
+        return run.finish()
     finally:
         if layers is not None:
             detach_masks(model)
@@ -216,244 +472,3 @@ def _train_in_folder(config, accelerator, progress, loaded) -> TrainResult:
             disable_gradient_checkpointing(model)
         if started:
             torch.distributed.destroy_process_group()
-
-
-def _run(config, accelerator, model, tokenizer, layers, micro, notify, rank0_loads=False) -> TrainResult:
-    main, world = accelerator.is_main_process, accelerator.num_processes
-    examples, report = load_examples(
-        config.data, tokenizer, config.max_seq_len, config.data_fraction, config.seed, config.skip_bad
-    )
-    eval_examples = None
-    if config.eval_data:
-        eval_examples, _ = load_examples(
-            config.eval_data, tokenizer, config.max_seq_len, 1.0, config.seed, config.skip_bad
-        )
-    pad_id = padding_id(tokenizer)
-    for problem in report.skipped[:5]:
-        notify(TrainProgress("info", 0, 0, message=f"skipped: {problem}"))
-
-    per_epoch = steps_per_epoch(len(examples), config.batch_size)
-    total = config.max_steps or math.ceil(config.epochs * per_epoch)
-    selection = config.selection_config()
-    sharded = config.sharding == "fsdp"
-    # Flip counts compare with step 0 and the last log from bit-packed copies (one full mask held).
-    flips = FlipCounter(refresh_masks(layers, selection)) if layers is not None and not sharded else None
-
-    warn = lambda message: notify(TrainProgress("warning", 0, 0, message=message))  # noqa: E731
-    resume, sharded_resume = None, None
-    if config.resume and sharded:
-        sharded_resume = sckpt.latest_sharded_info(config.out, warn)  # loaded once the model is sharded
-    elif config.resume:
-        resume = ckpt.latest_checkpoint(config.out, warn)
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, tensor in resume.trainable.items():
-                params[name].copy_(tensor)
-    if main:
-        start_out_dir(config)
-        ckpt.remove_partial(config.out)
-    accelerator.wait_for_everyone()
-
-    load_dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    if config.pure_bf16 and sharding.needs_master([p for p in model.parameters() if p.requires_grad], False):
-        warn(
-            "warning: --pure-bf16: 16-bit weights are stepped without fp32 master copies; updates below the "
-            "bf16 spacing are lost"
-        )
-    if config.dtype == "auto" and load_dtype == torch.float16 and _precision(config) == "bf16":
-        warn(
-            "warning: --dtype auto loaded the model in float16 (its config says so); this GPU supports "
-            "bf16, which has float32's range: pass --dtype bfloat16"
-        )
-    out = RunArtifacts(config, tokenizer, layers, load_dtype, main, sharded)
-    if sharded:
-        out.fingerprints = sharding.base_fingerprints(layers) if layers is not None and main else None
-        param_dtype = sharding.fsdp_param_dtype(config.precision, _precision(config), model)
-        model = unwrapped = sharding.shard_loaded(model, accelerator.device, config.pure_bf16, param_dtype, rank0_loads)
-    else:
-        with warnings.catch_warnings():  # accelerate's note on broadcast_buffers; `keep` is never rank-local
-            warnings.simplefilter("ignore", FutureWarning)
-            model = accelerator.prepare(model)
-        unwrapped = accelerator.unwrap_model(model)
-    out.model = unwrapped
-    trainable = trainable_parameters(unwrapped)
-    master = None
-    if not sharded and sharding.needs_master(trainable.values(), config.pure_bf16):
-        master = MasterWeights(trainable, resume.trainable if resume is not None else None)
-    stepped = master.master if master is not None else trainable  # what AdamW steps (and checkpoints hold)
-    lr = config.score_lr if config.method == "mask" else config.lr
-    optimizer = torch.optim.AdamW(list(stepped.values()), lr=lr, weight_decay=config.weight_decay)
-    warmup = math.ceil(config.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total))
-    masks = sharding.ShardedMasks(layers) if sharded and layers is not None else None
-    if masks is not None:  # the step-0 mask, from the initial scores (before a resumed checkpoint's)
-        flips = FlipCounter(masks.refresh(selection))
-    step, best_loss, best_step = 0, None, None
-    if sharded_resume is not None:
-        resume = sckpt.load_sharded_checkpoint(*sharded_resume, model, optimizer)
-    if resume is not None:
-        if not sharded:
-            optimizer.load_state_dict(resume.state["optimizer"])
-        scheduler.load_state_dict(resume.state["scheduler"])
-        ckpt.restore_rng(resume.state["rng"])
-        step, best_loss, best_step = resume.step, resume.info.get("best_eval_loss"), resume.info.get("best_step")
-    warm = WarmSelector()
-    refresh = (
-        (lambda: masks.refresh(selection)) if masks is not None else (lambda: refresh_masks(layers, selection, warm))
-    )
-    keep = refresh() if layers is not None else None
-    if flips is not None:  # packed before `prepare` moved the model
-        flips.to(next(iter(keep.values())).device)
-        if resume is not None:  # the first flips after a resume count from the resumed mask
-            flips.restart(keep)
-    metrics = MetricsLog(config.out, step if resume is not None else None) if main else None
-    trackers = RunTrackers(config.report_to, config.out, config.to_dict()) if main else None
-    if layers is not None and eval_examples is not None and resume is None:  # the initial mask, once
-        row0, masked0, warning = evaluate_step0(
-            unwrapped,
-            tokenizer,
-            layers,
-            eval_examples,
-            config.eval_batch_size,
-            config.score_init,
-            accelerator.device,
-            distributed=world > 1,
-        )
-        row0.update(peak_memory(accelerator.device, distributed=world > 1))
-        if main:
-            metrics.write(row0)
-            trackers.log(row0)
-        notify(TrainProgress("eval", 0, 0, masked0.to_dict()))
-        notify(TrainProgress("log", 0, 0, row0))
-        if warning:
-            notify(TrainProgress("warning", 0, 0, {k: row0[k] for k in ("eval_loss", "eval_loss_unmasked")}, warning))
-    notify(
-        TrainProgress(
-            "start",
-            step,
-            total,
-            {
-                "examples": len(examples),
-                "steps_per_epoch": per_epoch,
-                "processes": world,
-                "trainable": sum(p.numel() for p in trainable.values()),
-            },
-        )
-    )
-
-    model.train()
-    window = torch.zeros(3, dtype=torch.float64)  # nll, label tokens, input tokens since the last log
-    window_start, last_loss, last_eval = time.perf_counter(), None, None
-    try:
-        while step < total:
-            ids = step_indices(len(examples), config.batch_size, config.seed, step)
-            stats = _accumulate_gradients(model, accelerator, examples, ids, micro, config.grad_accum, pad_id, sharded)
-            step_loss = float(stats[0] / max(stats[1], 1))
-            if not math.isfinite(step_loss):
-                saved = ckpt.list_checkpoints(config.out)
-                where = f"the last good checkpoint is {saved[-1][1]}" if saved else "no checkpoint was written"
-                raise TrainingError(
-                    f"the loss became {step_loss} at step {step + 1}; {where}. Lower the learning "
-                    "rate (--score-lr / --lr) or use --precision fp32"
-                )
-            if master is not None:
-                master.grads_to_master()
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(list(stepped.values()), config.max_grad_norm)
-            current_lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            if master is not None:
-                master.master_to_model()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            window += stats
-            if layers is not None:
-                keep = refresh()  # once per optimizer step
-
-            row = None
-            if step % config.log_every == 0 or step == total:
-                elapsed = max(time.perf_counter() - window_start, 1e-9)
-                last_loss = float(window[0] / max(window[1], 1))
-                row = {
-                    "step": step,
-                    "epoch": round(step / per_epoch, 4),
-                    "loss": last_loss,
-                    "lr": current_lr,
-                    "tokens_per_s": float(window[2]) / elapsed,
-                }
-                if layers is not None:
-                    masked, n = count_masked(keep)
-                    since_last, since_start = flips.count(keep)
-                    row.update(mask_ratio=masked / n, flips=since_last, flips_since_start=since_start)
-                window.zero_()
-                window_start = time.perf_counter()
-            if eval_examples is not None and config.eval_every and (step % config.eval_every == 0 or step == total):
-                last_eval = evaluate(
-                    unwrapped,
-                    tokenizer,
-                    eval_examples,
-                    config.eval_batch_size,
-                    generate=False,
-                    device=accelerator.device,
-                    distributed=world > 1,
-                )
-                row = dict(
-                    row or {"step": step}, eval_loss=last_eval.loss, eval_token_accuracy=last_eval.token_accuracy
-                )
-                if best_loss is None or last_eval.loss < best_loss:
-                    best_loss, best_step = last_eval.loss, step
-                    target = os.path.join(config.out, "best")
-                    if config.method == "mask":
-                        os.makedirs(target, exist_ok=True)
-                        target = os.path.join(target, "mask.safetensors")
-                    out.write(target, step)
-                    notify(TrainProgress("best", step, total, {"eval_loss": best_loss}))
-                notify(TrainProgress("eval", step, total, last_eval.to_dict()))
-            if row is not None:
-                row.update(peak_memory(accelerator.device, distributed=world > 1))  # every process takes part
-                if main:
-                    metrics.write(row)
-                    trackers.log(row)
-                notify(TrainProgress("log", step, total, row))
-            if config.save_every and step % config.save_every == 0 and step < total:
-                _save(
-                    config,
-                    accelerator,
-                    out,
-                    stepped,
-                    optimizer,
-                    scheduler,
-                    step,
-                    {"best_eval_loss": best_loss, "best_step": best_step, "epoch": step / per_epoch},
-                )
-                notify(TrainProgress("checkpoint", step, total, {"path": ckpt.checkpoint_dir(config.out, step)}))
-            notify(TrainProgress("step", step, total, {"loss": step_loss}))
-    finally:
-        if metrics is not None:
-            metrics.close()
-            trackers.finish()
-
-    out_name = {"mask": "mask.safetensors", "fft": "model", "lora": "adapter"}[config.method]
-    output = os.path.join(config.out, out_name)
-    out.write(output, step)
-    accelerator.wait_for_everyone()
-    ratio = count_masked(keep)[0] / count_masked(keep)[1] if keep is not None else None
-    result = TrainResult(
-        config.out, config.method, step, last_loss, output, ratio, best_step, best_loss, last_eval, report
-    )
-    notify(TrainProgress("done", step, total, {"output": output, "loss": last_loss}))
-    return result
-
-
-def _save(config, accelerator, out, trainable, optimizer, scheduler, step, info) -> None:
-    mask = out.mask(step) if out.layers is not None and accelerator.is_main_process else None
-    if out.sharded:
-        sckpt.save_sharded_checkpoint(
-            config.out, step, out.model, optimizer, scheduler, info, mask, config.keep_checkpoints
-        )
-    elif accelerator.is_main_process:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": ckpt.capture_rng()}
-        info = dict(info, sharding="none", world_size=accelerator.num_processes)  # any count can resume it
-        ckpt.save_checkpoint(config.out, step, trainable, state, info, mask, config.keep_checkpoints)
-    accelerator.wait_for_everyone()
