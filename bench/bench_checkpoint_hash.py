@@ -49,7 +49,7 @@ def main():
     for step in range(1, args.repeats + 1):
         dist.barrier()
         start, cpu0 = time.perf_counter(), time.process_time()
-        path = sckpt.save_sharded_checkpoint(root[0], step, model, optimizer, scheduler, {}, keep=1)
+        path = sckpt.save_sharded_checkpoint(root[0], step, model, optimizer, scheduler, info={}, keep=1)
         cpu1 = time.process_time()
         dist.barrier()
         saves.append(time.perf_counter() - start)

@@ -100,6 +100,7 @@ def save_checkpoint(
     trainable: dict[str, torch.Tensor],
     state: dict,
     info: dict,
+    *,
     mask: Mask | None = None,
     keep: int = 2,
 ) -> str:

@@ -291,6 +291,7 @@ def load_examples(
     source: str,
     tokenizer,
     max_seq_len: int = 512,
+    *,
     data_fraction: float = 1.0,
     seed: int = 0,
     skip_bad: bool = False,

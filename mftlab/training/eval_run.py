@@ -83,7 +83,12 @@ def _score_data(loaded, launch, settings: EvalSettings, outcome: EvalOutcome, *,
 
     s = settings
     examples, report = load_examples(
-        outcome.source["data"], loaded.tokenizer, s.max_seq_len, s.data_fraction, s.seed, s.skip_bad
+        outcome.source["data"],
+        loaded.tokenizer,
+        s.max_seq_len,
+        data_fraction=s.data_fraction,
+        seed=s.seed,
+        skip_bad=s.skip_bad,
     )
     for problem in report.skipped[:5]:
         note(f"skipped: {problem}")

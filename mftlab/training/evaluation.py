@@ -195,6 +195,7 @@ def generate_answers(
     model,
     tokenizer,
     examples: list[Example],
+    *,
     batch_size: int = 16,
     max_new_tokens: int = 32,
     device="cpu",
@@ -250,7 +251,7 @@ def _process() -> tuple[int, int]:
 
 
 def _shared_pass(
-    model, examples: list[Example], batch_size: int, pad_id: int, device, rank: int, world: int, on_batch=None
+    model, examples: list[Example], *, batch_size: int, pad_id: int, device, rank: int, world: int, on_batch=None
 ) -> tuple[LossSums, torch.Tensor]:
     """Process `rank` of `world` evaluates every world-th batch; all run the same number of forward passes (a
     sharded model gathers its weights in each), then the sums are added up. Also returns the
@@ -327,6 +328,7 @@ def evaluate(
     tokenizer,
     examples: list[Example],
     batch_size: int = 16,
+    *,
     generate: bool = True,
     max_new_tokens: int = 32,
     device="cpu",
@@ -351,7 +353,14 @@ def evaluate(
         progress("scored", counter["done"], len(examples))
 
     sums, table = _shared_pass(
-        model, examples, batch_size, pad_id, device, rank, world, scored if progress is not None else None
+        model,
+        examples,
+        batch_size=batch_size,
+        pad_id=pad_id,
+        device=device,
+        rank=rank,
+        world=world,
+        on_batch=scored if progress is not None else None,
     )
     exact, predictions = None, {}
     with_ref = [i for i, e in enumerate(examples) if e.reference is not None and e.prompt_ids]
@@ -359,7 +368,13 @@ def evaluate(
         mine = with_ref[rank::world]
         made = (lambda n: progress("generated", min(n * world, len(with_ref)), len(with_ref))) if progress else None
         generated = generate_answers(
-            model, tokenizer, [examples[i] for i in mine], batch_size, max_new_tokens, device, on_batch=made
+            model,
+            tokenizer,
+            [examples[i] for i in mine],
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            device=device,
+            on_batch=made,
         )
         predictions = dict(zip(with_ref, _shared_predictions(generated, world)))
         exact = sum(

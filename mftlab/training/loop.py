@@ -156,12 +156,17 @@ class _TrainingRun:
     def _load_data(self) -> None:
         config, tokenizer = self.config, self.tokenizer
         self.examples, self.report = load_examples(
-            config.data, tokenizer, config.max_seq_len, config.data_fraction, config.seed, config.skip_bad
+            config.data,
+            tokenizer,
+            config.max_seq_len,
+            data_fraction=config.data_fraction,
+            seed=config.seed,
+            skip_bad=config.skip_bad,
         )
         self.eval_examples = None
         if config.eval_data:
             self.eval_examples, _ = load_examples(
-                config.eval_data, tokenizer, config.max_seq_len, 1.0, config.seed, config.skip_bad
+                config.eval_data, tokenizer, config.max_seq_len, seed=config.seed, skip_bad=config.skip_bad
             )
         self.pad_id = padding_id(tokenizer)
         for problem in self.report.skipped[:5]:
@@ -236,9 +241,9 @@ class _TrainingRun:
             self.tokenizer,
             self.layers,
             self.eval_examples,
-            self.config.eval_batch_size,
-            self.config.score_init,
-            self.accelerator.device,
+            batch_size=self.config.eval_batch_size,
+            score_init=self.config.score_init,
+            device=self.accelerator.device,
             distributed=self.world > 1,
         )
         self._record(row0)
@@ -368,12 +373,19 @@ class _TrainingRun:
         mask = self.out.mask(step) if self.layers is not None and self.main else None
         if self.sharded:
             sckpt.save_sharded_checkpoint(
-                config.out, step, self.unwrapped, opt.optimizer, opt.scheduler, info, mask, config.keep_checkpoints
+                config.out,
+                step,
+                self.unwrapped,
+                opt.optimizer,
+                opt.scheduler,
+                info=info,
+                mask=mask,
+                keep=config.keep_checkpoints,
             )
         elif self.main:
             state = dict(opt.state(), rng=ckpt.capture_rng())
             info = dict(info, sharding="none", world_size=self.world)  # any count can resume it
-            ckpt.save_checkpoint(config.out, step, opt.stepped, state, info, mask, config.keep_checkpoints)
+            ckpt.save_checkpoint(config.out, step, opt.stepped, state, info, mask=mask, keep=config.keep_checkpoints)
         self.accelerator.wait_for_everyone()
         self.notify(TrainProgress("checkpoint", step, self.total, {"path": ckpt.checkpoint_dir(config.out, step)}))
 

@@ -88,7 +88,7 @@ def _state(model, optimizer) -> dict:
 
 
 def save_sharded_checkpoint(
-    out_dir: str, step: int, model, optimizer, scheduler, info: dict, mask: Mask | None = None, keep: int = 2
+    out_dir: str, step: int, model, optimizer, scheduler, *, info: dict, mask: Mask | None = None, keep: int = 2
 ) -> str:
     """Write checkpoint `step` from every process (collective) and prune beyond the latest `keep`."""
     import torch.distributed.checkpoint as dcp

@@ -17,7 +17,7 @@ STEP0_DAMAGE = 0.10  # warn when the initial mask raises the validation loss by 
 
 
 def evaluate_step0(
-    model, tokenizer, layers: dict, examples, batch_size: int, score_init: str, device, distributed: bool = False
+    model, tokenizer, layers: dict, examples, *, batch_size: int, score_init: str, device, distributed: bool = False
 ) -> tuple[dict, EvalResult, str | None]:
     """(metrics row at step 0, evaluation of the initial mask, warning line or None).
 

@@ -62,7 +62,7 @@ def tiny_fsdp_training():
 def check_fsdp(out: str, rank: int) -> None:
     model, optimizer, scheduler = tiny_fsdp_training()
     for step in (1, 2):
-        path = sckpt.save_sharded_checkpoint(out, step, model, optimizer, scheduler, {}, keep=3)
+        path = sckpt.save_sharded_checkpoint(out, step, model, optimizer, scheduler, info={}, keep=3)
     with open(os.path.join(path, MANIFEST)) as f:
         written = json.load(f)
     assert written["format"] == "mftlab.manifest" and written["version"] == 1
