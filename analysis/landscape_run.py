@@ -5,7 +5,7 @@
 
 `run_landscape` checks the request, joins the launch's process group (`mftlab.models.device.join_launch`:
 under torchrun the processes split the grid), owns `out` (process 0; the others wait), loads the first
-model and the two data subsets, computes the landscape (`analysis.landscape`) with the group's faults as
+model and the two data subsets, computes the landscape (`analysis.landscape.loss_landscape`) with the group's faults as
 one-line errors, and adds the peak memory of every process to landscape.json. A model is a folder,
 preset or hub id, or FOLDER::MASK_FILE for a model with a mask applied.
 """
@@ -47,7 +47,7 @@ def split_model(text: str) -> tuple[str, str | None]:
 class LandscapeRequest:
     """What a landscape is computed on and where it goes (what it computes is a `LandscapeConfig`)."""
 
-    models: tuple[str, ...]  # the first is evaluated; see `landscape` for what the others are
+    models: tuple[str, ...]  # the first is evaluated; see `loss_landscape` for what the others are
     data: str  # its first `max_tokens` label tokens give the train loss
     eval_data: str  # ... and the test loss
     out: str

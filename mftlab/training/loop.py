@@ -133,7 +133,7 @@ class _TrainingRun:
         self._load_data()
         self.per_epoch = steps_per_epoch(len(self.examples), config.batch_size)
         self.total = config.max_steps or math.ceil(config.epochs * self.per_epoch)
-        selection = config.selection_config()
+        selection = config.selection
         self.masks = KeepMasks(layers, selection, self.sharded) if layers is not None else None
         sharded_resume = self._find_checkpoint(model)
         if self.main:
