@@ -85,7 +85,12 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
         from mftlab.figures import overlap_figures
 
         written += overlap_figures.render(out)
+    _print_pairs(result)
+    click.echo(f"wrote {len(written)} files to {out}")
 
+
+def _print_pairs(result) -> None:
+    """The notes, each pair's overall overlap, and the k-of-N consensus counts."""
     for note in result.notes:
         click.echo(f"note: {note}")
     width = max(len(x) for x in result.labels)
@@ -99,7 +104,6 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
             )
     exactly = result.consensus[-1]["exactly"]
     click.echo("masked by exactly k masks: " + ", ".join(f"k={k}: {c:,}" for k, c in enumerate(exactly) if k))
-    click.echo(f"wrote {len(written)} files to {out}")
 
 
 def _compare_to_reference(

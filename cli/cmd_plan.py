@@ -73,7 +73,7 @@ def command(model, as_json, checkpointing_alias, **options):
       mftlab plan llama3.1-8b --task landscape --plane models --grid 21x21 --landscape-tokens 4096
       mftlab plan llama2-7b --task eval --batch-size 16 --seq-len 2048 --dtype bfloat16
     """
-    from mftlab.plan.planner import fmt_bytes, fmt_count, fmt_seconds, make_plan
+    from mftlab.plan.planner import make_plan
 
     if checkpointing_alias is not None:  # the old spelling, kept working
         options["gradient_checkpointing"] = options["gradient_checkpointing"] or checkpointing_alias
@@ -81,7 +81,14 @@ def command(model, as_json, checkpointing_alias, **options):
     result = make_plan(config)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
-        return
+    else:
+        _print_plan(config, result)
+
+
+def _print_plan(config: PlanConfig, result) -> None:
+    """The model line, the memory and time tables with their totals, and the notes."""
+    from mftlab.plan.planner import fmt_bytes, fmt_count, fmt_seconds
+
     m = result.model
     what = {
         "train": f"train --method {config.method}",

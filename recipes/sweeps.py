@@ -198,53 +198,36 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows[1:]]) + "\n"
 
 
-def run_sweep(
-    config: SweepConfig, out: str, progress: Callable[[int, int, str], None] | None = None, report=None
-) -> dict:
-    """Run (or finish) the sweep; returns the dict written to `out/sweep.json`. `progress(done, total,
-    message)` before each point; `report` gets the running point's training progress events."""
-    report = report or (lambda event: None)
-    resolve_device(config.train.device)  # a GPU that is not there is reported before any work
-    points = sweep_points(config)
-    say = progress or (lambda done, total, message: None)
-    os.makedirs(out, exist_ok=True)
-    reference_dir = os.path.join(out, "reference")
-    reference = steps.cached(reference_dir)
-    if reference is None:
-        say(0, len(points), "scoring the starting model (the FFT line)")
-        reference = steps.finish(reference_dir, _score(config))
-    rows = []
-    for k, point in enumerate(points):
-        folder = os.path.join(out, "points", point["name"])
-        say(k, len(points), f"MFT with {config.axis} = {point['label']}")
-        result = steps.cached(folder)
-        if result is None:
-            run_dir = os.path.join(folder, "run")
-            steps.fresh(folder)
-            # With eval data the trainer also logs the step-0 mask's validation loss (the initial prune).
-            train = replace(
-                config.train,
-                out=run_dir,
-                resume=False,
-                eval_data=config.train.eval_data or config.eval_data,
-                **point["overrides"],
-            )
-            run = steps.run_training(run_dir, train, training_events(f"{config.axis} = {point['label']}", report))
-            result = steps.finish(
-                folder,
-                {
-                    **_score(config, run["output"]),
-                    "step0_loss": _step0_loss(run),
-                    "mask_ratio": run["mask_ratio"],
-                    "steps": run["steps"],
-                },
-            )
-        rows.append({"name": point["name"], "label": point["label"], "value": point["value"], **result})
-    say(len(points), len(points), "done")
-    chosen = select_point(rows)
+def _run_point(config: SweepConfig, point: dict, folder: str, report) -> dict:
+    """One point's MFT run and its scores (cached in `folder`, so a finished point is not run again)."""
+    result = steps.cached(folder)
+    if result is not None:
+        return result
+    run_dir = os.path.join(folder, "run")
+    steps.fresh(folder)
+    # With eval data the trainer also logs the step-0 mask's validation loss (the initial prune).
+    train = replace(
+        config.train,
+        out=run_dir,
+        resume=False,
+        eval_data=config.train.eval_data or config.eval_data,
+        **point["overrides"],
+    )
+    run = steps.run_training(run_dir, train, training_events(f"{config.axis} = {point['label']}", report))
+    scores = {
+        **_score(config, run["output"]),
+        "step0_loss": _step0_loss(run),
+        "mask_ratio": run["mask_ratio"],
+        "steps": run["steps"],
+    }
+    return steps.finish(folder, scores)
+
+
+def _sweep_doc(config: SweepConfig, rows: list[dict], reference: dict, chosen: int) -> dict:
+    """sweep.json: the points (the chosen one marked), the starting model's scores and the sweep's config."""
     for i, row in enumerate(rows):
         row["selected"] = i == chosen
-    doc = {
+    return {
         **header("sweep"),
         "axis": config.axis,
         "points": rows,
@@ -263,6 +246,30 @@ def run_sweep(
             "train": config.train.to_dict(),
         },
     }
+
+
+def run_sweep(
+    config: SweepConfig, out: str, progress: Callable[[int, int, str], None] | None = None, report=None
+) -> dict:
+    """Run (or finish) the sweep; returns the dict written to `out/sweep.json`. `progress(done, total,
+    message)` before each point; `report` gets the running point's training progress events."""
+    report = report or (lambda event: None)
+    resolve_device(config.train.device)  # a GPU that is not there is reported before any work
+    points = sweep_points(config)
+    say = progress or (lambda done, total, message: None)
+    os.makedirs(out, exist_ok=True)
+    reference_dir = os.path.join(out, "reference")
+    reference = steps.cached(reference_dir)
+    if reference is None:
+        say(0, len(points), "scoring the starting model (the FFT line)")
+        reference = steps.finish(reference_dir, _score(config))
+    rows = []
+    for k, point in enumerate(points):
+        say(k, len(points), f"MFT with {config.axis} = {point['label']}")
+        result = _run_point(config, point, os.path.join(out, "points", point["name"]), report)
+        rows.append({"name": point["name"], "label": point["label"], "value": point["value"], **result})
+    say(len(points), len(points), "done")
+    doc = _sweep_doc(config, rows, reference, select_point(rows))
     write_result(out, "sweep", doc, rows=rows)
     note = "; test numbers are shown beside it and were not used to choose" if config.test_data else ""
     write_text_atomic(
