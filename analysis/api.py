@@ -114,7 +114,8 @@ def landscape(
         >>> result = mftlab.landscape("micro-llama", "train.jsonl", "test.jsonl", grid="5x5")  # doctest: +SKIP
         >>> result.train_loss.shape, result.save("results/landscape")  # doctest: +SKIP
     """
-    from mftlab.analysis.landscape import LandscapeConfig, load_eval_data, loss_landscape
+    from mftlab.analysis.landscape import LandscapeConfig, loss_landscape
+    from mftlab.analysis.landscape_data import load_eval_data
 
     first = _model(model, **load)
     tokenizer = tokenizer if tokenizer is not None else first.tokenizer

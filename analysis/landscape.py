@@ -31,7 +31,6 @@ import torch
 from mftlab.analysis.directions import DirectionSpec
 from mftlab.analysis.landscape_data import (  # noqa: F401 - the data helpers, importable from here as before
     EvalData,
-    load_eval_data,
     prepare_data,
     select_tokens,
 )
@@ -234,9 +233,8 @@ def _open_run(store: PointStore, run: dict, resume: bool, rank: int, barrier: Ca
     return store.done()
 
 
-def _compute_points(model, plane: Plane, mine: list, *, data: tuple[EvalData, EvalData], store, progress) -> int:
+def _compute_points(model, plane: Plane, mine: list, *, train: EvalData, test: EvalData, store, progress) -> int:
     """Evaluate this process's points, each appended to its shard when done; the weights are always restored."""
-    train, test = data
     params = dict(model.named_parameters())
     store.open()
     try:
@@ -302,7 +300,7 @@ def compute_landscape(
         "start",
         {"points": len(points), "done": len(done), "todo_here": len(mine), "tokens": train.tokens + test.tokens},
     )
-    computed = _compute_points(model, plane, mine, data=(train, test), store=store, progress=progress)
+    computed = _compute_points(model, plane, mine, train=train, test=test, store=store, progress=progress)
     barrier()
     result = None
     if rank == 0:
@@ -461,10 +459,22 @@ def loss_landscape(
         "labels": labels,
         "world_size": world_size,
     }
-    grid = {"xs": xs, "ys": ys, "markers": markers}
-    launch = {"rank": rank, "world_size": world_size, "barrier": barrier, "progress": progress}
     return compute_landscape(
-        live, plane, train=train, test=test, out_dir=out_dir, check=check, info=info, resume=resume, **grid, **launch
+        live,
+        plane,
+        train=train,
+        test=test,
+        xs=xs,
+        ys=ys,
+        markers=markers,
+        out_dir=out_dir,
+        check=check,
+        info=info,
+        resume=resume,
+        rank=rank,
+        world_size=world_size,
+        barrier=barrier,
+        progress=progress,
     )
 
 

@@ -74,9 +74,18 @@ def command(mask_paths, labels, out, force, no_figures, reference, scores_run, m
     if reference is None and (scores_run or model or data):
         raise click.UsageError("--scores, --model and --data go with --reference")
     if reference is not None:
-        scoring = dict(scores_run=scores_run, model=model, data=data, device=where, model_kw=model_kw)
         return _compare_to_reference(
-            reference, list(mask_paths), names, out, force=force, no_figures=no_figures, **scoring
+            reference,
+            list(mask_paths),
+            names,
+            out,
+            force=force,
+            no_figures=no_figures,
+            scores_run=scores_run,
+            model=model,
+            data=data,
+            device=where,
+            model_kw=model_kw,
         )
     result = compare_masks(list(mask_paths), names, force=force, progress=callback("compare-masks", "tensor"))
 

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from mftlab.progress.events import PREFIX, StepNote, StepProgress, clock
+from mftlab.progress.events import PREFIX, StepNote, StepProgress, clock, counter
 
 INTERVAL = 30.0
 
@@ -136,5 +136,4 @@ class Display:
 
 def callback(label: str, unit: str, display: Display | None = None):
     """A `progress(done, total)` function (the analysis modules' kind) drawing one line."""
-    display = display or Display()
-    return lambda done, total: display(StepProgress(label, unit, done, total))
+    return counter(display or Display(), label, unit)

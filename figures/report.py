@@ -373,8 +373,7 @@ def _intro(demo: dict) -> str:
 
 def _verdict_sections(page: _Page, result_dir: str, demo: dict, significance: dict | None) -> None:
     """Did MFT beat FFT (each verdict from the paired tests when there are any), and is it just pruning?"""
-    page.md += ["## Did MFT beat full fine-tuning?", ""]
-    page.html.append("<h2>Did MFT beat full fine-tuning?</h2>")
+    page.section("Did MFT beat full fine-tuning?")
     page.bullets(verdicts(demo, significance))
     if significance is not None:
         page.md += ["", significance_section.NOTE]

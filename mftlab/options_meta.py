@@ -122,7 +122,9 @@ def _check_fields(config) -> None:
         if meta is None:
             continue
         value, flag = getattr(config, f.name), meta.flag.partition("/")[0] if meta.flag else None
-        if meta.choices is not None and value is not None and value not in meta.choices:
+        # None passes only where it is the field's own default (an optional choice left unset)
+        unset = value is None and f.default is None
+        if meta.choices is not None and not unset and value not in meta.choices:
             raise choice_error(f.name, value, meta.choices, flag=flag)
         problem = meta.check(value) if meta.check is not None else None
         if problem is not None:

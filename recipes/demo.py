@@ -189,7 +189,7 @@ def write_config(protocol: ProtocolConfig, path: str) -> str:
     return path
 
 
-def run_demo(config: DemoConfig, progress: Callable[[ProtocolProgress], None] | None = None) -> dict:
+def run_demo(config: DemoConfig, progress: Callable[[object], None] | None = None) -> dict:
     """Write the benchmark's data and `OUT/protocol.yaml`, then run the protocol; returns `OUT/demo.json`'s index."""
     os.makedirs(config.out, exist_ok=True)
     paths = write_data(config)

@@ -273,7 +273,7 @@ def _variant_index(per_seed: dict) -> dict:
 def run_protocol(
     config: ProtocolConfig,
     out: str,
-    progress: Callable[[ProtocolProgress], None] | None = None,
+    progress: Callable[[object], None] | None = None,  # ProtocolProgress, and the steps' events
     *,
     done_before: int = 0,
     command: str = "protocol",

@@ -160,7 +160,7 @@ def read_json_lines(path: str | os.PathLike) -> list:
                     rows.append(json.loads(line))
                 except ValueError:
                     continue
-    except FileNotFoundError:
+    except OSError:  # not there yet, or unreadable: what was read so far
         pass
     return rows
 

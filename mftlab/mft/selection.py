@@ -128,9 +128,10 @@ def mask_lowest(flats: list[torch.Tensor], k: int) -> list[torch.Tensor]:
 def keep_global(values: dict[str, torch.Tensor], mask_ratio: float) -> dict[str, torch.Tensor]:
     """Keep-masks masking the K lowest values over all tensors together (see `mask_lowest`)."""
     names = list(values)
-    flats = [values[n].detach().reshape(-1) for n in names]
+    ranked = [values[n] for n in names]  # read once: `values` may compute each tensor when read
+    flats = [v.detach().reshape(-1) for v in ranked]
     k = num_masked(sum(f.numel() for f in flats), mask_ratio)
-    return {n: ~m.reshape(values[n].shape) for n, m in zip(names, mask_lowest(flats, k))}
+    return {n: ~m.reshape(v.shape) for n, v, m in zip(names, ranked, mask_lowest(flats, k))}
 
 
 def keep_threshold(values: torch.Tensor, threshold: float, min_keep_ratio: float = 0.01) -> torch.Tensor:

@@ -93,7 +93,8 @@ class WarmSelector:
     def keep_global_group(self, values: Mapping[str, torch.Tensor], mask_ratio: float) -> dict[str, torch.Tensor]:
         """Same result as `mftlab.mft.selection.keep_global(values, mask_ratio)` (the global group)."""
         names = list(values)
-        flats = [values[n].detach().reshape(-1).float() for n in names]
+        ranked = [values[n] for n in names]  # read once: a lazy ranking view recomputes |scores| per read
+        flats = [v.detach().reshape(-1).float() for v in ranked]
         k = num_masked(sum(f.numel() for f in flats), mask_ratio)
         keeps = self._keep("\0global", flats, k)
-        return {n: keep.reshape(values[n].shape) for n, keep in zip(names, keeps)}
+        return {n: keep.reshape(v.shape) for n, v, keep in zip(names, ranked, keeps)}

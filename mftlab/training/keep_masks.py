@@ -20,7 +20,7 @@ class KeepMasks:
 
     def __init__(self, layers: dict, selection: SelectionConfig, sharded: bool):
         self.layers, self.selection = layers, selection
-        self.sharded: ShardedMasks | None = None
+        self._shards: ShardedMasks | None = None
         self.keep: dict[str, torch.Tensor] | None = None
         self._warm = WarmSelector()
         # Flip counts compare with step 0 and the last log from bit-packed copies (one full mask held).
@@ -29,13 +29,13 @@ class KeepMasks:
     def shard(self) -> None:
         """Under FSDP, once the model is sharded: the step-0 mask from the initial scores (before a
         resumed checkpoint's)."""
-        self.sharded = ShardedMasks(self.layers)
-        self.flips = FlipCounter(self.sharded.refresh(self.selection))
+        self._shards = ShardedMasks(self.layers)
+        self.flips = FlipCounter(self._shards.refresh(self.selection))
 
     def refresh(self) -> dict[str, torch.Tensor]:
         """Recompute every keep-mask from the scores and store it in its wrapper."""
-        if self.sharded is not None:
-            self.keep = self.sharded.refresh(self.selection)
+        if self._shards is not None:
+            self.keep = self._shards.refresh(self.selection)
         else:
             self.keep = refresh_masks(self.layers, self.selection, self._warm)
         return self.keep
